@@ -1,0 +1,107 @@
+//! Errors the server reports, as `{"error": {"kind": "...", ...}}` with a matching HTTP status.
+//! The SDK maps each kind to one app-facing code; see `pims-strongauth`'s error mapping.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ApiError {
+    /// No access token, or one the server does not accept.
+    Unauthenticated,
+    /// The SDK's protocol version is not accepted by this server.
+    UnsupportedProtocol { supported: Vec<u32> },
+    /// A request field is missing or malformed; `name` is the field.
+    InvalidParameter { name: String },
+    /// SMS code wrong, used, expired (`expired`), or its check limit reached.
+    SmsCodeInvalid {
+        expired: bool,
+        attempts_remaining: u32,
+    },
+    /// The account has no trusted phone number.
+    NoPhoneNumber,
+    /// The account already has a trusted phone number.
+    PhoneNumberAlreadyRegistered,
+    /// The operation needs an account PIN and there is none.
+    NoPin,
+    /// The client asked to register a PIN but the account has one (or the reverse raced).
+    PinStateChanged,
+    /// Wrong PIN; the account is not blocked yet.
+    WrongPin { attempts_remaining: u32 },
+    /// Wrong PIN, and this failure reached the limit: the account is now PIN-blocked.
+    PinBlocked,
+    /// The account was already PIN-blocked before this request.
+    AccountBlocked,
+    /// The device is unknown to the server, disabled, expired while pending, or was found cloned.
+    DeviceUnknown,
+    /// The account already has the maximum number of devices.
+    DeviceLimitReached,
+    /// The enrollment or challenge session is unknown, finished or expired.
+    SessionExpired,
+    /// A device signature did not verify.
+    BadSignature,
+    /// Too many requests; retry after the given delay.
+    RateLimited { retry_after_seconds: u64 },
+    /// The one-time proof is unknown, expired or already used (relying-party API).
+    OtpInvalid,
+    /// Relying-party credentials missing or wrong.
+    RelyingPartyUnauthorized,
+    /// A server-side failure; details are in the server log under the transaction id.
+    Internal,
+}
+
+impl ApiError {
+    /// HTTP status the server answers with.
+    pub fn status(&self) -> u16 {
+        match self {
+            ApiError::Unauthenticated | ApiError::RelyingPartyUnauthorized => 401,
+            ApiError::UnsupportedProtocol { .. } => 426,
+            ApiError::InvalidParameter { .. } => 400,
+            ApiError::SmsCodeInvalid { .. } => 422,
+            ApiError::WrongPin { .. } | ApiError::PinBlocked | ApiError::BadSignature => 403,
+            ApiError::AccountBlocked => 423,
+            ApiError::DeviceUnknown | ApiError::SessionExpired | ApiError::OtpInvalid => 404,
+            ApiError::NoPhoneNumber
+            | ApiError::PhoneNumberAlreadyRegistered
+            | ApiError::NoPin
+            | ApiError::PinStateChanged
+            | ApiError::DeviceLimitReached => 409,
+            ApiError::RateLimited { .. } => 429,
+            ApiError::Internal => 500,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApiError::InvalidParameter { name } => write!(f, "invalid parameter {name}"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// Envelope of every error response body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ApiError,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_with_kind_tag() {
+        let body = ErrorBody {
+            error: ApiError::WrongPin {
+                attempts_remaining: 3,
+            },
+        };
+        assert_eq!(
+            serde_json::to_string(&body).unwrap(),
+            r#"{"error":{"kind":"wrong_pin","attempts_remaining":3}}"#
+        );
+    }
+}

@@ -1,0 +1,320 @@
+//! Request and response bodies of the `/v1` API. Paths are listed on each type.
+//! Every request except the relying-party and development endpoints carries
+//! `Authorization: Bearer <access token>`; the token's subject is the account.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Bytes;
+
+// ---- account ----------------------------------------------------------------------------
+
+/// `GET /v1/account?deviceId=<id>` (deviceId optional).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountStatus {
+    pub phone_number: Option<String>,
+    pub pin: PinState,
+    /// PIN attempts left before the account blocks.
+    pub pin_attempts_remaining: u32,
+    /// State of the device named in the query; `None` when not asked or unknown to the server.
+    pub device: Option<DeviceState>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PinState {
+    /// No PIN yet: the next enrollment registers one.
+    NotSet,
+    Set,
+    /// Too many wrong PINs.
+    Blocked,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    Pending,
+    Active,
+    Disabled,
+}
+
+// ---- SMS codes --------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmsPurpose {
+    /// Proves the user holds a phone number before it becomes the trusted one.
+    PhoneCertification,
+    /// Sent to the trusted number to enroll a device.
+    Enrollment,
+}
+
+impl SmsPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SmsPurpose::PhoneCertification => "phone_certification",
+            SmsPurpose::Enrollment => "enrollment",
+        }
+    }
+}
+
+/// `POST /v1/sms-codes`: send (or resend, same code while valid) an SMS code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendSmsCode {
+    pub purpose: SmsPurpose,
+    /// Required for `PhoneCertification`; ignored for `Enrollment` (the trusted number is used).
+    pub phone_number: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SmsCodeSent {
+    pub expires_in_seconds: u64,
+}
+
+/// `POST /v1/sms-codes/check`: check an enrollment code without using it up.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckSmsCode {
+    pub purpose: SmsPurpose,
+    pub sms_code: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SmsCodeChecked {
+    /// Whether the account already has a PIN (`AlreadyEnrolled`) or not (`NotEnrolled`).
+    pub enrollment_status: EnrollmentStatus,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EnrollmentStatus {
+    NotEnrolled,
+    AlreadyEnrolled,
+}
+
+/// `POST /v1/phone-number`: make a certified number the account's trusted number.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AddPhoneNumber {
+    pub phone_number: String,
+    pub sms_code: String,
+}
+
+// ---- enrollment -------------------------------------------------------------------------
+
+/// `POST /v1/enrollments`: first half of an enrollment. Checks the SMS code (without using it
+/// up) and starts the PIN exchange: `Register` when the account has no PIN, `Login` otherwise.
+/// A login start counts as a PIN attempt until it is proven right.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartEnrollment {
+    pub sms_code: String,
+    /// `enrollWithPhoneNumber`: the code was sent to this number for certification, and the
+    /// number becomes the trusted one when the enrollment finishes.
+    pub phone_number: Option<String>,
+    pub pin: PinStart,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", content = "message", rename_all = "snake_case")]
+pub enum PinStart {
+    /// OPAQUE `RegistrationRequest`.
+    Register(Bytes),
+    /// OPAQUE `CredentialRequest`.
+    Login(Bytes),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentStarted {
+    pub enrollment_id: String,
+    /// Fresh server nonce the device signs in [`FinishEnrollment`].
+    pub nonce: Bytes,
+    /// OPAQUE `RegistrationResponse` or `CredentialResponse`, matching the request.
+    pub pin: PinStart,
+}
+
+/// `POST /v1/enrollments/{enrollmentId}/finish`: second half. Idempotent by `idempotencyKey`:
+/// a retry returns the first outcome. On success the device exists as Pending.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FinishEnrollment {
+    pub idempotency_key: String,
+    pub pin: PinFinish,
+    pub device: NewDevice,
+    /// Over [`crate::transcript::enrollment`], with `pin_proof` = [`PinFinish::proof`].
+    pub signature: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mode", content = "message", rename_all = "snake_case")]
+pub enum PinFinish {
+    /// OPAQUE `RegistrationUpload`: becomes the account's PIN record.
+    Register(Bytes),
+    /// OPAQUE `CredentialFinalization`: proves the existing PIN.
+    Login(Bytes),
+    /// The device found the PIN wrong while opening the OPAQUE response; the server records
+    /// the failure and answers `WrongPin` or `PinBlocked`.
+    LoginFailed,
+}
+
+impl PinFinish {
+    /// The bytes a device signature binds to.
+    pub fn proof(&self) -> &[u8] {
+        match self {
+            PinFinish::Register(b) | PinFinish::Login(b) => b.as_slice(),
+            PinFinish::LoginFailed => &[],
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewDevice {
+    /// SEC1 uncompressed P-256 public key (65 bytes).
+    pub public_key: Bytes,
+    pub name: String,
+    pub platform: Platform,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Platform {
+    Ios,
+    Android,
+    Desktop,
+}
+
+impl Platform {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Platform::Ios => "ios",
+            Platform::Android => "android",
+            Platform::Desktop => "desktop",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ios" => Some(Platform::Ios),
+            "android" => Some(Platform::Android),
+            "desktop" => Some(Platform::Desktop),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollmentFinished {
+    pub device_id: String,
+    /// Nonce the device signs in [`ActivateDevice`].
+    pub activation_nonce: Bytes,
+}
+
+/// `POST /v1/devices/{deviceId}/activate`: Pending → Active, sent once the device has written
+/// its local state. Activating an Active device again succeeds (a retry after a lost answer).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivateDevice {
+    pub counter: u64,
+    /// Over [`crate::transcript::activation`].
+    pub signature: Bytes,
+}
+
+// ---- one-time proofs --------------------------------------------------------------------
+
+/// `POST /v1/otp/challenges`: a fresh nonce for `deviceId`, plus the OPAQUE credential response
+/// when a PIN proof is wanted (which counts as a PIN attempt until proven right).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OtpChallengeRequest {
+    pub device_id: String,
+    /// OPAQUE `CredentialRequest` for an OTP "withPIN".
+    pub pin: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OtpChallenge {
+    pub challenge_id: String,
+    pub nonce: Bytes,
+    /// OPAQUE `CredentialResponse` when the request carried a credential request.
+    pub pin: Option<Bytes>,
+}
+
+/// `POST /v1/otp`: answer a challenge and receive the one-time proof.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OtpRequest {
+    pub challenge_id: String,
+    pub counter: u64,
+    /// Required when the challenge carried a PIN exchange: `Login` or `LoginFailed`.
+    pub pin: Option<PinFinish>,
+    /// Over [`crate::transcript::otp`].
+    pub signature: Bytes,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OtpIssued {
+    pub otp: String,
+    pub expires_in_seconds: u64,
+}
+
+impl std::fmt::Debug for OtpIssued {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OtpIssued")
+            .field("expires_in_seconds", &self.expires_in_seconds)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /v1/otp/verify` (relying parties, HTTP Basic credentials): verifies an OTP exactly once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyOtp {
+    pub otp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OtpVerified {
+    /// The account (access token subject).
+    pub subject: String,
+    pub device_id: String,
+    /// Whether the proof included the account PIN.
+    pub with_pin: bool,
+    /// Unix seconds.
+    pub issued_at: i64,
+}
+
+// ---- development endpoints (off unless the server enables its development issuer) --------
+
+/// `POST /v1/dev/tokens`: mint an access token for `subject`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevTokenRequest {
+    pub subject: String,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevToken {
+    pub access_token: String,
+    pub expires_in_seconds: u64,
+}
+
+/// Secrets never reach a log through `Debug`.
+macro_rules! redacted_debug {
+    ($($ty:ident),*) => {$(
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, concat!(stringify!($ty), " {{ .. }}"))
+            }
+        }
+    )*};
+}
+redacted_debug!(CheckSmsCode, AddPhoneNumber, StartEnrollment, FinishEnrollment, VerifyOtp, DevToken);

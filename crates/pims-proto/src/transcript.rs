@@ -1,0 +1,71 @@
+//! The exact bytes a device signs (ECDSA P-256 with SHA-256, DER signature).
+//!
+//! Every signature covers a fresh server nonce and the device's counter, so a replayed or
+//! cloned key is detected by a counter that does not increase. Fields are length-prefixed so
+//! no two different field lists produce the same bytes.
+
+use sha2::{Digest, Sha256};
+
+fn transcript(label: &str, fields: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + fields.iter().map(|f| f.len() + 4).sum::<usize>());
+    out.extend_from_slice(label.as_bytes());
+    for field in fields {
+        out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+        out.extend_from_slice(field);
+    }
+    out
+}
+
+/// SHA-256 of a message, to bind a signature to a PIN proof without repeating it.
+pub fn digest(message: &[u8]) -> [u8; 32] {
+    Sha256::digest(message).into()
+}
+
+/// Signed by a new device at the end of enrollment: proves possession of the key it registers,
+/// bound to the enrollment session and to the PIN proof (registration upload or finalization).
+pub fn enrollment(enrollment_id: &str, nonce: &[u8], public_key: &[u8], pin_proof: &[u8]) -> Vec<u8> {
+    transcript(
+        "pims/v1/enroll",
+        &[enrollment_id.as_bytes(), nonce, public_key, &digest(pin_proof)],
+    )
+}
+
+/// Signed to move a Pending device to Active once its local state is safely written.
+pub fn activation(device_id: &str, nonce: &[u8], counter: u64) -> Vec<u8> {
+    transcript(
+        "pims/v1/activate",
+        &[device_id.as_bytes(), nonce, &counter.to_be_bytes()],
+    )
+}
+
+/// Signed to obtain an OTP. With a PIN, `pin_proof` is the OPAQUE credential finalization of
+/// the same challenge, so one signature binds both factors; without, it is empty.
+pub fn otp(challenge_id: &str, nonce: &[u8], device_id: &str, counter: u64, pin_proof: &[u8]) -> Vec<u8> {
+    transcript(
+        "pims/v1/otp",
+        &[
+            challenge_id.as_bytes(),
+            nonce,
+            device_id.as_bytes(),
+            &counter.to_be_bytes(),
+            &digest(pin_proof),
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn length_prefixes_keep_field_boundaries() {
+        assert_ne!(activation("ab", b"c", 1), activation("a", b"bc", 1));
+    }
+
+    #[test]
+    fn label_separates_purposes() {
+        let a = activation("d", b"n", 1);
+        let o = otp("d", b"n", "", 1, b"");
+        assert_ne!(a, o);
+    }
+}
