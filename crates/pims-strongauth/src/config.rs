@@ -1,0 +1,115 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pims_core::PimsError;
+use pims_proto::Platform;
+use serde_json::Value;
+
+const PREFIX: &str = "components.strongAuthentication";
+
+/// `components.strongAuthentication` of the SDK configuration.
+///
+/// | key | required | meaning |
+/// |---|---|---|
+/// | `serverUrl` | yes | base URL of the PIMS server (`https://…`, or `http://` for loopback) |
+/// | `dataDirectory` | yes | directory for this component's encrypted vault |
+/// | `platform` | yes | `ios`, `android` or `desktop` |
+/// | `deviceName` | no | name shown in the account's device list |
+/// | `requestTimeoutSeconds` | no | per-request timeout (default 15) |
+#[derive(Debug, Clone)]
+pub struct StrongAuthConfig {
+    pub server_url: String,
+    pub data_directory: PathBuf,
+    pub platform: Platform,
+    pub device_name: String,
+    pub request_timeout: Duration,
+}
+
+impl StrongAuthConfig {
+    pub fn parse(tree: &Value) -> Result<Self, PimsError> {
+        let server_url = required_str(tree, "serverUrl")?
+            .trim_end_matches('/')
+            .to_owned();
+        let is_http = server_url.starts_with("http://");
+        if !(server_url.starts_with("https://") || is_http) || server_url.len() < 10 {
+            return Err(invalid("serverUrl"));
+        }
+        let data_directory = PathBuf::from(required_str(tree, "dataDirectory")?);
+        let platform =
+            Platform::parse(required_str(tree, "platform")?).ok_or_else(|| invalid("platform"))?;
+        let device_name = match tree.get("deviceName") {
+            None | Some(Value::Null) => format!("{} device", platform.as_str()),
+            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 100 => s.trim().to_owned(),
+            Some(_) => return Err(invalid("deviceName")),
+        };
+        let request_timeout = match tree.get("requestTimeoutSeconds") {
+            None | Some(Value::Null) => Duration::from_secs(15),
+            Some(v) => match v.as_f64() {
+                Some(s) if s > 0.0 && s <= 300.0 => Duration::from_secs_f64(s),
+                _ => return Err(invalid("requestTimeoutSeconds")),
+            },
+        };
+        Ok(StrongAuthConfig {
+            server_url,
+            data_directory,
+            platform,
+            device_name,
+            request_timeout,
+        })
+    }
+}
+
+fn required_str<'a>(tree: &'a Value, key: &str) -> Result<&'a str, PimsError> {
+    match tree.get(key) {
+        None | Some(Value::Null) => Err(PimsError::missing(&format!("{PREFIX}.{key}"))),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s),
+        Some(_) => Err(invalid(key)),
+    }
+}
+
+fn invalid(key: &str) -> PimsError {
+    PimsError::invalid(&format!("{PREFIX}.{key}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn required_keys_are_named_in_full() {
+        let e = StrongAuthConfig::parse(&json!({"dataDirectory": "/tmp", "platform": "ios"}))
+            .unwrap_err();
+        assert_eq!(
+            e.label,
+            "Missing components.strongAuthentication.serverUrl parameter"
+        );
+        let e = StrongAuthConfig::parse(
+            &json!({"serverUrl": "ftp://x.example", "dataDirectory": "/tmp", "platform": "ios"}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.label,
+            "Invalid components.strongAuthentication.serverUrl parameter"
+        );
+        let e = StrongAuthConfig::parse(
+            &json!({"serverUrl": "https://x.example", "dataDirectory": "/tmp", "platform": "tv"}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.label,
+            "Invalid components.strongAuthentication.platform parameter"
+        );
+    }
+
+    #[test]
+    fn defaults_fill_optional_keys() {
+        let c = StrongAuthConfig::parse(
+            &json!({"serverUrl": "https://x.example/", "dataDirectory": "/tmp", "platform": "android"}),
+        )
+        .unwrap();
+        assert_eq!(c.server_url, "https://x.example");
+        assert_eq!(c.device_name, "android device");
+        assert_eq!(c.request_timeout, Duration::from_secs(15));
+    }
+}

@@ -1,0 +1,260 @@
+//! The encrypted local state of this device: its enrollment, its software key if it has no
+//! hardware key, and an enrollment whose answer was lost.
+//!
+//! File format: `PIMSVLT1` ‖ 24-byte nonce ‖ XChaCha20-Poly1305(JSON), the magic as associated
+//! data. Writes go to a temporary file that is synced and renamed over the old one, so a crash
+//! leaves either the old or the new state, never a torn one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use pims_proto::{Bytes, FinishEnrollment};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+const MAGIC: &[u8; 8] = b"PIMSVLT1";
+const NONCE_LEN: usize = 24;
+pub const VAULT_FILE: &str = "strongauth.vault";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VaultState {
+    /// The device enrollment the server confirmed (Pending until activated).
+    pub enrollment: Option<Enrollment>,
+    /// An enrollment finish sent without a definite answer; resent with the same idempotency
+    /// key on the next call.
+    pub unconfirmed: Option<UnconfirmedEnrollment>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Enrollment {
+    pub device_id: String,
+    pub activated: bool,
+    pub activation_nonce: Bytes,
+    /// Last counter value used in a signature; the next signature uses a higher one.
+    pub counter: u64,
+    pub key: DeviceKey,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UnconfirmedEnrollment {
+    pub enrollment_id: String,
+    pub request: FinishEnrollment,
+    pub key: DeviceKey,
+}
+
+impl std::fmt::Debug for UnconfirmedEnrollment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnconfirmedEnrollment")
+            .field("enrollment_id", &self.enrollment_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where the device's private key is.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum DeviceKey {
+    /// P-256 scalar kept in this (encrypted) vault.
+    Software { secret: Bytes },
+    /// Key held by the platform keystore under this alias.
+    Host { alias: String },
+}
+
+impl std::fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceKey::Software { .. } => f.write_str("Software(..)"),
+            DeviceKey::Host { alias } => write!(f, "Host({alias})"),
+        }
+    }
+}
+
+/// Why the vault could not be read or written. Each maps to 2311.
+#[derive(Debug)]
+pub enum VaultError {
+    Io(std::io::Error),
+    /// Wrong format, wrong key or tampered content.
+    Unreadable,
+    Key(String),
+}
+
+impl std::fmt::Display for VaultError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VaultError::Io(e) => write!(f, "vault I/O: {e}"),
+            VaultError::Unreadable => f.write_str("vault cannot be decrypted or parsed"),
+            VaultError::Key(e) => write!(f, "vault key: {e}"),
+        }
+    }
+}
+
+pub struct Vault {
+    path: PathBuf,
+    key: Zeroizing<[u8; 32]>,
+}
+
+impl Vault {
+    pub fn new(data_directory: &Path, key: [u8; 32]) -> Self {
+        Vault {
+            path: data_directory.join(VAULT_FILE),
+            key: Zeroizing::new(key),
+        }
+    }
+
+    /// Reads the state; a missing file is the empty state of a device never enrolled.
+    pub fn read(&self) -> Result<VaultState, VaultError> {
+        let data = match std::fs::read(&self.path) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(VaultState::default()),
+            Err(e) => return Err(VaultError::Io(e)),
+        };
+        if data.len() < MAGIC.len() + NONCE_LEN || &data[..MAGIC.len()] != MAGIC {
+            return Err(VaultError::Unreadable);
+        }
+        let (nonce, ciphertext) = data[MAGIC.len()..].split_at(NONCE_LEN);
+        let plaintext = Zeroizing::new(
+            self.cipher()
+                .decrypt(
+                    XNonce::from_slice(nonce),
+                    Payload {
+                        msg: ciphertext,
+                        aad: MAGIC,
+                    },
+                )
+                .map_err(|_| VaultError::Unreadable)?,
+        );
+        serde_json::from_slice(&plaintext).map_err(|_| VaultError::Unreadable)
+    }
+
+    pub fn write(&self, state: &VaultState) -> Result<(), VaultError> {
+        let plaintext = Zeroizing::new(serde_json::to_vec(state).expect("vault state serializes"));
+        let nonce: [u8; NONCE_LEN] = rand::random();
+        let ciphertext = self
+            .cipher()
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &plaintext,
+                    aad: MAGIC,
+                },
+            )
+            .expect("encryption of an in-memory buffer cannot fail");
+        let mut data = Vec::with_capacity(MAGIC.len() + NONCE_LEN + ciphertext.len());
+        data.extend_from_slice(MAGIC);
+        data.extend_from_slice(&nonce);
+        data.extend_from_slice(&ciphertext);
+        write_atomically(&self.path, &data, false).map_err(VaultError::Io)
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new((&*self.key).into())
+    }
+}
+
+/// Replaces `path` with `data` so that a crash at any point leaves the old or the new content.
+pub fn write_atomically(path: &Path, data: &[u8], owner_only: bool) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        if owner_only {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        #[cfg(not(unix))]
+        let _ = owner_only;
+        let mut file = options.open(&tmp)?;
+        file.write_all(data)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    // Make the rename itself durable.
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> VaultState {
+        VaultState {
+            enrollment: Some(Enrollment {
+                device_id: "d1".into(),
+                activated: true,
+                activation_nonce: Bytes(vec![1, 2]),
+                counter: 7,
+                key: DeviceKey::Software {
+                    secret: Bytes(vec![9; 32]),
+                },
+            }),
+            unconfirmed: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_and_is_encrypted_at_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::new(dir.path(), [3; 32]);
+        vault.write(&sample()).unwrap();
+        let read = vault.read().unwrap().enrollment.unwrap();
+        assert_eq!((read.device_id.as_str(), read.counter), ("d1", 7));
+        let raw = std::fs::read(dir.path().join(VAULT_FILE)).unwrap();
+        assert!(!raw.windows(2).any(|w| w == b"d1"));
+    }
+
+    #[test]
+    fn missing_file_is_an_empty_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Vault::new(dir.path(), [3; 32]).read().unwrap();
+        assert!(state.enrollment.is_none() && state.unconfirmed.is_none());
+    }
+
+    #[test]
+    fn wrong_key_truncation_and_garbage_are_unreadable_not_panics() {
+        let dir = tempfile::tempdir().unwrap();
+        Vault::new(dir.path(), [3; 32]).write(&sample()).unwrap();
+        assert!(matches!(
+            Vault::new(dir.path(), [4; 32]).read(),
+            Err(VaultError::Unreadable)
+        ));
+
+        let path = dir.path().join(VAULT_FILE);
+        let raw = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &raw[..raw.len() - 5]).unwrap();
+        assert!(matches!(
+            Vault::new(dir.path(), [3; 32]).read(),
+            Err(VaultError::Unreadable)
+        ));
+
+        std::fs::write(&path, b"garbage").unwrap();
+        assert!(matches!(
+            Vault::new(dir.path(), [3; 32]).read(),
+            Err(VaultError::Unreadable)
+        ));
+    }
+
+    #[test]
+    fn an_interrupted_write_leaves_the_previous_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = Vault::new(dir.path(), [3; 32]);
+        vault.write(&sample()).unwrap();
+        // A crash after the temporary file was written but before the rename.
+        std::fs::write(dir.path().join("strongauth.vault.tmp"), b"half-written").unwrap();
+        assert_eq!(vault.read().unwrap().enrollment.unwrap().counter, 7);
+        // And the next write succeeds over the leftover.
+        vault.write(&VaultState::default()).unwrap();
+        assert!(vault.read().unwrap().enrollment.is_none());
+    }
+}
