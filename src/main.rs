@@ -1,1 +1,131 @@
-fn main() {}
+//! `pims`: run the server, watch a full enrollment, or drive the facade from a terminal.
+
+mod demo;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pims", version, about = "PIMS strong authentication")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a server on loopback with SQLite in a temporary directory, then enroll two phones,
+    /// get an OTP with the PIN and have a relying party verify it, showing every facade call.
+    Demo,
+    /// Run the server from a TOML configuration file.
+    Server {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Make one facade call as a device would, and print the message received.
+    Call {
+        /// SDK configuration (the JSON tree given to `initialize`).
+        #[arg(long)]
+        sdk_config: PathBuf,
+        /// Access token of the signed-in user.
+        #[arg(long, env = "PIMS_ACCESS_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// `get` or `set`.
+        verb: String,
+        /// API name, e.g. `pims.authentication.account`.
+        api: String,
+        /// Parameters as a JSON object.
+        #[arg(default_value = "{}")]
+        params: String,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Demo => {
+            init_logs("warn");
+            runtime.block_on(demo::run())
+        }
+        Command::Server { config } => {
+            init_logs("info");
+            let config = pims_server::ServerConfig::from_toml_file(&config)
+                .with_context(|| format!("reading {}", config.display()))?;
+            runtime.block_on(serve(config))
+        }
+        Command::Call {
+            sdk_config,
+            token,
+            verb,
+            api,
+            params,
+        } => {
+            init_logs("warn");
+            runtime.block_on(call(sdk_config, token, verb, api, params))
+        }
+    }
+}
+
+fn init_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PIMS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn serve(config: pims_server::ServerConfig) -> anyhow::Result<()> {
+    let server = pims_server::start(config).await?;
+    tracing::info!(url = %server.url(), "PIMS server listening");
+    tokio::signal::ctrl_c().await?;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+/// Builds the facade with every component of this build.
+pub fn facade(token: Option<String>) -> pims_core::Pims {
+    let host = pims_strongauth::host::Host::new(Arc::new(
+        pims_strongauth::host::StaticToken(token),
+    ));
+    pims_core::Pims::builder()
+        .component(pims_strongauth::StrongAuthFactory::new(host))
+        .build()
+}
+
+async fn call(
+    sdk_config: PathBuf,
+    token: Option<String>,
+    verb: String,
+    api: String,
+    params: String,
+) -> anyhow::Result<()> {
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&sdk_config)
+            .with_context(|| format!("reading {}", sdk_config.display()))?,
+    )
+    .context("SDK configuration is not JSON")?;
+    let params: serde_json::Value =
+        serde_json::from_str(&params).context("parameters are not JSON")?;
+    let pims = facade(token);
+    let init = pims.initialize_async(config).await;
+    if init.error.is_some() {
+        println!("{init}");
+        std::process::exit(1);
+    }
+    let message = match verb.as_str() {
+        "get" => pims.get_async(&api, params).await,
+        "set" => pims.set_async(&api, params).await,
+        other => anyhow::bail!("verb must be get or set, not {other}"),
+    };
+    println!("{}", serde_json::to_string_pretty(&message.to_json())?);
+    if message.error.is_some() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
