@@ -32,38 +32,125 @@ pub async fn run() -> anyhow::Result<()> {
     let phone_a = phone(&token, &url, dir.path().join("phone-a"), "Phone A").await?;
     let sms = Sms { outbox: &outbox };
     let account = json!({"actionType": "strong", "type": "isDeviceActivated"});
-    expect_ok(&phone_a, "get", "pims.authentication.account", account.clone()).await?;
-    expect_ok(&phone_a, "get", "pims.authentication.account",
-        json!({"actionType": "strong", "type": "isAccountBlocked"})).await?;
-    expect_code(&phone_a, "get", "pims.authentication.trustedphonenumber", json!({}), 2307).await?;
-    expect_ok(&phone_a, "get", "pims.authentication.smscode",
-        json!({"type": "phoneNumberCertification", "phoneNumber": PHONE_NUMBER})).await?;
+    expect_ok(
+        &phone_a,
+        "get",
+        "pims.authentication.account",
+        account.clone(),
+    )
+    .await?;
+    expect_ok(
+        &phone_a,
+        "get",
+        "pims.authentication.account",
+        json!({"actionType": "strong", "type": "isAccountBlocked"}),
+    )
+    .await?;
+    expect_code(
+        &phone_a,
+        "get",
+        "pims.authentication.trustedphonenumber",
+        json!({}),
+        2307,
+    )
+    .await?;
+    expect_ok(
+        &phone_a,
+        "get",
+        "pims.authentication.smscode",
+        json!({"type": "phoneNumberCertification", "phoneNumber": PHONE_NUMBER}),
+    )
+    .await?;
     let code = sms.read(PHONE_NUMBER)?;
-    expect_ok(&phone_a, "set", "pims.authentication.smscode",
-        json!({"type": "addPhoneNumber", "phoneNumber": PHONE_NUMBER, "smsCode": code})).await?;
-    expect_ok(&phone_a, "get", "pims.authentication.trustedphonenumber", json!({})).await?;
-    expect_ok(&phone_a, "get", "pims.authentication.smscode", json!({"type": "enrollment"})).await?;
+    expect_ok(
+        &phone_a,
+        "set",
+        "pims.authentication.smscode",
+        json!({"type": "addPhoneNumber", "phoneNumber": PHONE_NUMBER, "smsCode": code}),
+    )
+    .await?;
+    expect_ok(
+        &phone_a,
+        "get",
+        "pims.authentication.trustedphonenumber",
+        json!({}),
+    )
+    .await?;
+    expect_ok(
+        &phone_a,
+        "get",
+        "pims.authentication.smscode",
+        json!({"type": "enrollment"}),
+    )
+    .await?;
     let code = sms.read(PHONE_NUMBER)?;
-    expect_ok(&phone_a, "set", "pims.authentication.smscode",
-        json!({"action": "enrollment", "smsCode": code})).await?;
-    expect_ok(&phone_a, "set", "pims.authentication.enrollment",
-        json!({"action": "enroll", "pinCode": PIN, "smsCode": code})).await?;
-    expect_ok(&phone_a, "get", "pims.authentication.account", account.clone()).await?;
+    expect_ok(
+        &phone_a,
+        "set",
+        "pims.authentication.smscode",
+        json!({"action": "enrollment", "smsCode": code}),
+    )
+    .await?;
+    expect_ok(
+        &phone_a,
+        "set",
+        "pims.authentication.enrollment",
+        json!({"action": "enroll", "pinCode": PIN, "smsCode": code}),
+    )
+    .await?;
+    expect_ok(
+        &phone_a,
+        "get",
+        "pims.authentication.account",
+        account.clone(),
+    )
+    .await?;
 
     section("Phone B: a second device proves the same PIN");
     let phone_b = phone(&token, &url, dir.path().join("phone-b"), "Phone B").await?;
-    expect_ok(&phone_b, "get", "pims.authentication.account", account.clone()).await?;
-    expect_ok(&phone_b, "get", "pims.authentication.smscode", json!({"type": "enrollment"})).await?;
+    expect_ok(
+        &phone_b,
+        "get",
+        "pims.authentication.account",
+        account.clone(),
+    )
+    .await?;
+    expect_ok(
+        &phone_b,
+        "get",
+        "pims.authentication.smscode",
+        json!({"type": "enrollment"}),
+    )
+    .await?;
     let code = sms.read(PHONE_NUMBER)?;
-    expect_ok(&phone_b, "set", "pims.authentication.smscode",
-        json!({"action": "enrollment", "smsCode": code})).await?;
-    expect_ok(&phone_b, "set", "pims.authentication.enrollment",
-        json!({"action": "enroll", "pinCode": PIN, "smsCode": code})).await?;
+    expect_ok(
+        &phone_b,
+        "set",
+        "pims.authentication.smscode",
+        json!({"action": "enrollment", "smsCode": code}),
+    )
+    .await?;
+    expect_ok(
+        &phone_b,
+        "set",
+        "pims.authentication.enrollment",
+        json!({"action": "enroll", "pinCode": PIN, "smsCode": code}),
+    )
+    .await?;
 
     section("Phone B asks for a one-time proof with the PIN; a car service verifies it");
-    let message = expect_ok(&phone_b, "get", "pims.authentication.otp",
-        json!({"action": "withPIN", "pinCode": PIN})).await?;
-    let otp = message.result.as_ref().and_then(|r| r["otp"].as_str()).context("otp in result")?;
+    let message = expect_ok(
+        &phone_b,
+        "get",
+        "pims.authentication.otp",
+        json!({"action": "withPIN", "pinCode": PIN}),
+    )
+    .await?;
+    let otp = message
+        .result
+        .as_ref()
+        .and_then(|r| r["otp"].as_str())
+        .context("otp in result")?;
     let http = reqwest::Client::new();
     for attempt in ["first use", "second use"] {
         let response = http
@@ -134,7 +221,10 @@ impl Sms<'_> {
             .map(|m| m.text.clone())
             .context("an SMS in the outbox")?;
         let code = pims_server::sms::code_from_text(&text).context("a code in the SMS")?;
-        println!("  📱 SMS received on {number}, code read from it ({} digits)", code.len());
+        println!(
+            "  📱 SMS received on {number}, code read from it ({} digits)",
+            code.len()
+        );
         Ok(code)
     }
 }
@@ -161,7 +251,13 @@ async fn expect_ok(pims: &Pims, verb: &str, api: &str, params: Value) -> anyhow:
     Ok(message)
 }
 
-async fn expect_code(pims: &Pims, verb: &str, api: &str, params: Value, code: u32) -> anyhow::Result<()> {
+async fn expect_code(
+    pims: &Pims,
+    verb: &str,
+    api: &str,
+    params: Value,
+    code: u32,
+) -> anyhow::Result<()> {
     let message = call(pims, verb, api, params).await;
     if message.code() != Some(code) {
         bail!("{api}: expected error {code}, got {message}");

@@ -90,9 +90,8 @@ async fn serve(config: pims_server::ServerConfig) -> anyhow::Result<()> {
 
 /// Builds the facade with every component of this build.
 pub fn facade(token: Option<String>) -> pims_core::Pims {
-    let host = pims_strongauth::host::Host::new(Arc::new(
-        pims_strongauth::host::StaticToken(token),
-    ));
+    let host =
+        pims_strongauth::host::Host::new(Arc::new(pims_strongauth::host::StaticToken(token)));
     pims_core::Pims::builder()
         .component(pims_strongauth::StrongAuthFactory::new(host))
         .build()

@@ -317,4 +317,11 @@ macro_rules! redacted_debug {
         }
     )*};
 }
-redacted_debug!(CheckSmsCode, AddPhoneNumber, StartEnrollment, FinishEnrollment, VerifyOtp, DevToken);
+redacted_debug!(
+    CheckSmsCode,
+    AddPhoneNumber,
+    StartEnrollment,
+    FinishEnrollment,
+    VerifyOtp,
+    DevToken
+);

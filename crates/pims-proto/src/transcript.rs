@@ -23,10 +23,20 @@ pub fn digest(message: &[u8]) -> [u8; 32] {
 
 /// Signed by a new device at the end of enrollment: proves possession of the key it registers,
 /// bound to the enrollment session and to the PIN proof (registration upload or finalization).
-pub fn enrollment(enrollment_id: &str, nonce: &[u8], public_key: &[u8], pin_proof: &[u8]) -> Vec<u8> {
+pub fn enrollment(
+    enrollment_id: &str,
+    nonce: &[u8],
+    public_key: &[u8],
+    pin_proof: &[u8],
+) -> Vec<u8> {
     transcript(
         "pims/v1/enroll",
-        &[enrollment_id.as_bytes(), nonce, public_key, &digest(pin_proof)],
+        &[
+            enrollment_id.as_bytes(),
+            nonce,
+            public_key,
+            &digest(pin_proof),
+        ],
     )
 }
 
@@ -40,7 +50,13 @@ pub fn activation(device_id: &str, nonce: &[u8], counter: u64) -> Vec<u8> {
 
 /// Signed to obtain an OTP. With a PIN, `pin_proof` is the OPAQUE credential finalization of
 /// the same challenge, so one signature binds both factors; without, it is empty.
-pub fn otp(challenge_id: &str, nonce: &[u8], device_id: &str, counter: u64, pin_proof: &[u8]) -> Vec<u8> {
+pub fn otp(
+    challenge_id: &str,
+    nonce: &[u8],
+    device_id: &str,
+    counter: u64,
+    pin_proof: &[u8],
+) -> Vec<u8> {
     transcript(
         "pims/v1/otp",
         &[

@@ -1,0 +1,22 @@
+//! The PIMS server: accounts, trusted phone numbers, SMS codes, the account PIN (OPAQUE),
+//! device enrollment and one-time proofs, over HTTP/JSON under `/v1` (see `pims-proto`).
+//!
+//! Layers: [`http`] (routes and thin handlers) → [`service`] (domain rules and cryptography)
+//! → [`store`] (one atomic step per state change; SQLite today). [`keys`] holds the secrets
+//! that never enter the database; [`sms`] delivers codes.
+
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod keys;
+mod server;
+pub mod service;
+pub mod sms;
+pub mod store;
+
+pub use clock::Clock;
+pub use config::{Limits, RelyingParty, ServerConfig};
+pub use http::{router, AppState};
+pub use server::{app_state, start, RunningServer};

@@ -1,0 +1,367 @@
+//! HTTP layer: routes, thin handlers, and the one place where errors become responses.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use pims_proto::{
+    AccountStatus, ActivateDevice, AddPhoneNumber, ApiError, CheckSmsCode, DevToken,
+    DevTokenRequest, EnrollmentFinished, EnrollmentStarted, ErrorBody, FinishEnrollment,
+    OtpChallenge, OtpChallengeRequest, OtpIssued, OtpRequest, OtpVerified, SendSmsCode,
+    SmsCodeChecked, SmsCodeSent, StartEnrollment, VerifyOtp, PROTOCOL_HEADER, TRANSACTION_HEADER,
+};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use tracing::Instrument;
+
+use crate::auth::{self, DevIssuer, TokenVerifier};
+use crate::config::RelyingParty;
+use crate::error::Error;
+use crate::service::Service;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub service: Service,
+    pub verifier: Box<dyn TokenVerifier>,
+    pub dev_issuer: Option<DevIssuer>,
+    pub relying_parties: Vec<RelyingParty>,
+    pub accepted_versions: Vec<u32>,
+}
+
+impl AppState {
+    pub(crate) fn new(
+        service: Service,
+        verifier: Box<dyn TokenVerifier>,
+        dev_issuer: Option<DevIssuer>,
+        relying_parties: Vec<RelyingParty>,
+        accepted_versions: Vec<u32>,
+    ) -> Self {
+        AppState {
+            inner: Arc::new(Inner {
+                service,
+                verifier,
+                dev_issuer,
+                relying_parties,
+                accepted_versions,
+            }),
+        }
+    }
+
+    fn service(&self) -> &Service {
+        &self.inner.service
+    }
+}
+
+/// The whole HTTP API.
+pub fn router(state: AppState) -> Router {
+    let sdk = Router::new()
+        .route("/v1/account", get(account_status))
+        .route("/v1/sms-codes", post(send_sms_code))
+        .route("/v1/sms-codes/check", post(check_sms_code))
+        .route("/v1/phone-number", post(add_phone_number))
+        .route("/v1/enrollments", post(start_enrollment))
+        .route(
+            "/v1/enrollments/{enrollment_id}/finish",
+            post(finish_enrollment),
+        )
+        .route("/v1/devices/{device_id}/activate", post(activate_device))
+        .route("/v1/otp/challenges", post(otp_challenge))
+        .route("/v1/otp", post(issue_otp))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            check_protocol,
+        ));
+    let mut app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/otp/verify", post(verify_otp))
+        .merge(sdk);
+    if state.inner.dev_issuer.is_some() {
+        app = app.route("/v1/dev/tokens", post(dev_token));
+    }
+    app.layer(middleware::from_fn(request_span))
+        .with_state(state)
+}
+
+// ---- errors -----------------------------------------------------------------------------
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let error = match self {
+            Error::Api(e) => e,
+            Error::Internal(e) => {
+                // Logged inside the request span, so with the transaction id.
+                tracing::error!(error = %format!("{e:#}"), "internal error");
+                ApiError::Internal
+            }
+        };
+        let status =
+            StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, axum::Json(ErrorBody { error })).into_response()
+    }
+}
+
+type ApiResult<T> = Result<axum::Json<T>, Error>;
+
+fn ok<T>(value: T) -> ApiResult<T> {
+    Ok(axum::Json(value))
+}
+
+/// JSON body whose rejection is an [`ApiError::InvalidParameter`] naming the field when serde
+/// says which one. The rejection text itself may quote request values, so it is not logged.
+pub struct Json<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rejection) => Err(Error::Api(ApiError::InvalidParameter {
+                name: rejected_field(&rejection),
+            })),
+        }
+    }
+}
+
+fn rejected_field(rejection: &JsonRejection) -> String {
+    let text = rejection.body_text();
+    // serde_path_to_error prefixes the path: "...: device.name: invalid type ..." and
+    // serde names missing fields as "missing field `smsCode`".
+    if let Some(rest) = text.split("missing field `").nth(1) {
+        if let Some(name) = rest.split('`').next() {
+            return name.to_string();
+        }
+    }
+    if let Some(rest) = text
+        .split("Failed to deserialize the JSON body into the target type: ")
+        .nth(1)
+    {
+        if let Some((path, _)) = rest.split_once(": ") {
+            if let Some(last) = path.rsplit('.').next() {
+                if !last.is_empty() && last.len() <= 64 && !last.contains(' ') {
+                    return last.to_string();
+                }
+            }
+        }
+    }
+    "body".to_string()
+}
+
+// ---- middleware and extractors ----------------------------------------------------------
+
+async fn request_span(req: Request, next: Next) -> Response {
+    let transaction_id = req
+        .headers()
+        .get(TRANSACTION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| {
+            s.chars()
+                .filter(|c| c.is_ascii_graphic())
+                .take(64)
+                .collect::<String>()
+        })
+        .unwrap_or_default();
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        transaction_id = %transaction_id,
+    );
+    async move {
+        let response = next.run(req).await;
+        tracing::debug!(status = response.status().as_u16(), "answered");
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+async fn check_protocol(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let accepted = &state.inner.accepted_versions;
+    let version = req
+        .headers()
+        .get(PROTOCOL_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok());
+    match version {
+        Some(v) if accepted.contains(&v) => next.run(req).await,
+        _ => Error::Api(ApiError::UnsupportedProtocol {
+            supported: accepted.clone(),
+        })
+        .into_response(),
+    }
+}
+
+/// The account of the request: the subject of a valid bearer token.
+pub struct Account(pub String);
+
+impl FromRequestParts<AppState> for Account {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(auth::bearer_token)
+            .ok_or(ApiError::Unauthenticated)?;
+        let subject = state.inner.verifier.verify(token, state.service().now())?;
+        Ok(Account(subject))
+    }
+}
+
+/// A relying party authenticated by HTTP Basic credentials (checked before the body is read).
+pub struct RelyingPartyId(pub String);
+
+impl FromRequestParts<AppState> for RelyingPartyId {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let rp = auth::relying_party(&state.inner.relying_parties, header)?;
+        Ok(RelyingPartyId(rp.id.clone()))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AccountQuery {
+    device_id: Option<String>,
+}
+
+// ---- handlers ---------------------------------------------------------------------------
+
+async fn account_status(
+    State(s): State<AppState>,
+    Account(account): Account,
+    query: Result<axum::extract::Query<AccountQuery>, QueryRejection>,
+) -> ApiResult<AccountStatus> {
+    let query = query.map_err(|_| ApiError::InvalidParameter {
+        name: "deviceId".into(),
+    })?;
+    ok(s.service()
+        .account_status(&account, query.device_id.as_deref())
+        .await?)
+}
+
+async fn send_sms_code(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Json(req): Json<SendSmsCode>,
+) -> ApiResult<SmsCodeSent> {
+    ok(s.service()
+        .send_sms_code(&account, req.purpose, req.phone_number.as_deref())
+        .await?)
+}
+
+async fn check_sms_code(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Json(req): Json<CheckSmsCode>,
+) -> ApiResult<SmsCodeChecked> {
+    ok(s.service()
+        .check_sms_code(&account, req.purpose, &req.sms_code)
+        .await?)
+}
+
+async fn add_phone_number(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Json(req): Json<AddPhoneNumber>,
+) -> Result<StatusCode, Error> {
+    s.service()
+        .add_phone_number(&account, &req.phone_number, &req.sms_code)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn start_enrollment(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Json(req): Json<StartEnrollment>,
+) -> ApiResult<EnrollmentStarted> {
+    ok(s.service().start_enrollment(&account, req).await?)
+}
+
+async fn finish_enrollment(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Path(enrollment_id): Path<String>,
+    Json(req): Json<FinishEnrollment>,
+) -> ApiResult<EnrollmentFinished> {
+    ok(s.service()
+        .finish_enrollment(&account, &enrollment_id, req)
+        .await?)
+}
+
+async fn activate_device(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Path(device_id): Path<String>,
+    Json(req): Json<ActivateDevice>,
+) -> Result<StatusCode, Error> {
+    s.service()
+        .activate_device(&account, &device_id, req.counter, req.signature.as_slice())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn otp_challenge(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Json(req): Json<OtpChallengeRequest>,
+) -> ApiResult<OtpChallenge> {
+    ok(s.service().otp_challenge(&account, req).await?)
+}
+
+async fn issue_otp(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Json(req): Json<OtpRequest>,
+) -> ApiResult<OtpIssued> {
+    ok(s.service().issue_otp(&account, req).await?)
+}
+
+async fn verify_otp(
+    State(s): State<AppState>,
+    RelyingPartyId(rp): RelyingPartyId,
+    Json(req): Json<VerifyOtp>,
+) -> ApiResult<OtpVerified> {
+    ok(s.service().verify_otp(&rp, &req.otp).await?)
+}
+
+async fn dev_token(
+    State(s): State<AppState>,
+    Json(req): Json<DevTokenRequest>,
+) -> ApiResult<DevToken> {
+    let issuer = s
+        .inner
+        .dev_issuer
+        .as_ref()
+        .ok_or_else(|| anyhow::anyhow!("development issuer route without issuer"))?;
+    let token = issuer.issue(&req.subject, s.service().now())?;
+    ok(DevToken {
+        access_token: token,
+        expires_in_seconds: auth::DEV_TOKEN_LIFETIME_SECONDS,
+    })
+}

@@ -1,0 +1,211 @@
+use pims_proto::{
+    transcript, ApiError, EnrollmentFinished, EnrollmentStarted, FinishEnrollment, PinFinish,
+    PinStart, StartEnrollment,
+};
+
+use super::accounts::check_id;
+use super::{crypto, phone, Service};
+use crate::error::{api, Result};
+use crate::store::{
+    EnrollmentProof, FinishEnrollmentStep, LoginStart, NewDeviceRecord, StartEnrollmentStep,
+    StoredOutcome,
+};
+
+const MAX_DEVICE_NAME: usize = 100;
+
+impl Service {
+    /// `POST /v1/enrollments`.
+    pub async fn start_enrollment(
+        &self,
+        account: &str,
+        req: StartEnrollment,
+    ) -> Result<EnrollmentStarted> {
+        let phone_number = req
+            .phone_number
+            .as_deref()
+            .map(phone::parse_e164)
+            .transpose()?;
+        let record = self.store.account(account).await?.unwrap_or_default();
+        // Cheap early answers; the store step re-checks all of them atomically.
+        match &phone_number {
+            Some(_) if record.phone_number.is_some() => {
+                return api(ApiError::PhoneNumberAlreadyRegistered)
+            }
+            None if record.phone_number.is_none() => return api(ApiError::NoPhoneNumber),
+            _ => {}
+        }
+        let (response, login) = match (&req.pin, &record.pin_record) {
+            (PinStart::Register(_), Some(_)) | (PinStart::Login(_), None) => {
+                return api(ApiError::PinStateChanged)
+            }
+            (PinStart::Register(request), None) => {
+                let message =
+                    crypto::registration_response(&self.keys.opaque, account, request.as_slice())?;
+                (PinStart::Register(message.into()), None)
+            }
+            (PinStart::Login(request), Some(pin_record)) => {
+                if record.pin_failures >= self.limits.pin_attempts {
+                    return api(ApiError::AccountBlocked);
+                }
+                let crypto::LoginStarted { message, state } = crypto::login_start(
+                    &self.keys.opaque,
+                    account,
+                    pin_record,
+                    request.as_slice(),
+                )?;
+                let login = LoginStart {
+                    pin_record: pin_record.clone(),
+                    state,
+                };
+                (PinStart::Login(message.into()), Some(login))
+            }
+        };
+        let purpose = if phone_number.is_some() {
+            pims_proto::SmsPurpose::PhoneCertification
+        } else {
+            pims_proto::SmsPurpose::Enrollment
+        };
+        let session_id = uuid::Uuid::new_v4().to_string();
+        let nonce = crypto::random_bytes(32);
+        self.store
+            .start_enrollment(StartEnrollmentStep {
+                account: account.to_string(),
+                session_id: session_id.clone(),
+                nonce: nonce.clone(),
+                phone_number,
+                sms_code: self.code_matcher(account, purpose, &req.sms_code),
+                login,
+                now: self.now(),
+                ttl: self.limits.enrollment_session_ttl_seconds,
+                limits: self.step_limits(),
+            })
+            .await?;
+        Ok(EnrollmentStarted {
+            enrollment_id: session_id,
+            nonce: nonce.into(),
+            pin: response,
+        })
+    }
+
+    /// `POST /v1/enrollments/{id}/finish`: idempotent by `idempotency_key`.
+    pub async fn finish_enrollment(
+        &self,
+        account: &str,
+        enrollment_id: &str,
+        req: FinishEnrollment,
+    ) -> Result<EnrollmentFinished> {
+        check_id(&req.idempotency_key, "idempotencyKey")?;
+        check_id(enrollment_id, "enrollmentId")?;
+        if let Some(outcome) = self
+            .store
+            .idempotent_outcome(account, &req.idempotency_key)
+            .await?
+        {
+            return match outcome {
+                StoredOutcome::Ok(v) => Ok(v),
+                StoredOutcome::Error(e) => api(e),
+            };
+        }
+        let device = &req.device;
+        let public_key = device.public_key.as_slice();
+        if public_key.len() != 65 || public_key[0] != 0x04 {
+            return api(ApiError::InvalidParameter {
+                name: "publicKey".into(),
+            });
+        }
+        let name = device.name.trim();
+        if name.is_empty()
+            || name.chars().count() > MAX_DEVICE_NAME
+            || name.chars().any(char::is_control)
+        {
+            return api(ApiError::InvalidParameter {
+                name: "name".into(),
+            });
+        }
+        let now = self.now();
+        let Some(session) = self
+            .store
+            .enrollment_session(account, enrollment_id, now)
+            .await?
+        else {
+            // A retry whose first attempt committed answers from the idempotency record above;
+            // otherwise the session is gone for good.
+            return api(ApiError::SessionExpired);
+        };
+
+        let transcript =
+            transcript::enrollment(&session.id, &session.nonce, public_key, req.pin.proof());
+        let proof = if !crypto::signature_ok(public_key, &transcript, req.signature.as_slice()) {
+            EnrollmentProof::BadSignature
+        } else {
+            match (&session.login_state, &req.pin) {
+                (None, PinFinish::Register(upload)) => EnrollmentProof::Register {
+                    pin_record: crypto::registration_record(upload.as_slice())?,
+                },
+                (Some(state), PinFinish::Login(finalization)) => EnrollmentProof::Login {
+                    pin_ok: crypto::login_finish(state, finalization.as_slice()),
+                },
+                (Some(_), PinFinish::LoginFailed) => EnrollmentProof::Login { pin_ok: false },
+                _ => return api(ApiError::InvalidParameter { name: "pin".into() }),
+            }
+        };
+        let result = self
+            .store
+            .finish_enrollment(FinishEnrollmentStep {
+                account: account.to_string(),
+                enrollment_id: enrollment_id.to_string(),
+                idempotency_key: req.idempotency_key.clone(),
+                proof,
+                device: NewDeviceRecord {
+                    id: uuid::Uuid::new_v4().to_string(),
+                    public_key: public_key.to_vec(),
+                    name: name.to_string(),
+                    platform: device.platform,
+                    activation_nonce: crypto::random_bytes(32),
+                },
+                now,
+                limits: self.step_limits(),
+            })
+            .await;
+        match &result {
+            Ok(done) => tracing::info!(device_id = %done.device_id, "device enrolled (pending)"),
+            Err(crate::error::Error::Api(e)) => tracing::info!(outcome = ?e, "enrollment refused"),
+            Err(_) => {}
+        }
+        result
+    }
+
+    /// `POST /v1/devices/{id}/activate`.
+    pub async fn activate_device(
+        &self,
+        account: &str,
+        device_id: &str,
+        counter: u64,
+        signature: &[u8],
+    ) -> Result<()> {
+        check_id(device_id, "deviceId")?;
+        let now = self.now();
+        let Some(device) = self.store.device(account, device_id).await? else {
+            return api(ApiError::DeviceUnknown);
+        };
+        if device
+            .live_state(now, self.limits.pending_device_ttl_seconds)
+            .is_none_or(|s| s == pims_proto::DeviceState::Disabled)
+        {
+            return api(ApiError::DeviceUnknown);
+        }
+        let transcript = transcript::activation(device_id, &device.activation_nonce, counter);
+        if !crypto::signature_ok(&device.public_key, &transcript, signature) {
+            return api(ApiError::BadSignature);
+        }
+        self.store
+            .activate_device(crate::store::ActivateStep {
+                account: account.to_string(),
+                device_id: device_id.to_string(),
+                counter,
+                now,
+                pending_device_ttl: self.limits.pending_device_ttl_seconds,
+            })
+            .await
+    }
+}

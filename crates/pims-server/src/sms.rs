@@ -1,0 +1,156 @@
+//! Sending SMS: the [`SmsSender`] trait, the development file outbox, and the message text
+//! with the Android SMS Retriever and iOS domain-bound code lines.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// One line of the development outbox.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutboxMessage {
+    pub to: String,
+    pub text: String,
+    /// Unix seconds.
+    pub sent_at: i64,
+}
+
+// The text holds a code: keep it out of Debug output.
+impl std::fmt::Debug for OutboxMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxMessage")
+            .field("to", &mask_number(&self.to))
+            .field("sent_at", &self.sent_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every message of the outbox, oldest first. A missing file is an empty outbox.
+pub fn read_outbox(path: &Path) -> std::io::Result<Vec<OutboxMessage>> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for line in std::io::BufReader::new(file).lines() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        out.push(serde_json::from_str(&line).map_err(std::io::Error::other)?);
+    }
+    Ok(out)
+}
+
+/// The code of the iOS `@domain #123456` line, as a phone's autofill reads it.
+pub fn code_from_text(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        let line = line.trim();
+        let rest = line.strip_prefix('@')?;
+        let (_domain, code) = rest.split_once(" #")?;
+        let code = code.trim();
+        (!code.is_empty() && code.chars().all(|c| c.is_ascii_digit())).then(|| code.to_string())
+    })
+}
+
+/// The SMS body: a human line, then the iOS domain-bound line, then the Android app hash.
+pub fn message_text(code: &str, domain: &str, app_hash: &str) -> String {
+    format!("Your PIMS code is {code}\n\n@{domain} #{code}\n{app_hash}")
+}
+
+/// `+33612345678` → `+33******78`: enough to recognise a number in a log, not to dial it.
+pub fn mask_number(e164: &str) -> String {
+    let chars: Vec<char> = e164.chars().collect();
+    if chars.len() <= 5 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..3].iter().collect();
+    let tail: String = chars[chars.len() - 2..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 5))
+}
+
+/// Delivers an SMS. Implementations must not log the text (it holds a code).
+#[async_trait::async_trait]
+pub trait SmsSender: Send + Sync + 'static {
+    async fn send(&self, to: &str, text: &str, now: i64) -> anyhow::Result<()>;
+}
+
+/// Development sender: appends one JSON line per message to a file.
+pub struct FileOutbox {
+    path: PathBuf,
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl FileOutbox {
+    pub fn new(path: PathBuf) -> Self {
+        FileOutbox {
+            path,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl SmsSender for FileOutbox {
+    async fn send(&self, to: &str, text: &str, now: i64) -> anyhow::Result<()> {
+        let mut line = serde_json::to_string(&OutboxMessage {
+            to: to.to_string(),
+            text: text.to_string(),
+            sent_at: now,
+        })?;
+        line.push('\n');
+        let _guard = self.lock.lock().await;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)?;
+            f.write_all(line.as_bytes())
+        })
+        .await??;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn autofill_reads_the_code_of_the_domain_line() {
+        let text = message_text("012345", "pims.example", "PIMSAPPHASH");
+        assert_eq!(
+            text,
+            "Your PIMS code is 012345\n\n@pims.example #012345\nPIMSAPPHASH"
+        );
+        assert_eq!(code_from_text(&text).as_deref(), Some("012345"));
+        assert_eq!(code_from_text("no code here"), None);
+    }
+
+    #[test]
+    fn numbers_are_masked_in_the_middle() {
+        assert_eq!(mask_number("+33612345678"), "+33*******78");
+        assert_eq!(mask_number("+336"), "****");
+    }
+
+    #[tokio::test]
+    async fn outbox_round_trips_and_hides_text_from_debug() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.jsonl");
+        assert!(read_outbox(&path).unwrap().is_empty());
+        let outbox = FileOutbox::new(path.clone());
+        outbox.send("+33612345678", "code 123456", 7).await.unwrap();
+        outbox.send("+33612345679", "code 654321", 8).await.unwrap();
+        let msgs = read_outbox(&path).unwrap();
+        assert_eq!(msgs.len(), 2);
+        assert_eq!(msgs[1].text, "code 654321");
+        assert_eq!(msgs[1].sent_at, 8);
+        assert!(!format!("{:?}", msgs[0]).contains("123456"));
+    }
+}

@@ -1,0 +1,300 @@
+//! Persistence at the level of the domain: each method is one atomic step of the security
+//! design (one transaction), so every implementation (SQLite now, PostgreSQL later) must give
+//! the same answers under concurrency, including across server replicas.
+//!
+//! Methods return `Err(Error::Api(..))` for outcomes the client sees. Such an outcome still
+//! commits what the step wrote before deciding it (a counted SMS check, a consumed session, a
+//! disabled device); only `Error::Internal` rolls back.
+
+use std::sync::Arc;
+
+use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform, SmsPurpose};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+mod schema;
+pub mod sqlite;
+
+/// Whether a candidate SMS code matches the code derived for `(phone, nonce)`; the account and
+/// purpose are bound by the caller. Lets the store check codes without holding the MAC key.
+pub type CodeMatcher = Arc<dyn Fn(&str, &[u8]) -> bool + Send + Sync>;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub phone_number: Option<String>,
+    pub pin_record: Option<Vec<u8>>,
+    pub pin_failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceRecord {
+    pub id: String,
+    pub public_key: Vec<u8>,
+    pub state: DeviceState,
+    pub counter: u64,
+    pub activation_nonce: Vec<u8>,
+    pub created_at: i64,
+}
+
+impl DeviceRecord {
+    /// Pending devices that never confirmed are treated as unknown after `pending_ttl`.
+    pub fn live_state(&self, now: i64, pending_ttl: u64) -> Option<DeviceState> {
+        match self.state {
+            DeviceState::Pending if now >= self.created_at.saturating_add(pending_ttl as i64) => {
+                None
+            }
+            s => Some(s),
+        }
+    }
+}
+
+/// Which stored code a check is against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeTarget {
+    /// The account's trusted number (`NoPhoneNumber` when it has none).
+    TrustedNumber,
+    Number(String),
+    /// The latest code of the purpose, whatever its number.
+    Latest,
+}
+
+/// Limits a step needs; copied from the configuration.
+#[derive(Debug, Clone)]
+pub struct StepLimits {
+    pub pin_attempts: u32,
+    pub sms_code_max_checks: u32,
+    pub max_devices: u32,
+    pub pending_device_ttl: u64,
+}
+
+pub struct SmsSendRequest {
+    pub account: String,
+    pub purpose: SmsPurpose,
+    /// `Number` for certification, `TrustedNumber` for enrollment.
+    pub target: CodeTarget,
+    pub now: i64,
+    pub ttl: u64,
+    pub max_checks: u32,
+    pub per_account_per_hour: u32,
+    pub per_number_per_hour: u32,
+    /// Nonce of a new code, used only when no live code can be resent.
+    pub new_nonce: Vec<u8>,
+}
+
+/// The code to (re)send: derive it from `nonce`.
+pub struct SmsToSend {
+    pub phone_number: String,
+    pub nonce: Vec<u8>,
+    pub expires_at: i64,
+    pub resend: bool,
+}
+
+pub struct CodeCheck {
+    pub account: String,
+    pub purpose: SmsPurpose,
+    pub target: CodeTarget,
+    pub matcher: CodeMatcher,
+    pub now: i64,
+    pub max_checks: u32,
+}
+
+/// OPAQUE login started outside the transaction against `pin_record`.
+pub struct LoginStart {
+    pub pin_record: Vec<u8>,
+    pub state: Vec<u8>,
+}
+
+pub struct StartEnrollmentStep {
+    pub account: String,
+    pub session_id: String,
+    pub nonce: Vec<u8>,
+    /// `enrollWithPhoneNumber`: the certified number that becomes the trusted one.
+    pub phone_number: Option<String>,
+    pub sms_code: CodeMatcher,
+    /// `None` registers a PIN, `Some` checks the existing one.
+    pub login: Option<LoginStart>,
+    pub now: i64,
+    pub ttl: u64,
+    pub limits: StepLimits,
+}
+
+#[derive(Debug, Clone)]
+pub struct EnrollmentSession {
+    pub id: String,
+    pub nonce: Vec<u8>,
+    /// Serialized `ServerLogin`; `None` for a registration.
+    pub login_state: Option<Vec<u8>>,
+}
+
+/// What the device proved at the end of an enrollment, established outside the transaction.
+pub enum EnrollmentProof {
+    BadSignature,
+    /// Serialized `ServerRegistration` to keep as the PIN record.
+    Register {
+        pin_record: Vec<u8>,
+    },
+    Login {
+        pin_ok: bool,
+    },
+}
+
+pub struct NewDeviceRecord {
+    pub id: String,
+    pub public_key: Vec<u8>,
+    pub name: String,
+    pub platform: Platform,
+    pub activation_nonce: Vec<u8>,
+}
+
+pub struct FinishEnrollmentStep {
+    pub account: String,
+    pub enrollment_id: String,
+    pub idempotency_key: String,
+    pub proof: EnrollmentProof,
+    pub device: NewDeviceRecord,
+    pub now: i64,
+    pub limits: StepLimits,
+}
+
+/// First outcome of an idempotent request, replayed for retries with the same key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoredOutcome {
+    Ok(EnrollmentFinished),
+    Error(ApiError),
+}
+
+pub struct ActivateStep {
+    pub account: String,
+    pub device_id: String,
+    /// Counter of a verified signature.
+    pub counter: u64,
+    pub now: i64,
+    pub pending_device_ttl: u64,
+}
+
+pub struct ChallengeStep {
+    pub account: String,
+    pub challenge_id: String,
+    pub device_id: String,
+    pub nonce: Vec<u8>,
+    pub login: Option<LoginStart>,
+    pub now: i64,
+    pub ttl: u64,
+    pub pin_attempts: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct OtpChallengeRecord {
+    pub id: String,
+    pub device_id: String,
+    pub nonce: Vec<u8>,
+    pub login_state: Option<Vec<u8>>,
+    pub device_public_key: Vec<u8>,
+}
+
+pub enum OtpProof {
+    BadSignature,
+    WithoutPin,
+    Pin { ok: bool },
+}
+
+pub struct IssueOtpStep {
+    pub account: String,
+    pub challenge_id: String,
+    pub counter: u64,
+    pub proof: OtpProof,
+    /// MAC of the OTP to issue; the OTP itself is never stored.
+    pub otp_mac: Vec<u8>,
+    pub now: i64,
+    pub otp_ttl: u64,
+    pub pin_attempts: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedOtp {
+    pub subject: String,
+    pub device_id: String,
+    pub with_pin: bool,
+    pub issued_at: i64,
+}
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `None` when the account was never seen (accounts are created lazily by writes).
+    async fn account(&self, account: &str) -> Result<Option<AccountRecord>>;
+
+    /// The account's device with this id, in any state; another account's device is `None`.
+    async fn device(&self, account: &str, device_id: &str) -> Result<Option<DeviceRecord>>;
+
+    /// Applies the send rate limits (counting this send) and returns the live code to resend
+    /// or a new one. `NoPhoneNumber`, `RateLimited`.
+    async fn prepare_sms_code(&self, req: SmsSendRequest) -> Result<SmsToSend>;
+
+    /// Counts a check of the code without using it up; returns whether the account has a PIN.
+    async fn check_sms_code(&self, check: CodeCheck) -> Result<bool>;
+
+    /// Checks and consumes a certification code for `check.target` and makes that number the
+    /// trusted one. `PhoneNumberAlreadyRegistered`, `SmsCodeInvalid`.
+    async fn add_phone_number(&self, check: CodeCheck, phone_number: String) -> Result<()>;
+
+    /// Checks the SMS code (counted, not consumed), the PIN state, the device limit and (for a
+    /// login) the lockout, counting the PIN attempt, then records the session.
+    async fn start_enrollment(&self, step: StartEnrollmentStep) -> Result<()>;
+
+    /// An open (unfinished, unexpired) enrollment session of the account.
+    async fn enrollment_session(
+        &self,
+        account: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<EnrollmentSession>>;
+
+    /// Stored outcome of an earlier finish with this key.
+    async fn idempotent_outcome(&self, account: &str, key: &str) -> Result<Option<StoredOutcome>>;
+
+    /// Finishes a session once: applies the PIN outcome, consumes the SMS code, sets the phone
+    /// number, creates the Pending device, and stores the outcome under the idempotency key.
+    async fn finish_enrollment(&self, step: FinishEnrollmentStep) -> Result<EnrollmentFinished>;
+
+    /// Pending/Active → Active if the counter increased; a counter that did not increase
+    /// disables the device. `DeviceUnknown`.
+    async fn activate_device(&self, step: ActivateStep) -> Result<()>;
+
+    /// Records an OTP challenge for an Active device; with a login, applies the lockout.
+    async fn create_otp_challenge(&self, step: ChallengeStep) -> Result<()>;
+
+    /// An open (unused, unexpired) challenge of the account.
+    async fn otp_challenge(
+        &self,
+        account: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<OtpChallengeRecord>>;
+
+    /// Uses the challenge up, checks the counter, applies the PIN outcome and stores the OTP MAC.
+    async fn issue_otp(&self, step: IssueOtpStep) -> Result<()>;
+
+    /// Marks a valid OTP used, exactly once. `None` when unknown, expired or already used.
+    async fn use_otp(
+        &self,
+        otp_mac: &[u8],
+        now: i64,
+        relying_party: &str,
+    ) -> Result<Option<VerifiedOtp>>;
+
+    /// Closes the database; later calls fail.
+    async fn close(&self);
+}
+
+/// The PIN outcome of a failed login whose start was the `ordinal`-th counted attempt.
+pub fn pin_failure(ordinal: u32, limit: u32) -> ApiError {
+    if ordinal < limit {
+        ApiError::WrongPin {
+            attempts_remaining: limit - ordinal,
+        }
+    } else {
+        ApiError::PinBlocked
+    }
+}

@@ -1,0 +1,115 @@
+//! Versioned schema migrations, applied in order at start; `PRAGMA user_version` is the
+//! number of migrations applied.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: initial schema
+    r#"
+    CREATE TABLE accounts (
+        subject      TEXT PRIMARY KEY,
+        phone_number TEXT,
+        pin_record   BLOB,
+        pin_failures INTEGER NOT NULL DEFAULT 0,
+        created_at   INTEGER NOT NULL
+    );
+
+    -- The code itself is never stored: it is derived from the nonce under a key kept outside.
+    CREATE TABLE sms_codes (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        account      TEXT NOT NULL REFERENCES accounts(subject),
+        purpose      TEXT NOT NULL,
+        phone_number TEXT NOT NULL,
+        nonce        BLOB NOT NULL,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL,
+        checks       INTEGER NOT NULL DEFAULT 0,
+        state        TEXT NOT NULL DEFAULT 'live' CHECK (state IN ('live', 'consumed', 'exhausted'))
+    );
+    CREATE INDEX sms_codes_by_target ON sms_codes(account, purpose, phone_number, id);
+    CREATE INDEX sms_codes_by_purpose ON sms_codes(account, purpose, id);
+
+    CREATE TABLE sms_sends (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        account      TEXT NOT NULL,
+        phone_number TEXT NOT NULL,
+        sent_at      INTEGER NOT NULL
+    );
+    CREATE INDEX sms_sends_by_account ON sms_sends(account, sent_at);
+    CREATE INDEX sms_sends_by_number ON sms_sends(phone_number, sent_at);
+
+    CREATE TABLE enrollment_sessions (
+        id           TEXT PRIMARY KEY,
+        account      TEXT NOT NULL REFERENCES accounts(subject),
+        nonce        BLOB NOT NULL,
+        login_state  BLOB,
+        pin_ordinal  INTEGER,
+        sms_code_id  INTEGER NOT NULL REFERENCES sms_codes(id),
+        phone_number TEXT,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL,
+        finished_at  INTEGER
+    );
+
+    CREATE TABLE devices (
+        id               TEXT PRIMARY KEY,
+        account          TEXT NOT NULL REFERENCES accounts(subject),
+        public_key       BLOB NOT NULL,
+        name             TEXT NOT NULL,
+        platform         TEXT NOT NULL,
+        state            TEXT NOT NULL CHECK (state IN ('pending', 'active', 'disabled')),
+        counter          INTEGER NOT NULL,
+        activation_nonce BLOB NOT NULL,
+        created_at       INTEGER NOT NULL,
+        activated_at     INTEGER,
+        last_used_at     INTEGER
+    );
+    CREATE INDEX devices_by_account ON devices(account);
+
+    CREATE TABLE idempotency (
+        account    TEXT NOT NULL REFERENCES accounts(subject),
+        key        TEXT NOT NULL,
+        scope      TEXT NOT NULL,
+        outcome    TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (account, key)
+    );
+
+    CREATE TABLE otp_challenges (
+        id          TEXT PRIMARY KEY,
+        account     TEXT NOT NULL REFERENCES accounts(subject),
+        device_id   TEXT NOT NULL REFERENCES devices(id),
+        nonce       BLOB NOT NULL,
+        login_state BLOB,
+        pin_ordinal INTEGER,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        used_at     INTEGER
+    );
+
+    -- Only a keyed MAC of each OTP is stored.
+    CREATE TABLE otps (
+        mac        BLOB PRIMARY KEY,
+        account    TEXT NOT NULL REFERENCES accounts(subject),
+        device_id  TEXT NOT NULL REFERENCES devices(id),
+        with_pin   INTEGER NOT NULL,
+        issued_at  INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at    INTEGER,
+        used_by    TEXT
+    );
+
+    -- Append-only.
+    CREATE TABLE audit (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        at        INTEGER NOT NULL,
+        account   TEXT NOT NULL,
+        event     TEXT NOT NULL,
+        device_id TEXT,
+        detail    TEXT
+    );
+    CREATE INDEX audit_by_account ON audit(account, id);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
+    "#,
+];

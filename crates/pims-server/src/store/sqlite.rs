@@ -1,0 +1,977 @@
+//! [`Store`] on SQLite: one connection (SQLite serialises writers anyway), WAL, every
+//! read-modify-write in a `BEGIN IMMEDIATE` transaction, run on the blocking thread pool.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use pims_proto::{ApiError, DeviceState, EnrollmentFinished, SmsPurpose};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+
+use super::schema::MIGRATIONS;
+use super::*;
+use crate::error::{api, Error, Result};
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Option<Connection>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database and brings its schema up to date.
+    pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating database directory {}", dir.display()))?;
+        }
+        let mut conn = Connection::open(path)
+            .with_context(|| format!("opening database {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(Some(conn))),
+        })
+    }
+
+    async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
+            let conn = guard
+                .as_mut()
+                .ok_or_else(|| anyhow!("the store is closed"))?;
+            f(conn)
+        })
+        .await
+        .map_err(|e| anyhow!("store task failed: {e}"))?
+    }
+
+    /// Runs `f` in an immediate transaction; commits unless it fails internally.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction) -> Result<T> + Send + 'static,
+    {
+        self.run(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let result = f(&tx);
+            match result {
+                Err(Error::Internal(_)) => tx.rollback()?,
+                _ => tx.commit()?,
+            }
+            result
+        })
+        .await
+    }
+}
+
+fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    anyhow::ensure!(
+        version <= MIGRATIONS.len(),
+        "database schema version {version} is newer than this server ({})",
+        MIGRATIONS.len()
+    );
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(sql)
+            .with_context(|| format!("applying migration {}", i + 1))?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+// ---- row helpers ------------------------------------------------------------------------
+
+fn parse_state(s: &str) -> rusqlite::Result<DeviceState> {
+    match s {
+        "pending" => Ok(DeviceState::Pending),
+        "active" => Ok(DeviceState::Active),
+        "disabled" => Ok(DeviceState::Disabled),
+        other => Err(rusqlite::Error::InvalidColumnType(
+            0,
+            format!("device state {other}"),
+            rusqlite::types::Type::Text,
+        )),
+    }
+}
+
+fn counter_to_sql(counter: u64) -> Result<i64> {
+    i64::try_from(counter).map_err(|_| {
+        Error::Api(ApiError::InvalidParameter {
+            name: "counter".into(),
+        })
+    })
+}
+
+fn ensure_account(tx: &Transaction, account: &str, now: i64) -> Result<()> {
+    tx.execute(
+        "INSERT OR IGNORE INTO accounts (subject, created_at) VALUES (?1, ?2)",
+        params![account, now],
+    )?;
+    Ok(())
+}
+
+fn read_account(conn: &Connection, account: &str) -> Result<Option<AccountRecord>> {
+    Ok(conn
+        .query_row(
+            "SELECT phone_number, pin_record, pin_failures FROM accounts WHERE subject = ?1",
+            [account],
+            |r| {
+                Ok(AccountRecord {
+                    phone_number: r.get(0)?,
+                    pin_record: r.get(1)?,
+                    pin_failures: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+fn account_in_tx(tx: &Transaction, account: &str, now: i64) -> Result<AccountRecord> {
+    ensure_account(tx, account, now)?;
+    read_account(tx, account)?.ok_or_else(|| anyhow!("account row vanished").into())
+}
+
+fn read_device(conn: &Connection, account: &str, device_id: &str) -> Result<Option<DeviceRecord>> {
+    Ok(conn
+        .query_row(
+            "SELECT id, public_key, state, counter, activation_nonce, created_at
+             FROM devices WHERE id = ?1 AND account = ?2",
+            params![device_id, account],
+            |r| {
+                Ok(DeviceRecord {
+                    id: r.get(0)?,
+                    public_key: r.get(1)?,
+                    state: parse_state(&r.get::<_, String>(2)?)?,
+                    counter: r.get::<_, i64>(3)? as u64,
+                    activation_nonce: r.get(4)?,
+                    created_at: r.get(5)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+fn audit(
+    tx: &Transaction,
+    now: i64,
+    account: &str,
+    event: &str,
+    device_id: Option<&str>,
+    detail: Option<&str>,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO audit (at, account, event, device_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![now, account, event, device_id, detail],
+    )?;
+    Ok(())
+}
+
+fn live_device_count(tx: &Transaction, account: &str, now: i64, pending_ttl: u64) -> Result<u32> {
+    Ok(tx.query_row(
+        "SELECT COUNT(*) FROM devices WHERE account = ?1
+           AND (state = 'active' OR (state = 'pending' AND created_at > ?2))",
+        params![account, now.saturating_sub(pending_ttl as i64)],
+        |r| r.get(0),
+    )?)
+}
+
+fn disable_device(
+    tx: &Transaction,
+    account: &str,
+    device_id: &str,
+    now: i64,
+    why: &str,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE devices SET state = 'disabled' WHERE id = ?1 AND account = ?2",
+        params![device_id, account],
+    )?;
+    audit(
+        tx,
+        now,
+        account,
+        "device_disabled",
+        Some(device_id),
+        Some(why),
+    )
+}
+
+/// Records a failed PIN proof whose start was the `ordinal`-th counted attempt.
+fn pin_failed(
+    tx: &Transaction,
+    account: &str,
+    ordinal: u32,
+    limit: u32,
+    now: i64,
+) -> Result<ApiError> {
+    let outcome = pin_failure(ordinal, limit);
+    audit(
+        tx,
+        now,
+        account,
+        "pin_failure",
+        None,
+        Some(&format!("attempt {ordinal}")),
+    )?;
+    if outcome == ApiError::PinBlocked {
+        audit(tx, now, account, "pin_blocked", None, None)?;
+    }
+    Ok(outcome)
+}
+
+/// Rejects a blocked account, else counts one more PIN attempt and returns its ordinal.
+fn begin_pin_attempt(tx: &Transaction, account: &str, limit: u32) -> Result<u32> {
+    let failures: u32 = tx.query_row(
+        "SELECT pin_failures FROM accounts WHERE subject = ?1",
+        [account],
+        |r| r.get(0),
+    )?;
+    if failures >= limit {
+        return api(ApiError::AccountBlocked);
+    }
+    tx.execute(
+        "UPDATE accounts SET pin_failures = pin_failures + 1 WHERE subject = ?1",
+        [account],
+    )?;
+    Ok(failures + 1)
+}
+
+fn reset_pin_failures(tx: &Transaction, account: &str) -> Result<()> {
+    tx.execute(
+        "UPDATE accounts SET pin_failures = 0 WHERE subject = ?1",
+        [account],
+    )?;
+    Ok(())
+}
+
+fn resolve_number(tx: &Transaction, account: &str, target: &CodeTarget) -> Result<Option<String>> {
+    match target {
+        CodeTarget::TrustedNumber => {
+            match read_account(tx, account)?.and_then(|a| a.phone_number) {
+                Some(n) => Ok(Some(n)),
+                None => api(ApiError::NoPhoneNumber),
+            }
+        }
+        CodeTarget::Number(n) => Ok(Some(n.clone())),
+        CodeTarget::Latest => Ok(None),
+    }
+}
+
+fn invalid_code(expired: bool, attempts_remaining: u32) -> Error {
+    Error::Api(ApiError::SmsCodeInvalid {
+        expired,
+        attempts_remaining,
+    })
+}
+
+/// Counts one check of the latest code for the target; returns the code's id if it matched.
+fn check_code(tx: &Transaction, check: &CodeCheck) -> Result<i64> {
+    let number = resolve_number(tx, &check.account, &check.target)?;
+    let row = tx
+        .query_row(
+            "SELECT id, phone_number, nonce, expires_at, checks, state FROM sms_codes
+             WHERE account = ?1 AND purpose = ?2 AND (?3 IS NULL OR phone_number = ?3)
+             ORDER BY id DESC LIMIT 1",
+            params![check.account, check.purpose.as_str(), number],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((id, phone, nonce, expires_at, checks, state)) = row else {
+        return Err(invalid_code(false, 0));
+    };
+    if state != "live" {
+        return Err(invalid_code(false, 0));
+    }
+    if check.now >= expires_at {
+        return Err(invalid_code(true, 0));
+    }
+    if checks >= check.max_checks {
+        return Err(invalid_code(false, 0));
+    }
+    let checks = checks + 1;
+    tx.execute(
+        "UPDATE sms_codes SET checks = ?2 WHERE id = ?1",
+        params![id, checks],
+    )?;
+    if (check.matcher)(&phone, &nonce) {
+        return Ok(id);
+    }
+    if checks >= check.max_checks {
+        tx.execute(
+            "UPDATE sms_codes SET state = 'exhausted' WHERE id = ?1",
+            [id],
+        )?;
+    }
+    Err(invalid_code(false, check.max_checks - checks))
+}
+
+/// Uses up a code that an earlier check accepted, if it is still valid.
+fn consume_code(tx: &Transaction, code_id: i64, now: i64) -> Result<()> {
+    let (expires_at, state): (i64, String) = tx.query_row(
+        "SELECT expires_at, state FROM sms_codes WHERE id = ?1",
+        [code_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if state != "live" {
+        return Err(invalid_code(false, 0));
+    }
+    if now >= expires_at {
+        return Err(invalid_code(true, 0));
+    }
+    tx.execute(
+        "UPDATE sms_codes SET state = 'consumed' WHERE id = ?1",
+        [code_id],
+    )?;
+    Ok(())
+}
+
+/// `RateLimited` if `count` sends in the window already reached `limit`.
+fn sends_in_window(
+    tx: &Transaction,
+    column: &str,
+    value: &str,
+    now: i64,
+    limit: u32,
+) -> Result<()> {
+    let window_start = now - 3600;
+    let sql = format!(
+        "SELECT COUNT(*), MIN(sent_at) FROM sms_sends WHERE {column} = ?1 AND sent_at > ?2"
+    );
+    let (count, oldest): (u32, Option<i64>) =
+        tx.query_row(&sql, params![value, window_start], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    if count >= limit {
+        let retry = oldest.map_or(3600, |t| t + 3600 - now).max(1);
+        return api(ApiError::RateLimited {
+            retry_after_seconds: retry as u64,
+        });
+    }
+    Ok(())
+}
+
+fn store_outcome(
+    tx: &Transaction,
+    account: &str,
+    key: &str,
+    scope: &str,
+    outcome: &StoredOutcome,
+    now: i64,
+) -> Result<()> {
+    let json = serde_json::to_string(outcome).map_err(anyhow::Error::from)?;
+    tx.execute(
+        "INSERT INTO idempotency (account, key, scope, outcome, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![account, key, scope, json, now],
+    )?;
+    Ok(())
+}
+
+fn read_outcome(
+    conn: &Connection,
+    account: &str,
+    key: &str,
+) -> Result<Option<(String, StoredOutcome)>> {
+    let row: Option<(String, String)> = conn
+        .query_row(
+            "SELECT scope, outcome FROM idempotency WHERE account = ?1 AND key = ?2",
+            params![account, key],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    match row {
+        None => Ok(None),
+        Some((scope, json)) => {
+            let outcome = serde_json::from_str(&json).map_err(anyhow::Error::from)?;
+            Ok(Some((scope, outcome)))
+        }
+    }
+}
+
+fn replay(outcome: StoredOutcome) -> Result<EnrollmentFinished> {
+    match outcome {
+        StoredOutcome::Ok(v) => Ok(v),
+        StoredOutcome::Error(e) => Err(Error::Api(e)),
+    }
+}
+
+fn finish_enrollment_tx(
+    tx: &Transaction,
+    step: &FinishEnrollmentStep,
+) -> Result<EnrollmentFinished> {
+    let account = step.account.as_str();
+    let now = step.now;
+    let session = tx
+        .query_row(
+            "SELECT pin_ordinal, sms_code_id, phone_number FROM enrollment_sessions
+             WHERE id = ?1 AND account = ?2 AND finished_at IS NULL AND expires_at > ?3",
+            params![step.enrollment_id, account, now],
+            |r| {
+                Ok((
+                    r.get::<_, Option<u32>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((ordinal, code_id, new_number)) = session else {
+        return api(ApiError::SessionExpired);
+    };
+    tx.execute(
+        "UPDATE enrollment_sessions SET finished_at = ?2 WHERE id = ?1",
+        params![step.enrollment_id, now],
+    )?;
+
+    match &step.proof {
+        EnrollmentProof::BadSignature => return api(ApiError::BadSignature),
+        EnrollmentProof::Login { pin_ok: false } => {
+            let ordinal = ordinal.ok_or_else(|| anyhow!("login session without ordinal"))?;
+            return Err(pin_failed(tx, account, ordinal, step.limits.pin_attempts, now)?.into());
+        }
+        // A proven PIN resets the count even if a later check fails.
+        EnrollmentProof::Login { pin_ok: true } => reset_pin_failures(tx, account)?,
+        EnrollmentProof::Register { .. } => {}
+    }
+
+    let acct = account_in_tx(tx, account, now)?;
+    if new_number.is_some() && acct.phone_number.is_some() {
+        return api(ApiError::PhoneNumberAlreadyRegistered);
+    }
+    if let EnrollmentProof::Register { .. } = step.proof {
+        if acct.pin_record.is_some() {
+            return api(ApiError::PinStateChanged);
+        }
+    }
+    if live_device_count(tx, account, now, step.limits.pending_device_ttl)?
+        >= step.limits.max_devices
+    {
+        return api(ApiError::DeviceLimitReached);
+    }
+    consume_code(tx, code_id, now)?;
+
+    if let EnrollmentProof::Register { pin_record } = &step.proof {
+        tx.execute(
+            "UPDATE accounts SET pin_record = ?2, pin_failures = 0 WHERE subject = ?1",
+            params![account, pin_record],
+        )?;
+        audit(tx, now, account, "pin_registered", None, None)?;
+    }
+    if let Some(number) = &new_number {
+        tx.execute(
+            "UPDATE accounts SET phone_number = ?2 WHERE subject = ?1",
+            params![account, number],
+        )?;
+        audit(tx, now, account, "phone_number_added", None, None)?;
+    }
+    let d = &step.device;
+    tx.execute(
+        "INSERT INTO devices (id, account, public_key, name, platform, state, counter,
+                              activation_nonce, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?7)",
+        params![
+            d.id,
+            account,
+            d.public_key,
+            d.name,
+            d.platform.as_str(),
+            d.activation_nonce,
+            now
+        ],
+    )?;
+    audit(
+        tx,
+        now,
+        account,
+        "device_enrolled",
+        Some(&d.id),
+        Some(d.platform.as_str()),
+    )?;
+    Ok(EnrollmentFinished {
+        device_id: d.id.clone(),
+        activation_nonce: d.activation_nonce.clone().into(),
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn account(&self, account: &str) -> Result<Option<AccountRecord>> {
+        let account = account.to_string();
+        self.run(move |c| read_account(c, &account)).await
+    }
+
+    async fn device(&self, account: &str, device_id: &str) -> Result<Option<DeviceRecord>> {
+        let (account, device_id) = (account.to_string(), device_id.to_string());
+        self.run(move |c| read_device(c, &account, &device_id))
+            .await
+    }
+
+    async fn prepare_sms_code(&self, req: SmsSendRequest) -> Result<SmsToSend> {
+        self.write(move |tx| {
+            ensure_account(tx, &req.account, req.now)?;
+            let number = resolve_number(tx, &req.account, &req.target)?
+                .ok_or_else(|| anyhow!("an SMS needs a number"))?;
+            sends_in_window(tx, "account", &req.account, req.now, req.per_account_per_hour)?;
+            sends_in_window(tx, "phone_number", &number, req.now, req.per_number_per_hour)?;
+            tx.execute(
+                "INSERT INTO sms_sends (account, phone_number, sent_at) VALUES (?1, ?2, ?3)",
+                params![req.account, number, req.now],
+            )?;
+            // A live code is resent as is: same code, same expiry.
+            let live: Option<(Vec<u8>, i64)> = tx
+                .query_row(
+                    "SELECT nonce, expires_at FROM sms_codes
+                     WHERE account = ?1 AND purpose = ?2 AND phone_number = ?3
+                       AND state = 'live' AND expires_at > ?4 AND checks < ?5
+                     ORDER BY id DESC LIMIT 1",
+                    params![req.account, req.purpose.as_str(), number, req.now, req.max_checks],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            if let Some((nonce, expires_at)) = live {
+                return Ok(SmsToSend {
+                    phone_number: number,
+                    nonce,
+                    expires_at,
+                    resend: true,
+                });
+            }
+            let expires_at = req.now + req.ttl as i64;
+            tx.execute(
+                "INSERT INTO sms_codes (account, purpose, phone_number, nonce, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![req.account, req.purpose.as_str(), number, req.new_nonce, req.now, expires_at],
+            )?;
+            Ok(SmsToSend {
+                phone_number: number,
+                nonce: req.new_nonce,
+                expires_at,
+                resend: false,
+            })
+        })
+        .await
+    }
+
+    async fn check_sms_code(&self, check: CodeCheck) -> Result<bool> {
+        self.write(move |tx| {
+            let acct = account_in_tx(tx, &check.account, check.now)?;
+            check_code(tx, &check)?;
+            Ok(acct.pin_record.is_some())
+        })
+        .await
+    }
+
+    async fn add_phone_number(&self, check: CodeCheck, phone_number: String) -> Result<()> {
+        self.write(move |tx| {
+            let acct = account_in_tx(tx, &check.account, check.now)?;
+            if acct.phone_number.is_some() {
+                return api(ApiError::PhoneNumberAlreadyRegistered);
+            }
+            let code_id = check_code(tx, &check)?;
+            consume_code(tx, code_id, check.now)?;
+            tx.execute(
+                "UPDATE accounts SET phone_number = ?2 WHERE subject = ?1",
+                params![check.account, phone_number],
+            )?;
+            audit(
+                tx,
+                check.now,
+                &check.account,
+                "phone_number_added",
+                None,
+                None,
+            )
+        })
+        .await
+    }
+
+    async fn start_enrollment(&self, step: StartEnrollmentStep) -> Result<()> {
+        self.write(move |tx| {
+            let account = step.account.as_str();
+            let now = step.now;
+            let acct = account_in_tx(tx, account, now)?;
+            let (purpose, target) = match &step.phone_number {
+                Some(number) => {
+                    if acct.phone_number.is_some() {
+                        return api(ApiError::PhoneNumberAlreadyRegistered);
+                    }
+                    (
+                        SmsPurpose::PhoneCertification,
+                        CodeTarget::Number(number.clone()),
+                    )
+                }
+                None => {
+                    if acct.phone_number.is_none() {
+                        return api(ApiError::NoPhoneNumber);
+                    }
+                    (SmsPurpose::Enrollment, CodeTarget::TrustedNumber)
+                }
+            };
+            let pin_matches = match &step.login {
+                None => acct.pin_record.is_none(),
+                Some(login) => acct.pin_record.as_deref() == Some(login.pin_record.as_slice()),
+            };
+            if !pin_matches {
+                return api(ApiError::PinStateChanged);
+            }
+            if live_device_count(tx, account, now, step.limits.pending_device_ttl)?
+                >= step.limits.max_devices
+            {
+                return api(ApiError::DeviceLimitReached);
+            }
+            if step.login.is_some() && acct.pin_failures >= step.limits.pin_attempts {
+                return api(ApiError::AccountBlocked);
+            }
+            let code_id = check_code(
+                tx,
+                &CodeCheck {
+                    account: step.account.clone(),
+                    purpose,
+                    target,
+                    matcher: step.sms_code.clone(),
+                    now,
+                    max_checks: step.limits.sms_code_max_checks,
+                },
+            )?;
+            let ordinal = match &step.login {
+                Some(_) => Some(begin_pin_attempt(tx, account, step.limits.pin_attempts)?),
+                None => None,
+            };
+            tx.execute(
+                "INSERT INTO enrollment_sessions (id, account, nonce, login_state, pin_ordinal,
+                     sms_code_id, phone_number, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    step.session_id,
+                    account,
+                    step.nonce,
+                    step.login.as_ref().map(|l| &l.state),
+                    ordinal,
+                    code_id,
+                    step.phone_number,
+                    now,
+                    now + step.ttl as i64
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn enrollment_session(
+        &self,
+        account: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<EnrollmentSession>> {
+        let (account, id) = (account.to_string(), id.to_string());
+        self.run(move |c| {
+            Ok(c.query_row(
+                "SELECT id, nonce, login_state FROM enrollment_sessions
+                 WHERE id = ?1 AND account = ?2 AND finished_at IS NULL AND expires_at > ?3",
+                params![id, account, now],
+                |r| {
+                    Ok(EnrollmentSession {
+                        id: r.get(0)?,
+                        nonce: r.get(1)?,
+                        login_state: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn idempotent_outcome(&self, account: &str, key: &str) -> Result<Option<StoredOutcome>> {
+        let (account, key) = (account.to_string(), key.to_string());
+        self.run(move |c| Ok(read_outcome(c, &account, &key)?.map(|(_, o)| o)))
+            .await
+    }
+
+    async fn finish_enrollment(&self, step: FinishEnrollmentStep) -> Result<EnrollmentFinished> {
+        self.write(move |tx| {
+            ensure_account(tx, &step.account, step.now)?;
+            if let Some((scope, outcome)) = read_outcome(tx, &step.account, &step.idempotency_key)?
+            {
+                if scope != step.enrollment_id {
+                    return api(ApiError::InvalidParameter {
+                        name: "idempotencyKey".into(),
+                    });
+                }
+                return replay(outcome);
+            }
+            let result = finish_enrollment_tx(tx, &step);
+            let outcome = match &result {
+                Ok(v) => StoredOutcome::Ok(v.clone()),
+                Err(Error::Api(e)) => StoredOutcome::Error(e.clone()),
+                Err(Error::Internal(_)) => return result,
+            };
+            store_outcome(
+                tx,
+                &step.account,
+                &step.idempotency_key,
+                &step.enrollment_id,
+                &outcome,
+                step.now,
+            )?;
+            result
+        })
+        .await
+    }
+
+    async fn activate_device(&self, step: ActivateStep) -> Result<()> {
+        self.write(move |tx| {
+            let device = read_device(tx, &step.account, &step.device_id)?;
+            let Some(device) = device else {
+                return api(ApiError::DeviceUnknown);
+            };
+            match device.live_state(step.now, step.pending_device_ttl) {
+                Some(DeviceState::Pending | DeviceState::Active) => {}
+                Some(DeviceState::Disabled) | None => return api(ApiError::DeviceUnknown),
+            }
+            if step.counter <= device.counter {
+                disable_device(
+                    tx,
+                    &step.account,
+                    &device.id,
+                    step.now,
+                    "counter did not increase",
+                )?;
+                return api(ApiError::DeviceUnknown);
+            }
+            tx.execute(
+                "UPDATE devices SET state = 'active', counter = ?3,
+                        activated_at = COALESCE(activated_at, ?4)
+                 WHERE id = ?1 AND account = ?2",
+                params![
+                    device.id,
+                    step.account,
+                    counter_to_sql(step.counter)?,
+                    step.now
+                ],
+            )?;
+            if device.state == DeviceState::Pending {
+                audit(
+                    tx,
+                    step.now,
+                    &step.account,
+                    "device_activated",
+                    Some(&device.id),
+                    None,
+                )?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn create_otp_challenge(&self, step: ChallengeStep) -> Result<()> {
+        self.write(move |tx| {
+            let acct = account_in_tx(tx, &step.account, step.now)?;
+            let device = read_device(tx, &step.account, &step.device_id)?;
+            if device.map(|d| d.state) != Some(DeviceState::Active) {
+                return api(ApiError::DeviceUnknown);
+            }
+            let ordinal = match &step.login {
+                None => None,
+                Some(login) => {
+                    match &acct.pin_record {
+                        None => return api(ApiError::NoPin),
+                        Some(r) if *r != login.pin_record => return api(ApiError::PinStateChanged),
+                        Some(_) => {}
+                    }
+                    Some(begin_pin_attempt(tx, &step.account, step.pin_attempts)?)
+                }
+            };
+            tx.execute(
+                "INSERT INTO otp_challenges (id, account, device_id, nonce, login_state,
+                     pin_ordinal, created_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    step.challenge_id,
+                    step.account,
+                    step.device_id,
+                    step.nonce,
+                    step.login.as_ref().map(|l| &l.state),
+                    ordinal,
+                    step.now,
+                    step.now + step.ttl as i64
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn otp_challenge(
+        &self,
+        account: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<OtpChallengeRecord>> {
+        let (account, id) = (account.to_string(), id.to_string());
+        self.run(move |c| {
+            Ok(c.query_row(
+                "SELECT c.id, c.device_id, c.nonce, c.login_state, d.public_key
+                 FROM otp_challenges c JOIN devices d ON d.id = c.device_id
+                 WHERE c.id = ?1 AND c.account = ?2 AND c.used_at IS NULL AND c.expires_at > ?3",
+                params![id, account, now],
+                |r| {
+                    Ok(OtpChallengeRecord {
+                        id: r.get(0)?,
+                        device_id: r.get(1)?,
+                        nonce: r.get(2)?,
+                        login_state: r.get(3)?,
+                        device_public_key: r.get(4)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    async fn issue_otp(&self, step: IssueOtpStep) -> Result<()> {
+        self.write(move |tx| {
+            let account = step.account.as_str();
+            let now = step.now;
+            let challenge = tx
+                .query_row(
+                    "SELECT device_id, pin_ordinal FROM otp_challenges
+                     WHERE id = ?1 AND account = ?2 AND used_at IS NULL AND expires_at > ?3",
+                    params![step.challenge_id, account, now],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<u32>>(1)?)),
+                )
+                .optional()?;
+            let Some((device_id, ordinal)) = challenge else {
+                return api(ApiError::SessionExpired);
+            };
+            tx.execute(
+                "UPDATE otp_challenges SET used_at = ?2 WHERE id = ?1",
+                params![step.challenge_id, now],
+            )?;
+            if let OtpProof::BadSignature = step.proof {
+                return api(ApiError::BadSignature);
+            }
+            let device = read_device(tx, account, &device_id)?;
+            let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
+                return api(ApiError::DeviceUnknown);
+            };
+            if step.counter <= device.counter {
+                disable_device(tx, account, &device_id, now, "counter did not increase")?;
+                return api(ApiError::DeviceUnknown);
+            }
+            tx.execute(
+                "UPDATE devices SET counter = ?2, last_used_at = ?3 WHERE id = ?1",
+                params![device_id, counter_to_sql(step.counter)?, now],
+            )?;
+            let with_pin = match step.proof {
+                OtpProof::BadSignature => unreachable!("handled above"),
+                OtpProof::WithoutPin => false,
+                OtpProof::Pin { ok } => {
+                    let ordinal =
+                        ordinal.ok_or_else(|| anyhow!("PIN challenge without ordinal"))?;
+                    if !ok {
+                        return Err(
+                            pin_failed(tx, account, ordinal, step.pin_attempts, now)?.into()
+                        );
+                    }
+                    reset_pin_failures(tx, account)?;
+                    true
+                }
+            };
+            tx.execute(
+                "INSERT INTO otps (mac, account, device_id, with_pin, issued_at, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    step.otp_mac,
+                    account,
+                    device_id,
+                    with_pin,
+                    now,
+                    now + step.otp_ttl as i64
+                ],
+            )?;
+            audit(
+                tx,
+                now,
+                account,
+                "otp_issued",
+                Some(&device_id),
+                Some(if with_pin { "with_pin" } else { "without_pin" }),
+            )
+        })
+        .await
+    }
+
+    async fn use_otp(
+        &self,
+        otp_mac: &[u8],
+        now: i64,
+        relying_party: &str,
+    ) -> Result<Option<VerifiedOtp>> {
+        let (mac, rp) = (otp_mac.to_vec(), relying_party.to_string());
+        self.write(move |tx| {
+            let used = tx
+                .query_row(
+                    "UPDATE otps SET used_at = ?2, used_by = ?3
+                     WHERE mac = ?1 AND used_at IS NULL AND expires_at > ?2
+                     RETURNING account, device_id, with_pin, issued_at",
+                    params![mac, now, rp],
+                    |r| {
+                        Ok(VerifiedOtp {
+                            subject: r.get(0)?,
+                            device_id: r.get(1)?,
+                            with_pin: r.get(2)?,
+                            issued_at: r.get(3)?,
+                        })
+                    },
+                )
+                .optional()?;
+            if let Some(v) = &used {
+                audit(
+                    tx,
+                    now,
+                    &v.subject,
+                    "otp_used",
+                    Some(&v.device_id),
+                    Some(&rp),
+                )?;
+            }
+            Ok(used)
+        })
+        .await
+    }
+
+    async fn close(&self) {
+        let conn = self.conn.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let taken = conn.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let Some(c) = taken {
+                if let Err((_, e)) = c.close() {
+                    tracing::warn!(error = %e, "closing the database failed");
+                }
+            }
+        })
+        .await;
+    }
+}

@@ -1,0 +1,492 @@
+//! Test harness: a real server on a loopback socket, a reqwest client, a real OPAQUE client and
+//! P-256 device keys.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use argon2::{Algorithm, Argon2, Params, Version};
+use base64::{engine::general_purpose::STANDARD, Engine};
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{DerSignature, SigningKey};
+use pims_proto::pin::opaque_ke::{
+    ClientLogin, ClientLoginFinishParameters, ClientRegistration,
+    ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
+};
+use pims_proto::pin::PinSuite;
+use pims_proto::*;
+use pims_server::{start, Clock, RunningServer, ServerConfig};
+use rand::rngs::OsRng;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+pub const START: i64 = 1_800_000_000;
+pub const PHONE: &str = "+33612345678";
+
+pub fn ksf() -> Argon2<'static> {
+    // Cheap stretching for tests; registration and login must use the same.
+    Argon2::new(
+        Algorithm::Argon2id,
+        Version::V0x13,
+        Params::new(8, 1, 1, None).unwrap(),
+    )
+}
+
+pub struct TestServer {
+    pub server: Option<RunningServer>,
+    pub config: ServerConfig,
+    pub clock: Clock,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+    pub url: String,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::manual(START);
+        let mut config = ServerConfig::development(dir.path());
+        config.clock = clock.clone();
+        adjust(&mut config);
+        let server = start(config.clone()).await.unwrap();
+        let url = server.url();
+        TestServer {
+            server: Some(server),
+            config,
+            clock,
+            dir,
+            http: reqwest::Client::new(),
+            url,
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.as_ref().unwrap().addr
+    }
+
+    /// Stops the server and starts a new one on the same files and port.
+    pub async fn restart(&mut self) {
+        let addr = self.addr();
+        self.server.take().unwrap().shutdown().await;
+        let mut config = self.config.clone();
+        config.listen = addr;
+        let server = start(config).await.unwrap();
+        assert_eq!(server.addr, addr);
+        self.url = server.url();
+        self.server = Some(server);
+        self.http = reqwest::Client::new();
+    }
+
+    pub fn outbox(&self) -> PathBuf {
+        self.config.sms_outbox.clone()
+    }
+
+    pub async fn token(&self, subject: &str) -> String {
+        let r = self
+            .http
+            .post(format!("{}/v1/dev/tokens", self.url))
+            .json(&DevTokenRequest {
+                subject: subject.into(),
+            })
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<DevToken>().await.unwrap().access_token
+    }
+
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{}", self.url, path))
+            .header(PROTOCOL_HEADER, PROTOCOL_VERSION.to_string())
+            .header(TRANSACTION_HEADER, "test-tx")
+            .bearer_auth(token)
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: &str,
+        body: &B,
+    ) -> Result<T, ApiError> {
+        decode(
+            self.request(reqwest::Method::POST, path, token)
+                .json(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    pub async fn status(&self, token: &str, device_id: Option<&str>) -> AccountStatus {
+        let path = match device_id {
+            Some(id) => format!("/v1/account?deviceId={id}"),
+            None => "/v1/account".to_string(),
+        };
+        decode(
+            self.request(reqwest::Method::GET, &path, token)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+        .unwrap()
+    }
+
+    pub async fn send_code(
+        &self,
+        token: &str,
+        purpose: SmsPurpose,
+        phone: Option<&str>,
+    ) -> Result<SmsCodeSent, ApiError> {
+        self.post(
+            "/v1/sms-codes",
+            token,
+            &SendSmsCode {
+                purpose,
+                phone_number: phone.map(str::to_string),
+            },
+        )
+        .await
+    }
+
+    /// The code of the last SMS sent to `to`, read as a phone's autofill would.
+    pub fn last_code(&self, to: &str) -> String {
+        let msgs = pims_server::sms::read_outbox(&self.outbox()).unwrap();
+        let msg = msgs
+            .iter()
+            .rev()
+            .find(|m| m.to == to)
+            .expect("an SMS to that number");
+        pims_server::sms::code_from_text(&msg.text).unwrap()
+    }
+
+    pub async fn add_phone(&self, token: &str, phone: &str, code: &str) -> Result<(), ApiError> {
+        let r = self
+            .request(reqwest::Method::POST, "/v1/phone-number", token)
+            .json(&AddPhoneNumber {
+                phone_number: phone.into(),
+                sms_code: code.into(),
+            })
+            .send()
+            .await
+            .unwrap();
+        decode_empty(r).await
+    }
+
+    pub async fn certify_phone(&self, token: &str, phone: &str) {
+        self.send_code(token, SmsPurpose::PhoneCertification, Some(phone))
+            .await
+            .unwrap();
+        let code = self.last_code(phone);
+        self.add_phone(token, phone, &code).await.unwrap();
+    }
+
+    pub async fn activate(&self, token: &str, device: &mut Device) -> Result<(), ApiError> {
+        device.counter += 1;
+        let signature = device.sign(&transcript::activation(
+            &device.id,
+            &device.activation_nonce,
+            device.counter,
+        ));
+        let r = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/v1/devices/{}/activate", device.id),
+                token,
+            )
+            .json(&ActivateDevice {
+                counter: device.counter,
+                signature: signature.into(),
+            })
+            .send()
+            .await
+            .unwrap();
+        decode_empty(r).await
+    }
+
+    /// Full enrollment of a new device with `pin` (registering it if the account has none),
+    /// assuming the account has a trusted number; the device ends Active.
+    pub async fn enroll(&self, token: &str, pin: &str) -> Result<Device, ApiError> {
+        self.send_code(token, SmsPurpose::Enrollment, None).await?;
+        let phone = self.status(token, None).await.phone_number.unwrap();
+        let code = self.last_code(&phone);
+        let mut device = Device::new();
+        let started = self.start_enrollment(token, &code, pin, None).await?;
+        let key = uuid::Uuid::new_v4().to_string();
+        let finished = self
+            .finish_enrollment(token, &device, started, &key)
+            .await?;
+        device.id = finished.device_id;
+        device.activation_nonce = finished.activation_nonce.0;
+        self.activate(token, &mut device).await?;
+        Ok(device)
+    }
+
+    pub async fn start_enrollment(
+        &self,
+        token: &str,
+        code: &str,
+        pin: &str,
+        phone: Option<&str>,
+    ) -> Result<PinSession, ApiError> {
+        let has_pin = self.status(token, None).await.pin != PinState::NotSet;
+        let (start, client) = if has_pin {
+            let s = ClientLogin::<PinSuite>::start(&mut OsRng, pin.as_bytes()).unwrap();
+            (
+                PinStart::Login(s.message.serialize().to_vec().into()),
+                PinClient::Login(Box::new(s.state)),
+            )
+        } else {
+            let s = ClientRegistration::<PinSuite>::start(&mut OsRng, pin.as_bytes()).unwrap();
+            (
+                PinStart::Register(s.message.serialize().to_vec().into()),
+                PinClient::Register(s.state),
+            )
+        };
+        let started: EnrollmentStarted = self
+            .post(
+                "/v1/enrollments",
+                token,
+                &StartEnrollment {
+                    sms_code: code.into(),
+                    phone_number: phone.map(str::to_string),
+                    pin: start,
+                },
+            )
+            .await?;
+        Ok(PinSession {
+            started,
+            client,
+            pin: pin.to_string(),
+        })
+    }
+
+    pub async fn finish_enrollment(
+        &self,
+        token: &str,
+        device: &Device,
+        session: PinSession,
+        idempotency_key: &str,
+    ) -> Result<EnrollmentFinished, ApiError> {
+        let path = format!("/v1/enrollments/{}/finish", session.started.enrollment_id);
+        let request = session.finish_request(device, idempotency_key);
+        self.post(&path, token, &request).await
+    }
+
+    /// Challenge + OTP for `device`, with the PIN when given.
+    pub async fn otp(
+        &self,
+        token: &str,
+        device: &mut Device,
+        pin: Option<&str>,
+    ) -> Result<OtpIssued, ApiError> {
+        let login = pin.map(|p| ClientLogin::<PinSuite>::start(&mut OsRng, p.as_bytes()).unwrap());
+        let challenge: OtpChallenge = self
+            .post(
+                "/v1/otp/challenges",
+                token,
+                &OtpChallengeRequest {
+                    device_id: device.id.clone(),
+                    pin: login
+                        .as_ref()
+                        .map(|l| l.message.serialize().to_vec().into()),
+                },
+            )
+            .await?;
+        let pin_finish = login.map(|l| {
+            let response =
+                CredentialResponse::deserialize(challenge.pin.as_ref().unwrap().as_slice())
+                    .unwrap();
+            let ksf = ksf();
+            match l.state.finish(
+                &mut OsRng,
+                pin.unwrap().as_bytes(),
+                response,
+                ClientLoginFinishParameters::new(None, Identifiers::default(), Some(&ksf)),
+            ) {
+                Ok(done) => PinFinish::Login(done.message.serialize().to_vec().into()),
+                Err(_) => PinFinish::LoginFailed,
+            }
+        });
+        device.counter += 1;
+        let proof = pin_finish.as_ref().map_or(&[][..], PinFinish::proof);
+        let signature = device.sign(&transcript::otp(
+            &challenge.challenge_id,
+            challenge.nonce.as_slice(),
+            &device.id,
+            device.counter,
+            proof,
+        ));
+        self.post(
+            "/v1/otp",
+            token,
+            &OtpRequest {
+                challenge_id: challenge.challenge_id,
+                counter: device.counter,
+                pin: pin_finish,
+                signature: signature.into(),
+            },
+        )
+        .await
+    }
+
+    pub async fn verify(
+        &self,
+        rp_id: &str,
+        secret: &str,
+        otp: &str,
+    ) -> Result<OtpVerified, ApiError> {
+        let r = self
+            .http
+            .post(format!("{}/v1/otp/verify", self.url))
+            .header(
+                "authorization",
+                format!("Basic {}", STANDARD.encode(format!("{rp_id}:{secret}"))),
+            )
+            .json(&VerifyOtp { otp: otp.into() })
+            .send()
+            .await
+            .unwrap();
+        decode(r).await
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.config.database_path).unwrap()
+    }
+}
+
+pub enum PinClient {
+    Register(ClientRegistration<PinSuite>),
+    Login(Box<ClientLogin<PinSuite>>),
+}
+
+pub struct PinSession {
+    pub started: EnrollmentStarted,
+    pub client: PinClient,
+    pub pin: String,
+}
+
+impl PinSession {
+    pub fn finish_request(self, device: &Device, idempotency_key: &str) -> FinishEnrollment {
+        let ksf = ksf();
+        let pin = match (self.client, &self.started.pin) {
+            (PinClient::Register(state), PinStart::Register(resp)) => {
+                let resp = RegistrationResponse::deserialize(resp.as_slice()).unwrap();
+                let done = state
+                    .finish(
+                        &mut OsRng,
+                        self.pin.as_bytes(),
+                        resp,
+                        ClientRegistrationFinishParameters::new(Identifiers::default(), Some(&ksf)),
+                    )
+                    .unwrap();
+                PinFinish::Register(done.message.serialize().to_vec().into())
+            }
+            (PinClient::Login(state), PinStart::Login(resp)) => {
+                let resp = CredentialResponse::deserialize(resp.as_slice()).unwrap();
+                match state.finish(
+                    &mut OsRng,
+                    self.pin.as_bytes(),
+                    resp,
+                    ClientLoginFinishParameters::new(None, Identifiers::default(), Some(&ksf)),
+                ) {
+                    Ok(done) => PinFinish::Login(done.message.serialize().to_vec().into()),
+                    Err(_) => PinFinish::LoginFailed,
+                }
+            }
+            _ => panic!("server answered another PIN mode"),
+        };
+        let signature = device.sign(&transcript::enrollment(
+            &self.started.enrollment_id,
+            self.started.nonce.as_slice(),
+            &device.public_key(),
+            pin.proof(),
+        ));
+        FinishEnrollment {
+            idempotency_key: idempotency_key.into(),
+            pin,
+            device: NewDevice {
+                public_key: device.public_key().into(),
+                name: "Test phone".into(),
+                platform: Platform::Android,
+            },
+            signature: signature.into(),
+        }
+    }
+}
+
+pub struct Device {
+    pub key: SigningKey,
+    pub id: String,
+    pub activation_nonce: Vec<u8>,
+    pub counter: u64,
+}
+
+impl Device {
+    pub fn new() -> Device {
+        Device {
+            key: SigningKey::random(&mut OsRng),
+            id: String::new(),
+            activation_nonce: Vec::new(),
+            counter: 0,
+        }
+    }
+
+    pub fn public_key(&self) -> Vec<u8> {
+        self.key
+            .verifying_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec()
+    }
+
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
+        let sig: DerSignature = self.key.sign(message);
+        sig.as_bytes().to_vec()
+    }
+}
+
+/// The body of a success, or the error of the error envelope (checking its HTTP status).
+pub async fn decode<T: DeserializeOwned>(r: reqwest::Response) -> Result<T, ApiError> {
+    let status = r.status().as_u16();
+    if r.status().is_success() {
+        return Ok(r.json().await.unwrap());
+    }
+    let body: ErrorBody = r.json().await.unwrap();
+    assert_eq!(status, body.error.status(), "status of {:?}", body.error);
+    Err(body.error)
+}
+
+pub async fn decode_empty(r: reqwest::Response) -> Result<(), ApiError> {
+    if r.status().is_success() {
+        return Ok(());
+    }
+    let status = r.status().as_u16();
+    let body: ErrorBody = r.json().await.unwrap();
+    assert_eq!(status, body.error.status(), "status of {:?}", body.error);
+    Err(body.error)
+}
+
+/// A new account with a trusted number and one active device holding `pin`.
+pub async fn enrolled_account(
+    s: &TestServer,
+    subject: &str,
+    phone: &str,
+    pin: &str,
+) -> (String, Device) {
+    let token = s.token(subject).await;
+    s.certify_phone(&token, phone).await;
+    let device = s.enroll(&token, pin).await.unwrap();
+    (token, device)
+}
