@@ -974,7 +974,7 @@ impl Store for SqliteStore {
                 "SELECT id, name, platform, state, created_at, last_used_at FROM devices
                  WHERE account = ?1
                    AND (state = 'active' OR (state = 'pending' AND created_at > ?2))
-                 ORDER BY created_at, id",
+                 ORDER BY created_at, rowid",
             )?;
             let rows = stmt.query_map(
                 params![account, now.saturating_sub(pending_ttl as i64)],
