@@ -472,6 +472,70 @@ async fn modify_phone_number_errors_are_exact() {
     );
 }
 
+#[tokio::test]
+async fn signed_operations_of_a_revoked_device_give_2312_and_clear_it() {
+    let server = TestServer::start().await;
+    let first = enrolled_phone(&server, "u").await;
+    let second = Phone::new(&server.url(), Some(server.token("u").await)).await;
+    ok(&second.certify(NUMBER2).await);
+    let certification = server.last_code(NUMBER2);
+    for operation in ["reset", "update", "modify"] {
+        second.enroll_further_device(&server).await;
+        ok(&second.request_reset_code().await);
+        let reset_code = server.last_code(NUMBER);
+        ok(&first.revoke(&own_device_id(&second).await).await);
+        let m = match operation {
+            "reset" => second.reset_pin(NEW_PIN, &reset_code).await,
+            "update" => second.update_pin(PIN, NEW_PIN).await,
+            _ => second.modify_number(NUMBER2, &certification).await,
+        };
+        failed(&m, 2312, DEVICE_UNKNOWN);
+        // Cleared: the next call knows there is no enrollment here.
+        failed(
+            &second.update_pin(PIN, NEW_PIN).await,
+            2313,
+            PRIOR_AUTHENTICATOR,
+        );
+    }
+    ok(&first.otp_with_pin(PIN).await);
+}
+
+#[tokio::test]
+async fn signed_operations_before_the_activation_is_confirmed_give_2316() {
+    let server = TestServer::start().await;
+    let proxy = FaultProxy::start(server.url()).await;
+    let phone = Phone::new(&proxy.url(), Some(server.token("u").await)).await;
+    phone.add_phone_number(&server, NUMBER).await;
+    phone.request_enrollment_code().await;
+    proxy.inject("/activate", Fault::Unreachable, 10);
+    failed(
+        &phone.enroll(PIN, &server.last_code(NUMBER)).await,
+        2316,
+        POST_SYNC,
+    );
+    ok(&phone.request_reset_code().await);
+    let code = server.last_code(NUMBER);
+    let e = failed(&phone.reset_pin(NEW_PIN, &code).await, 2316, POST_SYNC);
+    assert!(retryable(&e));
+    failed(&phone.update_pin(PIN, NEW_PIN).await, 2316, POST_SYNC);
+    failed(&phone.modify_number(NUMBER2, "123456").await, 2316, POST_SYNC);
+    // Once the activation goes through, the same call succeeds.
+    proxy.clear_faults();
+    ok(&phone.reset_pin(NEW_PIN, &code).await);
+    ok(&phone.otp_with_pin(NEW_PIN).await);
+}
+
+#[tokio::test]
+async fn reset_code_requests_are_rate_limited_with_a_retry_delay() {
+    // The first enrollment sends two SMS (certification, enrollment).
+    let server = TestServer::start_with(|c| c.limits.sms_sends_per_hour_per_account = 3).await;
+    let phone = enrolled_phone(&server, "u").await;
+    ok(&phone.request_reset_code().await);
+    let e = failed(&phone.request_reset_code().await, 2204, "Server Error");
+    assert!(retryable(&e));
+    assert!(e["details"]["retryAfterSeconds"].as_u64().unwrap() > 0);
+}
+
 // ---- devices -------------------------------------------------------------------------------
 
 #[tokio::test]
@@ -685,19 +749,22 @@ async fn events_arrive_once_per_change_and_stop_after_unsubscribe() {
         "Duplicate command",
     );
 
-    // Blocked by wrong PINs on the other device: seen by the poll.
+    // Every change below happens on the other device: this phone sees it by polling.
     failed(&other.otp_with_pin(NEW_PIN).await, 2308, ACCESS_REFUSED);
     failed(&other.otp_with_pin(NEW_PIN).await, 2310, ACCOUNT_BLOCKED);
     sub.wait_for(2).await;
-    // Revoked from the other device: seen by the poll.
-    ok(&other.revoke(&own_device_id(&phone).await).await);
+    ok(&other.request_reset_code().await);
+    ok(&other.reset_pin(PIN, &server.last_code(NUMBER)).await);
     sub.wait_for(3).await;
+    ok(&other.revoke(&own_device_id(&phone).await).await);
+    sub.wait_for(4).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(
         sub.events(),
         vec![
             json!({"event": "accountBlocked", "isDeviceActivated": true, "isAccountBlocked": "PinBlocked"}),
-            json!({"event": "deviceDeactivated", "isDeviceActivated": false, "isAccountBlocked": "PinBlocked"}),
+            json!({"event": "accountUnblocked", "isDeviceActivated": true, "isAccountBlocked": "NotBlocked"}),
+            json!({"event": "deviceDeactivated", "isDeviceActivated": false, "isAccountBlocked": "NotBlocked"}),
         ]
     );
 
@@ -712,7 +779,42 @@ async fn events_arrive_once_per_change_and_stop_after_unsubscribe() {
     ok(&other.remove_all().await);
     phone.enroll_further_device(&server).await;
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(sub.events().len(), 2);
+    assert_eq!(sub.events().len(), 3);
+}
+
+#[tokio::test]
+async fn the_sdks_own_calls_raise_events_without_waiting_for_the_poll() {
+    let server = TestServer::start_with(|c| c.limits.pin_attempts = 1).await;
+    let host = pims_strongauth::host::Host::new(Arc::new(pims_strongauth::host::StaticToken(
+        Some(server.token("u").await),
+    )));
+    let dir = tempfile::tempdir().unwrap();
+    let phone = Phone::with_host(
+        &server.url(),
+        host,
+        dir.path().into(),
+        "ios",
+        json!({"eventPollSeconds": 3600}),
+    )
+    .await;
+    phone.add_phone_number(&server, NUMBER).await;
+    let sub = Subscription::start(&phone).await;
+
+    phone.enroll_further_device(&server).await;
+    sub.wait_for(2).await;
+    failed(&phone.otp_with_pin(NEW_PIN).await, 2310, ACCOUNT_BLOCKED);
+    sub.wait_for(3).await;
+    ok(&phone.remove_all().await);
+    sub.wait_for(5).await;
+    assert_eq!(
+        sub.events(),
+        vec![
+            json!({"event": "deviceActivated", "isDeviceActivated": true, "isAccountBlocked": "NotBlocked"}),
+            json!({"event": "accountBlocked", "isDeviceActivated": true, "isAccountBlocked": "PinBlocked"}),
+            json!({"event": "deviceDeactivated", "isDeviceActivated": false, "isAccountBlocked": "PinBlocked"}),
+            json!({"event": "accountUnblocked", "isDeviceActivated": false, "isAccountBlocked": "NotBlocked"}),
+        ]
+    );
 }
 
 #[tokio::test]
