@@ -518,7 +518,11 @@ async fn signed_operations_before_the_activation_is_confirmed_give_2316() {
     let e = failed(&phone.reset_pin(NEW_PIN, &code).await, 2316, POST_SYNC);
     assert!(retryable(&e));
     failed(&phone.update_pin(PIN, NEW_PIN).await, 2316, POST_SYNC);
-    failed(&phone.modify_number(NUMBER2, "123456").await, 2316, POST_SYNC);
+    failed(
+        &phone.modify_number(NUMBER2, "123456").await,
+        2316,
+        POST_SYNC,
+    );
     // Once the activation goes through, the same call succeeds.
     proxy.clear_faults();
     ok(&phone.reset_pin(NEW_PIN, &code).await);
