@@ -125,10 +125,8 @@ impl Core {
 
     // ---- account ---------------------------------------------------------------------------
 
-    /// Local state, brought up to date with the server when it answers: a pending activation
-    /// is finished, and a device the server no longer knows (revoked, disabled, expired) is
-    /// forgotten. Without an answer the local state stands. An unreadable vault stays 2311
-    /// (only `enroll` and `remove` replace it), so the app learns why it must enroll again.
+    /// The local state after [`Core::refresh`]. An unreadable vault stays 2311 (only `enroll`
+    /// and `remove` replace it), so the app learns why it must enroll again.
     async fn is_device_activated(&self, ctx: &Ctx) -> Result<Value, PimsError> {
         let mut local = self.local.lock().await;
         let mut state = local.read()?;
@@ -137,6 +135,9 @@ impl Core {
         Ok(json!({ "isDeviceActivated": activated }))
     }
 
+    /// Brings the local state up to date with the server when it answers: a pending activation
+    /// is finished, and a device the server no longer knows (revoked, disabled, expired) is
+    /// forgotten. Without an answer the local state stands. Shared with the event poll.
     async fn refresh(
         &self,
         ctx: &Ctx,
