@@ -981,3 +981,32 @@ async fn a_device_the_server_forgot_reads_not_activated_and_enrolls_again() {
     phone.enroll_further_device(&server).await;
     ok(&phone.otp_with_pin(PIN).await);
 }
+
+#[tokio::test]
+async fn subscribing_without_an_access_token_gives_2301() {
+    let server = TestServer::start().await;
+    let phone = Phone::new(&server.url(), None).await;
+    let (tx, rx) = std::sync::mpsc::channel();
+    phone
+        .pims
+        .subscribe("pims.authentication.enrollment", json!({}), move |m| {
+            let _ = tx.send(m);
+        });
+    failed(
+        &rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        2301,
+        "Need Basic Authentication",
+    );
+    // A failed subscription is not held: a later one is not a duplicate.
+    let (tx, rx) = std::sync::mpsc::channel();
+    phone
+        .pims
+        .subscribe("pims.authentication.enrollment", json!({}), move |m| {
+            let _ = tx.send(m);
+        });
+    failed(
+        &rx.recv_timeout(Duration::from_secs(5)).unwrap(),
+        2301,
+        "Need Basic Authentication",
+    );
+}
