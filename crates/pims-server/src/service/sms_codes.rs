@@ -14,7 +14,7 @@ impl Service {
         phone_number: Option<&str>,
     ) -> Result<SmsCodeSent> {
         let target = match purpose {
-            SmsPurpose::Enrollment => CodeTarget::TrustedNumber,
+            SmsPurpose::Enrollment | SmsPurpose::ResetPin => CodeTarget::TrustedNumber,
             SmsPurpose::PhoneCertification => {
                 let number = phone_number.ok_or(ApiError::InvalidParameter {
                     name: "phoneNumber".into(),
@@ -66,7 +66,7 @@ impl Service {
         sms_code: &str,
     ) -> Result<SmsCodeChecked> {
         let target = match purpose {
-            SmsPurpose::Enrollment => CodeTarget::TrustedNumber,
+            SmsPurpose::Enrollment | SmsPurpose::ResetPin => CodeTarget::TrustedNumber,
             SmsPurpose::PhoneCertification => CodeTarget::Latest,
         };
         let has_pin = self

@@ -4,5 +4,6 @@ mod access;
 mod common;
 mod enrollment;
 mod lockout;
+mod management;
 mod otp;
 mod sms_codes;
