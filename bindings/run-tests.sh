@@ -19,8 +19,12 @@ trap cleanup EXIT
 echo "== building the library (release) and the server"
 cargo build --release -p pims-ffi
 # cargo test --workspace has already built the server in the dev profile (dependencies at
-# opt-level 2); building it again in release would cost many minutes and test nothing more.
-cargo build --bin pims
+# opt-level 2), so this is free in CI; PIMS_SERVER_BIN may name another build of `pims`.
+SERVER_BIN="${PIMS_SERVER_BIN:-}"
+if [ -z "$SERVER_BIN" ]; then
+    cargo build --bin pims
+    SERVER_BIN="$ROOT/target/debug/pims"
+fi
 LIB="$ROOT/target/release/libpims_ffi.so"
 BINDGEN="$ROOT/target/release/uniffi-bindgen"
 
@@ -35,7 +39,7 @@ fi
 
 echo "== generating bindings"
 for language in kotlin swift python; do
-    "$BINDGEN" generate --library "$LIB" --language "$language" --out-dir "$WORK/gen/$language" >/dev/null
+    "$BINDGEN" generate --library "$LIB" --no-format --language "$language" --out-dir "$WORK/gen/$language" >/dev/null
 done
 for f in kotlin/com/pims/sdk/ffi/pims_ffi.kt swift/PimsFfi.swift swift/PimsFfiFFI.h swift/PimsFfiFFI.modulemap python/pims_ffi.py; do
     [ -s "$WORK/gen/$f" ] || { echo "missing generated file $f" >&2; exit 1; }
@@ -63,7 +67,7 @@ dev_issuer = true
 id = "bindings-test"
 secret = "bindings-test-secret"
 TOML
-"$ROOT/target/debug/pims" server --config "$WORK/server/config.toml" 2>"$WORK/server/log" &
+"$SERVER_BIN" server --config "$WORK/server/config.toml" 2>"$WORK/server/log" &
 SERVER_PID=$!
 for _ in $(seq 1 100); do
     if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/healthz', timeout=1)" 2>/dev/null; then

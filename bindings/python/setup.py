@@ -22,14 +22,18 @@ LIBRARY = {"darwin": "libpims_ffi.dylib", "win32": "pims_ffi.dll"}.get(sys.platf
 class BuildWithRust(build_py):
     def run(self):
         super().run()
-        package = Path(self.build_lib) / "pims_sdk"
+        package = (Path(self.build_lib) / "pims_sdk").resolve()
         package.mkdir(parents=True, exist_ok=True)
         library = os.environ.get("PIMS_FFI_LIBRARY")
         if not library:
             cargo(["build", "--release", "-p", "pims-ffi"])
             library = str(ROOT / "target" / "release" / LIBRARY)
-        cargo(["run", "--quiet", "--release", "-p", "pims-ffi", "--bin", "uniffi-bindgen", "--",
-               "generate", "--library", library, "--language", "python", "--out-dir", str(package)])
+        # The generator built beside the library has the same UniFFI version by construction.
+        bindgen = Path(library).parent / "uniffi-bindgen"
+        command = [str(bindgen)] if bindgen.exists() else [
+            "cargo", "run", "--quiet", "--release", "-p", "pims-ffi", "--bin", "uniffi-bindgen", "--"]
+        subprocess.run([*command, "generate", "--no-format", "--library", library,
+                        "--language", "python", "--out-dir", str(package)], cwd=ROOT, check=True)
         shutil.copy(library, package / LIBRARY)
 
 

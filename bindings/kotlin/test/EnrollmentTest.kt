@@ -209,13 +209,14 @@ fun main() {
     }
     check("enrolling again is a forbidden operation: 2317") {
         val m = call { cb -> pims.set("pims.authentication.enrollment", mapOf("action" to "enroll", "pinCode" to PIN, "smsCode" to "123456"), cb) }
-        assertEq(2317, (m["error"] as Map<*, *>)["code"], "code")
+        failedWith(m, mapOf("code" to 2317, "label" to "inwebo: forbidden operation (due to activated state/blocked state/upgradable state)"))
     }
     check("an OTP with the PIN, verified once by a relying party") {
         val m = call { cb -> pims.get("pims.authentication.otp", mapOf("action" to "withPIN", "pinCode" to PIN), cb) }
         assertEq("SUCCEEDED", m["status"], "status")
         val otp = (m["result"] as Map<*, *>)["otp"] as String
-        assertEq(setOf("otp"), (m["result"] as Map<*, *>).keys, "result keys")
+        assertEq(setOf("otp", "expiresInSeconds"), (m["result"] as Map<*, *>).keys, "result keys")
+        assertEq(true, ((m["result"] as Map<*, *>)["expiresInSeconds"] as Int) in 1..120, "expiresInSeconds")
         val rp = env("PIMS_RP_CREDENTIALS")
         val (status, body) = post("/v1/otp/verify", """{"otp":"$otp"}""", rp)
         assertEq(200, status, "first verification")

@@ -13,8 +13,10 @@ Callbacks run on an SDK thread.
 """
 
 import asyncio
+import atexit
 import json
 import sys
+import weakref
 from typing import Any, Callable, Dict, Optional
 
 from . import pims_ffi as _ffi
@@ -36,9 +38,25 @@ __all__ = [
 ]
 
 
+_live: "weakref.WeakSet[Pims]" = weakref.WeakSet()
+_log_sink_set = False
+
+
 def set_log_sink(sink: Optional[LogSink], max_level: LogLevel = LogLevel.INFO) -> None:
     """Forwards the SDK's logs (never containing secrets) to ``sink``; ``None`` stops them."""
+    global _log_sink_set
+    _log_sink_set = sink is not None
     _ffi.set_log_sink(sink, max_level)
+
+
+@atexit.register
+def _stop_sdk_threads() -> None:
+    # An SDK thread that calls into Python while the interpreter finalizes kills the process:
+    # stop them all first (the wait releases the GIL, so running callbacks can finish).
+    for pims in list(_live):
+        pims.close()
+    if _log_sink_set:
+        _ffi.set_log_sink(None, LogLevel.ERROR)
 
 
 class _StaticToken(AccessTokenProvider):
@@ -74,6 +92,18 @@ class Pims:
                  vault_key_store: Optional[VaultKeyStore] = None):
         tokens = token_provider if token_provider is not None else _StaticToken(access_token)
         self._sdk = _ffi.PimsSdk(tokens, device_keys, vault_key_store)
+        _live.add(self)
+
+    def close(self) -> None:
+        """Stops the SDK's threads, waiting briefly for running callbacks; later calls fail
+        with 2001. Also done for every live facade when the interpreter exits."""
+        self._sdk.shutdown()
+
+    def __enter__(self) -> "Pims":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ---- callback form ------------------------------------------------------------------
 

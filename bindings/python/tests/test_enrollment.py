@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pims_sdk import DeviceKeys, HostFailure, LogLevel, LogSink, Pims, VaultKeyStore, set_log_sink
 from conftest import call, config, failed, succeeded
 
-PIN = "1234"
+# Long enough that no random transaction id in the logs contains it by chance.
+PIN = "73920561"
 IS_ACTIVATED = {"actionType": "strong", "type": "isDeviceActivated"}
 INTERNAL_STATE = {"code": 2311, "label": "inwebo: internal state not correct"}
 
@@ -112,7 +113,8 @@ def test_full_enrollment_with_a_python_signer_and_vault_key(server, tmp_path):
     succeeded(call(lambda cb: pims.get("pims.authentication.account", IS_ACTIVATED, cb)),
               {"isDeviceActivated": True})
     message = call(lambda cb: pims.get("pims.authentication.otp", {"action": "withPIN", "pinCode": PIN}, cb))
-    assert message["status"] == "SUCCEEDED" and set(message["result"]) == {"otp"}
+    assert message["status"] == "SUCCEEDED" and set(message["result"]) == {"otp", "expiresInSeconds"}
+    assert 0 < message["result"]["expiresInSeconds"] <= 120
     status, body = server.verify_otp(message["result"]["otp"])
     assert status == 200 and body["withPin"] is True
     assert server.verify_otp(message["result"]["otp"])[0] == 404

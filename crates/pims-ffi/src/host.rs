@@ -120,3 +120,73 @@ pub(crate) fn host(
     host.vault_key = vault_key.map(|k| Arc::new(VaultKey(k)) as Arc<dyn core::VaultKeyStore>);
     host
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pims_strongauth::host::{
+        AccessTokenProvider as _, DeviceKeys as _, HostError, VaultKeyStore as _,
+    };
+
+    struct Failing;
+
+    impl AccessTokenProvider for Failing {
+        fn access_token(&self) -> Result<Option<String>, HostFailure> {
+            Err(HostFailure::Failed {
+                reason: "keychain locked".into(),
+            })
+        }
+    }
+
+    impl DeviceKeys for Failing {
+        fn generate(&self, _alias: String) -> Result<Vec<u8>, HostFailure> {
+            Err(uniffi::UnexpectedUniFFICallbackError {
+                reason: "RuntimeException".into(),
+            }
+            .into())
+        }
+        fn sign(&self, _alias: String, _message: Vec<u8>) -> Result<Vec<u8>, HostFailure> {
+            Err(HostFailure::Failed {
+                reason: "user cancelled".into(),
+            })
+        }
+        fn delete(&self, _alias: String) -> Result<(), HostFailure> {
+            Err(HostFailure::Failed {
+                reason: "gone".into(),
+            })
+        }
+    }
+
+    impl VaultKeyStore for Failing {
+        fn load_or_create(&self) -> Result<Vec<u8>, HostFailure> {
+            Ok(vec![7; 31])
+        }
+    }
+
+    #[test]
+    fn a_failing_token_provider_means_signed_out() {
+        assert_eq!(Tokens(Arc::new(Failing)).access_token(), None);
+    }
+
+    #[test]
+    fn host_failures_declared_or_not_become_host_errors() {
+        let keys = Keys(Arc::new(Failing));
+        assert_eq!(
+            keys.generate("a"),
+            Err(HostError("RuntimeException".into()))
+        );
+        assert_eq!(
+            keys.sign("a", b"m"),
+            Err(HostError("user cancelled".into()))
+        );
+        keys.delete("a");
+    }
+
+    #[test]
+    fn a_vault_key_of_the_wrong_length_is_refused() {
+        assert_eq!(
+            VaultKey(Arc::new(Failing)).load_or_create(),
+            Err(HostError("host vault key is not 32 bytes".into()))
+        );
+    }
+}

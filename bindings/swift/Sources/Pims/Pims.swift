@@ -66,6 +66,11 @@ public final class Pims {
         await withCheckedContinuation { done in set(api: api, parameters: parameters) { done.resume(returning: $0) } }
     }
 
+    /// Stops the SDK's threads, waiting briefly for running callbacks; later calls fail with 2001.
+    public func close() {
+        sdk.shutdown()
+    }
+
     /// Forwards the SDK's logs (never containing secrets) to `sink`; nil stops them.
     public static func setLogSink(_ sink: LogSink?, maxLevel: LogLevel = .info) {
         PimsFfi.setLogSink(sink: sink, maxLevel: maxLevel)

@@ -7,7 +7,7 @@ import com.pims.sdk.ffi.LogSink
 import com.pims.sdk.ffi.MessageHandler
 import com.pims.sdk.ffi.PimsSdk
 import com.pims.sdk.ffi.VaultKeyStore
-import com.pims.sdk.ffi.setLogSink
+import com.pims.sdk.ffi.setLogSink as ffiSetLogSink
 
 /** A message as the reference shows it: `transactionId`, `status`, `result` or `error`. */
 typealias Message = Map<String, Any?>
@@ -55,11 +55,15 @@ class Pims(
 
     fun unsubscribe(api: String, callback: (Message) -> Unit) = sdk.unsubscribe(api, handler(callback))
 
-    override fun close() = sdk.close()
+    /** Stops the SDK's threads (waiting briefly for running callbacks) and frees the facade. */
+    override fun close() {
+        sdk.shutdown()
+        sdk.close()
+    }
 
     companion object {
         /** Forwards the SDK's logs (never containing secrets) to `sink`; null stops them. */
-        fun setLogSink(sink: LogSink?, maxLevel: LogLevel = LogLevel.INFO) = setLogSink(sink, maxLevel)
+        fun setLogSink(sink: LogSink?, maxLevel: LogLevel = LogLevel.INFO) = ffiSetLogSink(sink, maxLevel)
 
         private fun handler(callback: (Message) -> Unit) = object : MessageHandler {
             override fun onMessage(message: String) {
