@@ -16,7 +16,7 @@ import PimsFfi
 
 public typealias Message = [String: AnyHashable]
 
-public final class Pims {
+public final class Pims: @unchecked Sendable {
     private let sdk: PimsSdk
 
     /// - Parameters:
@@ -86,7 +86,8 @@ public final class Pims {
     }
 }
 
-private final class Handler: MessageHandler {
+// The SDK calls these from its own threads; they hold only immutable closures.
+private final class Handler: MessageHandler, @unchecked Sendable {
     private let callback: (Message) -> Void
 
     init(_ callback: @escaping (Message) -> Void) { self.callback = callback }
@@ -99,7 +100,7 @@ private final class Handler: MessageHandler {
     }
 }
 
-private final class ClosureTokens: AccessTokenProvider {
+private final class ClosureTokens: AccessTokenProvider, @unchecked Sendable {
     private let provide: () -> String?
 
     init(_ provide: @escaping () -> String?) { self.provide = provide }
