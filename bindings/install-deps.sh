@@ -34,7 +34,12 @@ fi
 
 VENV="$TOOLS/venv"
 if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV" >&2
+    if ! python3 -m venv "$VENV" >&2; then
+        export DEBIAN_FRONTEND=noninteractive
+        apt-get update -qq >&2
+        apt-get install -y -qq python3-venv >&2
+        python3 -m venv "$VENV" >&2
+    fi
 fi
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check pytest cryptography >&2
 

@@ -16,17 +16,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== building the library (release) and the server"
-cargo build --release -p pims-ffi
-# cargo test --workspace has already built the server in the dev profile (dependencies at
-# opt-level 2), so this is free in CI; PIMS_SERVER_BIN may name another build of `pims`.
+echo "== building the library (profile release-ffi), the generator and the server"
+cargo build --profile release-ffi -p pims-ffi --lib
+# The generator and the server in the dev profile: cargo test --workspace has built both
+# already (dependencies at opt-level 2), so this is free in CI. PIMS_SERVER_BIN may name
+# another build of `pims`.
+cargo build -p pims-ffi --bin uniffi-bindgen
+LIB="$ROOT/target/release-ffi/libpims_ffi.so"
+BINDGEN="$ROOT/target/debug/uniffi-bindgen"
 SERVER_BIN="${PIMS_SERVER_BIN:-}"
 if [ -z "$SERVER_BIN" ]; then
     cargo build --bin pims
     SERVER_BIN="$ROOT/target/debug/pims"
 fi
-LIB="$ROOT/target/release/libpims_ffi.so"
-BINDGEN="$ROOT/target/release/uniffi-bindgen"
 
 echo "== size of the stripped release library"
 strip -o "$WORK/libpims_ffi.so" "$LIB"
@@ -50,6 +52,18 @@ if command -v swiftc >/dev/null 2>&1; then
         "$WORK/gen/swift/PimsFfi.swift" bindings/swift/Sources/Pims/Pims.swift
 else
     echo "swift: no Swift toolchain on this machine; generation checked, compilation not"
+fi
+
+# The Kotlin and Swift examples must stay the reference's text, byte for byte.
+SEED="$ROOT/../shared/seed/000_af45fcdab564c29b.txt"
+if [ -f "$SEED" ]; then
+    verbatim() { awk '/reference example, verbatim/{f=1;next}/end of reference example/{f=0}f' "$1"; }
+    reference() { grep -n -A9 "$1" "$SEED" | head -10 | sed -E 's/^[0-9]+[:-]//; s/^    //'; }
+    diff <(reference '^    pims.set("pims.authentication.enrollment",') \
+         <(verbatim bindings/kotlin/test/ReferenceExample.kt | head -10)
+    diff <(reference '^    pims.set(api: "pims.authentication.enrollment",') \
+         <(verbatim bindings/swift/Examples/ReferenceExample.swift)
+    echo "reference examples: Kotlin and Swift copies match the reference page"
 fi
 
 echo "== starting a PIMS server on loopback"
@@ -86,11 +100,11 @@ echo "== Kotlin on the JVM"
     "$WORK/gen/kotlin" bindings/kotlin/src bindings/kotlin/test 2>&1 | grep -v '^warning:' || true
 [ -f "$WORK/kotlin-test.jar" ] || { echo "kotlin compilation failed" >&2; exit 1; }
 mkdir -p "$WORK/devices/kotlin"
-PIMS_DATA_DIR="$WORK/devices/kotlin" java -Djna.library.path="$ROOT/target/release" \
+PIMS_DATA_DIR="$WORK/devices/kotlin" java -Djna.library.path="$(dirname "$LIB")" \
     -cp "$WORK/kotlin-test.jar:$JNA_JAR" EnrollmentTestKt
 
 echo "== Python"
-PIMS_FFI_LIBRARY="$LIB" "$PYTHON" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./bindings/python
+PIMS_FFI_LIBRARY="$LIB" PIMS_UNIFFI_BINDGEN="$BINDGEN" "$PYTHON" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./bindings/python
 rm -rf bindings/python/build bindings/python/*.egg-info
 set +e
 (cd bindings/python/tests && "$PYTHON" -m pytest -q -p no:cacheprovider .)

@@ -1,8 +1,9 @@
 """Builds the Rust library and its UniFFI Python module into the package.
 
-`pip install ./bindings/python` runs `cargo build --release -p pims-ffi` in the repository,
-generates `pims_sdk/pims_ffi.py` with the crate's own `uniffi-bindgen`, and ships both.
-Set PIMS_FFI_LIBRARY to a library built beforehand to skip the cargo build.
+`pip install ./bindings/python` builds the library with cargo (profile `release-ffi`) in the
+repository, generates `pims_sdk/pims_ffi.py` with the crate's own `uniffi-bindgen`, and ships
+both. PIMS_FFI_LIBRARY (a library built beforehand) and PIMS_UNIFFI_BINDGEN (the generator
+binary) skip those cargo builds.
 """
 
 import os
@@ -26,12 +27,12 @@ class BuildWithRust(build_py):
         package.mkdir(parents=True, exist_ok=True)
         library = os.environ.get("PIMS_FFI_LIBRARY")
         if not library:
-            cargo(["build", "--release", "-p", "pims-ffi"])
-            library = str(ROOT / "target" / "release" / LIBRARY)
-        # The generator built beside the library has the same UniFFI version by construction.
-        bindgen = Path(library).parent / "uniffi-bindgen"
-        command = [str(bindgen)] if bindgen.exists() else [
-            "cargo", "run", "--quiet", "--release", "-p", "pims-ffi", "--bin", "uniffi-bindgen", "--"]
+            cargo(["build", "--profile", "release-ffi", "-p", "pims-ffi", "--lib"])
+            library = str(ROOT / "target" / "release-ffi" / LIBRARY)
+        # The crate's own generator has the library's UniFFI version by construction.
+        bindgen = os.environ.get("PIMS_UNIFFI_BINDGEN")
+        command = [bindgen] if bindgen else [
+            "cargo", "run", "--quiet", "-p", "pims-ffi", "--bin", "uniffi-bindgen", "--"]
         subprocess.run([*command, "generate", "--no-format", "--library", library,
                         "--language", "python", "--out-dir", str(package)], cwd=ROOT, check=True)
         shutil.copy(library, package / LIBRARY)
