@@ -210,6 +210,21 @@ impl Pims {
     }
 }
 
+impl Pims {
+    /// Stops the SDK's threads, waiting up to `timeout` for callbacks already running. Bindings
+    /// call it before their host runtime exits, so no SDK thread calls into a dying
+    /// interpreter. From inside an SDK callback it cannot wait, and stops in the background.
+    pub fn shutdown(mut self, timeout: std::time::Duration) {
+        if let Some(runtime) = self.runtime.take() {
+            if tokio::runtime::Handle::try_current().is_ok() {
+                runtime.shutdown_background();
+            } else {
+                runtime.shutdown_timeout(timeout);
+            }
+        }
+    }
+}
+
 impl Drop for Pims {
     fn drop(&mut self) {
         // Never block: the facade may be dropped from inside an async context.

@@ -1,0 +1,157 @@
+"""The PIMS SDK facade for Python.
+
+    pims = Pims(access_token="…")
+    pims.initialize({"components": {"strongAuthentication": {...}}}, print)
+    pims.set("pims.authentication.enrollment",
+             {"action": "enroll", "pinCode": "1234", "smsCode": "123456"},
+             lambda message: print(message["status"]))
+    message = await pims.set_async("pims.authentication.otp", {"action": "withPIN", "pinCode": "1234"})
+
+Messages are dicts shaped as the reference shows them: ``transactionId``, ``status``
+(``SUCCEEDED`` / ``FAILED`` / ``RESULT``) and ``result`` or ``error`` (``code`` is an int).
+Callbacks run on an SDK thread.
+"""
+
+import asyncio
+import atexit
+import json
+import sys
+import weakref
+from typing import Any, Callable, Dict, Optional
+
+from . import pims_ffi as _ffi
+from .pims_ffi import (  # noqa: F401  (host capabilities the app implements)
+    AccessTokenProvider,
+    DeviceKeys,
+    HostFailure,
+    LogLevel,
+    LogSink,
+    VaultKeyStore,
+)
+
+Message = Dict[str, Any]
+Callback = Callable[[Message], None]
+
+__all__ = [
+    "Pims", "Message", "AccessTokenProvider", "DeviceKeys", "HostFailure", "LogLevel",
+    "LogSink", "VaultKeyStore", "set_log_sink",
+]
+
+
+_live: "weakref.WeakSet[Pims]" = weakref.WeakSet()
+_log_sink_set = False
+
+
+def set_log_sink(sink: Optional[LogSink], max_level: LogLevel = LogLevel.INFO) -> None:
+    """Forwards the SDK's logs (never containing secrets) to ``sink``; ``None`` stops them."""
+    global _log_sink_set
+    _log_sink_set = sink is not None
+    _ffi.set_log_sink(sink, max_level)
+
+
+@atexit.register
+def _stop_sdk_threads() -> None:
+    # An SDK thread that calls into Python while the interpreter finalizes kills the process:
+    # stop them all first (the wait releases the GIL, so running callbacks can finish).
+    for pims in list(_live):
+        pims.close()
+    if _log_sink_set:
+        _ffi.set_log_sink(None, LogLevel.ERROR)
+
+
+class _StaticToken(AccessTokenProvider):
+    def __init__(self, token: Optional[str]):
+        self._token = token
+
+    def access_token(self) -> Optional[str]:
+        return self._token
+
+
+class _Handler(_ffi.MessageHandler):
+    def __init__(self, callback: Callback):
+        self._callback = callback
+
+    def on_message(self, message: str) -> None:
+        try:
+            self._callback(json.loads(message))
+        except Exception as e:  # an app bug must not reach the SDK thread
+            print(f"pims: the app's callback raised {type(e).__name__}", file=sys.stderr)
+
+
+class Pims:
+    """The ``pims`` facade with the StrongAuthentication component.
+
+    Give either ``access_token`` (a fixed token) or ``token_provider`` (an
+    ``AccessTokenProvider``). ``device_keys`` (a P-256 signer) and ``vault_key_store`` are
+    optional: without them the SDK keeps its keys in software, in the data directory.
+    """
+
+    def __init__(self, access_token: Optional[str] = None, *,
+                 token_provider: Optional[AccessTokenProvider] = None,
+                 device_keys: Optional[DeviceKeys] = None,
+                 vault_key_store: Optional[VaultKeyStore] = None):
+        tokens = token_provider if token_provider is not None else _StaticToken(access_token)
+        self._sdk = _ffi.PimsSdk(tokens, device_keys, vault_key_store)
+        _live.add(self)
+
+    def close(self) -> None:
+        """Stops the SDK's threads, waiting briefly for running callbacks; later calls fail
+        with 2001. Also done for every live facade when the interpreter exits."""
+        self._sdk.shutdown()
+
+    def __enter__(self) -> "Pims":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- callback form ------------------------------------------------------------------
+
+    def initialize(self, configuration: Dict[str, Any], callback: Callback) -> None:
+        self._sdk.initialize(json.dumps(configuration), _Handler(callback))
+
+    def release(self, callback: Callback) -> None:
+        self._sdk.release(_Handler(callback))
+
+    def get(self, api: str, parameters: Optional[Dict[str, Any]], callback: Callback) -> None:
+        self._sdk.get(api, json.dumps(parameters or {}), _Handler(callback))
+
+    def set(self, api: str, parameters: Optional[Dict[str, Any]], callback: Callback) -> None:
+        self._sdk.set(api, json.dumps(parameters or {}), _Handler(callback))
+
+    def subscribe(self, api: str, parameters: Optional[Dict[str, Any]], callback: Callback) -> None:
+        """One SUCCEEDED or FAILED acknowledgement, then one RESULT message per event."""
+        self._sdk.subscribe(api, json.dumps(parameters or {}), _Handler(callback))
+
+    def unsubscribe(self, api: str, callback: Callback) -> None:
+        self._sdk.unsubscribe(api, _Handler(callback))
+
+    # ---- awaitable form -----------------------------------------------------------------
+
+    async def initialize_async(self, configuration: Dict[str, Any]) -> Message:
+        return await _awaiting(lambda cb: self.initialize(configuration, cb))
+
+    async def release_async(self) -> Message:
+        return await _awaiting(self.release)
+
+    async def get_async(self, api: str, parameters: Optional[Dict[str, Any]] = None) -> Message:
+        return await _awaiting(lambda cb: self.get(api, parameters, cb))
+
+    async def set_async(self, api: str, parameters: Optional[Dict[str, Any]] = None) -> Message:
+        return await _awaiting(lambda cb: self.set(api, parameters, cb))
+
+    async def unsubscribe_async(self, api: str) -> Message:
+        return await _awaiting(lambda cb: self.unsubscribe(api, cb))
+
+
+async def _awaiting(start: Callable[[Callback], None]) -> Message:
+    # The message arrives on an SDK thread; hand it to the caller's event loop.
+    loop = asyncio.get_running_loop()
+    future: "asyncio.Future[Message]" = loop.create_future()
+
+    def resolve(message: Message) -> None:
+        if not future.done():
+            future.set_result(message)
+
+    start(lambda message: loop.call_soon_threadsafe(resolve, message))
+    return await future

@@ -1,0 +1,86 @@
+"""A live PIMS server (started by bindings/run-tests.sh) and helpers to drive the facade."""
+
+import base64
+import json
+import os
+import queue
+import re
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+
+@dataclass
+class Server:
+    url: str
+    outbox: Path
+    sms_domain: str
+    rp_credentials: str
+
+    def post(self, path, body, basic=None):
+        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        if basic:
+            request.add_header("Authorization", "Basic " + base64.b64encode(basic.encode()).decode())
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def token(self, subject_prefix):
+        status, body = self.post("/v1/dev/tokens", {"subject": f"{subject_prefix}-{uuid.uuid4()}"})
+        assert status == 200
+        return body["accessToken"]
+
+    def last_code(self, number):
+        """The code of the newest SMS to `number`: the digits after `@domain #`."""
+        lines = [json.loads(line) for line in self.outbox.read_text().splitlines() if line.strip()]
+        text = [m["text"] for m in lines if m["to"] == number][-1]
+        return re.search(rf"@{re.escape(self.sms_domain)} #(\d+)", text).group(1)
+
+    def verify_otp(self, otp):
+        return self.post("/v1/otp/verify", {"otp": otp}, self.rp_credentials)
+
+
+@pytest.fixture(scope="session")
+def server():
+    missing = [n for n in ("PIMS_SERVER_URL", "PIMS_OUTBOX", "PIMS_SMS_DOMAIN", "PIMS_RP_CREDENTIALS")
+               if n not in os.environ]
+    if missing:
+        pytest.fail(f"run through bindings/run-tests.sh (missing {', '.join(missing)})")
+    return Server(os.environ["PIMS_SERVER_URL"], Path(os.environ["PIMS_OUTBOX"]),
+                  os.environ["PIMS_SMS_DOMAIN"], os.environ["PIMS_RP_CREDENTIALS"])
+
+
+def call(start, timeout=60):
+    """Runs one facade call and returns its single message (a second one fails the test)."""
+    messages = queue.Queue()
+    start(messages.put)
+    message = messages.get(timeout=timeout)
+    with pytest.raises(queue.Empty):
+        messages.get(timeout=0.3)
+    return message
+
+
+def config(server, directory):
+    return {"components": {"strongAuthentication": {
+        "serverUrl": server.url, "dataDirectory": str(directory), "platform": "desktop"}}}
+
+
+def succeeded(message, result):
+    assert set(message) == {"transactionId", "status", "result"}, message
+    assert message["status"] == "SUCCEEDED"
+    assert message["result"] == result
+    uuid.UUID(message["transactionId"])
+
+
+def failed(message, error):
+    assert set(message) == {"transactionId", "status", "error"}, message
+    assert message["status"] == "FAILED"
+    assert message["error"] == error
+    uuid.UUID(message["transactionId"])

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Binding tests: build the release library, check its size, generate the Kotlin, Swift and
+# Python bindings with the crate's own uniffi-bindgen, start a PIMS server on loopback, then run
+# the Kotlin program and the pytest suite against it. Called by .ci/run after cargo test.
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+
+eval "$(bindings/install-deps.sh)"
+
+WORK="$(mktemp -d)"
+SERVER_PID=""
+cleanup() {
+    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "== building the library (profile release-ffi), the generator and the server"
+cargo build --profile release-ffi -p pims-ffi --lib
+# The generator and the server in the dev profile: cargo test --workspace has built both
+# already (dependencies at opt-level 2), so this is free in CI. PIMS_SERVER_BIN may name
+# another build of `pims`.
+cargo build -p pims-ffi --bin uniffi-bindgen
+LIB="$ROOT/target/release-ffi/libpims_ffi.so"
+BINDGEN="$ROOT/target/debug/uniffi-bindgen"
+SERVER_BIN="${PIMS_SERVER_BIN:-}"
+if [ -z "$SERVER_BIN" ]; then
+    cargo build --bin pims
+    SERVER_BIN="$ROOT/target/debug/pims"
+fi
+
+echo "== size of the stripped release library"
+strip -o "$WORK/libpims_ffi.so" "$LIB"
+SIZE=$(stat -c %s "$WORK/libpims_ffi.so")
+echo "libpims_ffi.so stripped: $SIZE bytes ($(awk "BEGIN{printf \"%.2f\", $SIZE/1048576}") MiB)"
+if [ "$SIZE" -ge $((4 * 1024 * 1024)) ]; then
+    echo "the stripped library must stay under 4 MiB" >&2
+    exit 1
+fi
+
+echo "== generating bindings"
+for language in kotlin swift python; do
+    "$BINDGEN" generate --library "$LIB" --no-format --language "$language" --out-dir "$WORK/gen/$language" >/dev/null
+done
+for f in kotlin/com/pims/sdk/ffi/pims_ffi.kt swift/PimsFfi.swift swift/PimsFfiFFI.h swift/PimsFfiFFI.modulemap python/pims_ffi.py; do
+    [ -s "$WORK/gen/$f" ] || { echo "missing generated file $f" >&2; exit 1; }
+done
+echo "swift: generated $(ls "$WORK/gen/swift" | tr '\n' ' ')+ wrapper bindings/swift/Sources/Pims/Pims.swift"
+if command -v swiftc >/dev/null 2>&1; then
+    swiftc -typecheck -module-name PimsFfi -Xcc -fmodule-map-file="$WORK/gen/swift/PimsFfiFFI.modulemap" \
+        "$WORK/gen/swift/PimsFfi.swift" bindings/swift/Sources/Pims/Pims.swift
+else
+    echo "swift: no Swift toolchain on this machine; generation checked, compilation not"
+fi
+
+# The Kotlin and Swift examples must stay the reference's text, byte for byte.
+SEED="$ROOT/../shared/seed/000_af45fcdab564c29b.txt"
+if [ -f "$SEED" ]; then
+    verbatim() { awk '/reference example, verbatim/{f=1;next}/end of reference example/{f=0}f' "$1"; }
+    reference() { grep -n -A9 "$1" "$SEED" | head -10 | sed -E 's/^[0-9]+[:-]//; s/^    //'; }
+    diff <(reference '^    pims.set("pims.authentication.enrollment",') \
+         <(verbatim bindings/kotlin/test/ReferenceExample.kt | head -10)
+    diff <(reference '^    pims.set(api: "pims.authentication.enrollment",') \
+         <(verbatim bindings/swift/Examples/ReferenceExample.swift)
+    echo "reference examples: Kotlin and Swift copies match the reference page"
+fi
+
+echo "== starting a PIMS server on loopback"
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$WORK/server" "$WORK/devices"
+cat > "$WORK/server/config.toml" <<TOML
+listen = "127.0.0.1:$PORT"
+database_path = "$WORK/server/pims.sqlite3"
+key_file = "$WORK/server/keys.json"
+sms_outbox = "$WORK/server/outbox.jsonl"
+sms_domain = "bindings.test"
+dev_issuer = true
+
+[[relying_parties]]
+id = "bindings-test"
+secret = "bindings-test-secret"
+TOML
+"$SERVER_BIN" server --config "$WORK/server/config.toml" 2>"$WORK/server/log" &
+SERVER_PID=$!
+for _ in $(seq 1 100); do
+    if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/healthz', timeout=1)" 2>/dev/null; then
+        break
+    fi
+    kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server/log" >&2; exit 1; }
+    sleep 0.2
+done
+export PIMS_SERVER_URL="http://127.0.0.1:$PORT"
+export PIMS_OUTBOX="$WORK/server/outbox.jsonl"
+export PIMS_SMS_DOMAIN="bindings.test"
+export PIMS_RP_CREDENTIALS="bindings-test:bindings-test-secret"
+
+echo "== Kotlin on the JVM"
+"$KOTLINC" -nowarn -include-runtime -cp "$JNA_JAR" -d "$WORK/kotlin-test.jar" \
+    "$WORK/gen/kotlin" bindings/kotlin/src bindings/kotlin/test 2>&1 | grep -v '^warning:' || true
+[ -f "$WORK/kotlin-test.jar" ] || { echo "kotlin compilation failed" >&2; exit 1; }
+mkdir -p "$WORK/devices/kotlin"
+PIMS_DATA_DIR="$WORK/devices/kotlin" java -Djna.library.path="$(dirname "$LIB")" \
+    -cp "$WORK/kotlin-test.jar:$JNA_JAR" EnrollmentTestKt
+
+echo "== Python"
+PIMS_FFI_LIBRARY="$LIB" PIMS_UNIFFI_BINDGEN="$BINDGEN" "$PYTHON" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./bindings/python
+rm -rf bindings/python/build bindings/python/*.egg-info
+set +e
+(cd bindings/python/tests && "$PYTHON" -m pytest -q -p no:cacheprovider .)
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+    echo "pytest collected no test: that is a failure here" >&2
+    exit 1
+fi
+exit "$status"

@@ -1,0 +1,192 @@
+//! Host capabilities the app implements in Kotlin, Swift or Python, adapted to the traits of
+//! `pims_strongauth::host`. Whatever a host implementation throws becomes a `HostError`, which
+//! the component reports as a FAILED message: a failing host never crashes the SDK.
+
+use std::sync::Arc;
+
+use pims_strongauth::host as core;
+
+/// The error a host capability reports. Anything else it throws is wrapped the same way.
+#[derive(Debug, uniffi::Error)]
+pub enum HostFailure {
+    /// `reason` must not contain secrets: it may be logged.
+    Failed { reason: String },
+}
+
+impl std::fmt::Display for HostFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostFailure::Failed { reason } => f.write_str(reason),
+        }
+    }
+}
+
+impl std::error::Error for HostFailure {}
+
+// An exception the foreign code did not declare (a RuntimeException in Kotlin, any Python
+// exception) arrives here instead of panicking.
+impl From<uniffi::UnexpectedUniFFICallbackError> for HostFailure {
+    fn from(error: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        HostFailure::Failed {
+            reason: error.reason,
+        }
+    }
+}
+
+impl From<HostFailure> for core::HostError {
+    fn from(failure: HostFailure) -> Self {
+        core::HostError(failure.to_string())
+    }
+}
+
+/// Gives the SDK the signed-in user's access token; `None` (null / nil) when nobody is signed in.
+#[uniffi::export(with_foreign)]
+pub trait AccessTokenProvider: Send + Sync {
+    fn access_token(&self) -> Result<Option<String>, HostFailure>;
+}
+
+/// A hardware-backed P-256 key store (Android Keystore / StrongBox, iOS Secure Enclave).
+#[uniffi::export(with_foreign)]
+pub trait DeviceKeys: Send + Sync {
+    /// Creates a key under `alias`; returns its SEC1 uncompressed public key (65 bytes).
+    fn generate(&self, alias: String) -> Result<Vec<u8>, HostFailure>;
+    /// ECDSA P-256 with SHA-256 over `message`, DER-encoded.
+    fn sign(&self, alias: String, message: Vec<u8>) -> Result<Vec<u8>, HostFailure>;
+    /// Deletes the key; a missing key is not an error.
+    fn delete(&self, alias: String) -> Result<(), HostFailure>;
+}
+
+/// Secure storage of the 32-byte key that encrypts the SDK's local vault (Keychain, Keystore).
+/// Must return the same key every time on one device.
+#[uniffi::export(with_foreign)]
+pub trait VaultKeyStore: Send + Sync {
+    fn load_or_create(&self) -> Result<Vec<u8>, HostFailure>;
+}
+
+pub(crate) struct Tokens(pub Arc<dyn AccessTokenProvider>);
+
+impl core::AccessTokenProvider for Tokens {
+    fn access_token(&self) -> Option<String> {
+        // The core's contract has no error here: a provider that fails means "no token", which
+        // the component reports as 2301 Need Basic Authentication.
+        match self.0.access_token() {
+            Ok(token) => token,
+            Err(failure) => {
+                tracing::warn!(reason = %failure, "access-token provider failed");
+                None
+            }
+        }
+    }
+}
+
+pub(crate) struct Keys(pub Arc<dyn DeviceKeys>);
+
+impl core::DeviceKeys for Keys {
+    fn generate(&self, alias: &str) -> Result<Vec<u8>, core::HostError> {
+        Ok(self.0.generate(alias.to_owned())?)
+    }
+
+    fn sign(&self, alias: &str, message: &[u8]) -> Result<Vec<u8>, core::HostError> {
+        Ok(self.0.sign(alias.to_owned(), message.to_vec())?)
+    }
+
+    fn delete(&self, alias: &str) {
+        if let Err(failure) = self.0.delete(alias.to_owned()) {
+            tracing::warn!(reason = %failure, "host could not delete a device key");
+        }
+    }
+}
+
+pub(crate) struct VaultKey(pub Arc<dyn VaultKeyStore>);
+
+impl core::VaultKeyStore for VaultKey {
+    fn load_or_create(&self) -> Result<[u8; 32], core::HostError> {
+        self.0
+            .load_or_create()?
+            .try_into()
+            .map_err(|_| core::HostError("host vault key is not 32 bytes".into()))
+    }
+}
+
+/// The `Host` of the component from what the app supplied; absent capabilities keep the
+/// software defaults (key in the vault, vault key in a file in the data directory).
+pub(crate) fn host(
+    tokens: Arc<dyn AccessTokenProvider>,
+    device_keys: Option<Arc<dyn DeviceKeys>>,
+    vault_key: Option<Arc<dyn VaultKeyStore>>,
+) -> core::Host {
+    let mut host = core::Host::new(Arc::new(Tokens(tokens)));
+    host.device_keys = device_keys.map(|k| Arc::new(Keys(k)) as Arc<dyn core::DeviceKeys>);
+    host.vault_key = vault_key.map(|k| Arc::new(VaultKey(k)) as Arc<dyn core::VaultKeyStore>);
+    host
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pims_strongauth::host::{
+        AccessTokenProvider as _, DeviceKeys as _, HostError, VaultKeyStore as _,
+    };
+
+    struct Failing;
+
+    impl AccessTokenProvider for Failing {
+        fn access_token(&self) -> Result<Option<String>, HostFailure> {
+            Err(HostFailure::Failed {
+                reason: "keychain locked".into(),
+            })
+        }
+    }
+
+    impl DeviceKeys for Failing {
+        fn generate(&self, _alias: String) -> Result<Vec<u8>, HostFailure> {
+            Err(uniffi::UnexpectedUniFFICallbackError {
+                reason: "RuntimeException".into(),
+            }
+            .into())
+        }
+        fn sign(&self, _alias: String, _message: Vec<u8>) -> Result<Vec<u8>, HostFailure> {
+            Err(HostFailure::Failed {
+                reason: "user cancelled".into(),
+            })
+        }
+        fn delete(&self, _alias: String) -> Result<(), HostFailure> {
+            Err(HostFailure::Failed {
+                reason: "gone".into(),
+            })
+        }
+    }
+
+    impl VaultKeyStore for Failing {
+        fn load_or_create(&self) -> Result<Vec<u8>, HostFailure> {
+            Ok(vec![7; 31])
+        }
+    }
+
+    #[test]
+    fn a_failing_token_provider_means_signed_out() {
+        assert_eq!(Tokens(Arc::new(Failing)).access_token(), None);
+    }
+
+    #[test]
+    fn host_failures_declared_or_not_become_host_errors() {
+        let keys = Keys(Arc::new(Failing));
+        assert_eq!(
+            keys.generate("a"),
+            Err(HostError("RuntimeException".into()))
+        );
+        assert_eq!(
+            keys.sign("a", b"m"),
+            Err(HostError("user cancelled".into()))
+        );
+        keys.delete("a");
+    }
+
+    #[test]
+    fn a_vault_key_of_the_wrong_length_is_refused() {
+        assert_eq!(
+            VaultKey(Arc::new(Failing)).load_or_create(),
+            Err(HostError("host vault key is not 32 bytes".into()))
+        );
+    }
+}
