@@ -20,7 +20,8 @@ use crate::{errors, StrongAuthConfig};
 
 const PIN_DIGITS: std::ops::RangeInclusive<usize> = 4..=8;
 const SMS_DIGITS: std::ops::RangeInclusive<usize> = 4..=10;
-/// Attempts to deliver an enrollment finish whose answer was lost (safe: idempotency key).
+/// Attempts, within the enroll call, to deliver a finish whose answer was lost (safe: the
+/// idempotency key). A later call that resumes it tries once, so it never stalls on a dead link.
 const FINISH_ATTEMPTS: u32 = 3;
 
 pub struct StrongAuthentication {
@@ -263,7 +264,8 @@ impl StrongAuthentication {
         });
         // Written before sending: if the answer is lost, the next call can resend it.
         local.write(&state)?;
-        self.confirm_enrollment(ctx, &mut local, &mut state).await
+        self.confirm_enrollment(ctx, &mut local, &mut state, FINISH_ATTEMPTS)
+            .await
     }
 
     /// Sends the stored enrollment finish (retrying on a lost answer, with the same idempotency
@@ -273,13 +275,14 @@ impl StrongAuthentication {
         ctx: &Ctx,
         local: &mut Local,
         state: &mut VaultState,
+        attempts: u32,
     ) -> Result<Value, PimsError> {
         let Some(unconfirmed) = state.unconfirmed.clone() else {
             return Ok(Value::Null);
         };
         let path = format!("/v1/enrollments/{}/finish", unconfirmed.enrollment_id);
         let mut outcome = Err(CallError::Transport(String::new()));
-        for attempt in 0..FINISH_ATTEMPTS {
+        for attempt in 0..attempts {
             if attempt > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
             }
@@ -361,7 +364,7 @@ impl StrongAuthentication {
     /// Finishes whatever an earlier call left half done; failures only mean "still pending".
     async fn resume(&self, ctx: &Ctx, local: &mut Local, state: &mut VaultState) {
         let outcome = if state.unconfirmed.is_some() {
-            self.confirm_enrollment(ctx, local, state).await
+            self.confirm_enrollment(ctx, local, state, 1).await
         } else if state.enrollment.as_ref().is_some_and(|e| !e.activated) {
             self.activate(ctx, local, state).await
         } else {
