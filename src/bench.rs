@@ -102,9 +102,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let report = phase(&cpu, args.concurrency, f64::INFINITY, |_| {
         let (queue, enrolled, bench) = (queue.clone(), enrolled.clone(), bench.clone());
         async move {
-            let Some(mut d) = queue.lock().unwrap().pop() else {
-                return None;
-            };
+            let mut d = queue.lock().unwrap().pop()?;
             let started = Instant::now();
             let ok = bench.enroll(&mut d).await;
             let elapsed = started.elapsed();
@@ -129,7 +127,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for (i, d) in devices.into_iter().enumerate() {
         pools[i % workers].push(d);
     }
-    let pools: Vec<Arc<tokio::sync::Mutex<(Vec<SimDevice>, usize)>>> = pools
+    let pools: Vec<Arc<tokio::sync::Mutex<DevicePool>>> = pools
         .into_iter()
         .map(|p| Arc::new(tokio::sync::Mutex::new((p, 0))))
         .collect();
@@ -181,6 +179,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     report.print("rp verify");
     Ok(())
 }
+
+/// A worker's devices and the index of the next one to use.
+type DevicePool = (Vec<SimDevice>, usize);
 
 // ---- phases and figures ------------------------------------------------------------------
 
