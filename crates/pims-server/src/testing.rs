@@ -29,7 +29,8 @@ impl TempCluster {
     /// Where `initdb` and `pg_ctl` are, if anywhere.
     pub fn find_binaries() -> Option<PathBuf> {
         if let Some(dir) = std::env::var_os("PIMS_PG_BIN") {
-            return Some(PathBuf::from(dir));
+            let dir = PathBuf::from(dir);
+            return dir.join("initdb").exists().then_some(dir);
         }
         let mut candidates: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
             .ok()?
@@ -50,11 +51,14 @@ impl TempCluster {
             if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
                 bail!("{REQUIRE_ENV}=1 but no PostgreSQL binaries were found (set PIMS_PG_BIN)");
             }
-            // Written past the test harness's capture so a skip is always visible.
-            let _ = writeln!(
-                std::io::stderr(),
-                "PostgreSQL suite SKIPPED: no initdb found (install postgresql or set PIMS_PG_BIN)"
-            );
+            // Written past the test harness's capture so a skip is always visible; once.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "PostgreSQL suite SKIPPED: no initdb found (install postgresql or set PIMS_PG_BIN)"
+                );
+            });
             return Ok(None);
         };
         let dir = tempfile::Builder::new().prefix("pims-pg-").tempdir()?;
