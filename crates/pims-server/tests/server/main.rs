@@ -7,6 +7,7 @@ mod admin;
 mod common;
 mod enrollment;
 mod lockout;
+mod operations;
 mod otp;
 mod replicas;
 mod sms_codes;

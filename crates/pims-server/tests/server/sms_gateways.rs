@@ -13,20 +13,20 @@ use pims_server::config::SmsGatewayConfig;
 use crate::common::*;
 
 #[derive(Debug, Clone)]
-struct Recorded {
+pub struct Recorded {
     path: String,
     headers: HeaderMap,
     body: String,
 }
 
 /// A gateway: the scripted answers are used first; a `None` answer stalls past the timeout.
-struct Gateway {
+pub struct Gateway {
     requests: Arc<Mutex<Vec<Recorded>>>,
-    base: String,
+    pub base: String,
 }
 
 impl Gateway {
-    async fn start(script: Vec<Option<u16>>) -> Gateway {
+    pub async fn start(script: Vec<Option<u16>>) -> Gateway {
         let requests = Arc::new(Mutex::new(Vec::new()));
         let script = Arc::new(Mutex::new(VecDeque::from(script)));
         let (r, sc) = (requests.clone(), script.clone());
@@ -57,7 +57,7 @@ impl Gateway {
         Gateway { requests, base }
     }
 
-    fn requests(&self) -> Vec<Recorded> {
+    pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().unwrap().clone()
     }
 }
