@@ -44,7 +44,8 @@ pub struct BenchArgs {
     /// Length of each timed phase.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
-    /// Server process ids, to report server CPU time per operation.
+    /// Server process ids, to report server CPU time per operation (descendants included:
+    /// add the PostgreSQL postmaster's pid to count the database's CPU too).
     #[arg(long = "server-pid")]
     server_pids: Vec<u32>,
     /// Where the servers' webhook SMS gateway delivers.
@@ -293,22 +294,56 @@ impl CpuMeter {
         }
     }
 
+    /// CPU of the given processes and all their descendants (PostgreSQL backends are children
+    /// of the postmaster, so passing its pid counts the database too).
     fn read(&self) -> Option<Duration> {
         if self.pids.is_empty() {
             return None;
         }
+        let mut stats: HashMap<u32, (u32, u64)> = HashMap::new();
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(stat) = proc_stat(pid) {
+                stats.insert(pid, stat);
+            }
+        }
         let mut ticks = 0u64;
-        for pid in &self.pids {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // Fields after the parenthesised command name; utime and stime are 14th and 15th.
-            let rest = stat.rsplit_once(')')?.1;
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            ticks += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let mut todo = self.pids.clone();
+        let mut seen = std::collections::HashSet::new();
+        while let Some(pid) = todo.pop() {
+            if !seen.insert(pid) {
+                continue;
+            }
+            ticks += stats.get(&pid)?.1;
+            todo.extend(
+                stats
+                    .iter()
+                    .filter(|(_, (ppid, _))| *ppid == pid)
+                    .map(|(child, _)| *child),
+            );
         }
         Some(Duration::from_secs_f64(
             ticks as f64 / self.ticks_per_second as f64,
         ))
     }
+}
+
+/// `(parent pid, user + system ticks)` from `/proc/<pid>/stat`.
+fn proc_stat(pid: u32) -> Option<(u32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: ppid is the 4th field, utime and stime the
+    // 14th and 15th.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ppid = fields.get(1)?.parse().ok()?;
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some((ppid, ticks))
 }
 
 // ---- the SMS inbox (webhook receiver) ----------------------------------------------------

@@ -147,21 +147,21 @@ fn account_from_row(r: &Row) -> AccountRecord {
     }
 }
 
-/// Creates the account if needed and locks its row until the end of the transaction.
+/// Creates the account if needed and locks its row until the end of the transaction. The lock
+/// is tried first: accounts exist on almost every step, which then costs one round trip.
 async fn lock_account(tx: &Tx<'_>, account: &str, now: i64) -> Result<AccountRecord> {
+    const LOCK: &str =
+        "SELECT phone_number, pin_record, pin_failures FROM accounts WHERE subject = $1 FOR UPDATE";
+    if let Some(row) = opt(tx, LOCK, &[&account]).await? {
+        return Ok(account_from_row(&row));
+    }
     exec(
         tx,
         "INSERT INTO accounts (subject, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
         &[&account, &now],
     )
     .await?;
-    let row = one(
-        tx,
-        "SELECT phone_number, pin_record, pin_failures FROM accounts WHERE subject = $1 FOR UPDATE",
-        &[&account],
-    )
-    .await?;
-    Ok(account_from_row(&row))
+    Ok(account_from_row(&one(tx, LOCK, &[&account]).await?))
 }
 
 /// Locks the account row if it exists (steps on devices that never create an account).
