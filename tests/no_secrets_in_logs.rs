@@ -54,6 +54,43 @@ async fn logs_contain_no_secret() {
         .get("pims.authentication.otp", json!({"action": "withoutPIN"}))
         .await);
 
+    // Account management: reset, update (once with a wrong old PIN), new number.
+    const RESET_PIN: &str = "31415926";
+    const UPDATED_PIN: &str = "27182818";
+    const NUMBER2: &str = "+33698765432";
+    ok(&first
+        .get("pims.authentication.smscode", json!({"type": "resetPIN"}))
+        .await);
+    let reset_code = server.last_code(NUMBER);
+    ok(&first
+        .set(
+            "pims.authentication.pincode",
+            json!({"action": "reset", "pinCode": RESET_PIN, "smsCode": reset_code}),
+        )
+        .await);
+    let update = |old: &str| json!({"action": "update", "oldPIN": old, "newPIN": UPDATED_PIN});
+    assert!(first
+        .set("pims.authentication.pincode", update("99999999"))
+        .await
+        .error
+        .is_some());
+    ok(&first
+        .set("pims.authentication.pincode", update(RESET_PIN))
+        .await);
+    ok(&first
+        .get(
+            "pims.authentication.smscode",
+            json!({"type": "phoneNumberCertification", "phoneNumber": NUMBER2}),
+        )
+        .await);
+    let certification = server.last_code(NUMBER2);
+    ok(&first
+        .set(
+            "pims.authentication.smscode",
+            json!({"type": "modifyPhoneNumber", "phoneNumber": NUMBER2, "smsCode": certification}),
+        )
+        .await);
+
     let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     // The capture works: transaction ids and enrollment events are there.
     assert!(logs.contains("device activated"), "nothing captured");
@@ -64,6 +101,8 @@ async fn logs_contain_no_secret() {
     let keys: serde_json::Value = serde_json::from_str(&key_file).unwrap();
     let mut secrets: Vec<(String, String)> = vec![
         ("PIN".into(), PIN.to_owned()),
+        ("reset PIN".into(), RESET_PIN.to_owned()),
+        ("updated PIN".into(), UPDATED_PIN.to_owned()),
         ("access token".into(), token.clone()),
         ("OTP".into(), otp),
         (
@@ -80,7 +119,11 @@ async fn logs_contain_no_secret() {
             secrets.push((format!("server key {name}"), v.to_owned()));
         }
     }
-    for text in server.sms_texts(NUMBER) {
+    for text in server
+        .sms_texts(NUMBER)
+        .into_iter()
+        .chain(server.sms_texts(NUMBER2))
+    {
         let code = pims_server::sms::code_from_text(&text).unwrap();
         secrets.push(("SMS code".into(), code));
     }

@@ -135,14 +135,29 @@ impl Phone {
     pub async fn at(url: &str, token: Option<String>, data: PathBuf, platform: &str) -> Phone {
         let host =
             pims_strongauth::host::Host::new(Arc::new(pims_strongauth::host::StaticToken(token)));
+        Phone::with_host(url, host, data, platform, json!({})).await
+    }
+
+    /// A phone with its own host capabilities and extra `strongAuthentication` keys.
+    pub async fn with_host(
+        url: &str,
+        host: pims_strongauth::host::Host,
+        data: PathBuf,
+        platform: &str,
+        extra: Value,
+    ) -> Phone {
         let pims = Pims::builder()
             .component(pims_strongauth::StrongAuthFactory::new(host))
             .build();
+        let mut config = json!({
+            "serverUrl": url, "dataDirectory": data, "platform": platform,
+            "requestTimeoutSeconds": 5
+        });
+        for (k, v) in extra.as_object().cloned().unwrap_or_default() {
+            config[k] = v;
+        }
         let m = pims
-            .initialize_async(json!({"components": {"strongAuthentication": {
-                "serverUrl": url, "dataDirectory": data, "platform": platform,
-                "requestTimeoutSeconds": 5
-            }}}))
+            .initialize_async(json!({"components": {"strongAuthentication": config}}))
             .await;
         assert_eq!(m.status.as_str(), "SUCCEEDED", "{m}");
         Phone {

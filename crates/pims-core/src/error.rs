@@ -74,6 +74,19 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// Whether the same call, unchanged, may succeed later (after `retryAfterSeconds` when
+    /// given): the network, the server or a pending synchronisation. Everything else needs the
+    /// user or the app to change something first (another PIN, a new SMS code, an enrollment).
+    pub fn retryable(self) -> bool {
+        use ErrorCode::*;
+        matches!(
+            self,
+            Timeout | NoInternet | ServerError | NoServiceAvailable | PostSynchronizationFailed
+        )
+    }
+}
+
 /// The `error` object of a FAILED message: `{code, label}` plus, as additive extensions, an
 /// optional `subCode {code, label}` and `details`.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,9 +153,11 @@ impl PimsError {
                 serde_json::json!({"code": sub.code(), "label": sub.label()}),
             );
         }
-        if !self.details.is_empty() {
-            obj.insert("details".into(), Value::Object(self.details.clone()));
-        }
+        let mut details = self.details.clone();
+        details
+            .entry("retryable")
+            .or_insert_with(|| self.code.retryable().into());
+        obj.insert("details".into(), Value::Object(details));
         Value::Object(obj)
     }
 }
@@ -195,7 +210,11 @@ mod tests {
             e.to_json(),
             json!({"code": 2305, "label": "The sms code is invalid",
                    "subCode": {"code": 2306, "label": "The sms code has expired"},
-                   "details": {"attemptsRemaining": 2}})
+                   "details": {"attemptsRemaining": 2, "retryable": false}})
+        );
+        assert_eq!(
+            PimsError::new(ErrorCode::NoServiceAvailable).to_json()["details"],
+            json!({"retryable": true})
         );
     }
 }

@@ -117,7 +117,8 @@ mod tests {
         assert_eq!(
             m.to_json(),
             json!({"transactionId": "t2", "status": "FAILED",
-                   "error": {"code": 2001, "label": "Facade not initialized"}})
+                   "error": {"code": 2001, "label": "Facade not initialized",
+                            "details": {"retryable": false}}})
         );
     }
 }

@@ -88,7 +88,8 @@ async fn calls_before_initialize_fail_with_2001() {
     assert_eq!(
         m.to_json(),
         json!({"transactionId": m.transaction_id, "status": "FAILED",
-               "error": {"code": 2001, "label": "Facade not initialized"}})
+               "error": {"code": 2001, "label": "Facade not initialized",
+                            "details": {"retryable": false}}})
     );
     assert_eq!(error_of(&pims.release_async().await).0, 2001);
 }

@@ -47,6 +47,8 @@ pub enum SmsPurpose {
     PhoneCertification,
     /// Sent to the trusted number to enroll a device.
     Enrollment,
+    /// Sent to the trusted number to set a new PIN without the old one.
+    ResetPin,
 }
 
 impl SmsPurpose {
@@ -54,6 +56,7 @@ impl SmsPurpose {
         match self {
             SmsPurpose::PhoneCertification => "phone_certification",
             SmsPurpose::Enrollment => "enrollment",
+            SmsPurpose::ResetPin => "reset_pin",
         }
     }
 }
@@ -63,7 +66,8 @@ impl SmsPurpose {
 #[serde(rename_all = "camelCase")]
 pub struct SendSmsCode {
     pub purpose: SmsPurpose,
-    /// Required for `PhoneCertification`; ignored for `Enrollment` (the trusted number is used).
+    /// Required for `PhoneCertification`; ignored for `Enrollment` and `ResetPin` (the trusted
+    /// number is used).
     pub phone_number: Option<String>,
 }
 
@@ -291,6 +295,111 @@ pub struct OtpVerified {
     pub issued_at: i64,
 }
 
+// ---- account management and devices ----------------------------------------------------
+//
+// `POST /v1/enrollments/remove` (no body, 204): disables every device of the account and
+// deletes its PIN record; allowed while PIN-blocked, since it is the way out of that state.
+// `POST /v1/devices/{deviceId}/revoke` (no body, 204): disables one device of the account.
+// The operations below need an Active device: it proves itself by signing a fresh
+// [`DeviceChallenge`] with a counter that must increase, as for an OTP.
+
+/// `POST /v1/devices/{deviceId}/challenges`: a fresh nonce for an account-management operation,
+/// with the OPAQUE messages it needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceChallengeRequest {
+    /// OPAQUE `CredentialRequest` proving the current PIN (`pincode update`); counts as a PIN
+    /// attempt until proven right.
+    pub login: Option<Bytes>,
+    /// OPAQUE `RegistrationRequest` for a new PIN (`pincode reset` and `update`).
+    pub register: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceChallenge {
+    pub challenge_id: String,
+    pub nonce: Bytes,
+    /// OPAQUE `CredentialResponse` when the request carried `login`.
+    pub login: Option<Bytes>,
+    /// OPAQUE `RegistrationResponse` when the request carried `register`.
+    pub register: Option<Bytes>,
+}
+
+/// A device's signature over a [`DeviceChallenge`], bound to one operation and its payload by
+/// [`crate::transcript::device_operation`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceProof {
+    pub challenge_id: String,
+    pub counter: u64,
+    pub signature: Bytes,
+}
+
+/// `POST /v1/pin/reset`: a new PIN, authorised by a `ResetPin` SMS code and an Active device.
+/// Resets the PIN failure count (unblocks the account).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetPin {
+    pub proof: DeviceProof,
+    pub sms_code: String,
+    /// OPAQUE `RegistrationUpload` of the new PIN; the signed payload.
+    pub registration: Bytes,
+}
+
+/// `POST /v1/pin/update`: proves the current PIN and registers a new one in one exchange.
+/// `registration: None` only proves the PIN (the device found the new PIN equal to the current
+/// one and reports 2315 itself).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdatePin {
+    pub proof: DeviceProof,
+    /// `Login` or `LoginFailed` for the challenge's credential response.
+    pub login: PinFinish,
+    pub registration: Option<Bytes>,
+}
+
+impl UpdatePin {
+    /// The bytes the device signature binds to: both PIN messages.
+    pub fn signed_payload(&self) -> Vec<u8> {
+        let mut out = crate::transcript::digest(self.login.proof()).to_vec();
+        if let Some(r) = &self.registration {
+            out.extend_from_slice(&crate::transcript::digest(r.as_slice()));
+        }
+        out
+    }
+}
+
+/// `POST /v1/phone-number/modify`: replaces the trusted number with one certified by a
+/// `PhoneCertification` code; needs an Active device.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModifyPhoneNumber {
+    pub proof: DeviceProof,
+    pub phone_number: String,
+    pub sms_code: String,
+}
+
+/// `GET /v1/devices`: the account's live (Pending or Active) devices, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceList {
+    pub devices: Vec<DeviceInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceInfo {
+    pub device_id: String,
+    pub name: String,
+    pub platform: Platform,
+    pub state: DeviceState,
+    /// Unix seconds.
+    pub created_at: i64,
+    /// Unix seconds of the last OTP or operation signed by the device.
+    pub last_used_at: Option<i64>,
+}
+
 // ---- development endpoints (off unless the server enables its development issuer) --------
 
 /// `POST /v1/dev/tokens`: mint an access token for `subject`.
@@ -323,5 +432,8 @@ redacted_debug!(
     StartEnrollment,
     FinishEnrollment,
     VerifyOtp,
-    DevToken
+    DevToken,
+    ResetPin,
+    UpdatePin,
+    ModifyPhoneNumber
 );

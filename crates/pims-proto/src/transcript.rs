@@ -69,6 +69,35 @@ pub fn otp(
     )
 }
 
+/// Operation names of [`device_operation`].
+pub const PIN_RESET: &str = "pin_reset";
+pub const PIN_UPDATE: &str = "pin_update";
+pub const PHONE_NUMBER_MODIFY: &str = "phone_number_modify";
+
+/// Signed to authorise an account-management operation (`operation` names it, e.g.
+/// `pin_reset`) over a device challenge; `payload` is what the operation changes, so a
+/// signature for one operation or value cannot serve for another.
+pub fn device_operation(
+    operation: &str,
+    challenge_id: &str,
+    nonce: &[u8],
+    device_id: &str,
+    counter: u64,
+    payload: &[u8],
+) -> Vec<u8> {
+    transcript(
+        "pims/v1/device-operation",
+        &[
+            operation.as_bytes(),
+            challenge_id.as_bytes(),
+            nonce,
+            device_id.as_bytes(),
+            &counter.to_be_bytes(),
+            &digest(payload),
+        ],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 use crate::auth::bearer_token;
 use crate::error::Error;
 use crate::http::AppState;
-use crate::store::{AuditEvent, DeviceSummary};
+use crate::store::{AdminDeviceSummary, AuditEvent};
 
 const MAX_PAGE: u32 = 1000;
 
@@ -64,7 +64,7 @@ impl FromRequestParts<AppState> for Admin {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceList {
-    pub devices: Vec<DeviceSummary>,
+    pub devices: Vec<AdminDeviceSummary>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -87,7 +87,7 @@ async fn devices(
     _: Admin,
     Path(account): Path<String>,
 ) -> Result<axum::Json<DeviceList>, Error> {
-    let devices = s.inner.service.store.list_devices(&account).await?;
+    let devices = s.inner.service.store.admin_list_devices(&account).await?;
     Ok(axum::Json(DeviceList { devices }))
 }
 

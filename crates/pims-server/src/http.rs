@@ -84,6 +84,13 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/devices/{device_id}/activate", post(activate_device))
         .route("/v1/otp/challenges", post(otp_challenge))
         .route("/v1/otp", post(issue_otp))
+        .route("/v1/devices", get(list_devices))
+        .route("/v1/devices/{device_id}/revoke", post(revoke_device))
+        .route("/v1/devices/{device_id}/challenges", post(device_challenge))
+        .route("/v1/enrollments/remove", post(remove_enrollments))
+        .route("/v1/pin/reset", post(reset_pin))
+        .route("/v1/pin/update", post(update_pin))
+        .route("/v1/phone-number/modify", post(modify_phone_number))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             check_protocol,
@@ -421,6 +428,68 @@ async fn issue_otp(
     Json(req): Json<OtpRequest>,
 ) -> ApiResult<OtpIssued> {
     ok(s.service().issue_otp(&account, req).await?)
+}
+
+async fn list_devices(
+    State(s): State<AppState>,
+    Account(account): Account,
+) -> ApiResult<pims_proto::DeviceList> {
+    ok(s.service().list_devices(&account).await?)
+}
+
+async fn revoke_device(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Path(device_id): Path<String>,
+) -> Result<StatusCode, Error> {
+    s.service().revoke_device(&account, &device_id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove_enrollments(
+    State(s): State<AppState>,
+    Account(account): Account,
+) -> Result<StatusCode, Error> {
+    s.service().remove_enrollments(&account).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn device_challenge(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Path(device_id): Path<String>,
+    Json(req): Json<pims_proto::DeviceChallengeRequest>,
+) -> ApiResult<pims_proto::DeviceChallenge> {
+    ok(s.service()
+        .device_challenge(&account, &device_id, req)
+        .await?)
+}
+
+async fn reset_pin(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Json(req): Json<pims_proto::ResetPin>,
+) -> Result<StatusCode, Error> {
+    s.service().reset_pin(&account, req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn update_pin(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Json(req): Json<pims_proto::UpdatePin>,
+) -> Result<StatusCode, Error> {
+    s.service().update_pin(&account, req).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn modify_phone_number(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Json(req): Json<pims_proto::ModifyPhoneNumber>,
+) -> Result<StatusCode, Error> {
+    s.service().modify_phone_number(&account, req).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn verify_otp(

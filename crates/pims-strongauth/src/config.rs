@@ -16,6 +16,8 @@ const PREFIX: &str = "components.strongAuthentication";
 /// | `platform` | yes | `ios`, `android` or `desktop` |
 /// | `deviceName` | no | name shown in the account's device list |
 /// | `requestTimeoutSeconds` | no | per-request timeout (default 15) |
+/// | `eventPollSeconds` | no | how often a `pims.authentication.enrollment` subscription asks the server for changes (default 60) |
+/// | `smsCodeTimeoutSeconds` | no | Android: how long `enroll` without `smsCode` waits for the host's SMS reader (default 60) |
 #[derive(Debug, Clone)]
 pub struct StrongAuthConfig {
     pub server_url: String,
@@ -23,6 +25,8 @@ pub struct StrongAuthConfig {
     pub platform: Platform,
     pub device_name: String,
     pub request_timeout: Duration,
+    pub event_poll: Duration,
+    pub sms_code_timeout: Duration,
 }
 
 impl StrongAuthConfig {
@@ -42,20 +46,29 @@ impl StrongAuthConfig {
             Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 100 => s.trim().to_owned(),
             Some(_) => return Err(invalid("deviceName")),
         };
-        let request_timeout = match tree.get("requestTimeoutSeconds") {
-            None | Some(Value::Null) => Duration::from_secs(15),
-            Some(v) => match v.as_f64() {
-                Some(s) if s > 0.0 && s <= 300.0 => Duration::from_secs_f64(s),
-                _ => return Err(invalid("requestTimeoutSeconds")),
-            },
-        };
+        let request_timeout = seconds(tree, "requestTimeoutSeconds", 15.0, 300.0)?;
+        let event_poll = seconds(tree, "eventPollSeconds", 60.0, 86_400.0)?;
+        let sms_code_timeout = seconds(tree, "smsCodeTimeoutSeconds", 60.0, 600.0)?;
         Ok(StrongAuthConfig {
             server_url,
             data_directory,
             platform,
             device_name,
             request_timeout,
+            event_poll,
+            sms_code_timeout,
         })
+    }
+}
+
+/// An optional positive number of seconds, at most `max`.
+fn seconds(tree: &Value, key: &str, default: f64, max: f64) -> Result<Duration, PimsError> {
+    match tree.get(key) {
+        None | Some(Value::Null) => Ok(Duration::from_secs_f64(default)),
+        Some(v) => match v.as_f64() {
+            Some(s) if s > 0.0 && s <= max => Ok(Duration::from_secs_f64(s)),
+            _ => Err(invalid(key)),
+        },
     }
 }
 

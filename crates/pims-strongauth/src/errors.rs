@@ -88,7 +88,7 @@ mod tests {
             e.to_json(),
             json!({"code": 2305, "label": "The sms code is invalid",
                    "subCode": {"code": 2306, "label": "The sms code has expired"},
-                   "details": {"attemptsRemaining": 0}})
+                   "details": {"attemptsRemaining": 0, "retryable": false}})
         );
     }
 

@@ -47,6 +47,13 @@ pub trait VaultKeyStore: Send + Sync {
     fn load_or_create(&self) -> Result<[u8; 32], HostError>;
 }
 
+/// Reads the enrollment SMS for the app (Android SMS Retriever / User Consent API), so
+/// `enroll` on Android may omit `smsCode`. Called on a blocking thread; may block up to
+/// `timeout` and returns the code's digits, or `None` when no SMS arrived.
+pub trait SmsCodeProvider: Send + Sync {
+    fn sms_code(&self, timeout: std::time::Duration) -> Option<String>;
+}
+
 /// Desktop default: the vault key in a file beside the vault, readable by the owner only.
 pub struct FileVaultKey {
     path: PathBuf,
@@ -85,6 +92,8 @@ pub struct Host {
     pub device_keys: Option<Arc<dyn DeviceKeys>>,
     /// Where the vault key lives; `None` uses [`FileVaultKey`] in the data directory.
     pub vault_key: Option<Arc<dyn VaultKeyStore>>,
+    /// Android SMS reader; used only when `platform` is `android` and `smsCode` is omitted.
+    pub sms_codes: Option<Arc<dyn SmsCodeProvider>>,
 }
 
 impl Host {
@@ -93,6 +102,7 @@ impl Host {
             tokens,
             device_keys: None,
             vault_key: None,
+            sms_codes: None,
         }
     }
 }

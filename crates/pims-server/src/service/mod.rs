@@ -4,6 +4,7 @@
 mod accounts;
 pub mod crypto;
 mod enrollment;
+mod management;
 mod otp;
 pub mod phone;
 mod sms_codes;

@@ -15,7 +15,7 @@ impl Service {
         client_address: Option<std::net::IpAddr>,
     ) -> Result<SmsCodeSent> {
         let target = match purpose {
-            SmsPurpose::Enrollment => CodeTarget::TrustedNumber,
+            SmsPurpose::Enrollment | SmsPurpose::ResetPin => CodeTarget::TrustedNumber,
             SmsPurpose::PhoneCertification => {
                 let number = phone_number.ok_or(ApiError::InvalidParameter {
                     name: "phoneNumber".into(),
@@ -70,7 +70,7 @@ impl Service {
         sms_code: &str,
     ) -> Result<SmsCodeChecked> {
         let target = match purpose {
-            SmsPurpose::Enrollment => CodeTarget::TrustedNumber,
+            SmsPurpose::Enrollment | SmsPurpose::ResetPin => CodeTarget::TrustedNumber,
             SmsPurpose::PhoneCertification => CodeTarget::Latest,
         };
         let has_pin = self

@@ -225,10 +225,50 @@ pub struct VerifiedOtp {
     pub issued_at: i64,
 }
 
+/// A device of the account as listed to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSummary {
+    pub id: String,
+    pub name: String,
+    pub platform: Platform,
+    pub state: DeviceState,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+/// What an Active device, proven by a signed challenge, asks to change.
+pub enum DeviceOperation {
+    /// Proves the current PIN (the challenge carried a login) and, with a record, replaces it.
+    UpdatePin { pin_record: Option<Vec<u8>> },
+    /// Checks and consumes a `ResetPin` code, replaces the PIN and resets the failure count.
+    ResetPin {
+        code: CodeCheck,
+        pin_record: Vec<u8>,
+    },
+    /// Checks and consumes a certification code for the new number and makes it the trusted one.
+    ModifyPhoneNumber {
+        code: CodeCheck,
+        phone_number: String,
+    },
+}
+
+pub struct DeviceOperationStep {
+    pub account: String,
+    pub challenge_id: String,
+    pub counter: u64,
+    /// Whether the device signature verified (checked outside the transaction).
+    pub signature_ok: bool,
+    /// Outcome of the PIN login of the challenge, when it had one.
+    pub pin_ok: Option<bool>,
+    pub operation: DeviceOperation,
+    pub now: i64,
+    pub pin_attempts: u32,
+}
+
 /// A device as the admin API lists it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct DeviceSummary {
+pub struct AdminDeviceSummary {
     pub id: String,
     pub name: String,
     pub platform: String,
@@ -314,8 +354,28 @@ pub trait Store: Send + Sync + 'static {
         relying_party: &str,
     ) -> Result<Option<VerifiedOtp>>;
 
-    /// Every device of the account, oldest first (admin API).
-    async fn list_devices(&self, account: &str) -> Result<Vec<DeviceSummary>>;
+    /// The account's Pending (not expired) and Active devices, oldest first.
+    async fn list_devices(
+        &self,
+        account: &str,
+        now: i64,
+        pending_ttl: u64,
+    ) -> Result<Vec<DeviceSummary>>;
+
+    /// Disables one Pending or Active device of the account. `DeviceUnknown` when the account
+    /// has no such live device (another account's device is unknown too).
+    async fn revoke_device(&self, account: &str, device_id: &str, now: i64) -> Result<()>;
+
+    /// Disables every device of the account, deletes its PIN record and failure count, and
+    /// closes its open enrollment sessions and challenges. The trusted number stays.
+    async fn remove_enrollments(&self, account: &str, now: i64) -> Result<()>;
+
+    /// Uses the challenge up, checks signature, device and counter (a replay disables the
+    /// device), applies the PIN outcome, then the operation — all or, for `Internal`, nothing.
+    async fn device_operation(&self, step: DeviceOperationStep) -> Result<()>;
+
+    /// Every device of the account in any state, oldest first (admin API).
+    async fn admin_list_devices(&self, account: &str) -> Result<Vec<AdminDeviceSummary>>;
 
     /// Disables a device for an administrator, audited as an admin action. `DeviceUnknown`.
     async fn admin_disable_device(&self, account: &str, device_id: &str, now: i64) -> Result<()>;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
-use pims_proto::{ApiError, DeviceState, EnrollmentFinished, SmsPurpose};
+use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform, SmsPurpose};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
@@ -993,6 +993,143 @@ async fn use_otp_tx(tx: &Tx<'_>, mac: &[u8], now: i64, rp: &str) -> Result<Optio
     Ok(used)
 }
 
+async fn remove_enrollments_tx(tx: &Tx<'_>, account: &str, now: i64) -> Result<()> {
+    lock_account(tx, account, now).await?;
+    let disabled = exec(
+        tx,
+        "UPDATE devices SET state = 'disabled' WHERE account = $1 AND state != 'disabled'",
+        &[&account],
+    )
+    .await?;
+    exec(
+        tx,
+        "UPDATE accounts SET pin_record = NULL, pin_failures = 0 WHERE subject = $1",
+        &[&account],
+    )
+    .await?;
+    // Sessions and challenges started against the old PIN or devices must not finish.
+    exec(
+        tx,
+        "UPDATE enrollment_sessions SET finished_at = $2
+         WHERE account = $1 AND finished_at IS NULL",
+        &[&account, &now],
+    )
+    .await?;
+    exec(
+        tx,
+        "UPDATE otp_challenges SET used_at = $2 WHERE account = $1 AND used_at IS NULL",
+        &[&account, &now],
+    )
+    .await?;
+    audit(
+        tx,
+        now,
+        account,
+        "enrollments_removed",
+        None,
+        Some(&format!("{disabled} devices")),
+    )
+    .await
+}
+
+async fn device_operation_tx(tx: &Tx<'_>, step: &DeviceOperationStep) -> Result<()> {
+    let account = step.account.as_str();
+    let now = step.now;
+    lock_existing_account(tx, account).await?;
+    let challenge = opt(
+        tx,
+        "UPDATE otp_challenges SET used_at = $3
+         WHERE id = $1 AND account = $2 AND used_at IS NULL AND expires_at > $3
+         RETURNING device_id, pin_ordinal",
+        &[&step.challenge_id, &account, &now],
+    )
+    .await?;
+    let Some(challenge) = challenge else {
+        return api(ApiError::SessionExpired);
+    };
+    let device_id: String = challenge.get(0);
+    let ordinal: Option<i32> = challenge.get(1);
+    if !step.signature_ok {
+        return api(ApiError::BadSignature);
+    }
+    let device = read_device(tx, account, &device_id).await?;
+    let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
+        return api(ApiError::DeviceUnknown);
+    };
+    if step.counter <= device.counter {
+        disable_device(tx, account, &device_id, now, "counter did not increase").await?;
+        return api(ApiError::DeviceUnknown);
+    }
+    exec(
+        tx,
+        "UPDATE devices SET counter = $2, last_used_at = $3 WHERE id = $1",
+        &[&device_id, &counter_to_sql(step.counter)?, &now],
+    )
+    .await?;
+    match (ordinal, step.pin_ok) {
+        (Some(ordinal), Some(false)) => {
+            let outcome = pin_failed(tx, account, small(ordinal), step.pin_attempts, now).await?;
+            return Err(outcome.into());
+        }
+        (Some(_), Some(true)) => reset_pin_failures(tx, account).await?,
+        (None, None) => {}
+        _ => {
+            return api(ApiError::InvalidParameter {
+                name: "login".into(),
+            })
+        }
+    }
+    match &step.operation {
+        DeviceOperation::UpdatePin { pin_record } => {
+            if ordinal.is_none() {
+                return api(ApiError::InvalidParameter {
+                    name: "login".into(),
+                });
+            }
+            if let Some(record) = pin_record {
+                exec(
+                    tx,
+                    "UPDATE accounts SET pin_record = $2 WHERE subject = $1",
+                    &[&account, record],
+                )
+                .await?;
+                audit(tx, now, account, "pin_updated", Some(&device_id), None).await?;
+            }
+        }
+        DeviceOperation::ResetPin { code, pin_record } => {
+            let code_id = check_code(tx, code).await?;
+            consume_code(tx, code_id, now).await?;
+            exec(
+                tx,
+                "UPDATE accounts SET pin_record = $2, pin_failures = 0 WHERE subject = $1",
+                &[&account, pin_record],
+            )
+            .await?;
+            audit(tx, now, account, "pin_reset", Some(&device_id), None).await?;
+        }
+        DeviceOperation::ModifyPhoneNumber { code, phone_number } => {
+            let code_id = check_code(tx, code).await?;
+            consume_code(tx, code_id, now).await?;
+            exec(
+                tx,
+                "UPDATE accounts SET phone_number = $2 WHERE subject = $1",
+                &[&account, phone_number],
+            )
+            .await?;
+            audit(
+                tx,
+                now,
+                account,
+                "phone_number_modified",
+                Some(&device_id),
+                None,
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs one step in its own transaction; `$body` sees the transaction as `tx`.
 macro_rules! step {
     ($self:ident, |$tx:ident| $body:expr) => {{
@@ -1107,12 +1244,65 @@ impl Store for PostgresStore {
         step!(self, |tx| use_otp_tx(&tx, otp_mac, now, relying_party))
     }
 
-    async fn list_devices(&self, account: &str) -> Result<Vec<DeviceSummary>> {
+    async fn list_devices(
+        &self,
+        account: &str,
+        now: i64,
+        pending_ttl: u64,
+    ) -> Result<Vec<DeviceSummary>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT id, name, platform, state, created_at, last_used_at FROM devices
+                 WHERE account = $1
+                   AND (state = 'active' OR (state = 'pending' AND created_at > $2))
+                 ORDER BY created_at, seq",
+            )
+            .await?;
+        client
+            .query(&stmt, &[&account, &now.saturating_sub(pending_ttl as i64)])
+            .await?
+            .iter()
+            .map(|r| {
+                let platform: &str = r.get(2);
+                Ok(DeviceSummary {
+                    id: r.get(0),
+                    name: r.get(1),
+                    platform: Platform::parse(platform)
+                        .ok_or_else(|| anyhow!("unknown platform {platform}"))?,
+                    state: parse_state(r.get(3))?,
+                    created_at: r.get(4),
+                    last_used_at: r.get(5),
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_device(&self, account: &str, device_id: &str, now: i64) -> Result<()> {
+        step!(self, |tx| async {
+            lock_existing_account(&tx, account).await?;
+            match read_device(&tx, account, device_id).await? {
+                Some(d) if d.state != DeviceState::Disabled => {}
+                _ => return api(ApiError::DeviceUnknown),
+            }
+            disable_device(&tx, account, device_id, now, "revoked by the account").await
+        })
+    }
+
+    async fn remove_enrollments(&self, account: &str, now: i64) -> Result<()> {
+        step!(self, |tx| remove_enrollments_tx(&tx, account, now))
+    }
+
+    async fn device_operation(&self, step: DeviceOperationStep) -> Result<()> {
+        step!(self, |tx| device_operation_tx(&tx, &step))
+    }
+
+    async fn admin_list_devices(&self, account: &str) -> Result<Vec<AdminDeviceSummary>> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
                 "SELECT id, name, platform, state, created_at, activated_at, last_used_at
-                 FROM devices WHERE account = $1 ORDER BY created_at, id",
+                 FROM devices WHERE account = $1 ORDER BY created_at, seq",
             )
             .await?;
         client
@@ -1120,7 +1310,7 @@ impl Store for PostgresStore {
             .await?
             .iter()
             .map(|r| {
-                Ok(DeviceSummary {
+                Ok(AdminDeviceSummary {
                     id: r.get(0),
                     name: r.get(1),
                     platform: r.get(2),

@@ -120,4 +120,8 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE sms_sends ADD COLUMN client_address TEXT;
     CREATE INDEX sms_sends_by_address ON sms_sends(client_address, sent_at);
     "#,
+    // 3: insertion order of devices (SQLite's rowid), to list same-second devices in order
+    r#"
+    ALTER TABLE devices ADD COLUMN seq BIGSERIAL;
+    "#,
 ];

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use pims_proto::{ApiError, DeviceState, EnrollmentFinished, SmsPurpose};
+use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform, SmsPurpose};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::schema::MIGRATIONS;
@@ -966,15 +966,192 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn list_devices(&self, account: &str) -> Result<Vec<DeviceSummary>> {
+    async fn list_devices(
+        &self,
+        account: &str,
+        now: i64,
+        pending_ttl: u64,
+    ) -> Result<Vec<DeviceSummary>> {
+        let account = account.to_string();
+        self.run(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, name, platform, state, created_at, last_used_at FROM devices
+                 WHERE account = ?1
+                   AND (state = 'active' OR (state = 'pending' AND created_at > ?2))
+                 ORDER BY created_at, rowid",
+            )?;
+            let rows = stmt.query_map(
+                params![account, now.saturating_sub(pending_ttl as i64)],
+                |r| {
+                    let platform: String = r.get(2)?;
+                    Ok(DeviceSummary {
+                        id: r.get(0)?,
+                        name: r.get(1)?,
+                        platform: Platform::parse(&platform).ok_or_else(|| {
+                            rusqlite::Error::InvalidColumnType(
+                                2,
+                                format!("platform {platform}"),
+                                rusqlite::types::Type::Text,
+                            )
+                        })?,
+                        state: parse_state(&r.get::<_, String>(3)?)?,
+                        created_at: r.get(4)?,
+                        last_used_at: r.get(5)?,
+                    })
+                },
+            )?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn revoke_device(&self, account: &str, device_id: &str, now: i64) -> Result<()> {
+        let (account, device_id) = (account.to_string(), device_id.to_string());
+        self.write(move |tx| {
+            match read_device(tx, &account, &device_id)? {
+                Some(d) if d.state != DeviceState::Disabled => {}
+                _ => return api(ApiError::DeviceUnknown),
+            }
+            disable_device(tx, &account, &device_id, now, "revoked by the account")
+        })
+        .await
+    }
+
+    async fn remove_enrollments(&self, account: &str, now: i64) -> Result<()> {
+        let account = account.to_string();
+        self.write(move |tx| {
+            ensure_account(tx, &account, now)?;
+            let disabled = tx.execute(
+                "UPDATE devices SET state = 'disabled' WHERE account = ?1 AND state != 'disabled'",
+                [&account],
+            )?;
+            tx.execute(
+                "UPDATE accounts SET pin_record = NULL, pin_failures = 0 WHERE subject = ?1",
+                [&account],
+            )?;
+            // Sessions and challenges started against the old PIN or devices must not finish.
+            tx.execute(
+                "UPDATE enrollment_sessions SET finished_at = ?2
+                 WHERE account = ?1 AND finished_at IS NULL",
+                params![account, now],
+            )?;
+            tx.execute(
+                "UPDATE otp_challenges SET used_at = ?2 WHERE account = ?1 AND used_at IS NULL",
+                params![account, now],
+            )?;
+            audit(
+                tx,
+                now,
+                &account,
+                "enrollments_removed",
+                None,
+                Some(&format!("{disabled} devices")),
+            )
+        })
+        .await
+    }
+
+    async fn device_operation(&self, step: DeviceOperationStep) -> Result<()> {
+        self.write(move |tx| {
+            let account = step.account.as_str();
+            let now = step.now;
+            let challenge = tx
+                .query_row(
+                    "SELECT device_id, pin_ordinal FROM otp_challenges
+                     WHERE id = ?1 AND account = ?2 AND used_at IS NULL AND expires_at > ?3",
+                    params![step.challenge_id, account, now],
+                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<u32>>(1)?)),
+                )
+                .optional()?;
+            let Some((device_id, ordinal)) = challenge else {
+                return api(ApiError::SessionExpired);
+            };
+            tx.execute(
+                "UPDATE otp_challenges SET used_at = ?2 WHERE id = ?1",
+                params![step.challenge_id, now],
+            )?;
+            if !step.signature_ok {
+                return api(ApiError::BadSignature);
+            }
+            let device = read_device(tx, account, &device_id)?;
+            let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
+                return api(ApiError::DeviceUnknown);
+            };
+            if step.counter <= device.counter {
+                disable_device(tx, account, &device_id, now, "counter did not increase")?;
+                return api(ApiError::DeviceUnknown);
+            }
+            tx.execute(
+                "UPDATE devices SET counter = ?2, last_used_at = ?3 WHERE id = ?1",
+                params![device_id, counter_to_sql(step.counter)?, now],
+            )?;
+            match (ordinal, step.pin_ok) {
+                (Some(ordinal), Some(false)) => {
+                    return Err(pin_failed(tx, account, ordinal, step.pin_attempts, now)?.into())
+                }
+                (Some(_), Some(true)) => reset_pin_failures(tx, account)?,
+                (None, None) => {}
+                _ => {
+                    return api(ApiError::InvalidParameter {
+                        name: "login".into(),
+                    })
+                }
+            }
+            match &step.operation {
+                DeviceOperation::UpdatePin { pin_record } => {
+                    if ordinal.is_none() {
+                        return api(ApiError::InvalidParameter {
+                            name: "login".into(),
+                        });
+                    }
+                    if let Some(record) = pin_record {
+                        tx.execute(
+                            "UPDATE accounts SET pin_record = ?2 WHERE subject = ?1",
+                            params![account, record],
+                        )?;
+                        audit(tx, now, account, "pin_updated", Some(&device_id), None)?;
+                    }
+                }
+                DeviceOperation::ResetPin { code, pin_record } => {
+                    let code_id = check_code(tx, code)?;
+                    consume_code(tx, code_id, now)?;
+                    tx.execute(
+                        "UPDATE accounts SET pin_record = ?2, pin_failures = 0 WHERE subject = ?1",
+                        params![account, pin_record],
+                    )?;
+                    audit(tx, now, account, "pin_reset", Some(&device_id), None)?;
+                }
+                DeviceOperation::ModifyPhoneNumber { code, phone_number } => {
+                    let code_id = check_code(tx, code)?;
+                    consume_code(tx, code_id, now)?;
+                    tx.execute(
+                        "UPDATE accounts SET phone_number = ?2 WHERE subject = ?1",
+                        params![account, phone_number],
+                    )?;
+                    audit(
+                        tx,
+                        now,
+                        account,
+                        "phone_number_modified",
+                        Some(&device_id),
+                        None,
+                    )?;
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn admin_list_devices(&self, account: &str) -> Result<Vec<AdminDeviceSummary>> {
         let account = account.to_string();
         self.run(move |c| {
             let mut stmt = c.prepare(
                 "SELECT id, name, platform, state, created_at, activated_at, last_used_at
-                 FROM devices WHERE account = ?1 ORDER BY created_at, id",
+                 FROM devices WHERE account = ?1 ORDER BY created_at, rowid",
             )?;
             let rows = stmt.query_map([account], |r| {
-                Ok(DeviceSummary {
+                Ok(AdminDeviceSummary {
                     id: r.get(0)?,
                     name: r.get(1)?,
                     platform: r.get(2)?,

@@ -7,6 +7,7 @@ mod admin;
 mod common;
 mod enrollment;
 mod lockout;
+mod management;
 mod operations;
 mod otp;
 mod replicas;

@@ -91,6 +91,10 @@ store_suite!(
     the_device_limit_is_enforced,
     admin_actions_change_state_and_are_audited,
     sends_per_client_address_are_counted_across_accounts,
+    live_devices_are_listed_in_order_and_revoked_once,
+    removing_enrollments_disables_devices_and_forgets_the_pin,
+    a_device_operation_needs_the_pin_and_a_fresh_counter,
+    a_device_operation_moves_the_trusted_number,
     the_audit_trail_pages_in_order,
 );
 
@@ -845,7 +849,7 @@ async fn admin_actions_change_state_and_are_audited(store: Arc<dyn Store>) {
     store.unblock_account("alice", NOW + 5).await.unwrap();
     assert_eq!(failures(&store, "alice").await, 0);
 
-    let listed = store.list_devices("alice").await.unwrap();
+    let listed = store.admin_list_devices("alice").await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
         (listed[0].id.as_str(), listed[0].state),
@@ -857,7 +861,7 @@ async fn admin_actions_change_state_and_are_audited(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(
-        store.list_devices("alice").await.unwrap()[0].state,
+        store.admin_list_devices("alice").await.unwrap()[0].state,
         DeviceState::Disabled
     );
     assert_eq!(
@@ -951,4 +955,203 @@ async fn sends_per_client_address_are_counted_across_accounts(store: Arc<dyn Sto
         .prepare_sms_code(send("ccc", "192.0.2.2", NOW + 200))
         .await
         .unwrap();
+}
+
+async fn operation(
+    store: &Arc<dyn Store>,
+    device: &str,
+    counter: u64,
+    pin_ok: Option<bool>,
+    operation: DeviceOperation,
+) -> Result<(), ApiError> {
+    let challenge = new_id();
+    store
+        .create_otp_challenge(ChallengeStep {
+            account: "alice".into(),
+            challenge_id: challenge.clone(),
+            device_id: device.into(),
+            nonce: b"challenge nonce".to_vec(),
+            login: pin_ok.map(|_| login()),
+            now: NOW,
+            ttl: 120,
+            pin_attempts: 5,
+        })
+        .await
+        .map_err(api_error)?;
+    store
+        .device_operation(DeviceOperationStep {
+            account: "alice".into(),
+            challenge_id: challenge,
+            counter,
+            signature_ok: true,
+            pin_ok,
+            operation,
+            now: NOW,
+            pin_attempts: 5,
+        })
+        .await
+        .map_err(api_error)
+}
+
+async fn live_devices_are_listed_in_order_and_revoked_once(store: Arc<dyn Store>) {
+    let first = enrolled(&store, "alice").await;
+    let second = enroll_another(&store, "alice").await.unwrap().device_id;
+    let ids = |list: Vec<DeviceSummary>| list.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    let listed = store.list_devices("alice", NOW, 86_400).await.unwrap();
+    assert_eq!(listed[0].platform, Platform::Android);
+    assert_eq!(ids(listed), vec![first.clone(), second.clone()]);
+    // A Pending device past its time is no longer listed.
+    assert_eq!(
+        ids(store
+            .list_devices("alice", NOW + 86_400, 86_400)
+            .await
+            .unwrap()),
+        vec![first.clone()]
+    );
+    store.revoke_device("alice", &first, NOW).await.unwrap();
+    assert_eq!(
+        ids(store.list_devices("alice", NOW, 86_400).await.unwrap()),
+        vec![second.clone()]
+    );
+    for (account, device) in [("alice", &first), ("bob", &second)] {
+        assert_eq!(
+            store
+                .revoke_device(account, device, NOW)
+                .await
+                .err()
+                .map(api_error),
+            Some(ApiError::DeviceUnknown)
+        );
+    }
+}
+
+async fn removing_enrollments_disables_devices_and_forgets_the_pin(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    otp(
+        &store,
+        "alice",
+        &device,
+        2,
+        OtpProof::Pin { ok: false },
+        b"x",
+    )
+    .await
+    .unwrap_err();
+    store.remove_enrollments("alice", NOW).await.unwrap();
+    let account = store.account("alice").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            account.pin_record,
+            account.pin_failures,
+            account.phone_number.as_deref()
+        ),
+        (None, 0, Some(PHONE))
+    );
+    assert_eq!(
+        store.device("alice", &device).await.unwrap().unwrap().state,
+        DeviceState::Disabled
+    );
+    assert!(store
+        .list_devices("alice", NOW, 86_400)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn a_device_operation_needs_the_pin_and_a_fresh_counter(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    let update = || DeviceOperation::UpdatePin {
+        pin_record: Some(b"new record".to_vec()),
+    };
+    assert_eq!(
+        operation(&store, &device, 2, Some(false), update()).await,
+        Err(ApiError::WrongPin {
+            attempts_remaining: 4
+        })
+    );
+    assert_eq!(
+        operation(&store, &device, 3, None, update()).await,
+        Err(ApiError::InvalidParameter {
+            name: "login".into()
+        })
+    );
+    operation(&store, &device, 4, Some(true), update())
+        .await
+        .unwrap();
+    let account = store.account("alice").await.unwrap().unwrap();
+    assert_eq!(account.pin_record.as_deref(), Some(&b"new record"[..]));
+    assert_eq!(account.pin_failures, 0);
+    // A replayed counter disables the device (the challenge's login still needs the old record).
+    let stale = DeviceOperation::UpdatePin { pin_record: None };
+    let challenge = new_id();
+    store
+        .create_otp_challenge(ChallengeStep {
+            account: "alice".into(),
+            challenge_id: challenge.clone(),
+            device_id: device.clone(),
+            nonce: b"n".to_vec(),
+            login: Some(LoginStart {
+                pin_record: b"new record".to_vec(),
+                state: b"s".to_vec(),
+            }),
+            now: NOW,
+            ttl: 120,
+            pin_attempts: 5,
+        })
+        .await
+        .unwrap();
+    let replay = store
+        .device_operation(DeviceOperationStep {
+            account: "alice".into(),
+            challenge_id: challenge,
+            counter: 4,
+            signature_ok: true,
+            pin_ok: Some(true),
+            operation: stale,
+            now: NOW,
+            pin_attempts: 5,
+        })
+        .await;
+    assert_eq!(replay.err().map(api_error), Some(ApiError::DeviceUnknown));
+    assert_eq!(
+        store.device("alice", &device).await.unwrap().unwrap().state,
+        DeviceState::Disabled
+    );
+}
+
+async fn a_device_operation_moves_the_trusted_number(store: Arc<dyn Store>) {
+    const NEW: &str = "+33699999999";
+    let device = enrolled(&store, "alice").await;
+    let target = CodeTarget::Number(NEW.into());
+    store
+        .prepare_sms_code(send_request(
+            "alice",
+            SmsPurpose::PhoneCertification,
+            target.clone(),
+            NOW,
+        ))
+        .await
+        .unwrap();
+    operation(
+        &store,
+        &device,
+        2,
+        None,
+        DeviceOperation::ModifyPhoneNumber {
+            code: check("alice", SmsPurpose::PhoneCertification, target, true),
+            phone_number: NEW.into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store
+            .account("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .phone_number
+            .as_deref(),
+        Some(NEW)
+    );
 }

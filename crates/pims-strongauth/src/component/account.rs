@@ -1,0 +1,139 @@
+//! Account status, the trusted phone number and SMS codes.
+
+use super::*;
+
+impl Core {
+    /// The local state after [`Core::refresh`]. An unreadable vault stays 2311 (only `enroll`
+    /// and `remove` replace it), so the app learns why it must enroll again.
+    pub(super) async fn is_device_activated(&self, ctx: &Ctx) -> Result<Value, PimsError> {
+        let mut local = self.local.lock().await;
+        let mut state = local.read()?;
+        self.refresh(ctx, &mut local, &mut state).await?;
+        let activated = state.enrollment.as_ref().is_some_and(|e| e.activated);
+        Ok(json!({ "isDeviceActivated": activated }))
+    }
+
+    /// Brings the local state up to date with the server when it answers: a pending activation
+    /// is finished, and a device the server no longer knows (revoked, disabled, expired) is
+    /// forgotten. Without an answer the local state stands. Shared with the event poll.
+    pub(super) async fn refresh(
+        &self,
+        ctx: &Ctx,
+        local: &mut Local,
+        state: &mut VaultState,
+    ) -> Result<(), PimsError> {
+        self.resume(ctx, local, state).await;
+        let path = match &state.enrollment {
+            Some(e) => format!("/v1/account?deviceId={}", e.device_id),
+            None => "/v1/account".to_owned(),
+        };
+        match self.get::<AccountStatus>(ctx, &path).await {
+            Ok(status) => {
+                self.events
+                    .observe(None, Some(status.pin == PinState::Blocked));
+                let known = matches!(
+                    status.device,
+                    Some(DeviceState::Active | DeviceState::Pending)
+                );
+                if state.enrollment.is_some() && !known {
+                    let e = self.forget_device(local, state);
+                    if e.code != ErrorCode::DeviceDisabledOrUnknown {
+                        return Err(e);
+                    }
+                    tracing::info!(transaction_id = %ctx.transaction_id, "device no longer known to the server; local enrollment cleared");
+                }
+                Ok(())
+            }
+            Err(CallError::Transport(_) | CallError::Unexpected(_)) => Ok(()),
+            Err(e) => Err(errors::from_call(e)),
+        }
+    }
+
+    pub(super) async fn is_account_blocked(&self, ctx: &Ctx) -> Result<Value, PimsError> {
+        let verdict = match self.get::<AccountStatus>(ctx, "/v1/account").await {
+            Ok(s) if s.pin == PinState::Blocked => {
+                self.events.observe(None, Some(true));
+                "PinBlocked"
+            }
+            Ok(_) => {
+                self.events.observe(None, Some(false));
+                "NotBlocked"
+            }
+            Err(CallError::Transport(_) | CallError::Unexpected(_)) => "Unknown",
+            Err(e) => return Err(errors::from_call(e)),
+        };
+        Ok(json!({ "isAccountBlocked": verdict }))
+    }
+
+    pub(super) async fn trusted_phone_number(&self, ctx: &Ctx) -> Result<Value, PimsError> {
+        match self.account_status(ctx).await?.phone_number {
+            Some(number) => Ok(json!({ "phoneNumber": number })),
+            None => Err(ErrorCode::NoPhoneNumber.into()),
+        }
+    }
+
+    // ---- SMS codes -------------------------------------------------------------------------
+
+    pub(super) async fn send_sms_code(
+        &self,
+        ctx: &Ctx,
+        purpose: SmsPurpose,
+        phone_number: Option<String>,
+    ) -> Result<Value, PimsError> {
+        let _: SmsCodeSent = self
+            .post(
+                ctx,
+                "/v1/sms-codes",
+                &SendSmsCode {
+                    purpose,
+                    phone_number,
+                },
+            )
+            .await
+            .map_err(errors::from_call)?;
+        Ok(Value::Null)
+    }
+
+    pub(super) async fn check_enrollment_code(
+        &self,
+        ctx: &Ctx,
+        sms_code: Secret,
+    ) -> Result<Value, PimsError> {
+        let checked: SmsCodeChecked = self
+            .post(
+                ctx,
+                "/v1/sms-codes/check",
+                &CheckSmsCode {
+                    purpose: SmsPurpose::Enrollment,
+                    sms_code: sms_code.expose().to_owned(),
+                },
+            )
+            .await
+            .map_err(errors::from_call)?;
+        let status = match checked.enrollment_status {
+            EnrollmentStatus::NotEnrolled => "NotEnrolled",
+            EnrollmentStatus::AlreadyEnrolled => "AlreadyEnrolled",
+        };
+        Ok(json!({ "status": status }))
+    }
+
+    pub(super) async fn add_phone_number(
+        &self,
+        ctx: &Ctx,
+        phone_number: String,
+        sms_code: Secret,
+    ) -> Result<Value, PimsError> {
+        let () = self
+            .post(
+                ctx,
+                "/v1/phone-number",
+                &AddPhoneNumber {
+                    phone_number,
+                    sms_code: sms_code.expose().to_owned(),
+                },
+            )
+            .await
+            .map_err(errors::from_call)?;
+        Ok(Value::Null)
+    }
+}

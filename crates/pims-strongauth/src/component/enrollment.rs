@@ -1,0 +1,241 @@
+//! `enroll` / `enrollWithPhoneNumber`, two-phase activation, and resuming what an earlier call
+//! left half done.
+
+use super::*;
+
+impl Core {
+    /// `enroll` (phone_number `None`) and `enrollWithPhoneNumber`. The first device of an
+    /// account registers the PIN; a further device proves it.
+    pub(super) async fn enroll(
+        &self,
+        ctx: &Ctx,
+        pin: Secret,
+        sms_code: Secret,
+        phone_number: Option<String>,
+    ) -> Result<Value, PimsError> {
+        let mut local = self.local.lock().await;
+        let mut state = local.read_or_replace()?;
+        let had_enrollment = state.enrollment.is_some();
+        let had_unconfirmed = state.unconfirmed.is_some();
+        self.resume(ctx, &mut local, &mut state).await;
+        match &state.enrollment {
+            // An earlier enroll whose answer was lost has now completed: that is this request.
+            Some(e) if e.activated && had_unconfirmed && !had_enrollment => return Ok(Value::Null),
+            Some(e) if e.activated => return Err(ErrorCode::ForbiddenOperation.into()),
+            Some(_) => return Err(ErrorCode::PostSynchronizationFailed.into()),
+            None if state.unconfirmed.is_some() => return Err(ErrorCode::NoServiceAvailable.into()),
+            None => {}
+        }
+
+        let status = self.account_status(ctx).await?;
+        if status.pin == PinState::Blocked {
+            return Err(ErrorCode::ForbiddenOperation.into());
+        }
+        match (&phone_number, &status.phone_number) {
+            (Some(_), Some(_)) => return Err(ErrorCode::PhoneNumberAlreadyRegistered.into()),
+            (None, None) => return Err(ErrorCode::PriorAuthenticatorRequired.into()),
+            _ => {}
+        }
+
+        let register = status.pin == PinState::NotSet;
+        let (exchange, message) = pin::start(&pin, register);
+        let start = StartEnrollment {
+            sms_code: sms_code.expose().to_owned(),
+            phone_number,
+            pin: if register {
+                PinStart::Register(message)
+            } else {
+                PinStart::Login(message)
+            },
+        };
+        let started: EnrollmentStarted = self
+            .post(ctx, "/v1/enrollments", &start)
+            .await
+            .map_err(enrollment_error)?;
+        let response = match (register, started.pin) {
+            (true, PinStart::Register(r)) | (false, PinStart::Login(r)) => r,
+            _ => return Err(ErrorCode::NoServiceAvailable.into()),
+        };
+        let pin_finish = pin::finish(exchange, &pin, response)
+            .await
+            .map_err(|_| PimsError::from(ErrorCode::NoServiceAvailable))?;
+
+        let new_key = signer::generate(self.host.device_keys.as_ref()).map_err(errors::host)?;
+        let signed = transcript::enrollment(
+            &started.enrollment_id,
+            started.nonce.as_slice(),
+            &new_key.public_key,
+            pin_finish.proof(),
+        );
+        let signature = signer::sign(&new_key.key, self.host.device_keys.as_ref(), &signed)
+            .map_err(errors::host)?;
+        state.unconfirmed = Some(UnconfirmedEnrollment {
+            enrollment_id: started.enrollment_id,
+            request: FinishEnrollment {
+                idempotency_key: uuid::Uuid::new_v4().to_string(),
+                pin: pin_finish,
+                device: NewDevice {
+                    public_key: new_key.public_key.into(),
+                    name: self.config.device_name.clone(),
+                    platform: self.config.platform,
+                },
+                signature: signature.into(),
+            },
+            key: new_key.key,
+        });
+        // Written before sending: if the answer is lost, the next call can resend it.
+        local.write(&state)?;
+        self.confirm_enrollment(ctx, &mut local, &mut state, FINISH_ATTEMPTS)
+            .await
+    }
+
+    /// Sends the stored enrollment finish (retrying on a lost answer, with the same idempotency
+    /// key), records the device, then activates it.
+    pub(super) async fn confirm_enrollment(
+        &self,
+        ctx: &Ctx,
+        local: &mut Local,
+        state: &mut VaultState,
+        attempts: u32,
+    ) -> Result<Value, PimsError> {
+        let Some(unconfirmed) = state.unconfirmed.clone() else {
+            return Ok(Value::Null);
+        };
+        let path = format!("/v1/enrollments/{}/finish", unconfirmed.enrollment_id);
+        let mut outcome = Err(CallError::Transport(String::new()));
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
+            }
+            outcome = self
+                .post::<_, EnrollmentFinished>(ctx, &path, &unconfirmed.request)
+                .await;
+            if !matches!(outcome, Err(CallError::Transport(_))) {
+                break;
+            }
+        }
+        match outcome {
+            Ok(finished) => {
+                state.unconfirmed = None;
+                state.enrollment = Some(Enrollment {
+                    device_id: finished.device_id,
+                    activated: false,
+                    activation_nonce: finished.activation_nonce,
+                    counter: 0,
+                    key: unconfirmed.key,
+                });
+                local.write(state)?;
+                tracing::info!(transaction_id = %ctx.transaction_id, "device enrolled, activating");
+                self.activate(ctx, local, state).await
+            }
+            Err(CallError::Api(error)) => {
+                state.unconfirmed = None;
+                local.write(state)?;
+                signer::discard(&unconfirmed.key, self.host.device_keys.as_ref());
+                Err(enrollment_error(CallError::Api(error)))
+            }
+            Err(other) => Err(errors::from_call(other)),
+        }
+    }
+
+    /// Pending → Active. The server has committed the device; if we cannot tell it the local
+    /// state is written, that is 2316 and a later call finishes it.
+    pub(super) async fn activate(
+        &self,
+        ctx: &Ctx,
+        local: &mut Local,
+        state: &mut VaultState,
+    ) -> Result<Value, PimsError> {
+        let Some(enrollment) = state.enrollment.as_mut() else {
+            return Err(ErrorCode::InternalStateNotCorrect.into());
+        };
+        enrollment.counter += 1;
+        let (device_id, counter) = (enrollment.device_id.clone(), enrollment.counter);
+        let signed =
+            transcript::activation(&device_id, enrollment.activation_nonce.as_slice(), counter);
+        let key = enrollment.key.clone();
+        local.write(state)?;
+        let signature =
+            signer::sign(&key, self.host.device_keys.as_ref(), &signed).map_err(errors::host)?;
+        let outcome: Result<(), CallError> = self
+            .post(
+                ctx,
+                &format!("/v1/devices/{device_id}/activate"),
+                &ActivateDevice {
+                    counter,
+                    signature: signature.into(),
+                },
+            )
+            .await;
+        match outcome {
+            Ok(()) => {
+                if let Some(e) = state.enrollment.as_mut() {
+                    e.activated = true;
+                }
+                local.write(state)?;
+                tracing::info!(transaction_id = %ctx.transaction_id, "device activated");
+                Ok(Value::Null)
+            }
+            Err(CallError::Api(ApiError::DeviceUnknown)) => Err(self.forget_device(local, state)),
+            Err(CallError::Api(error)) => Err(errors::from_api(error)),
+            Err(_) => Err(ErrorCode::PostSynchronizationFailed.into()),
+        }
+    }
+
+    /// Finishes whatever an earlier call left half done; failures only mean "still pending".
+    pub(super) async fn resume(&self, ctx: &Ctx, local: &mut Local, state: &mut VaultState) {
+        let outcome = if state.unconfirmed.is_some() {
+            self.confirm_enrollment(ctx, local, state, 1).await
+        } else if state.enrollment.as_ref().is_some_and(|e| !e.activated) {
+            self.activate(ctx, local, state).await
+        } else {
+            return;
+        };
+        if let Err(e) = outcome {
+            tracing::info!(transaction_id = %ctx.transaction_id, code = e.code.code(), "pending enrollment not completed yet");
+        }
+    }
+
+    /// The server no longer knows this device (revoked, expired, disabled as a clone): clear
+    /// the local enrollment so the device can enroll again, and report 2312.
+    pub(super) fn forget_device(&self, local: &mut Local, state: &mut VaultState) -> PimsError {
+        if let Some(enrollment) = state.enrollment.take() {
+            signer::discard(&enrollment.key, self.host.device_keys.as_ref());
+        }
+        match local.write(state) {
+            Ok(()) => ErrorCode::DeviceDisabledOrUnknown.into(),
+            Err(e) => e,
+        }
+    }
+
+    /// Android without `smsCode`: the host's SMS reader, for at most the configured timeout.
+    pub(super) async fn sms_code_from_host(&self) -> Result<Secret, PimsError> {
+        let provider = match (&self.host.sms_codes, self.config.platform) {
+            (Some(p), Platform::Android) => p.clone(),
+            _ => return Err(PimsError::missing("smsCode")),
+        };
+        let timeout = self.config.sms_code_timeout;
+        let read = tokio::task::spawn_blocking(move || provider.sms_code(timeout));
+        let code = match tokio::time::timeout(timeout, read).await {
+            Ok(Ok(Some(code))) => zeroize::Zeroizing::new(code),
+            _ => {
+                tracing::info!("no SMS code from the host's reader in time");
+                return Err(PimsError::missing("smsCode"));
+            }
+        };
+        let code = code.trim();
+        if !SMS_DIGITS.contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(PimsError::invalid("smsCode"));
+        }
+        Ok(Secret::new(code.to_owned()))
+    }
+}
+
+/// Enrollment-specific meanings: a missing trusted number means "activate a prior
+/// authenticator first" rather than "no phone number".
+pub(super) fn enrollment_error(error: CallError) -> PimsError {
+    match error {
+        CallError::Api(ApiError::NoPhoneNumber) => ErrorCode::PriorAuthenticatorRequired.into(),
+        other => errors::from_call(other),
+    }
+}

@@ -1,0 +1,325 @@
+//! Account management: remove, PIN reset and update, phone number change, devices, and the
+//! device-signed challenge those operations share.
+
+use super::*;
+
+impl Core {
+    /// `enrollment remove`: every enrollment of the account and its PIN, on the server first,
+    /// then here. Needs no enrolled device and works while PIN-blocked: it is the way out of
+    /// 2317. An unreadable local vault is replaced too.
+    pub(super) async fn remove(&self, ctx: &Ctx) -> Result<Value, PimsError> {
+        let mut local = self.local.lock().await;
+        let state = local.read_or_replace()?;
+        let () = self
+            .post(ctx, "/v1/enrollments/remove", &json!({}))
+            .await
+            .map_err(errors::from_call)?;
+        if let Some(e) = &state.enrollment {
+            signer::discard(&e.key, self.host.device_keys.as_ref());
+        }
+        if let Some(u) = &state.unconfirmed {
+            signer::discard(&u.key, self.host.device_keys.as_ref());
+        }
+        local.write(&VaultState::default())?;
+        tracing::info!(transaction_id = %ctx.transaction_id, "every enrollment removed");
+        Ok(Value::Null)
+    }
+
+    /// `pincode reset`: a new PIN, authorised by the `resetPIN` SMS code and this device.
+    pub(super) async fn reset_pin(
+        &self,
+        ctx: &Ctx,
+        pin: Secret,
+        sms_code: Secret,
+    ) -> Result<Value, PimsError> {
+        let mut local = self.local.lock().await;
+        let mut state = local.read()?;
+        let device_id = self.active_device(ctx, &mut local, &mut state).await?;
+        let (exchange, message) = pin::start(&pin, true);
+        let request = DeviceChallengeRequest {
+            login: None,
+            register: Some(message),
+        };
+        let challenge = self
+            .device_challenge(ctx, &mut local, &mut state, &device_id, &request)
+            .await?;
+        let Some(response) = challenge.register.clone() else {
+            return Err(ErrorCode::NoServiceAvailable.into());
+        };
+        let registration = match pin::finish(exchange, &pin, response).await {
+            Ok(PinFinish::Register(upload)) => upload,
+            _ => return Err(ErrorCode::NoServiceAvailable.into()),
+        };
+        let proof = self.sign_operation(
+            &mut local,
+            &mut state,
+            transcript::PIN_RESET,
+            &challenge,
+            registration.as_slice(),
+        )?;
+        let request = ResetPin {
+            proof,
+            sms_code: sms_code.expose().to_owned(),
+            registration,
+        };
+        let () = self
+            .device_post(ctx, &mut local, &mut state, "/v1/pin/reset", &request)
+            .await?;
+        tracing::info!(transaction_id = %ctx.transaction_id, "PIN reset");
+        Ok(Value::Null)
+    }
+
+    /// `pincode update`: one exchange proves the old PIN (OPAQUE login) and registers the new
+    /// one, both bound by this device's signature. The PIN never leaves the device, so "new
+    /// equals current" is decided here: once the server has accepted the old PIN as the
+    /// current one, the new PIN equals the current one exactly when it equals the old one.
+    pub(super) async fn update_pin(
+        &self,
+        ctx: &Ctx,
+        old: Secret,
+        new: Secret,
+    ) -> Result<Value, PimsError> {
+        let mut local = self.local.lock().await;
+        let mut state = local.read()?;
+        let device_id = self.active_device(ctx, &mut local, &mut state).await?;
+        let same = old.expose() == new.expose();
+        let (login, login_message) = pin::start(&old, false);
+        let register = (!same).then(|| pin::start(&new, true));
+        let request = DeviceChallengeRequest {
+            login: Some(login_message),
+            register: register.as_ref().map(|(_, m)| m.clone()),
+        };
+        let challenge = self
+            .device_challenge(ctx, &mut local, &mut state, &device_id, &request)
+            .await?;
+        let Some(login_response) = challenge.login.clone() else {
+            return Err(ErrorCode::NoServiceAvailable.into());
+        };
+        let login = pin::finish(login, &old, login_response)
+            .await
+            .map_err(|_| PimsError::from(ErrorCode::NoServiceAvailable))?;
+        // A wrong old PIN is reported (and counted) without registering anything.
+        let registration = match (&login, register, challenge.register.clone()) {
+            (PinFinish::Login(_), Some((exchange, _)), Some(response)) => {
+                match pin::finish(exchange, &new, response).await {
+                    Ok(PinFinish::Register(upload)) => Some(upload),
+                    _ => return Err(ErrorCode::NoServiceAvailable.into()),
+                }
+            }
+            (PinFinish::Login(_), Some(_), None) => {
+                return Err(ErrorCode::NoServiceAvailable.into())
+            }
+            _ => None,
+        };
+        let proven = matches!(login, PinFinish::Login(_));
+        let mut request = UpdatePin {
+            proof: DeviceProof {
+                challenge_id: String::new(),
+                counter: 0,
+                signature: Default::default(),
+            },
+            login,
+            registration,
+        };
+        request.proof = self.sign_operation(
+            &mut local,
+            &mut state,
+            transcript::PIN_UPDATE,
+            &challenge,
+            &request.signed_payload(),
+        )?;
+        let () = self
+            .device_post(ctx, &mut local, &mut state, "/v1/pin/update", &request)
+            .await?;
+        if same && proven {
+            return Err(ErrorCode::NewPinEqualsPrevious.into());
+        }
+        tracing::info!(transaction_id = %ctx.transaction_id, "PIN updated");
+        Ok(Value::Null)
+    }
+
+    /// `smscode modifyPhoneNumber`: the number certified by a `phoneNumberCertification` code
+    /// becomes the trusted one; this device signs the change.
+    pub(super) async fn modify_phone_number(
+        &self,
+        ctx: &Ctx,
+        phone_number: String,
+        sms_code: Secret,
+    ) -> Result<Value, PimsError> {
+        let mut local = self.local.lock().await;
+        let mut state = local.read()?;
+        let device_id = self.active_device(ctx, &mut local, &mut state).await?;
+        let request = DeviceChallengeRequest {
+            login: None,
+            register: None,
+        };
+        let challenge = self
+            .device_challenge(ctx, &mut local, &mut state, &device_id, &request)
+            .await?;
+        let proof = self.sign_operation(
+            &mut local,
+            &mut state,
+            transcript::PHONE_NUMBER_MODIFY,
+            &challenge,
+            phone_number.as_bytes(),
+        )?;
+        let request = ModifyPhoneNumber {
+            proof,
+            phone_number,
+            sms_code: sms_code.expose().to_owned(),
+        };
+        let () = self
+            .device_post(
+                ctx,
+                &mut local,
+                &mut state,
+                "/v1/phone-number/modify",
+                &request,
+            )
+            .await?;
+        tracing::info!(transaction_id = %ctx.transaction_id, "trusted phone number modified");
+        Ok(Value::Null)
+    }
+
+    /// GET `pims.authentication.devices`.
+    pub(super) async fn list_devices(&self, ctx: &Ctx) -> Result<Value, PimsError> {
+        let this_device = {
+            let mut local = self.local.lock().await;
+            local
+                .read()
+                .ok()
+                .and_then(|s| s.enrollment.map(|e| e.device_id))
+        };
+        let list: DeviceList = self
+            .get(ctx, "/v1/devices")
+            .await
+            .map_err(errors::from_call)?;
+        let devices: Vec<Value> = list
+            .devices
+            .into_iter()
+            .map(|d| {
+                json!({
+                    "deviceId": d.device_id,
+                    "name": d.name,
+                    "platform": d.platform.as_str(),
+                    "state": match d.state {
+                        DeviceState::Pending => "Pending",
+                        DeviceState::Active => "Active",
+                        DeviceState::Disabled => "Disabled",
+                    },
+                    "createdAt": d.created_at,
+                    "lastUsedAt": d.last_used_at,
+                    "isThisDevice": this_device.as_deref() == Some(d.device_id.as_str()),
+                })
+            })
+            .collect();
+        Ok(json!({ "devices": devices }))
+    }
+
+    /// SET `pims.authentication.devices` `action=remove`: revokes one device of the account
+    /// (this one included, which then forgets its enrollment).
+    pub(super) async fn revoke_device(
+        &self,
+        ctx: &Ctx,
+        device_id: &str,
+    ) -> Result<Value, PimsError> {
+        let mut local = self.local.lock().await;
+        let path = format!("/v1/devices/{}/revoke", url_segment(device_id));
+        let () = self
+            .post(ctx, &path, &json!({}))
+            .await
+            .map_err(errors::from_call)?;
+        if let Ok(mut state) = local.read() {
+            if state
+                .enrollment
+                .as_ref()
+                .is_some_and(|e| e.device_id == device_id)
+            {
+                let _ = self.forget_device(&mut local, &mut state);
+            }
+        }
+        tracing::info!(transaction_id = %ctx.transaction_id, "device revoked");
+        Ok(Value::Null)
+    }
+
+    /// The id of this device's Active enrollment, which the account-management operations need.
+    pub(super) async fn active_device(
+        &self,
+        ctx: &Ctx,
+        local: &mut Local,
+        state: &mut VaultState,
+    ) -> Result<String, PimsError> {
+        self.resume(ctx, local, state).await;
+        match &state.enrollment {
+            Some(e) if e.activated => Ok(e.device_id.clone()),
+            Some(_) => Err(ErrorCode::PostSynchronizationFailed.into()),
+            None => Err(ErrorCode::PriorAuthenticatorRequired.into()),
+        }
+    }
+
+    pub(super) async fn device_challenge(
+        &self,
+        ctx: &Ctx,
+        local: &mut Local,
+        state: &mut VaultState,
+        device_id: &str,
+        request: &DeviceChallengeRequest,
+    ) -> Result<DeviceChallenge, PimsError> {
+        let path = format!("/v1/devices/{device_id}/challenges");
+        self.device_post(ctx, local, state, &path, request).await
+    }
+
+    /// A request on behalf of this device: a server that no longer knows it makes it forget
+    /// its enrollment (2312), so it can enroll again.
+    pub(super) async fn device_post<Req: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        ctx: &Ctx,
+        local: &mut Local,
+        state: &mut VaultState,
+        path: &str,
+        body: &Req,
+    ) -> Result<T, PimsError> {
+        match self.post(ctx, path, body).await {
+            Ok(v) => Ok(v),
+            Err(CallError::Api(ApiError::DeviceUnknown)) => Err(self.forget_device(local, state)),
+            Err(e) => Err(errors::from_call(e)),
+        }
+    }
+
+    /// Signs `operation` over a device challenge with the next counter, written to the vault
+    /// before use so a counter is never reused.
+    pub(super) fn sign_operation(
+        &self,
+        local: &mut Local,
+        state: &mut VaultState,
+        operation: &str,
+        challenge: &DeviceChallenge,
+        payload: &[u8],
+    ) -> Result<DeviceProof, PimsError> {
+        let Some(enrollment) = state.enrollment.as_mut() else {
+            return Err(ErrorCode::InternalStateNotCorrect.into());
+        };
+        enrollment.counter += 1;
+        let (device_id, counter, key) = (
+            enrollment.device_id.clone(),
+            enrollment.counter,
+            enrollment.key.clone(),
+        );
+        local.write(state)?;
+        let signed = transcript::device_operation(
+            operation,
+            &challenge.challenge_id,
+            challenge.nonce.as_slice(),
+            &device_id,
+            counter,
+            payload,
+        );
+        let signature =
+            signer::sign(&key, self.host.device_keys.as_ref(), &signed).map_err(errors::host)?;
+        Ok(DeviceProof {
+            challenge_id: challenge.challenge_id.clone(),
+            counter,
+            signature: signature.into(),
+        })
+    }
+}

@@ -1,0 +1,69 @@
+//! One-time proofs with or without the PIN.
+
+use super::*;
+
+impl Core {
+    pub(super) async fn otp(&self, ctx: &Ctx, pin: Option<Secret>) -> Result<Value, PimsError> {
+        let mut local = self.local.lock().await;
+        let mut state = local.read()?;
+        self.resume(ctx, &mut local, &mut state).await;
+        let device_id = match &state.enrollment {
+            Some(e) if e.activated => e.device_id.clone(),
+            Some(_) => return Err(ErrorCode::PostSynchronizationFailed.into()),
+            None => return Err(ErrorCode::PriorAuthenticatorRequired.into()),
+        };
+
+        let exchange = pin.as_ref().map(|p| pin::start(p, false));
+        let request = OtpChallengeRequest {
+            device_id: device_id.clone(),
+            pin: exchange.as_ref().map(|(_, message)| message.clone()),
+        };
+        let challenge: OtpChallenge = match self.post(ctx, "/v1/otp/challenges", &request).await {
+            Ok(c) => c,
+            Err(CallError::Api(ApiError::DeviceUnknown)) => {
+                return Err(self.forget_device(&mut local, &mut state))
+            }
+            Err(e) => return Err(errors::from_call(e)),
+        };
+        let pin_finish = match (exchange, pin, challenge.pin) {
+            (Some((exchange, _)), Some(pin), Some(response)) => Some(
+                pin::finish(exchange, &pin, response)
+                    .await
+                    .map_err(|_| PimsError::from(ErrorCode::NoServiceAvailable))?,
+            ),
+            (None, None, None) => None,
+            _ => return Err(ErrorCode::NoServiceAvailable.into()),
+        };
+
+        let enrollment = state.enrollment.as_mut().expect("checked above");
+        enrollment.counter += 1;
+        let counter = enrollment.counter;
+        let key = enrollment.key.clone();
+        local.write(&state)?;
+        let proof = pin_finish.as_ref().map(|p| p.proof()).unwrap_or_default();
+        let signed = transcript::otp(
+            &challenge.challenge_id,
+            challenge.nonce.as_slice(),
+            &device_id,
+            counter,
+            proof,
+        );
+        let signature =
+            signer::sign(&key, self.host.device_keys.as_ref(), &signed).map_err(errors::host)?;
+        let request = OtpRequest {
+            challenge_id: challenge.challenge_id,
+            counter,
+            pin: pin_finish,
+            signature: signature.into(),
+        };
+        match self.post::<_, OtpIssued>(ctx, "/v1/otp", &request).await {
+            Ok(issued) => {
+                Ok(json!({ "otp": issued.otp, "expiresInSeconds": issued.expires_in_seconds }))
+            }
+            Err(CallError::Api(ApiError::DeviceUnknown)) => {
+                Err(self.forget_device(&mut local, &mut state))
+            }
+            Err(e) => Err(errors::from_call(e)),
+        }
+    }
+}
