@@ -98,6 +98,10 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(crate::openapi::document()) }),
+        )
         .route("/metrics", get(metrics))
         .route("/v1/otp/verify", post(verify_otp))
         .merge(sdk);

@@ -14,6 +14,7 @@ pub mod http;
 pub mod jwks;
 pub mod keys;
 pub mod metrics;
+pub mod openapi;
 mod server;
 pub mod service;
 pub mod sms;
