@@ -1,5 +1,6 @@
 //! `pims`: run the server, watch a full enrollment, or drive the facade from a terminal.
 
+mod bench;
 mod demo;
 
 use std::path::PathBuf;
@@ -20,11 +21,20 @@ enum Command {
     /// Start a server on loopback with SQLite in a temporary directory, then enroll two phones,
     /// get an OTP with the PIN and have a relying party verify it, showing every facade call.
     Demo,
-    /// Run the server from a TOML configuration file.
+    /// Run the server from a TOML configuration file (plus `PIMS_*` environment overrides).
     Server {
         #[arg(long, short)]
         config: PathBuf,
+        /// Only read and validate the configuration, then exit (0 when it is valid).
+        #[arg(long)]
+        check_config: bool,
+        /// Log as one JSON object per line (also `PIMS_LOG_FORMAT=json`).
+        #[arg(long, env = "PIMS_LOG_JSON")]
+        json_logs: bool,
     },
+    /// Drive many simulated devices against running servers and print throughput, latency
+    /// percentiles and server CPU per operation.
+    Bench(bench::BenchArgs),
     /// Make one facade call as a device would, and print the message received.
     Call {
         /// SDK configuration (the JSON tree given to `initialize`).
@@ -51,11 +61,29 @@ fn main() -> anyhow::Result<()> {
             init_logs("warn");
             runtime.block_on(demo::run())
         }
-        Command::Server { config } => {
-            init_logs("info");
-            let config = pims_server::ServerConfig::from_toml_file(&config)
-                .with_context(|| format!("reading {}", config.display()))?;
+        Command::Server {
+            config,
+            check_config,
+            json_logs,
+        } => {
+            let json = json_logs || std::env::var("PIMS_LOG_FORMAT").is_ok_and(|v| v == "json");
+            if json {
+                init_json_logs("info");
+            } else {
+                init_logs("info");
+            }
+            let path = config;
+            let config = pims_server::ServerConfig::load(&path)
+                .with_context(|| format!("configuration {}", path.display()))?;
+            if check_config {
+                println!("configuration {} is valid", path.display());
+                return Ok(());
+            }
             runtime.block_on(serve(config))
+        }
+        Command::Bench(args) => {
+            init_logs("warn");
+            runtime.block_on(bench::run(args))
         }
         Command::Call {
             sdk_config,
@@ -79,12 +107,36 @@ fn init_logs(default: &str) {
         .init();
 }
 
+/// Structured logs: the request span (method, path, transaction id) rides on every line.
+fn init_json_logs(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PIMS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 async fn serve(config: pims_server::ServerConfig) -> anyhow::Result<()> {
     let server = pims_server::start(config).await?;
     tracing::info!(url = %server.url(), "PIMS server listening");
-    tokio::signal::ctrl_c().await?;
+    shutdown_signal().await?;
+    // Stops accepting, lets requests in flight finish, then closes the database.
     tracing::info!("shutting down");
     server.shutdown().await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what orchestrators send before killing a replica).
+async fn shutdown_signal() -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r?,
+        _ = term.recv() => {}
+    }
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use crate::Bytes;
 
 /// `GET /v1/account?deviceId=<id>` (deviceId optional).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AccountStatus {
     pub phone_number: Option<String>,
@@ -21,6 +22,7 @@ pub struct AccountStatus {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PinState {
     /// No PIN yet: the next enrollment registers one.
@@ -31,6 +33,7 @@ pub enum PinState {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceState {
     Pending,
@@ -41,6 +44,7 @@ pub enum DeviceState {
 // ---- SMS codes --------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SmsPurpose {
     /// Proves the user holds a phone number before it becomes the trusted one.
@@ -63,6 +67,7 @@ impl SmsPurpose {
 
 /// `POST /v1/sms-codes`: send (or resend, same code while valid) an SMS code.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SendSmsCode {
     pub purpose: SmsPurpose,
@@ -72,6 +77,7 @@ pub struct SendSmsCode {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SmsCodeSent {
     pub expires_in_seconds: u64,
@@ -79,6 +85,7 @@ pub struct SmsCodeSent {
 
 /// `POST /v1/sms-codes/check`: check an enrollment code without using it up.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct CheckSmsCode {
     pub purpose: SmsPurpose,
@@ -86,6 +93,7 @@ pub struct CheckSmsCode {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct SmsCodeChecked {
     /// Whether the account already has a PIN (`AlreadyEnrolled`) or not (`NotEnrolled`).
@@ -93,6 +101,7 @@ pub struct SmsCodeChecked {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum EnrollmentStatus {
     NotEnrolled,
     AlreadyEnrolled,
@@ -100,6 +109,7 @@ pub enum EnrollmentStatus {
 
 /// `POST /v1/phone-number`: make a certified number the account's trusted number.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct AddPhoneNumber {
     pub phone_number: String,
@@ -112,6 +122,7 @@ pub struct AddPhoneNumber {
 /// up) and starts the PIN exchange: `Register` when the account has no PIN, `Login` otherwise.
 /// A login start counts as a PIN attempt until it is proven right.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct StartEnrollment {
     pub sms_code: String,
@@ -122,6 +133,7 @@ pub struct StartEnrollment {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "mode", content = "message", rename_all = "snake_case")]
 pub enum PinStart {
     /// OPAQUE `RegistrationRequest`.
@@ -131,6 +143,7 @@ pub enum PinStart {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EnrollmentStarted {
     pub enrollment_id: String,
@@ -143,6 +156,7 @@ pub struct EnrollmentStarted {
 /// `POST /v1/enrollments/{enrollmentId}/finish`: second half. Idempotent by `idempotencyKey`:
 /// a retry returns the first outcome. On success the device exists as Pending.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct FinishEnrollment {
     pub idempotency_key: String,
@@ -153,6 +167,7 @@ pub struct FinishEnrollment {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "mode", content = "message", rename_all = "snake_case")]
 pub enum PinFinish {
     /// OPAQUE `RegistrationUpload`: becomes the account's PIN record.
@@ -175,6 +190,7 @@ impl PinFinish {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct NewDevice {
     /// SEC1 uncompressed P-256 public key (65 bytes).
@@ -184,6 +200,7 @@ pub struct NewDevice {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Platform {
     Ios,
@@ -211,6 +228,7 @@ impl Platform {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct EnrollmentFinished {
     pub device_id: String,
@@ -221,6 +239,7 @@ pub struct EnrollmentFinished {
 /// `POST /v1/devices/{deviceId}/activate`: Pending → Active, sent once the device has written
 /// its local state. Activating an Active device again succeeds (a retry after a lost answer).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ActivateDevice {
     pub counter: u64,
@@ -233,6 +252,7 @@ pub struct ActivateDevice {
 /// `POST /v1/otp/challenges`: a fresh nonce for `deviceId`, plus the OPAQUE credential response
 /// when a PIN proof is wanted (which counts as a PIN attempt until proven right).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OtpChallengeRequest {
     pub device_id: String,
@@ -241,6 +261,7 @@ pub struct OtpChallengeRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OtpChallenge {
     pub challenge_id: String,
@@ -251,6 +272,7 @@ pub struct OtpChallenge {
 
 /// `POST /v1/otp`: answer a challenge and receive the one-time proof.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OtpRequest {
     pub challenge_id: String,
@@ -262,6 +284,7 @@ pub struct OtpRequest {
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OtpIssued {
     pub otp: String,
@@ -278,12 +301,14 @@ impl std::fmt::Debug for OtpIssued {
 
 /// `POST /v1/otp/verify` (relying parties, HTTP Basic credentials): verifies an OTP exactly once.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct VerifyOtp {
     pub otp: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct OtpVerified {
     /// The account (access token subject).
@@ -306,6 +331,7 @@ pub struct OtpVerified {
 /// `POST /v1/devices/{deviceId}/challenges`: a fresh nonce for an account-management operation,
 /// with the OPAQUE messages it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceChallengeRequest {
     /// OPAQUE `CredentialRequest` proving the current PIN (`pincode update`); counts as a PIN
@@ -316,6 +342,7 @@ pub struct DeviceChallengeRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceChallenge {
     pub challenge_id: String,
@@ -329,6 +356,7 @@ pub struct DeviceChallenge {
 /// A device's signature over a [`DeviceChallenge`], bound to one operation and its payload by
 /// [`crate::transcript::device_operation`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceProof {
     pub challenge_id: String,
@@ -339,6 +367,7 @@ pub struct DeviceProof {
 /// `POST /v1/pin/reset`: a new PIN, authorised by a `ResetPin` SMS code and an Active device.
 /// Resets the PIN failure count (unblocks the account).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ResetPin {
     pub proof: DeviceProof,
@@ -351,6 +380,7 @@ pub struct ResetPin {
 /// `registration: None` only proves the PIN (the device found the new PIN equal to the current
 /// one and reports 2315 itself).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct UpdatePin {
     pub proof: DeviceProof,
@@ -373,6 +403,7 @@ impl UpdatePin {
 /// `POST /v1/phone-number/modify`: replaces the trusted number with one certified by a
 /// `PhoneCertification` code; needs an Active device.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct ModifyPhoneNumber {
     pub proof: DeviceProof,
@@ -382,12 +413,14 @@ pub struct ModifyPhoneNumber {
 
 /// `GET /v1/devices`: the account's live (Pending or Active) devices, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceList {
     pub devices: Vec<DeviceInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceInfo {
     pub device_id: String,
@@ -404,12 +437,14 @@ pub struct DeviceInfo {
 
 /// `POST /v1/dev/tokens`: mint an access token for `subject`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DevTokenRequest {
     pub subject: String,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DevToken {
     pub access_token: String,

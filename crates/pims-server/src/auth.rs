@@ -16,15 +16,17 @@ const MAX_SUBJECT_LEN: usize = 255;
 
 /// Checks an access token and yields its subject (the account). A JWKS-backed OIDC verifier
 /// is another implementation of this trait.
+#[async_trait::async_trait]
 pub trait TokenVerifier: Send + Sync + 'static {
-    fn verify(&self, token: &str, now: i64) -> Result<String, ApiError>;
+    async fn verify(&self, token: &str, now: i64) -> Result<String, ApiError>;
 }
 
 /// Accepts nothing: the configuration when no issuer is enabled.
 pub struct NoIssuer;
 
+#[async_trait::async_trait]
 impl TokenVerifier for NoIssuer {
-    fn verify(&self, _token: &str, _now: i64) -> Result<String, ApiError> {
+    async fn verify(&self, _token: &str, _now: i64) -> Result<String, ApiError> {
         Err(ApiError::Unauthenticated)
     }
 }
@@ -76,8 +78,9 @@ impl DevIssuer {
     }
 }
 
+#[async_trait::async_trait]
 impl TokenVerifier for DevIssuer {
-    fn verify(&self, token: &str, now: i64) -> Result<String, ApiError> {
+    async fn verify(&self, token: &str, now: i64) -> Result<String, ApiError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|_| ApiError::Unauthenticated)?;
         let claims = data.claims;
@@ -88,7 +91,7 @@ impl TokenVerifier for DevIssuer {
     }
 }
 
-fn valid_subject(s: &str) -> bool {
+pub(crate) fn valid_subject(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_SUBJECT_LEN && !s.chars().any(char::is_control)
 }
 
@@ -132,21 +135,24 @@ pub fn relying_party<'a>(
 mod tests {
     use super::*;
 
-    #[test]
-    fn dev_tokens_verify_until_they_expire() {
+    #[tokio::test]
+    async fn dev_tokens_verify_until_they_expire() {
         let issuer = DevIssuer::new(&[7; 32]);
         let token = issuer.issue("alice", 1_000).unwrap();
-        assert_eq!(issuer.verify(&token, 1_000).unwrap(), "alice");
+        assert_eq!(issuer.verify(&token, 1_000).await.unwrap(), "alice");
         assert_eq!(
-            issuer.verify(&token, 1_000 + 3600),
+            issuer.verify(&token, 1_000 + 3600).await,
             Err(ApiError::Unauthenticated)
         );
         let other = DevIssuer::new(&[8; 32]);
-        assert_eq!(other.verify(&token, 1_000), Err(ApiError::Unauthenticated));
+        assert_eq!(
+            other.verify(&token, 1_000).await,
+            Err(ApiError::Unauthenticated)
+        );
     }
 
-    #[test]
-    fn tokens_with_another_algorithm_are_refused() {
+    #[tokio::test]
+    async fn tokens_with_another_algorithm_are_refused() {
         let claims = Claims {
             iss: DEV_ISSUER.into(),
             sub: "alice".into(),
@@ -160,7 +166,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            DevIssuer::new(&[7; 32]).verify(&token, 1),
+            DevIssuer::new(&[7; 32]).verify(&token, 1).await,
             Err(ApiError::Unauthenticated)
         );
     }

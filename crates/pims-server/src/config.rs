@@ -7,29 +7,67 @@ use anyhow::Context;
 use serde::Deserialize;
 
 use crate::clock::Clock;
+pub use crate::jwks::AccessTokenConfig;
+pub use crate::sms_gateways::SmsGatewayConfig;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
-    /// SQLite database file (created if absent).
+    /// SQLite database file (created if absent); used when `database_url` is not set.
     pub database_path: PathBuf,
+    /// PostgreSQL connection (`postgres://user:password@host:port/db`): when set, the server
+    /// keeps its state there instead of SQLite, and any number of replicas may share it.
+    pub database_url: Option<DatabaseUrl>,
+    /// Most PostgreSQL connections one replica opens.
+    pub database_pool_size: usize,
     /// JSON key file (OPAQUE server setup and server secret), created with mode 0600 if absent.
     /// The `PIMS_SERVER_KEYS` environment variable, holding the same JSON, takes precedence.
     pub key_file: PathBuf,
-    /// Development SMS outbox: one JSON line per message.
+    /// Development SMS outbox: one JSON line per message; used when `sms_gateway` is not set.
     pub sms_outbox: PathBuf,
+    /// Real SMS delivery (`kind = "twilio"` or `"webhook"`).
+    pub sms_gateway: Option<SmsGatewayConfig>,
     /// Android SMS Retriever app hash (11 characters), the last line of every SMS.
     pub sms_app_hash: String,
     /// Domain of the iOS domain-bound code line `@domain #code`.
     pub sms_domain: String,
+    /// Bearer credential of the admin API (`/admin/v1`); the API is off without it.
+    pub admin_token: Option<AdminToken>,
     /// Enables `POST /v1/dev/tokens` and accepts the tokens it mints. Never in production.
     pub dev_issuer: bool,
+    /// The identity provider whose JWT access tokens the SDK endpoints accept.
+    pub access_tokens: Option<AccessTokenConfig>,
     pub relying_parties: Vec<RelyingParty>,
+    /// Take the client address from the last `X-Forwarded-For` entry (set by the load balancer
+    /// in front) instead of the socket peer. Only with a proxy that always sets it.
+    pub trust_forwarded_for: bool,
     pub accepted_protocol_versions: Vec<u32>,
     pub limits: Limits,
     #[serde(skip)]
     pub clock: Clock,
+}
+
+/// A database URL; it may hold a password, so `Debug` never shows it.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DatabaseUrl(pub String);
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(..)")
+    }
+}
+
+/// The admin API's bearer token; never shown by `Debug`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct AdminToken(pub String);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(..)")
+    }
 }
 
 /// A service allowed to verify OTPs with HTTP Basic `id:secret`.
@@ -59,6 +97,8 @@ pub struct Limits {
     pub sms_code_digits: u32,
     pub sms_sends_per_hour_per_account: u32,
     pub sms_sends_per_hour_per_number: u32,
+    /// Sends requested from one client address (all accounts together).
+    pub sms_sends_per_hour_per_address: u32,
     pub enrollment_session_ttl_seconds: u64,
     pub challenge_ttl_seconds: u64,
     pub otp_ttl_seconds: u64,
@@ -77,6 +117,7 @@ impl Default for Limits {
             sms_code_digits: 6,
             sms_sends_per_hour_per_account: 10,
             sms_sends_per_hour_per_number: 10,
+            sms_sends_per_hour_per_address: 50,
             enrollment_session_ttl_seconds: 600,
             challenge_ttl_seconds: 120,
             otp_ttl_seconds: 120,
@@ -91,12 +132,18 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
             database_path: PathBuf::from("pims.sqlite3"),
+            database_url: None,
+            database_pool_size: 16,
             key_file: PathBuf::from("pims-keys.json"),
             sms_outbox: PathBuf::from("sms-outbox.jsonl"),
+            sms_gateway: None,
             sms_app_hash: "PIMSAPPHASH".to_string(),
             sms_domain: "pims.example".to_string(),
             dev_issuer: false,
+            admin_token: None,
+            access_tokens: None,
             relying_parties: Vec::new(),
+            trust_forwarded_for: false,
             accepted_protocol_versions: vec![pims_proto::PROTOCOL_VERSION],
             limits: Limits::default(),
             clock: Clock::system(),
@@ -132,7 +179,37 @@ impl ServerConfig {
         Ok(config)
     }
 
-    pub(crate) fn validate(&self) -> anyhow::Result<()> {
+    /// The file, then the environment overrides, validated: what `pims server` runs with.
+    pub fn load(path: impl AsRef<Path>) -> anyhow::Result<Self> {
+        let mut config = Self::from_toml_file(path)?;
+        config.apply_env(|name| std::env::var(name).ok())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Environment overrides, so secrets and per-replica values need not live in the file:
+    /// `PIMS_LISTEN`, `PIMS_DATABASE_URL`, `PIMS_DATABASE_PATH`, `PIMS_KEY_FILE`,
+    /// `PIMS_ADMIN_TOKEN`.
+    pub fn apply_env(&mut self, var: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        if let Some(v) = var("PIMS_LISTEN") {
+            self.listen = v.parse().context("PIMS_LISTEN is not an address:port")?;
+        }
+        if let Some(v) = var("PIMS_DATABASE_URL") {
+            self.database_url = Some(DatabaseUrl(v));
+        }
+        if let Some(v) = var("PIMS_DATABASE_PATH") {
+            self.database_path = PathBuf::from(v);
+        }
+        if let Some(v) = var("PIMS_KEY_FILE") {
+            self.key_file = PathBuf::from(v);
+        }
+        if let Some(v) = var("PIMS_ADMIN_TOKEN") {
+            self.admin_token = Some(AdminToken(v));
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
         let l = &self.limits;
         anyhow::ensure!(
             (4..=10).contains(&l.sms_code_digits),
@@ -146,6 +223,28 @@ impl ServerConfig {
             l.sms_code_max_checks >= 1,
             "limits.sms_code_max_checks must be at least 1"
         );
+        if let Some(tokens) = &self.access_tokens {
+            anyhow::ensure!(
+                !self.dev_issuer,
+                "access_tokens and dev_issuer exclude each other"
+            );
+            tokens.allowed()?;
+        }
+        if let Some(token) = &self.admin_token {
+            anyhow::ensure!(
+                token.0.len() >= 32,
+                "admin_token must be at least 32 characters"
+            );
+        }
+        anyhow::ensure!(
+            self.database_pool_size >= 1,
+            "database_pool_size must be at least 1"
+        );
+        if let Some(url) = &self.database_url {
+            url.0
+                .parse::<tokio_postgres::Config>()
+                .map_err(|e| anyhow::anyhow!("database_url is not a PostgreSQL URL: {e}"))?;
+        }
         anyhow::ensure!(
             !self.accepted_protocol_versions.is_empty(),
             "accepted_protocol_versions must not be empty"
@@ -181,6 +280,34 @@ mod tests {
         assert_eq!(c.accepted_protocol_versions, vec![1]);
         assert!(!c.dev_issuer);
         assert!(!format!("{c:?}").contains("secret: "));
+        assert_eq!(c.database_url, None);
+    }
+
+    #[test]
+    fn the_database_password_never_reaches_debug_output() {
+        let c: ServerConfig =
+            toml::from_str(r#"database_url = "postgres://pims:hunter2@db:5432/pims""#).unwrap();
+        c.validate().unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut c: ServerConfig = toml::from_str(r#"listen = "0.0.0.0:9000""#).unwrap();
+        c.apply_env(|name| match name {
+            "PIMS_LISTEN" => Some("127.0.0.1:7000".into()),
+            "PIMS_DATABASE_URL" => Some("postgres://pims@db/pims".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.listen.port(), 7000);
+        assert_eq!(
+            c.database_url,
+            Some(DatabaseUrl("postgres://pims@db/pims".into()))
+        );
+        assert!(c
+            .apply_env(|n| (n == "PIMS_LISTEN").then(|| "nowhere".into()))
+            .is_err());
     }
 
     #[test]

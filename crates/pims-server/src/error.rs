@@ -25,6 +25,12 @@ impl From<rusqlite::Error> for Error {
     }
 }
 
+impl From<tokio_postgres::Error> for Error {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Error::Internal(e.into())
+    }
+}
+
 /// Shorthand for `Err(ApiError::X.into())`.
 pub fn api<T>(e: ApiError) -> Result<T> {
     Err(Error::Api(e))

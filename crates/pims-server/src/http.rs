@@ -21,7 +21,7 @@ use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::auth::{self, DevIssuer, TokenVerifier};
-use crate::config::RelyingParty;
+use crate::config::{AdminToken, RelyingParty};
 use crate::error::Error;
 use crate::service::Service;
 
@@ -37,6 +37,8 @@ pub(crate) struct Inner {
     pub dev_issuer: Option<DevIssuer>,
     pub relying_parties: Vec<RelyingParty>,
     pub accepted_versions: Vec<u32>,
+    pub admin_token: Option<AdminToken>,
+    pub trust_forwarded_for: bool,
 }
 
 impl AppState {
@@ -46,6 +48,8 @@ impl AppState {
         dev_issuer: Option<DevIssuer>,
         relying_parties: Vec<RelyingParty>,
         accepted_versions: Vec<u32>,
+        admin_token: Option<AdminToken>,
+        trust_forwarded_for: bool,
     ) -> Self {
         AppState {
             inner: Arc::new(Inner {
@@ -54,6 +58,8 @@ impl AppState {
                 dev_issuer,
                 relying_parties,
                 accepted_versions,
+                admin_token,
+                trust_forwarded_for,
             }),
         }
     }
@@ -91,12 +97,21 @@ pub fn router(state: AppState) -> Router {
         ));
     let mut app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .route(
+            "/openapi.json",
+            get(|| async { axum::Json(crate::openapi::document()) }),
+        )
+        .route("/metrics", get(metrics))
         .route("/v1/otp/verify", post(verify_otp))
         .merge(sdk);
     if state.inner.dev_issuer.is_some() {
         app = app.route("/v1/dev/tokens", post(dev_token));
     }
-    app.layer(middleware::from_fn(request_span))
+    if state.inner.admin_token.is_some() {
+        app = app.merge(crate::admin::routes());
+    }
+    app.layer(middleware::from_fn_with_state(state.clone(), request_span))
         .with_state(state)
 }
 
@@ -167,7 +182,33 @@ fn rejected_field(rejection: &JsonRejection) -> String {
 
 // ---- middleware and extractors ----------------------------------------------------------
 
-async fn request_span(req: Request, next: Next) -> Response {
+/// Ready when the database answers: a load balancer stops sending requests otherwise.
+async fn ready(State(state): State<AppState>) -> Response {
+    match state.service().store.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: database unreachable");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.service().metrics().render(),
+    )
+        .into_response()
+}
+
+async fn request_span(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    // The route pattern, not the path, so ids do not explode the label set.
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_string();
+    let started = std::time::Instant::now();
     let transaction_id = req
         .headers()
         .get(TRANSACTION_HEADER)
@@ -187,7 +228,12 @@ async fn request_span(req: Request, next: Next) -> Response {
     );
     async move {
         let response = next.run(req).await;
-        tracing::debug!(status = response.status().as_u16(), "answered");
+        let status = response.status().as_u16();
+        state
+            .service()
+            .metrics()
+            .request(&route, status, started.elapsed());
+        tracing::debug!(status, "answered");
         response
     }
     .instrument(span)
@@ -226,8 +272,46 @@ impl FromRequestParts<AppState> for Account {
             .and_then(|v| v.to_str().ok())
             .and_then(auth::bearer_token)
             .ok_or(ApiError::Unauthenticated)?;
-        let subject = state.inner.verifier.verify(token, state.service().now())?;
+        let subject = state
+            .inner
+            .verifier
+            .verify(token, state.service().now())
+            .await?;
         Ok(Account(subject))
+    }
+}
+
+/// The caller's address: the socket peer, or behind a trusted load balancer the last
+/// `X-Forwarded-For` entry (the one that balancer appended). `None` when neither is known.
+pub struct ClientAddress(pub Option<std::net::IpAddr>);
+
+impl FromRequestParts<AppState> for ClientAddress {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if state.inner.trust_forwarded_for {
+            // Only the balancer's own entry counts: an unparsable one is not replaced by an
+            // earlier, client-written one.
+            let forwarded = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|a| a.trim().parse().ok());
+            if forwarded.is_some() {
+                return Ok(ClientAddress(forwarded));
+            }
+        }
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
+        Ok(ClientAddress(peer))
     }
 }
 
@@ -274,10 +358,11 @@ async fn account_status(
 async fn send_sms_code(
     State(s): State<AppState>,
     Account(account): Account,
+    ClientAddress(client): ClientAddress,
     Json(req): Json<SendSmsCode>,
 ) -> ApiResult<SmsCodeSent> {
     ok(s.service()
-        .send_sms_code(&account, req.purpose, req.phone_number.as_deref())
+        .send_sms_code(&account, req.purpose, req.phone_number.as_deref(), client)
         .await?)
 }
 

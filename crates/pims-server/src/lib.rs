@@ -2,21 +2,27 @@
 //! device enrollment and one-time proofs, over HTTP/JSON under `/v1` (see `pims-proto`).
 //!
 //! Layers: [`http`] (routes and thin handlers) → [`service`] (domain rules and cryptography)
-//! → [`store`] (one atomic step per state change; SQLite today). [`keys`] holds the secrets
+//! → [`store`] (one atomic step per state change; SQLite or PostgreSQL). [`keys`] holds the secrets
 //! that never enter the database; [`sms`] delivers codes.
 
+pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
 pub mod http;
+pub mod jwks;
 pub mod keys;
+pub mod metrics;
+pub mod openapi;
 mod server;
 pub mod service;
 pub mod sms;
+pub mod sms_gateways;
 pub mod store;
+pub mod testing;
 
 pub use clock::Clock;
 pub use config::{Limits, RelyingParty, ServerConfig};
 pub use http::{router, AppState};
-pub use server::{app_state, start, RunningServer};
+pub use server::{app_state, open_store, start, RunningServer};

@@ -10,9 +10,12 @@ use tokio::task::JoinHandle;
 use crate::auth::{DevIssuer, NoIssuer, TokenVerifier};
 use crate::config::ServerConfig;
 use crate::http::{router, AppState};
+use crate::jwks::JwksVerifier;
 use crate::keys::Keys;
+use crate::metrics::Metrics;
 use crate::service::Service;
-use crate::sms::FileOutbox;
+use crate::sms::{FileOutbox, SmsSender};
+use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::Store;
 
@@ -46,38 +49,63 @@ impl RunningServer {
     }
 }
 
+/// Opens the configured store: PostgreSQL when `database_url` is set, else SQLite. Either way
+/// the schema is migrated before this returns.
+pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+    match &config.database_url {
+        Some(url) => Ok(Arc::new(
+            PostgresStore::connect(&url.0, config.database_pool_size).await?,
+        )),
+        None => {
+            let path = config.database_path.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+                .await
+                .context("database setup task failed")??;
+            Ok(Arc::new(store))
+        }
+    }
+}
+
 /// Builds the application state from the configuration (opens the database, loads the keys).
-pub fn app_state(config: &ServerConfig) -> anyhow::Result<(AppState, Arc<dyn Store>)> {
+pub async fn app_state(config: &ServerConfig) -> anyhow::Result<(AppState, Arc<dyn Store>)> {
     config.validate()?;
-    let keys = Arc::new(Keys::load_or_create(&config.key_file)?);
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.database_path)?);
-    let sms = Arc::new(FileOutbox::new(config.sms_outbox.clone()));
+    let key_file = config.key_file.clone();
+    let keys = tokio::task::spawn_blocking(move || Keys::load_or_create(&key_file))
+        .await
+        .context("key loading task failed")??;
+    let keys = Arc::new(keys);
+    let store = open_store(config).await?;
+    let sms: Arc<dyn SmsSender> = match &config.sms_gateway {
+        Some(gateway) => Arc::from(gateway.sender()?),
+        None => Arc::new(FileOutbox::new(config.sms_outbox.clone())),
+    };
     let (verifier, dev_issuer): (Box<dyn TokenVerifier>, _) = if config.dev_issuer {
         tracing::warn!("development token issuer enabled: never use this in production");
         (
             Box::new(DevIssuer::new(&keys.dev_token)),
             Some(DevIssuer::new(&keys.dev_token)),
         )
+    } else if let Some(tokens) = &config.access_tokens {
+        (Box::new(JwksVerifier::new(tokens.clone())?), None)
     } else {
         (Box::new(NoIssuer), None)
     };
-    let service = Service::new(config, store.clone(), keys, sms);
+    let service = Service::new(config, store.clone(), keys, sms, Arc::new(Metrics::new()));
     let state = AppState::new(
         service,
         verifier,
         dev_issuer,
         config.relying_parties.clone(),
         config.accepted_protocol_versions.clone(),
+        config.admin_token.clone(),
+        config.trust_forwarded_for,
     );
     Ok((state, store))
 }
 
 /// Binds `config.listen`, migrates the database and serves until shut down.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
-    let prepared = config.clone();
-    let (state, store) = tokio::task::spawn_blocking(move || app_state(&prepared))
-        .await
-        .context("server setup task failed")??;
+    let (state, store) = app_state(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -85,11 +113,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let (tx, rx) = oneshot::channel::<()>();
     let app = router(state);
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = rx.await;
+        })
+        .await
     });
     tracing::info!(%addr, "server listening");
     Ok(RunningServer {

@@ -167,8 +167,12 @@ impl Service {
                 limits: self.step_limits(),
             })
             .await;
+        self.metrics.pin_outcome(&result);
         match &result {
-            Ok(done) => tracing::info!(device_id = %done.device_id, "device enrolled (pending)"),
+            Ok(done) => {
+                self.metrics.enrollments.inc();
+                tracing::info!(device_id = %done.device_id, "device enrolled (pending)")
+            }
             Err(crate::error::Error::Api(e)) => tracing::info!(outcome = ?e, "enrollment refused"),
             Err(_) => {}
         }

@@ -16,6 +16,7 @@ use pims_proto::SmsPurpose;
 use crate::clock::Clock;
 use crate::config::{Limits, ServerConfig};
 use crate::keys::Keys;
+use crate::metrics::Metrics;
 use crate::sms::SmsSender;
 use crate::store::{CodeMatcher, StepLimits, Store};
 
@@ -25,6 +26,7 @@ pub struct Service {
     pub(crate) limits: Limits,
     pub(crate) clock: Clock,
     pub(crate) sms: Arc<dyn SmsSender>,
+    pub(crate) metrics: Arc<Metrics>,
     sms_domain: String,
     sms_app_hash: String,
 }
@@ -35,16 +37,22 @@ impl Service {
         store: Arc<dyn Store>,
         keys: Arc<Keys>,
         sms: Arc<dyn SmsSender>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Service {
             store,
             keys,
+            metrics,
             limits: config.limits.clone(),
             clock: config.clock.clone(),
             sms,
             sms_domain: config.sms_domain.clone(),
             sms_app_hash: config.sms_app_hash.clone(),
         }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     pub fn now(&self) -> i64 {

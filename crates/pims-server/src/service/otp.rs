@@ -98,7 +98,8 @@ impl Service {
         };
         let otp = crypto::new_otp();
         let with_pin = matches!(proof, OtpProof::Pin { .. });
-        self.store
+        let issued = self
+            .store
             .issue_otp(IssueOtpStep {
                 account: account.to_string(),
                 challenge_id: challenge.id,
@@ -109,7 +110,13 @@ impl Service {
                 otp_ttl: self.limits.otp_ttl_seconds,
                 pin_attempts: self.limits.pin_attempts,
             })
-            .await?;
+            .await;
+        self.metrics.pin_outcome(&issued);
+        issued?;
+        self.metrics
+            .otps_issued
+            .with_label_values(&[if with_pin { "true" } else { "false" }])
+            .inc();
         tracing::info!(device_id = %challenge.device_id, with_pin, "OTP issued");
         Ok(OtpIssued {
             otp,
@@ -125,6 +132,7 @@ impl Service {
         let mac = crypto::otp_mac(&self.keys.otp, otp.trim());
         match self.store.use_otp(&mac, self.now(), relying_party).await? {
             Some(v) => {
+                self.metrics.otps_verified.inc();
                 tracing::info!(relying_party, device_id = %v.device_id, "OTP verified");
                 Ok(OtpVerified {
                     subject: v.subject,

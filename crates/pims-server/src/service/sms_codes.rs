@@ -12,6 +12,7 @@ impl Service {
         account: &str,
         purpose: SmsPurpose,
         phone_number: Option<&str>,
+        client_address: Option<std::net::IpAddr>,
     ) -> Result<SmsCodeSent> {
         let target = match purpose {
             SmsPurpose::Enrollment | SmsPurpose::ResetPin => CodeTarget::TrustedNumber,
@@ -34,6 +35,8 @@ impl Service {
                 max_checks: self.limits.sms_code_max_checks,
                 per_account_per_hour: self.limits.sms_sends_per_hour_per_account,
                 per_number_per_hour: self.limits.sms_sends_per_hour_per_number,
+                client_address: client_address.map(|a| a.to_string()),
+                per_address_per_hour: self.limits.sms_sends_per_hour_per_address,
                 new_nonce: crypto::random_bytes(16),
             })
             .await?;
@@ -47,6 +50,7 @@ impl Service {
         );
         let text = message_text(&code, &self.sms_domain, &self.sms_app_hash);
         self.sms.send(&to_send.phone_number, &text, now).await?;
+        self.metrics.sms_sent.inc();
         tracing::info!(
             purpose = purpose.as_str(),
             to = %mask_number(&to_send.phone_number),

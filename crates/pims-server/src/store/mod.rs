@@ -1,5 +1,5 @@
 //! Persistence at the level of the domain: each method is one atomic step of the security
-//! design (one transaction), so every implementation (SQLite now, PostgreSQL later) must give
+//! design (one transaction), so both implementations (SQLite, PostgreSQL) must give
 //! the same answers under concurrency, including across server replicas.
 //!
 //! Methods return `Err(Error::Api(..))` for outcomes the client sees. Such an outcome still
@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 
+pub mod postgres;
+mod postgres_schema;
 mod schema;
 pub mod sqlite;
 
@@ -78,6 +80,9 @@ pub struct SmsSendRequest {
     pub max_checks: u32,
     pub per_account_per_hour: u32,
     pub per_number_per_hour: u32,
+    /// The caller's network address, when known: sends from one address are limited too.
+    pub client_address: Option<String>,
+    pub per_address_per_hour: u32,
     /// Nonce of a new code, used only when no live code can be resent.
     pub new_nonce: Vec<u8>,
 }
@@ -260,6 +265,31 @@ pub struct DeviceOperationStep {
     pub pin_attempts: u32,
 }
 
+/// A device as the admin API lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdminDeviceSummary {
+    pub id: String,
+    pub name: String,
+    pub platform: String,
+    pub state: DeviceState,
+    pub created_at: i64,
+    pub activated_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+/// One row of the append-only audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    pub id: i64,
+    pub at: i64,
+    pub account: String,
+    pub event: String,
+    pub device_id: Option<String>,
+    pub detail: Option<String>,
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `None` when the account was never seen (accounts are created lazily by writes).
@@ -343,6 +373,26 @@ pub trait Store: Send + Sync + 'static {
     /// Uses the challenge up, checks signature, device and counter (a replay disables the
     /// device), applies the PIN outcome, then the operation — all or, for `Internal`, nothing.
     async fn device_operation(&self, step: DeviceOperationStep) -> Result<()>;
+
+    /// Every device of the account in any state, oldest first (admin API).
+    async fn admin_list_devices(&self, account: &str) -> Result<Vec<AdminDeviceSummary>>;
+
+    /// Disables a device for an administrator, audited as an admin action. `DeviceUnknown`.
+    async fn admin_disable_device(&self, account: &str, device_id: &str, now: i64) -> Result<()>;
+
+    /// Clears the PIN failure count (lifting a PIN block), audited as an admin action.
+    async fn unblock_account(&self, account: &str, now: i64) -> Result<()>;
+
+    /// Audit events after `after_id`, oldest first, of one account or of all.
+    async fn audit_trail(
+        &self,
+        account: Option<&str>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>>;
+
+    /// Whether the database answers (readiness).
+    async fn ping(&self) -> Result<()>;
 
     /// Closes the database; later calls fail.
     async fn close(&self);

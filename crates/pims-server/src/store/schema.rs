@@ -112,4 +112,9 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
     "#,
+    // 2: SMS sends remember the client address (limit per address)
+    r#"
+    ALTER TABLE sms_sends ADD COLUMN client_address TEXT;
+    CREATE INDEX sms_sends_by_address ON sms_sends(client_address, sent_at);
+    "#,
 ];

@@ -531,9 +531,13 @@ impl Store for SqliteStore {
                 .ok_or_else(|| anyhow!("an SMS needs a number"))?;
             sends_in_window(tx, "account", &req.account, req.now, req.per_account_per_hour)?;
             sends_in_window(tx, "phone_number", &number, req.now, req.per_number_per_hour)?;
+            if let Some(address) = &req.client_address {
+                sends_in_window(tx, "client_address", address, req.now, req.per_address_per_hour)?;
+            }
             tx.execute(
-                "INSERT INTO sms_sends (account, phone_number, sent_at) VALUES (?1, ?2, ?3)",
-                params![req.account, number, req.now],
+                "INSERT INTO sms_sends (account, phone_number, sent_at, client_address)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![req.account, number, req.now, req.client_address],
             )?;
             // A live code is resent as is: same code, same expiry.
             let live: Option<(Vec<u8>, i64)> = tx
@@ -1137,6 +1141,82 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn admin_list_devices(&self, account: &str) -> Result<Vec<AdminDeviceSummary>> {
+        let account = account.to_string();
+        self.run(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, name, platform, state, created_at, activated_at, last_used_at
+                 FROM devices WHERE account = ?1 ORDER BY created_at, rowid",
+            )?;
+            let rows = stmt.query_map([account], |r| {
+                Ok(AdminDeviceSummary {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    platform: r.get(2)?,
+                    state: parse_state(&r.get::<_, String>(3)?)?,
+                    created_at: r.get(4)?,
+                    activated_at: r.get(5)?,
+                    last_used_at: r.get(6)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn admin_disable_device(&self, account: &str, device_id: &str, now: i64) -> Result<()> {
+        let (account, device_id) = (account.to_string(), device_id.to_string());
+        self.write(move |tx| {
+            if read_device(tx, &account, &device_id)?.is_none() {
+                return api(ApiError::DeviceUnknown);
+            }
+            disable_device(tx, &account, &device_id, now, "admin")
+        })
+        .await
+    }
+
+    async fn unblock_account(&self, account: &str, now: i64) -> Result<()> {
+        let account = account.to_string();
+        self.write(move |tx| {
+            ensure_account(tx, &account, now)?;
+            reset_pin_failures(tx, &account)?;
+            audit(tx, now, &account, "account_unblocked", None, Some("admin"))
+        })
+        .await
+    }
+
+    async fn audit_trail(
+        &self,
+        account: Option<&str>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>> {
+        let account = account.map(str::to_string);
+        self.run(move |c| {
+            let mut stmt = c.prepare(
+                "SELECT id, at, account, event, device_id, detail FROM audit
+                 WHERE (?1 IS NULL OR account = ?1) AND id > ?2 ORDER BY id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![account, after_id, limit], |r| {
+                Ok(AuditEvent {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    account: r.get(2)?,
+                    event: r.get(3)?,
+                    device_id: r.get(4)?,
+                    detail: r.get(5)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
     }
 
     async fn close(&self) {

@@ -4,6 +4,8 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::{engine::general_purpose::STANDARD, Engine};
@@ -15,6 +17,8 @@ use pims_proto::pin::opaque_ke::{
 };
 use pims_proto::pin::PinSuite;
 use pims_proto::*;
+use pims_server::config::DatabaseUrl;
+use pims_server::testing::{shared_cluster, TempCluster};
 use pims_server::{start, Clock, RunningServer, ServerConfig};
 use rand::rngs::OsRng;
 use serde::de::DeserializeOwned;
@@ -34,6 +38,8 @@ pub fn ksf() -> Argon2<'static> {
 
 pub struct TestServer {
     pub server: Option<RunningServer>,
+    /// The PostgreSQL cluster when the server runs on one; kept alive by every replica.
+    pub cluster: Option<Arc<TempCluster>>,
     pub config: ServerConfig,
     pub clock: Clock,
     pub dir: tempfile::TempDir,
@@ -56,9 +62,43 @@ impl TestServer {
         let url = server.url();
         TestServer {
             server: Some(server),
+            cluster: None,
             config,
             clock,
             dir,
+            http: reqwest::Client::new(),
+            url,
+        }
+    }
+
+    /// A server on a fresh PostgreSQL database, or `None` when PostgreSQL is not installed (and
+    /// not required).
+    pub async fn start_postgres(adjust: impl FnOnce(&mut ServerConfig)) -> Option<TestServer> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let cluster = shared_cluster().expect("starting PostgreSQL")?;
+        let name = format!("server_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let url = cluster.create_database(&name).await.unwrap();
+        let mut s = Self::start_with(|c| {
+            c.database_url = Some(DatabaseUrl(url));
+            adjust(c);
+        })
+        .await;
+        s.cluster = Some(cluster);
+        Some(s)
+    }
+
+    /// Another server on the same database, keys, SMS outbox and clock: a replica.
+    pub async fn replica(&self) -> TestServer {
+        let mut config = self.config.clone();
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let server = start(config.clone()).await.unwrap();
+        let url = server.url();
+        TestServer {
+            server: Some(server),
+            cluster: self.cluster.clone(),
+            config,
+            clock: self.clock.clone(),
+            dir: tempfile::tempdir().unwrap(),
             http: reqwest::Client::new(),
             url,
         }

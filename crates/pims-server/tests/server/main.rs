@@ -1,9 +1,15 @@
 //! End-to-end tests of the server over a real socket: each test states one behaviour.
 
+mod abuse_limits;
 mod access;
+mod access_tokens;
+mod admin;
 mod common;
 mod enrollment;
 mod lockout;
 mod management;
+mod operations;
 mod otp;
+mod replicas;
 mod sms_codes;
+mod sms_gateways;

@@ -1,0 +1,138 @@
+//! Admin API under `/admin/v1`, behind its own bearer credential (`admin_token`): list an
+//! account's devices, disable a device, unblock an account, read the audit trail. Every change
+//! it makes is itself audited.
+
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use pims_proto::ApiError;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::auth::bearer_token;
+use crate::error::Error;
+use crate::http::AppState;
+use crate::store::{AdminDeviceSummary, AuditEvent};
+
+const MAX_PAGE: u32 = 1000;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/v1/accounts/{account}/devices", get(devices))
+        .route(
+            "/admin/v1/accounts/{account}/devices/{device_id}/disable",
+            post(disable_device),
+        )
+        .route("/admin/v1/accounts/{account}/unblock", post(unblock))
+        .route("/admin/v1/audit", get(audit))
+}
+
+/// A request carrying the admin token (compared in constant time, as hashes).
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = Error;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let expected = state
+            .inner
+            .admin_token
+            .as_ref()
+            .ok_or(ApiError::Unauthenticated)?;
+        let given = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(bearer_token)
+            .ok_or(ApiError::Unauthenticated)?;
+        let same: bool = Sha256::digest(given.as_bytes())
+            .ct_eq(&Sha256::digest(expected.0.as_bytes()))
+            .into();
+        if !same {
+            return Err(ApiError::Unauthenticated.into());
+        }
+        Ok(Admin)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeviceList {
+    pub devices: Vec<AdminDeviceSummary>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditPage {
+    pub events: Vec<AuditEvent>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditQuery {
+    pub account: Option<String>,
+    #[serde(default)]
+    pub after_id: i64,
+    pub limit: Option<u32>,
+}
+
+async fn devices(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(account): Path<String>,
+) -> Result<axum::Json<DeviceList>, Error> {
+    let devices = s.inner.service.store.admin_list_devices(&account).await?;
+    Ok(axum::Json(DeviceList { devices }))
+}
+
+async fn disable_device(
+    State(s): State<AppState>,
+    _: Admin,
+    Path((account, device_id)): Path<(String, String)>,
+) -> Result<StatusCode, Error> {
+    let service = &s.inner.service;
+    service
+        .store
+        .admin_disable_device(&account, &device_id, service.now())
+        .await?;
+    tracing::info!(%device_id, "admin disabled a device");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn unblock(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(account): Path<String>,
+) -> Result<StatusCode, Error> {
+    let service = &s.inner.service;
+    service
+        .store
+        .unblock_account(&account, service.now())
+        .await?;
+    tracing::info!("admin unblocked an account");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn audit(
+    State(s): State<AppState>,
+    _: Admin,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<AuditPage>, Error> {
+    let Query(q) = query.map_err(|_| ApiError::InvalidParameter {
+        name: "query".into(),
+    })?;
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let events = s
+        .inner
+        .service
+        .store
+        .audit_trail(q.account.as_deref(), q.after_id, limit)
+        .await?;
+    Ok(axum::Json(AuditPage { events }))
+}

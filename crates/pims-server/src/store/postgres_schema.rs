@@ -1,0 +1,127 @@
+//! PostgreSQL schema migrations, applied in order at start under an advisory lock (so replicas
+//! starting together migrate once); `pims_schema.version` is the number applied. Same tables
+//! and meaning as the SQLite schema.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: initial schema
+    r#"
+    CREATE TABLE accounts (
+        subject      TEXT PRIMARY KEY,
+        phone_number TEXT,
+        pin_record   BYTEA,
+        pin_failures INTEGER NOT NULL DEFAULT 0,
+        created_at   BIGINT NOT NULL
+    );
+
+    -- The code itself is never stored: it is derived from the nonce under a key kept outside.
+    CREATE TABLE sms_codes (
+        id           BIGSERIAL PRIMARY KEY,
+        account      TEXT NOT NULL REFERENCES accounts(subject),
+        purpose      TEXT NOT NULL,
+        phone_number TEXT NOT NULL,
+        nonce        BYTEA NOT NULL,
+        created_at   BIGINT NOT NULL,
+        expires_at   BIGINT NOT NULL,
+        checks       INTEGER NOT NULL DEFAULT 0,
+        state        TEXT NOT NULL DEFAULT 'live' CHECK (state IN ('live', 'consumed', 'exhausted'))
+    );
+    CREATE INDEX sms_codes_by_target ON sms_codes(account, purpose, phone_number, id);
+    CREATE INDEX sms_codes_by_purpose ON sms_codes(account, purpose, id);
+
+    CREATE TABLE sms_sends (
+        id           BIGSERIAL PRIMARY KEY,
+        account      TEXT NOT NULL,
+        phone_number TEXT NOT NULL,
+        sent_at      BIGINT NOT NULL
+    );
+    CREATE INDEX sms_sends_by_account ON sms_sends(account, sent_at);
+    CREATE INDEX sms_sends_by_number ON sms_sends(phone_number, sent_at);
+
+    CREATE TABLE enrollment_sessions (
+        id           TEXT PRIMARY KEY,
+        account      TEXT NOT NULL REFERENCES accounts(subject),
+        nonce        BYTEA NOT NULL,
+        login_state  BYTEA,
+        pin_ordinal  INTEGER,
+        sms_code_id  BIGINT NOT NULL REFERENCES sms_codes(id),
+        phone_number TEXT,
+        created_at   BIGINT NOT NULL,
+        expires_at   BIGINT NOT NULL,
+        finished_at  BIGINT
+    );
+
+    CREATE TABLE devices (
+        id               TEXT PRIMARY KEY,
+        account          TEXT NOT NULL REFERENCES accounts(subject),
+        public_key       BYTEA NOT NULL,
+        name             TEXT NOT NULL,
+        platform         TEXT NOT NULL,
+        state            TEXT NOT NULL CHECK (state IN ('pending', 'active', 'disabled')),
+        counter          BIGINT NOT NULL,
+        activation_nonce BYTEA NOT NULL,
+        created_at       BIGINT NOT NULL,
+        activated_at     BIGINT,
+        last_used_at     BIGINT
+    );
+    CREATE INDEX devices_by_account ON devices(account);
+
+    CREATE TABLE idempotency (
+        account    TEXT NOT NULL REFERENCES accounts(subject),
+        key        TEXT NOT NULL,
+        scope      TEXT NOT NULL,
+        outcome    TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (account, key)
+    );
+
+    CREATE TABLE otp_challenges (
+        id          TEXT PRIMARY KEY,
+        account     TEXT NOT NULL REFERENCES accounts(subject),
+        device_id   TEXT NOT NULL REFERENCES devices(id),
+        nonce       BYTEA NOT NULL,
+        login_state BYTEA,
+        pin_ordinal INTEGER,
+        created_at  BIGINT NOT NULL,
+        expires_at  BIGINT NOT NULL,
+        used_at     BIGINT
+    );
+
+    -- Only a keyed MAC of each OTP is stored.
+    CREATE TABLE otps (
+        mac        BYTEA PRIMARY KEY,
+        account    TEXT NOT NULL REFERENCES accounts(subject),
+        device_id  TEXT NOT NULL REFERENCES devices(id),
+        with_pin   BOOLEAN NOT NULL,
+        issued_at  BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        used_at    BIGINT,
+        used_by    TEXT
+    );
+
+    -- Append-only.
+    CREATE TABLE audit (
+        id        BIGSERIAL PRIMARY KEY,
+        at        BIGINT NOT NULL,
+        account   TEXT NOT NULL,
+        event     TEXT NOT NULL,
+        device_id TEXT,
+        detail    TEXT
+    );
+    CREATE INDEX audit_by_account ON audit(account, id);
+    CREATE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'audit rows are append-only'; END $$;
+    CREATE TRIGGER audit_no_update BEFORE UPDATE OR DELETE ON audit
+        FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+    CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+        FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
+    "#,
+    // 2: SMS sends remember the client address (limit per address)
+    r#"
+    ALTER TABLE sms_sends ADD COLUMN client_address TEXT;
+    CREATE INDEX sms_sends_by_address ON sms_sends(client_address, sent_at);
+    "#,
+    // 3: insertion order of devices (SQLite's rowid), to list same-second devices in order
+    r#"
+    ALTER TABLE devices ADD COLUMN seq BIGSERIAL;
+    "#,
+];

@@ -1,0 +1,136 @@
+//! The admin API over HTTP: its own bearer credential, and every action lands in the audit.
+
+use pims_proto::*;
+use pims_server::admin::{AuditPage, DeviceList};
+use pims_server::config::AdminToken;
+
+use crate::common::*;
+
+const ADMIN: &str = "admin-token-admin-token-admin-token";
+
+async fn admin_server() -> TestServer {
+    TestServer::start_with(|c| c.admin_token = Some(AdminToken(ADMIN.into()))).await
+}
+
+fn admin(
+    s: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+) -> reqwest::RequestBuilder {
+    s.http
+        .request(method, format!("{}{path}", s.url))
+        .bearer_auth(token)
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_admin_token() {
+    let s = admin_server().await;
+    let user = s.token("alice").await;
+    for token in ["wrong", user.as_str()] {
+        let r = admin(
+            &s,
+            reqwest::Method::GET,
+            "/admin/v1/accounts/alice/devices",
+            token,
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(
+            decode::<DeviceList>(r).await.err(),
+            Some(ApiError::Unauthenticated)
+        );
+    }
+    // Without an admin token configured there is no admin API at all.
+    let plain = TestServer::start().await;
+    let r = admin(&plain, reqwest::Method::GET, "/admin/v1/audit", ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn an_admin_lists_disables_unblocks_and_reads_the_audit() {
+    let s = admin_server().await;
+    let (token, mut device) = enrolled_account(&s, "alice", PHONE, "1234").await;
+    for _ in 0..5 {
+        s.otp(&token, &mut device, Some("0000")).await.unwrap_err();
+    }
+    assert_eq!(s.status(&token, None).await.pin, PinState::Blocked);
+
+    let r = admin(
+        &s,
+        reqwest::Method::POST,
+        "/admin/v1/accounts/alice/unblock",
+        ADMIN,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(s.status(&token, None).await.pin, PinState::Set);
+    s.otp(&token, &mut device, Some("1234")).await.unwrap();
+
+    let r = admin(
+        &s,
+        reqwest::Method::GET,
+        "/admin/v1/accounts/alice/devices",
+        ADMIN,
+    )
+    .send()
+    .await
+    .unwrap();
+    let list: DeviceList = decode(r).await.unwrap();
+    assert_eq!(list.devices.len(), 1);
+    assert_eq!(list.devices[0].id, device.id);
+    assert_eq!(list.devices[0].state, DeviceState::Active);
+
+    let path = format!("/admin/v1/accounts/alice/devices/{}/disable", device.id);
+    let r = admin(&s, reqwest::Method::POST, &path, ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        s.otp(&token, &mut device, None).await.err(),
+        Some(ApiError::DeviceUnknown)
+    );
+    let r = admin(
+        &s,
+        reqwest::Method::POST,
+        "/admin/v1/accounts/alice/devices/nope/disable",
+        ADMIN,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(decode_empty(r).await.err(), Some(ApiError::DeviceUnknown));
+
+    let r = admin(
+        &s,
+        reqwest::Method::GET,
+        "/admin/v1/audit?account=alice&limit=1000",
+        ADMIN,
+    )
+    .send()
+    .await
+    .unwrap();
+    let page: AuditPage = decode(r).await.unwrap();
+    let events: Vec<&str> = page.events.iter().map(|e| e.event.as_str()).collect();
+    for expected in [
+        "phone_number_added",
+        "pin_registered",
+        "device_enrolled",
+        "device_activated",
+        "pin_failure",
+        "pin_blocked",
+        "account_unblocked",
+        "otp_issued",
+        "device_disabled",
+    ] {
+        assert!(events.contains(&expected), "{expected} in {events:?}");
+    }
+    assert_eq!(events.iter().filter(|e| **e == "pin_failure").count(), 5);
+}

@@ -1,0 +1,1157 @@
+//! The shared store suite: every behaviour of the [`Store`] contract, run against SQLite and
+//! against PostgreSQL (a throwaway cluster; skipped with a message when PostgreSQL is not
+//! installed, unless `PIMS_REQUIRE_POSTGRES=1`). Cryptography is outside the store, so proofs
+//! are stand-ins here: a matcher that says yes or no, opaque PIN record bytes.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform, SmsPurpose};
+use pims_server::store::postgres::PostgresStore;
+use pims_server::store::sqlite::SqliteStore;
+use pims_server::store::*;
+use pims_server::testing::{shared_cluster, TempCluster};
+
+const NOW: i64 = 1_800_000_000;
+const PHONE: &str = "+33612345678";
+const PIN_RECORD: &[u8] = b"opaque registration record";
+
+/// A store and whatever must outlive it (its directory or cluster).
+struct Db {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+    _cluster: Option<Arc<TempCluster>>,
+}
+
+fn sqlite() -> Db {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("pims.sqlite3")).unwrap();
+    Db {
+        store: Arc::new(store),
+        _dir: Some(dir),
+        _cluster: None,
+    }
+}
+
+async fn postgres() -> Option<Db> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let cluster = shared_cluster().expect("starting PostgreSQL")?;
+    let name = format!("store_{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    let url = cluster.create_database(&name).await.unwrap();
+    let store = PostgresStore::connect(&url, 8).await.unwrap();
+    Some(Db {
+        store: Arc::new(store),
+        _dir: None,
+        _cluster: Some(cluster),
+    })
+}
+
+/// Declares each scenario once and runs it on both stores.
+macro_rules! store_suite {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = super::sqlite();
+                    super::$name(db.store.clone()).await;
+                    db.store.close().await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = super::postgres().await else { return };
+                    super::$name(db.store.clone()).await;
+                    db.store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+store_suite!(
+    accounts_are_created_by_writes_only,
+    a_live_code_is_resent_not_replaced,
+    sends_per_account_are_limited_with_the_time_to_wait,
+    sends_per_number_are_counted_across_accounts,
+    concurrent_sends_never_exceed_the_number_limit,
+    a_code_survives_its_check_limit_and_no_more,
+    adding_a_number_consumes_the_code_once,
+    enrollment_creates_a_pending_device_that_activation_makes_active,
+    a_retried_finish_replays_the_first_outcome,
+    a_finished_session_cannot_finish_again,
+    a_counter_that_does_not_increase_disables_the_device,
+    an_otp_is_used_exactly_once,
+    wrong_pins_block_the_account_at_the_limit,
+    a_right_pin_resets_the_failure_count,
+    concurrent_wrong_pins_are_counted_exactly,
+    the_device_limit_is_enforced,
+    admin_actions_change_state_and_are_audited,
+    sends_per_client_address_are_counted_across_accounts,
+    live_devices_are_listed_in_order_and_revoked_once,
+    removing_enrollments_disables_devices_and_forgets_the_pin,
+    a_device_operation_needs_the_pin_and_a_fresh_counter,
+    a_device_operation_moves_the_trusted_number,
+    the_audit_trail_pages_in_order,
+);
+
+// ---- helpers ---------------------------------------------------------------------------------
+
+fn limits() -> StepLimits {
+    StepLimits {
+        pin_attempts: 5,
+        sms_code_max_checks: 5,
+        max_devices: 3,
+        pending_device_ttl: 86_400,
+    }
+}
+
+fn matcher(accept: bool) -> CodeMatcher {
+    Arc::new(move |_phone: &str, _nonce: &[u8]| accept)
+}
+
+fn send_request(
+    account: &str,
+    purpose: SmsPurpose,
+    target: CodeTarget,
+    now: i64,
+) -> SmsSendRequest {
+    SmsSendRequest {
+        account: account.into(),
+        purpose,
+        target,
+        now,
+        ttl: 600,
+        max_checks: 5,
+        per_account_per_hour: 10,
+        per_number_per_hour: 10,
+        client_address: None,
+        per_address_per_hour: 10,
+        new_nonce: uuid::Uuid::new_v4().as_bytes().to_vec(),
+    }
+}
+
+fn check(account: &str, purpose: SmsPurpose, target: CodeTarget, accept: bool) -> CodeCheck {
+    CodeCheck {
+        account: account.into(),
+        purpose,
+        target,
+        matcher: matcher(accept),
+        now: NOW,
+        max_checks: 5,
+    }
+}
+
+fn login() -> LoginStart {
+    LoginStart {
+        pin_record: PIN_RECORD.to_vec(),
+        state: b"server login state".to_vec(),
+    }
+}
+
+async fn certify(store: &Arc<dyn Store>, account: &str) {
+    let number = CodeTarget::Number(PHONE.into());
+    store
+        .prepare_sms_code(send_request(
+            account,
+            SmsPurpose::PhoneCertification,
+            number.clone(),
+            NOW,
+        ))
+        .await
+        .unwrap();
+    store
+        .add_phone_number(
+            check(account, SmsPurpose::PhoneCertification, number, true),
+            PHONE.into(),
+        )
+        .await
+        .unwrap();
+}
+
+async fn send_enrollment_code(store: &Arc<dyn Store>, account: &str) {
+    store
+        .prepare_sms_code(send_request(
+            account,
+            SmsPurpose::Enrollment,
+            CodeTarget::TrustedNumber,
+            NOW,
+        ))
+        .await
+        .unwrap();
+}
+
+fn start_step(account: &str, session: &str, login: Option<LoginStart>) -> StartEnrollmentStep {
+    StartEnrollmentStep {
+        account: account.into(),
+        session_id: session.into(),
+        nonce: b"enrollment nonce".to_vec(),
+        phone_number: None,
+        sms_code: matcher(true),
+        login,
+        now: NOW,
+        ttl: 600,
+        limits: limits(),
+    }
+}
+
+fn finish_step(
+    account: &str,
+    session: &str,
+    key: &str,
+    proof: EnrollmentProof,
+) -> FinishEnrollmentStep {
+    FinishEnrollmentStep {
+        account: account.into(),
+        enrollment_id: session.into(),
+        idempotency_key: key.into(),
+        proof,
+        device: NewDeviceRecord {
+            id: format!("device-of-{session}"),
+            public_key: b"public key".to_vec(),
+            name: "phone".into(),
+            platform: Platform::Android,
+            activation_nonce: b"activation nonce".to_vec(),
+        },
+        now: NOW,
+        limits: limits(),
+    }
+}
+
+fn new_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+/// A trusted number, a PIN and one Active device (counter 1); returns the device id.
+async fn enrolled(store: &Arc<dyn Store>, account: &str) -> String {
+    certify(store, account).await;
+    send_enrollment_code(store, account).await;
+    let session = new_id();
+    store
+        .start_enrollment(start_step(account, &session, None))
+        .await
+        .unwrap();
+    let finished = store
+        .finish_enrollment(finish_step(
+            account,
+            &session,
+            &new_id(),
+            EnrollmentProof::Register {
+                pin_record: PIN_RECORD.to_vec(),
+            },
+        ))
+        .await
+        .unwrap();
+    activate(store, account, &finished.device_id, 1)
+        .await
+        .unwrap();
+    finished.device_id
+}
+
+/// Enrolls one more device on an enrolled account with a PIN proof.
+async fn enroll_another(
+    store: &Arc<dyn Store>,
+    account: &str,
+) -> Result<EnrollmentFinished, ApiError> {
+    send_enrollment_code(store, account).await;
+    let session = new_id();
+    store
+        .start_enrollment(start_step(account, &session, Some(login())))
+        .await
+        .map_err(api_error)?;
+    store
+        .finish_enrollment(finish_step(
+            account,
+            &session,
+            &new_id(),
+            EnrollmentProof::Login { pin_ok: true },
+        ))
+        .await
+        .map_err(api_error)
+}
+
+async fn activate(
+    store: &Arc<dyn Store>,
+    account: &str,
+    device: &str,
+    counter: u64,
+) -> Result<(), ApiError> {
+    store
+        .activate_device(ActivateStep {
+            account: account.into(),
+            device_id: device.into(),
+            counter,
+            now: NOW,
+            pending_device_ttl: 86_400,
+        })
+        .await
+        .map_err(api_error)
+}
+
+/// Challenge then OTP; the OTP's MAC is `mac`.
+async fn otp(
+    store: &Arc<dyn Store>,
+    account: &str,
+    device: &str,
+    counter: u64,
+    proof: OtpProof,
+    mac: &[u8],
+) -> Result<(), ApiError> {
+    let challenge = new_id();
+    let with_pin = matches!(proof, OtpProof::Pin { .. });
+    store
+        .create_otp_challenge(ChallengeStep {
+            account: account.into(),
+            challenge_id: challenge.clone(),
+            device_id: device.into(),
+            nonce: b"challenge nonce".to_vec(),
+            login: with_pin.then(login),
+            now: NOW,
+            ttl: 120,
+            pin_attempts: 5,
+        })
+        .await
+        .map_err(api_error)?;
+    store
+        .issue_otp(IssueOtpStep {
+            account: account.into(),
+            challenge_id: challenge,
+            counter,
+            proof,
+            otp_mac: mac.to_vec(),
+            now: NOW,
+            otp_ttl: 120,
+            pin_attempts: 5,
+        })
+        .await
+        .map_err(api_error)
+}
+
+fn api_error(e: pims_server::error::Error) -> ApiError {
+    match e {
+        pims_server::error::Error::Api(e) => e,
+        other => panic!("internal error: {other}"),
+    }
+}
+
+async fn failures(store: &Arc<dyn Store>, account: &str) -> u32 {
+    store.account(account).await.unwrap().unwrap().pin_failures
+}
+
+// ---- scenarios -------------------------------------------------------------------------------
+
+async fn accounts_are_created_by_writes_only(store: Arc<dyn Store>) {
+    assert_eq!(store.account("alice").await.unwrap(), None);
+    assert_eq!(store.device("alice", "nope").await.unwrap(), None);
+    store
+        .prepare_sms_code(send_request(
+            "alice",
+            SmsPurpose::PhoneCertification,
+            CodeTarget::Number(PHONE.into()),
+            NOW,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.account("alice").await.unwrap(),
+        Some(AccountRecord::default())
+    );
+}
+
+async fn a_live_code_is_resent_not_replaced(store: Arc<dyn Store>) {
+    let target = CodeTarget::Number(PHONE.into());
+    let first = store
+        .prepare_sms_code(send_request(
+            "alice",
+            SmsPurpose::PhoneCertification,
+            target.clone(),
+            NOW,
+        ))
+        .await
+        .unwrap();
+    let second = store
+        .prepare_sms_code(send_request(
+            "alice",
+            SmsPurpose::PhoneCertification,
+            target,
+            NOW + 60,
+        ))
+        .await
+        .unwrap();
+    assert!(!first.resend);
+    assert!(second.resend);
+    assert_eq!(second.nonce, first.nonce);
+    assert_eq!(second.expires_at, NOW + 600);
+    assert_eq!(second.phone_number, PHONE);
+}
+
+async fn sends_per_account_are_limited_with_the_time_to_wait(store: Arc<dyn Store>) {
+    let send = |i: i64| {
+        let mut r = send_request(
+            "alice",
+            SmsPurpose::PhoneCertification,
+            CodeTarget::Number(format!("+3361234567{i}")),
+            NOW + i * 10,
+        );
+        r.per_account_per_hour = 3;
+        r
+    };
+    for i in 0..3 {
+        store.prepare_sms_code(send(i)).await.unwrap();
+    }
+    let refused = store.prepare_sms_code(send(3)).await.err().map(api_error);
+    // The oldest send (at NOW) leaves the window at NOW + 3600; this one is at NOW + 30.
+    assert_eq!(
+        refused,
+        Some(ApiError::RateLimited {
+            retry_after_seconds: 3570
+        })
+    );
+    let mut later = send(4);
+    later.now = NOW + 3601;
+    store.prepare_sms_code(later).await.unwrap();
+}
+
+async fn sends_per_number_are_counted_across_accounts(store: Arc<dyn Store>) {
+    let send = |account: &str| {
+        let mut r = send_request(
+            account,
+            SmsPurpose::PhoneCertification,
+            CodeTarget::Number(PHONE.into()),
+            NOW,
+        );
+        r.per_number_per_hour = 2;
+        r
+    };
+    store.prepare_sms_code(send("a")).await.unwrap();
+    store.prepare_sms_code(send("b")).await.unwrap();
+    assert_eq!(
+        store.prepare_sms_code(send("c")).await.err().map(api_error),
+        Some(ApiError::RateLimited {
+            retry_after_seconds: 3600
+        })
+    );
+}
+
+async fn concurrent_sends_never_exceed_the_number_limit(store: Arc<dyn Store>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..24 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let mut r = send_request(
+                &format!("account-{}", i % 6),
+                SmsPurpose::PhoneCertification,
+                CodeTarget::Number(PHONE.into()),
+                NOW,
+            );
+            r.per_number_per_hour = 7;
+            store.prepare_sms_code(r).await.map_err(api_error)
+        });
+    }
+    let (mut sent, mut limited) = (0, 0);
+    while let Some(outcome) = tasks.join_next().await {
+        match outcome.unwrap() {
+            Ok(_) => sent += 1,
+            Err(ApiError::RateLimited { .. }) => limited += 1,
+            Err(other) => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!((sent, limited), (7, 17));
+}
+
+async fn a_code_survives_its_check_limit_and_no_more(store: Arc<dyn Store>) {
+    let target = CodeTarget::Number(PHONE.into());
+    store
+        .prepare_sms_code(send_request(
+            "alice",
+            SmsPurpose::PhoneCertification,
+            target.clone(),
+            NOW,
+        ))
+        .await
+        .unwrap();
+    for remaining in (0..5).rev() {
+        let outcome = store
+            .check_sms_code(check(
+                "alice",
+                SmsPurpose::PhoneCertification,
+                target.clone(),
+                false,
+            ))
+            .await;
+        assert_eq!(
+            outcome.err().map(api_error),
+            Some(ApiError::SmsCodeInvalid {
+                expired: false,
+                attempts_remaining: remaining
+            })
+        );
+    }
+    // Exhausted: even the right code is refused now.
+    let outcome = store
+        .check_sms_code(check("alice", SmsPurpose::PhoneCertification, target, true))
+        .await;
+    assert_eq!(
+        outcome.err().map(api_error),
+        Some(ApiError::SmsCodeInvalid {
+            expired: false,
+            attempts_remaining: 0
+        })
+    );
+}
+
+async fn adding_a_number_consumes_the_code_once(store: Arc<dyn Store>) {
+    certify(&store, "alice").await;
+    assert_eq!(
+        store
+            .account("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .phone_number
+            .as_deref(),
+        Some(PHONE)
+    );
+    let again = store
+        .add_phone_number(
+            check(
+                "alice",
+                SmsPurpose::PhoneCertification,
+                CodeTarget::Number(PHONE.into()),
+                true,
+            ),
+            PHONE.into(),
+        )
+        .await;
+    assert_eq!(
+        again.err().map(api_error),
+        Some(ApiError::PhoneNumberAlreadyRegistered)
+    );
+}
+
+async fn enrollment_creates_a_pending_device_that_activation_makes_active(store: Arc<dyn Store>) {
+    certify(&store, "alice").await;
+    send_enrollment_code(&store, "alice").await;
+    let session = new_id();
+    store
+        .start_enrollment(start_step("alice", &session, None))
+        .await
+        .unwrap();
+    let open = store
+        .enrollment_session("alice", &session, NOW)
+        .await
+        .unwrap();
+    assert_eq!(open.map(|s| s.login_state), Some(None));
+    let finished = store
+        .finish_enrollment(finish_step(
+            "alice",
+            &session,
+            "key-1",
+            EnrollmentProof::Register {
+                pin_record: PIN_RECORD.to_vec(),
+            },
+        ))
+        .await
+        .unwrap();
+    let device = store
+        .device("alice", &finished.device_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((device.state, device.counter), (DeviceState::Pending, 0));
+    assert_eq!(
+        store
+            .account("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .pin_record
+            .as_deref(),
+        Some(PIN_RECORD)
+    );
+    activate(&store, "alice", &finished.device_id, 1)
+        .await
+        .unwrap();
+    let device = store
+        .device("alice", &finished.device_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((device.state, device.counter), (DeviceState::Active, 1));
+    // Another account cannot see it.
+    assert_eq!(
+        store.device("bob", &finished.device_id).await.unwrap(),
+        None
+    );
+}
+
+async fn a_retried_finish_replays_the_first_outcome(store: Arc<dyn Store>) {
+    certify(&store, "alice").await;
+    send_enrollment_code(&store, "alice").await;
+    let session = new_id();
+    store
+        .start_enrollment(start_step("alice", &session, None))
+        .await
+        .unwrap();
+    let proof = || EnrollmentProof::Register {
+        pin_record: PIN_RECORD.to_vec(),
+    };
+    let first = store
+        .finish_enrollment(finish_step("alice", &session, "key-1", proof()))
+        .await
+        .unwrap();
+    let retried = store
+        .finish_enrollment(finish_step("alice", &session, "key-1", proof()))
+        .await
+        .unwrap();
+    assert_eq!(retried, first);
+    assert_eq!(
+        store.idempotent_outcome("alice", "key-1").await.unwrap(),
+        Some(StoredOutcome::Ok(first))
+    );
+    let misused = store
+        .finish_enrollment(finish_step("alice", "another-session", "key-1", proof()))
+        .await;
+    assert_eq!(
+        misused.err().map(api_error),
+        Some(ApiError::InvalidParameter {
+            name: "idempotencyKey".into()
+        })
+    );
+}
+
+async fn a_finished_session_cannot_finish_again(store: Arc<dyn Store>) {
+    certify(&store, "alice").await;
+    send_enrollment_code(&store, "alice").await;
+    let session = new_id();
+    store
+        .start_enrollment(start_step("alice", &session, None))
+        .await
+        .unwrap();
+    let proof = || EnrollmentProof::Register {
+        pin_record: PIN_RECORD.to_vec(),
+    };
+    store
+        .finish_enrollment(finish_step("alice", &session, "key-1", proof()))
+        .await
+        .unwrap();
+    let again = store
+        .finish_enrollment(finish_step("alice", &session, "key-2", proof()))
+        .await;
+    assert_eq!(again.err().map(api_error), Some(ApiError::SessionExpired));
+    assert_eq!(
+        store
+            .enrollment_session("alice", &session, NOW)
+            .await
+            .unwrap()
+            .map(|s| s.id),
+        None
+    );
+}
+
+async fn a_counter_that_does_not_increase_disables_the_device(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    otp(&store, "alice", &device, 5, OtpProof::WithoutPin, b"mac-1")
+        .await
+        .unwrap();
+    assert_eq!(
+        otp(&store, "alice", &device, 5, OtpProof::WithoutPin, b"mac-2").await,
+        Err(ApiError::DeviceUnknown)
+    );
+    let record = store.device("alice", &device).await.unwrap().unwrap();
+    assert_eq!(record.state, DeviceState::Disabled);
+    assert_eq!(
+        otp(&store, "alice", &device, 9, OtpProof::WithoutPin, b"mac-3").await,
+        Err(ApiError::DeviceUnknown)
+    );
+}
+
+async fn an_otp_is_used_exactly_once(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    otp(
+        &store,
+        "alice",
+        &device,
+        2,
+        OtpProof::Pin { ok: true },
+        b"mac-1",
+    )
+    .await
+    .unwrap();
+    let verified = store.use_otp(b"mac-1", NOW + 1, "rp").await.unwrap();
+    assert_eq!(
+        verified,
+        Some(VerifiedOtp {
+            subject: "alice".into(),
+            device_id: device.clone(),
+            with_pin: true,
+            issued_at: NOW,
+        })
+    );
+    assert_eq!(store.use_otp(b"mac-1", NOW + 2, "rp").await.unwrap(), None);
+    assert_eq!(store.use_otp(b"unknown", NOW, "rp").await.unwrap(), None);
+    otp(&store, "alice", &device, 3, OtpProof::WithoutPin, b"mac-2")
+        .await
+        .unwrap();
+    // Expired at NOW + otp_ttl.
+    assert_eq!(
+        store.use_otp(b"mac-2", NOW + 120, "rp").await.unwrap(),
+        None
+    );
+}
+
+async fn wrong_pins_block_the_account_at_the_limit(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    let mut outcomes = Vec::new();
+    for counter in 2..8 {
+        let mac = format!("mac-{counter}");
+        outcomes.push(
+            otp(
+                &store,
+                "alice",
+                &device,
+                counter,
+                OtpProof::Pin { ok: false },
+                mac.as_bytes(),
+            )
+            .await
+            .unwrap_err(),
+        );
+    }
+    assert_eq!(
+        outcomes,
+        vec![
+            ApiError::WrongPin {
+                attempts_remaining: 4
+            },
+            ApiError::WrongPin {
+                attempts_remaining: 3
+            },
+            ApiError::WrongPin {
+                attempts_remaining: 2
+            },
+            ApiError::WrongPin {
+                attempts_remaining: 1
+            },
+            ApiError::PinBlocked,
+            ApiError::AccountBlocked,
+        ]
+    );
+    assert_eq!(failures(&store, "alice").await, 5);
+    // An OTP without PIN is still possible: the block is on the PIN.
+    otp(
+        &store,
+        "alice",
+        &device,
+        20,
+        OtpProof::WithoutPin,
+        b"mac-np",
+    )
+    .await
+    .unwrap();
+}
+
+async fn a_right_pin_resets_the_failure_count(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    for counter in 2..5 {
+        otp(
+            &store,
+            "alice",
+            &device,
+            counter,
+            OtpProof::Pin { ok: false },
+            b"x",
+        )
+        .await
+        .unwrap_err();
+    }
+    assert_eq!(failures(&store, "alice").await, 3);
+    otp(
+        &store,
+        "alice",
+        &device,
+        5,
+        OtpProof::Pin { ok: true },
+        b"mac-ok",
+    )
+    .await
+    .unwrap();
+    assert_eq!(failures(&store, "alice").await, 0);
+}
+
+async fn concurrent_wrong_pins_are_counted_exactly(store: Arc<dyn Store>) {
+    enrolled(&store, "alice").await;
+    send_enrollment_code(&store, "alice").await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let session = new_id();
+            store
+                .start_enrollment(start_step("alice", &session, Some(login())))
+                .await
+                .map_err(api_error)?;
+            store
+                .finish_enrollment(finish_step(
+                    "alice",
+                    &session,
+                    &new_id(),
+                    EnrollmentProof::Login { pin_ok: false },
+                ))
+                .await
+                .map_err(api_error)
+        });
+    }
+    let mut wrong = Vec::new();
+    let (mut blocked_now, mut already_blocked) = (0, 0);
+    while let Some(outcome) = tasks.join_next().await {
+        match outcome.unwrap() {
+            Err(ApiError::WrongPin { attempts_remaining }) => wrong.push(attempts_remaining),
+            Err(ApiError::PinBlocked) => blocked_now += 1,
+            Err(ApiError::AccountBlocked) => already_blocked += 1,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    wrong.sort_unstable();
+    assert_eq!(wrong, vec![1, 2, 3, 4]);
+    assert_eq!((blocked_now, already_blocked), (1, 15));
+    assert_eq!(failures(&store, "alice").await, 5);
+}
+
+async fn the_device_limit_is_enforced(store: Arc<dyn Store>) {
+    enrolled(&store, "alice").await;
+    enroll_another(&store, "alice").await.unwrap();
+    enroll_another(&store, "alice").await.unwrap();
+    assert_eq!(
+        enroll_another(&store, "alice").await.err(),
+        Some(ApiError::DeviceLimitReached)
+    );
+}
+
+async fn admin_actions_change_state_and_are_audited(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    for counter in 2..7 {
+        otp(
+            &store,
+            "alice",
+            &device,
+            counter,
+            OtpProof::Pin { ok: false },
+            b"x",
+        )
+        .await
+        .unwrap_err();
+    }
+    assert_eq!(failures(&store, "alice").await, 5);
+    store.unblock_account("alice", NOW + 5).await.unwrap();
+    assert_eq!(failures(&store, "alice").await, 0);
+
+    let listed = store.admin_list_devices("alice").await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        (listed[0].id.as_str(), listed[0].state),
+        (device.as_str(), DeviceState::Active)
+    );
+    assert_eq!(listed[0].platform, "android");
+    store
+        .admin_disable_device("alice", &device, NOW + 6)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.admin_list_devices("alice").await.unwrap()[0].state,
+        DeviceState::Disabled
+    );
+    assert_eq!(
+        store
+            .admin_disable_device("bob", &device, NOW)
+            .await
+            .err()
+            .map(api_error),
+        Some(ApiError::DeviceUnknown)
+    );
+
+    let events: Vec<(String, Option<String>)> = store
+        .audit_trail(Some("alice"), 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.event, e.detail))
+        .collect();
+    let tail = &events[events.len() - 2..];
+    assert_eq!(
+        tail,
+        &[
+            ("account_unblocked".to_string(), Some("admin".to_string())),
+            ("device_disabled".to_string(), Some("admin".to_string())),
+        ]
+    );
+    let failures_and_block: Vec<&str> = events
+        .iter()
+        .map(|(e, _)| e.as_str())
+        .filter(|e| e.starts_with("pin_"))
+        .collect();
+    assert_eq!(
+        failures_and_block,
+        vec![
+            "pin_registered",
+            "pin_failure",
+            "pin_failure",
+            "pin_failure",
+            "pin_failure",
+            "pin_failure",
+            "pin_blocked"
+        ]
+    );
+}
+
+async fn the_audit_trail_pages_in_order(store: Arc<dyn Store>) {
+    enrolled(&store, "alice").await;
+    enrolled(&store, "bob").await;
+    let all = store.audit_trail(None, 0, 1000).await.unwrap();
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(all.iter().any(|e| e.account == "bob"));
+    let first = store.audit_trail(None, 0, 3).await.unwrap();
+    let next = store.audit_trail(None, first[2].id, 3).await.unwrap();
+    assert_eq!(first, all[..3].to_vec());
+    assert_eq!(next, all[3..6].to_vec());
+    let alices = store.audit_trail(Some("alice"), 0, 1000).await.unwrap();
+    assert!(!alices.is_empty() && alices.iter().all(|e| e.account == "alice"));
+}
+
+async fn sends_per_client_address_are_counted_across_accounts(store: Arc<dyn Store>) {
+    let send = |account: &str, address: &str, now: i64| {
+        let mut r = send_request(
+            account,
+            SmsPurpose::PhoneCertification,
+            CodeTarget::Number(format!("+336123456{}", account.len())),
+            now,
+        );
+        r.client_address = Some(address.into());
+        r.per_address_per_hour = 2;
+        r
+    };
+    store
+        .prepare_sms_code(send("a", "192.0.2.1", NOW))
+        .await
+        .unwrap();
+    store
+        .prepare_sms_code(send("bb", "192.0.2.1", NOW + 100))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .prepare_sms_code(send("ccc", "192.0.2.1", NOW + 200))
+            .await
+            .err()
+            .map(api_error),
+        Some(ApiError::RateLimited {
+            retry_after_seconds: 3400
+        })
+    );
+    store
+        .prepare_sms_code(send("ccc", "192.0.2.2", NOW + 200))
+        .await
+        .unwrap();
+}
+
+async fn operation(
+    store: &Arc<dyn Store>,
+    device: &str,
+    counter: u64,
+    pin_ok: Option<bool>,
+    operation: DeviceOperation,
+) -> Result<(), ApiError> {
+    let challenge = new_id();
+    store
+        .create_otp_challenge(ChallengeStep {
+            account: "alice".into(),
+            challenge_id: challenge.clone(),
+            device_id: device.into(),
+            nonce: b"challenge nonce".to_vec(),
+            login: pin_ok.map(|_| login()),
+            now: NOW,
+            ttl: 120,
+            pin_attempts: 5,
+        })
+        .await
+        .map_err(api_error)?;
+    store
+        .device_operation(DeviceOperationStep {
+            account: "alice".into(),
+            challenge_id: challenge,
+            counter,
+            signature_ok: true,
+            pin_ok,
+            operation,
+            now: NOW,
+            pin_attempts: 5,
+        })
+        .await
+        .map_err(api_error)
+}
+
+async fn live_devices_are_listed_in_order_and_revoked_once(store: Arc<dyn Store>) {
+    let first = enrolled(&store, "alice").await;
+    let second = enroll_another(&store, "alice").await.unwrap().device_id;
+    let ids = |list: Vec<DeviceSummary>| list.into_iter().map(|d| d.id).collect::<Vec<_>>();
+    let listed = store.list_devices("alice", NOW, 86_400).await.unwrap();
+    assert_eq!(listed[0].platform, Platform::Android);
+    assert_eq!(ids(listed), vec![first.clone(), second.clone()]);
+    // A Pending device past its time is no longer listed.
+    assert_eq!(
+        ids(store
+            .list_devices("alice", NOW + 86_400, 86_400)
+            .await
+            .unwrap()),
+        vec![first.clone()]
+    );
+    store.revoke_device("alice", &first, NOW).await.unwrap();
+    assert_eq!(
+        ids(store.list_devices("alice", NOW, 86_400).await.unwrap()),
+        vec![second.clone()]
+    );
+    for (account, device) in [("alice", &first), ("bob", &second)] {
+        assert_eq!(
+            store
+                .revoke_device(account, device, NOW)
+                .await
+                .err()
+                .map(api_error),
+            Some(ApiError::DeviceUnknown)
+        );
+    }
+}
+
+async fn removing_enrollments_disables_devices_and_forgets_the_pin(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    otp(
+        &store,
+        "alice",
+        &device,
+        2,
+        OtpProof::Pin { ok: false },
+        b"x",
+    )
+    .await
+    .unwrap_err();
+    store.remove_enrollments("alice", NOW).await.unwrap();
+    let account = store.account("alice").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            account.pin_record,
+            account.pin_failures,
+            account.phone_number.as_deref()
+        ),
+        (None, 0, Some(PHONE))
+    );
+    assert_eq!(
+        store.device("alice", &device).await.unwrap().unwrap().state,
+        DeviceState::Disabled
+    );
+    assert!(store
+        .list_devices("alice", NOW, 86_400)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn a_device_operation_needs_the_pin_and_a_fresh_counter(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    let update = || DeviceOperation::UpdatePin {
+        pin_record: Some(b"new record".to_vec()),
+    };
+    assert_eq!(
+        operation(&store, &device, 2, Some(false), update()).await,
+        Err(ApiError::WrongPin {
+            attempts_remaining: 4
+        })
+    );
+    assert_eq!(
+        operation(&store, &device, 3, None, update()).await,
+        Err(ApiError::InvalidParameter {
+            name: "login".into()
+        })
+    );
+    operation(&store, &device, 4, Some(true), update())
+        .await
+        .unwrap();
+    let account = store.account("alice").await.unwrap().unwrap();
+    assert_eq!(account.pin_record.as_deref(), Some(&b"new record"[..]));
+    assert_eq!(account.pin_failures, 0);
+    // A replayed counter disables the device (the challenge's login still needs the old record).
+    let stale = DeviceOperation::UpdatePin { pin_record: None };
+    let challenge = new_id();
+    store
+        .create_otp_challenge(ChallengeStep {
+            account: "alice".into(),
+            challenge_id: challenge.clone(),
+            device_id: device.clone(),
+            nonce: b"n".to_vec(),
+            login: Some(LoginStart {
+                pin_record: b"new record".to_vec(),
+                state: b"s".to_vec(),
+            }),
+            now: NOW,
+            ttl: 120,
+            pin_attempts: 5,
+        })
+        .await
+        .unwrap();
+    let replay = store
+        .device_operation(DeviceOperationStep {
+            account: "alice".into(),
+            challenge_id: challenge,
+            counter: 4,
+            signature_ok: true,
+            pin_ok: Some(true),
+            operation: stale,
+            now: NOW,
+            pin_attempts: 5,
+        })
+        .await;
+    assert_eq!(replay.err().map(api_error), Some(ApiError::DeviceUnknown));
+    assert_eq!(
+        store.device("alice", &device).await.unwrap().unwrap().state,
+        DeviceState::Disabled
+    );
+}
+
+async fn a_device_operation_moves_the_trusted_number(store: Arc<dyn Store>) {
+    const NEW: &str = "+33699999999";
+    let device = enrolled(&store, "alice").await;
+    let target = CodeTarget::Number(NEW.into());
+    store
+        .prepare_sms_code(send_request(
+            "alice",
+            SmsPurpose::PhoneCertification,
+            target.clone(),
+            NOW,
+        ))
+        .await
+        .unwrap();
+    operation(
+        &store,
+        &device,
+        2,
+        None,
+        DeviceOperation::ModifyPhoneNumber {
+            code: check("alice", SmsPurpose::PhoneCertification, target, true),
+            phone_number: NEW.into(),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        store
+            .account("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .phone_number
+            .as_deref(),
+        Some(NEW)
+    );
+}
