@@ -124,7 +124,7 @@ fun main() {
 
     check("a call before initialize fails with 2001") {
         val m = call { cb -> pims.get("pims.authentication.account", mapOf("actionType" to "strong", "type" to "isDeviceActivated"), cb) }
-        failedWith(m, mapOf("code" to 2001, "label" to "Facade not initialized"))
+        failedWith(m, mapOf("code" to 2001, "label" to "Facade not initialized", "details" to mapOf("retryable" to false)))
     }
     check("initialize succeeds with a null result") {
         succeeded(call { cb -> pims.initialize(config("phone"), cb) }, null)
@@ -135,11 +135,11 @@ fun main() {
         })
         succeeded(call { cb -> throwing.initialize(config("throwing"), cb) }, null)
         val m = call { cb -> throwing.get("pims.authentication.account", mapOf("actionType" to "strong", "type" to "isDeviceActivated"), cb) }
-        failedWith(m, mapOf("code" to 2301, "label" to "Need Basic Authentication"))
+        failedWith(m, mapOf("code" to 2301, "label" to "Need Basic Authentication", "details" to mapOf("retryable" to false)))
         throwing.close()
     }
     check("an unknown API gives 2002") {
-        failedWith(call { cb -> pims.get("pims.nothing.here", mapOf(), cb) }, mapOf("code" to 2002, "label" to "API not supported"))
+        failedWith(call { cb -> pims.get("pims.nothing.here", mapOf(), cb) }, mapOf("code" to 2002, "label" to "API not supported", "details" to mapOf("retryable" to false)))
     }
     check("GET pims.sdk.version") {
         val m = call { cb -> pims.get("pims.sdk.version", mapOf(), cb) }
@@ -156,7 +156,7 @@ fun main() {
     }
     check("3 no trusted phone number yet: 2307") {
         val m = call { cb -> pims.get("pims.authentication.trustedphonenumber", mapOf(), cb) }
-        failedWith(m, mapOf("code" to 2307, "label" to "User dont have a phone number"))
+        failedWith(m, mapOf("code" to 2307, "label" to "User dont have a phone number", "details" to mapOf("retryable" to false)))
     }
     check("certify the phone number by SMS") {
         val m = call { cb -> pims.get("pims.authentication.smscode", mapOf("type" to "phoneNumberCertification", "phoneNumber" to PHONE), cb) }
@@ -166,7 +166,7 @@ fun main() {
         val code = lastCode(PHONE)
         val wrong = if (code == "000000") "111111" else "000000"
         val m = call { cb -> pims.set("pims.authentication.smscode", mapOf("type" to "addPhoneNumber", "smsCode" to wrong, "phoneNumber" to PHONE), cb) }
-        failedWith(m, mapOf("code" to 2305, "label" to "The sms code is invalid", "details" to mapOf("attemptsRemaining" to 4)))
+        failedWith(m, mapOf("code" to 2305, "label" to "The sms code is invalid", "details" to mapOf("attemptsRemaining" to 4, "retryable" to false)))
     }
     check("add the phone number with its code") {
         val m = call { cb -> pims.set("pims.authentication.smscode", mapOf("type" to "addPhoneNumber", "smsCode" to lastCode(PHONE), "phoneNumber" to PHONE), cb) }
@@ -185,7 +185,7 @@ fun main() {
     check("the reference's example, verbatim: its blank smsCode is refused on desktop") {
         val recording = Recording(pims)
         referenceExample(recording)
-        failedWith(recording.next(), mapOf("code" to 2101, "label" to "Missing smsCode parameter"))
+        failedWith(recording.next(), mapOf("code" to 2101, "label" to "Missing smsCode parameter", "details" to mapOf("retryable" to false)))
         assertEq("FAILED", recording.branch, "branch the example's `when` took")
     }
     check("enroll with the PIN and the SMS code, in the reference's call style") {
@@ -209,7 +209,7 @@ fun main() {
     }
     check("enrolling again is a forbidden operation: 2317") {
         val m = call { cb -> pims.set("pims.authentication.enrollment", mapOf("action" to "enroll", "pinCode" to PIN, "smsCode" to "123456"), cb) }
-        failedWith(m, mapOf("code" to 2317, "label" to "inwebo: forbidden operation (due to activated state/blocked state/upgradable state)"))
+        failedWith(m, mapOf("code" to 2317, "label" to "inwebo: forbidden operation (due to activated state/blocked state/upgradable state)", "details" to mapOf("retryable" to false)))
     }
     check("an OTP with the PIN, verified once by a relying party") {
         val m = call { cb -> pims.get("pims.authentication.otp", mapOf("action" to "withPIN", "pinCode" to PIN), cb) }
@@ -225,7 +225,7 @@ fun main() {
     }
     check("a wrong PIN gives 2308 with the attempts left") {
         val m = call { cb -> pims.get("pims.authentication.otp", mapOf("action" to "withPIN", "pinCode" to "9999"), cb) }
-        failedWith(m, mapOf("code" to 2308, "label" to "inwebo: access refused", "details" to mapOf("attemptsRemaining" to 4)))
+        failedWith(m, mapOf("code" to 2308, "label" to "inwebo: access refused", "details" to mapOf("attemptsRemaining" to 4, "retryable" to false)))
     }
     check("an OTP without the PIN") {
         val m = call { cb -> pims.get("pims.authentication.otp", mapOf("action" to "withoutPIN"), cb) }
@@ -238,11 +238,11 @@ fun main() {
         assertEq("SUCCEEDED", m["status"], "status")
     }
     check("subscribing to an unknown API is acknowledged once with 2002") {
-        failedWith(call { cb -> pims.subscribe("pims.nothing.events", mapOf(), cb) }, mapOf("code" to 2002, "label" to "API not supported"))
+        failedWith(call { cb -> pims.subscribe("pims.nothing.events", mapOf(), cb) }, mapOf("code" to 2002, "label" to "API not supported", "details" to mapOf("retryable" to false)))
     }
     check("release succeeds, then calls fail with 2001") {
         succeeded(call { cb -> pims.release(cb) }, null)
-        failedWith(call { cb -> pims.get("pims.sdk.version", mapOf(), cb) }, mapOf("code" to 2001, "label" to "Facade not initialized"))
+        failedWith(call { cb -> pims.get("pims.sdk.version", mapOf(), cb) }, mapOf("code" to 2001, "label" to "Facade not initialized", "details" to mapOf("retryable" to false)))
     }
     check("the log sink received the SDK's logs, without the PIN, codes or token") {
         if (logs.isEmpty()) throw AssertionError("no log line")

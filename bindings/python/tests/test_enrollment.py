@@ -13,7 +13,7 @@ from conftest import call, config, failed, succeeded
 # Long enough that no random transaction id in the logs contains it by chance.
 PIN = "73920561"
 IS_ACTIVATED = {"actionType": "strong", "type": "isDeviceActivated"}
-INTERNAL_STATE = {"code": 2311, "label": "inwebo: internal state not correct"}
+INTERNAL_STATE = {"code": 2311, "label": "inwebo: internal state not correct", "details": {"retryable": False}}
 
 
 class PythonSigner(DeviceKeys):
@@ -85,7 +85,7 @@ def test_full_enrollment_with_a_python_signer_and_vault_key(server, tmp_path):
     number = "+33612340002"
 
     failed(call(lambda cb: pims.get("pims.authentication.account", IS_ACTIVATED, cb)),
-           {"code": 2001, "label": "Facade not initialized"})
+           {"code": 2001, "label": "Facade not initialized", "details": {"retryable": False}})
     succeeded(call(lambda cb: pims.initialize(config(server, tmp_path), cb)), None)
     succeeded(call(lambda cb: pims.get("pims.authentication.account", IS_ACTIVATED, cb)),
               {"isDeviceActivated": False})
@@ -93,7 +93,7 @@ def test_full_enrollment_with_a_python_signer_and_vault_key(server, tmp_path):
                                        {"actionType": "strong", "type": "isAccountBlocked"}, cb)),
               {"isAccountBlocked": "NotBlocked"})
     failed(call(lambda cb: pims.get("pims.authentication.trustedphonenumber", {}, cb)),
-           {"code": 2307, "label": "User dont have a phone number"})
+           {"code": 2307, "label": "User dont have a phone number", "details": {"retryable": False}})
     add_phone_number(pims, server, number)
     succeeded(call(lambda cb: pims.get("pims.authentication.trustedphonenumber", {}, cb)),
               {"phoneNumber": number})
@@ -103,7 +103,7 @@ def test_full_enrollment_with_a_python_signer_and_vault_key(server, tmp_path):
               {"status": "NotEnrolled"})
     failed(call(lambda cb: pims.set("pims.authentication.enrollment",
                                     {"action": "enroll", "smsCode": code}, cb)),
-           {"code": 2101, "label": "Missing pinCode parameter"})
+           {"code": 2101, "label": "Missing pinCode parameter", "details": {"retryable": False}})
 
     succeeded(call(lambda cb: pims.set("pims.authentication.enrollment",
                                        {"action": "enroll", "pinCode": PIN, "smsCode": code}, cb)), None)
@@ -119,7 +119,7 @@ def test_full_enrollment_with_a_python_signer_and_vault_key(server, tmp_path):
     assert status == 200 and body["withPin"] is True
     assert server.verify_otp(message["result"]["otp"])[0] == 404
     failed(call(lambda cb: pims.get("pims.authentication.otp", {"action": "withPIN", "pinCode": "9999"}, cb)),
-           {"code": 2308, "label": "inwebo: access refused", "details": {"attemptsRemaining": 4}})
+           {"code": 2308, "label": "inwebo: access refused", "details": {"attemptsRemaining": 4, "retryable": False}})
 
     assert logs.lines
     everything = "\n".join(logs.lines)
@@ -137,7 +137,7 @@ def test_awaitable_form(server, tmp_path):
         version = await pims.get_async("pims.sdk.version")
         assert version["status"] == "SUCCEEDED" and version["result"]["version"]
         failed(await pims.set_async("pims.authentication.enrollment", {"action": "enroll"}),
-               {"code": 2101, "label": "Missing pinCode parameter"})
+               {"code": 2101, "label": "Missing pinCode parameter", "details": {"retryable": False}})
         succeeded(await pims.release_async(), None)
 
     asyncio.run(scenario())
@@ -169,7 +169,7 @@ def test_no_token_is_2301(server, tmp_path):
     pims = Pims(None)
     succeeded(call(lambda cb: pims.initialize(config(server, tmp_path), cb)), None)
     failed(call(lambda cb: pims.get("pims.authentication.account", IS_ACTIVATED, cb)),
-           {"code": 2301, "label": "Need Basic Authentication"})
+           {"code": 2301, "label": "Need Basic Authentication", "details": {"retryable": False}})
 
 
 def test_a_raising_callback_does_not_disturb_the_sdk(server, tmp_path):
@@ -182,4 +182,4 @@ def test_a_raising_callback_does_not_disturb_the_sdk(server, tmp_path):
     pims.get("pims.sdk.version", {}, bad)
     assert call(lambda cb: pims.get("pims.sdk.version", {}, cb))["status"] == "SUCCEEDED"
     failed(call(lambda cb: pims.initialize(config(server, tmp_path), cb)),
-           {"code": 2007, "label": "Facade already initialized"})
+           {"code": 2007, "label": "Facade already initialized", "details": {"retryable": False}})

@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(
             m,
             json!({"status": "FAILED",
-                   "error": {"code": 2102, "label": "Invalid parameters parameter"}})
+                   "error": {"code": 2102, "label": "Invalid parameters parameter", "details": {"retryable": false}}})
         );
     }
 
@@ -174,7 +174,7 @@ mod tests {
         assert_eq!(
             m,
             json!({"status": "FAILED",
-                   "error": {"code": 2301, "label": "Need Basic Authentication"}})
+                   "error": {"code": 2301, "label": "Need Basic Authentication", "details": {"retryable": false}}})
         );
     }
 
@@ -188,7 +188,7 @@ mod tests {
         assert_eq!(
             m,
             json!({"status": "FAILED",
-                   "error": {"code": 2001, "label": "Facade not initialized"}})
+                   "error": {"code": 2001, "label": "Facade not initialized", "details": {"retryable": false}}})
         );
     }
 }
