@@ -890,24 +890,34 @@ async fn create_otp_challenge_tx(tx: &Tx<'_>, step: &ChallengeStep) -> Result<()
     Ok(())
 }
 
-async fn issue_otp_tx(tx: &Tx<'_>, step: &IssueOtpStep) -> Result<()> {
-    let account = step.account.as_str();
-    let now = step.now;
-    lock_existing_account(tx, account).await?;
-    // Using the challenge up is one statement, so only one of two racing uses wins it.
+/// Uses up a live challenge of the account (OTP or device operation): its device and the
+/// ordinal of the PIN attempt it started, if any. One statement, so only one of two racing uses
+/// wins it.
+async fn use_challenge(
+    tx: &Tx<'_>,
+    challenge_id: &str,
+    account: &str,
+    now: i64,
+) -> Result<(String, Option<i32>)> {
     let challenge = opt(
         tx,
         "UPDATE otp_challenges SET used_at = $3
          WHERE id = $1 AND account = $2 AND used_at IS NULL AND expires_at > $3
          RETURNING device_id, pin_ordinal",
-        &[&step.challenge_id, &account, &now],
+        &[&challenge_id, &account, &now],
     )
     .await?;
-    let Some(challenge) = challenge else {
-        return api(ApiError::SessionExpired);
-    };
-    let device_id: String = challenge.get(0);
-    let ordinal: Option<i32> = challenge.get(1);
+    match challenge {
+        Some(row) => Ok((row.get(0), row.get(1))),
+        None => api(ApiError::SessionExpired),
+    }
+}
+
+async fn issue_otp_tx(tx: &Tx<'_>, step: &IssueOtpStep) -> Result<()> {
+    let account = step.account.as_str();
+    let now = step.now;
+    lock_existing_account(tx, account).await?;
+    let (device_id, ordinal) = use_challenge(tx, &step.challenge_id, account, now).await?;
     if let OtpProof::BadSignature = step.proof {
         return api(ApiError::BadSignature);
     }
@@ -1036,19 +1046,7 @@ async fn device_operation_tx(tx: &Tx<'_>, step: &DeviceOperationStep) -> Result<
     let account = step.account.as_str();
     let now = step.now;
     lock_existing_account(tx, account).await?;
-    let challenge = opt(
-        tx,
-        "UPDATE otp_challenges SET used_at = $3
-         WHERE id = $1 AND account = $2 AND used_at IS NULL AND expires_at > $3
-         RETURNING device_id, pin_ordinal",
-        &[&step.challenge_id, &account, &now],
-    )
-    .await?;
-    let Some(challenge) = challenge else {
-        return api(ApiError::SessionExpired);
-    };
-    let device_id: String = challenge.get(0);
-    let ordinal: Option<i32> = challenge.get(1);
+    let (device_id, ordinal) = use_challenge(tx, &step.challenge_id, account, now).await?;
     if !step.signature_ok {
         return api(ApiError::BadSignature);
     }

@@ -246,6 +246,32 @@ fn begin_pin_attempt(tx: &Transaction, account: &str, limit: u32) -> Result<u32>
     Ok(failures + 1)
 }
 
+/// Uses up a live challenge of the account (OTP or device operation): its device and the
+/// ordinal of the PIN attempt it started, if any.
+fn use_challenge(
+    tx: &Transaction,
+    challenge_id: &str,
+    account: &str,
+    now: i64,
+) -> Result<(String, Option<u32>)> {
+    let challenge = tx
+        .query_row(
+            "SELECT device_id, pin_ordinal FROM otp_challenges
+             WHERE id = ?1 AND account = ?2 AND used_at IS NULL AND expires_at > ?3",
+            params![challenge_id, account, now],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<u32>>(1)?)),
+        )
+        .optional()?;
+    let Some(challenge) = challenge else {
+        return api(ApiError::SessionExpired);
+    };
+    tx.execute(
+        "UPDATE otp_challenges SET used_at = ?2 WHERE id = ?1",
+        params![challenge_id, now],
+    )?;
+    Ok(challenge)
+}
+
 fn reset_pin_failures(tx: &Transaction, account: &str) -> Result<()> {
     tx.execute(
         "UPDATE accounts SET pin_failures = 0 WHERE subject = ?1",
@@ -858,21 +884,7 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             let account = step.account.as_str();
             let now = step.now;
-            let challenge = tx
-                .query_row(
-                    "SELECT device_id, pin_ordinal FROM otp_challenges
-                     WHERE id = ?1 AND account = ?2 AND used_at IS NULL AND expires_at > ?3",
-                    params![step.challenge_id, account, now],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<u32>>(1)?)),
-                )
-                .optional()?;
-            let Some((device_id, ordinal)) = challenge else {
-                return api(ApiError::SessionExpired);
-            };
-            tx.execute(
-                "UPDATE otp_challenges SET used_at = ?2 WHERE id = ?1",
-                params![step.challenge_id, now],
-            )?;
+            let (device_id, ordinal) = use_challenge(tx, &step.challenge_id, account, now)?;
             if let OtpProof::BadSignature = step.proof {
                 return api(ApiError::BadSignature);
             }
@@ -1055,21 +1067,7 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             let account = step.account.as_str();
             let now = step.now;
-            let challenge = tx
-                .query_row(
-                    "SELECT device_id, pin_ordinal FROM otp_challenges
-                     WHERE id = ?1 AND account = ?2 AND used_at IS NULL AND expires_at > ?3",
-                    params![step.challenge_id, account, now],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<u32>>(1)?)),
-                )
-                .optional()?;
-            let Some((device_id, ordinal)) = challenge else {
-                return api(ApiError::SessionExpired);
-            };
-            tx.execute(
-                "UPDATE otp_challenges SET used_at = ?2 WHERE id = ?1",
-                params![step.challenge_id, now],
-            )?;
+            let (device_id, ordinal) = use_challenge(tx, &step.challenge_id, account, now)?;
             if !step.signature_ok {
                 return api(ApiError::BadSignature);
             }
