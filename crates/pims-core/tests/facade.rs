@@ -231,8 +231,17 @@ fn callbacks_run_on_sdk_threads_exactly_once_per_call_from_many_threads() {
 #[test]
 fn a_panicking_callback_does_not_stop_later_callbacks() {
     let pims = facade();
-    pims.initialize(configured(), |_| panic!("app bug"));
     let (tx, rx) = std::sync::mpsc::channel();
+    let init_tx = tx.clone();
+    pims.initialize(configured(), move |m| {
+        init_tx.send(m).unwrap();
+        panic!("app bug");
+    });
+    assert!(rx
+        .recv_timeout(Duration::from_secs(5))
+        .unwrap()
+        .error
+        .is_none());
     pims.get("pims.echo.value", json!({"pinCode": "1234"}), move |m| {
         tx.send(m).unwrap();
     });
