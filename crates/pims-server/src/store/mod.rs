@@ -11,7 +11,7 @@ use std::sync::Arc;
 use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform, SmsPurpose};
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{api, Result};
 
 pub mod postgres;
 mod postgres_schema;
@@ -27,6 +27,33 @@ pub struct AccountRecord {
     pub phone_number: Option<String>,
     pub pin_record: Option<Vec<u8>>,
     pub pin_failures: u32,
+}
+
+impl AccountRecord {
+    /// The rules an enrollment start checks before its SMS code, the same in every store: the
+    /// code to check (certification of a number the account will trust, or enrollment on its
+    /// trusted number), and the PIN state the device chose register or login from still holds.
+    pub fn enrollment_code(&self, step: &StartEnrollmentStep) -> Result<(SmsPurpose, CodeTarget)> {
+        let code = match &step.phone_number {
+            Some(_) if self.phone_number.is_some() => {
+                return api(ApiError::PhoneNumberAlreadyRegistered)
+            }
+            Some(number) => (
+                SmsPurpose::PhoneCertification,
+                CodeTarget::Number(number.clone()),
+            ),
+            None if self.phone_number.is_none() => return api(ApiError::NoPhoneNumber),
+            None => (SmsPurpose::Enrollment, CodeTarget::TrustedNumber),
+        };
+        let pin_matches = match &step.login {
+            None => self.pin_record.is_none(),
+            Some(login) => self.pin_record.as_deref() == Some(login.pin_record.as_slice()),
+        };
+        if !pin_matches {
+            return api(ApiError::PinStateChanged);
+        }
+        Ok(code)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
-use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform, SmsPurpose};
+use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
@@ -599,30 +599,7 @@ async fn start_enrollment_tx(tx: &Tx<'_>, step: &StartEnrollmentStep) -> Result<
     let account = step.account.as_str();
     let now = step.now;
     let acct = lock_account(tx, account, now).await?;
-    let (purpose, target) = match &step.phone_number {
-        Some(number) => {
-            if acct.phone_number.is_some() {
-                return api(ApiError::PhoneNumberAlreadyRegistered);
-            }
-            (
-                SmsPurpose::PhoneCertification,
-                CodeTarget::Number(number.clone()),
-            )
-        }
-        None => {
-            if acct.phone_number.is_none() {
-                return api(ApiError::NoPhoneNumber);
-            }
-            (SmsPurpose::Enrollment, CodeTarget::TrustedNumber)
-        }
-    };
-    let pin_matches = match &step.login {
-        None => acct.pin_record.is_none(),
-        Some(login) => acct.pin_record.as_deref() == Some(login.pin_record.as_slice()),
-    };
-    if !pin_matches {
-        return api(ApiError::PinStateChanged);
-    }
+    let (purpose, target) = acct.enrollment_code(step)?;
     if live_device_count(tx, account, now, step.limits.pending_device_ttl).await?
         >= step.limits.max_devices
     {

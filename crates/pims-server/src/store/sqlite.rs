@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform, SmsPurpose};
+use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::schema::MIGRATIONS;
@@ -638,30 +638,7 @@ impl Store for SqliteStore {
             let account = step.account.as_str();
             let now = step.now;
             let acct = account_in_tx(tx, account, now)?;
-            let (purpose, target) = match &step.phone_number {
-                Some(number) => {
-                    if acct.phone_number.is_some() {
-                        return api(ApiError::PhoneNumberAlreadyRegistered);
-                    }
-                    (
-                        SmsPurpose::PhoneCertification,
-                        CodeTarget::Number(number.clone()),
-                    )
-                }
-                None => {
-                    if acct.phone_number.is_none() {
-                        return api(ApiError::NoPhoneNumber);
-                    }
-                    (SmsPurpose::Enrollment, CodeTarget::TrustedNumber)
-                }
-            };
-            let pin_matches = match &step.login {
-                None => acct.pin_record.is_none(),
-                Some(login) => acct.pin_record.as_deref() == Some(login.pin_record.as_slice()),
-            };
-            if !pin_matches {
-                return api(ApiError::PinStateChanged);
-            }
+            let (purpose, target) = acct.enrollment_code(&step)?;
             if live_device_count(tx, account, now, step.limits.pending_device_ttl)?
                 >= step.limits.max_devices
             {
