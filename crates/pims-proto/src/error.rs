@@ -42,6 +42,9 @@ pub enum ApiError {
     BadSignature,
     /// Too many requests; retry after the given delay.
     RateLimited { retry_after_seconds: u64 },
+    /// Setting a PIN by SMS alone is held after the trusted number changed, so its owner hears
+    /// of the change (on the old number) before anyone can recover the PIN with the new one.
+    RecoveryHeld { retry_after_seconds: u64 },
     /// The one-time proof is unknown, expired or already used (relying-party API).
     OtpInvalid,
     /// Relying-party credentials missing or wrong.
@@ -59,7 +62,7 @@ impl ApiError {
             ApiError::InvalidParameter { .. } => 400,
             ApiError::SmsCodeInvalid { .. } => 422,
             ApiError::WrongPin { .. } | ApiError::PinBlocked | ApiError::BadSignature => 403,
-            ApiError::AccountBlocked => 423,
+            ApiError::AccountBlocked | ApiError::RecoveryHeld { .. } => 423,
             ApiError::DeviceUnknown | ApiError::SessionExpired | ApiError::OtpInvalid => 404,
             ApiError::NoPhoneNumber
             | ApiError::PhoneNumberAlreadyRegistered

@@ -258,6 +258,10 @@ pub struct OtpChallengeRequest {
     pub device_id: String,
     /// OPAQUE `CredentialRequest` for an OTP "withPIN".
     pub pin: Option<Bytes>,
+    /// The relying party (its configured `id`) the OTP is for: only it can verify the OTP.
+    /// Optional when the server has one relying party or a configured default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -318,6 +322,44 @@ pub struct OtpVerified {
     pub with_pin: bool,
     /// Unix seconds.
     pub issued_at: i64,
+    /// When the account's current PIN was set (Unix seconds), if known.
+    pub pin_set_at: Option<i64>,
+    /// How the current PIN was set: a PIN recovered by SMS alone (`sms_recovery`) is weaker
+    /// evidence of the owner than one set at the first enrollment or changed with the old PIN,
+    /// so a remote-command service may ask for more after a fresh recovery.
+    pub pin_set_by: Option<PinOrigin>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum PinOrigin {
+    /// Registered by the account's first enrollment.
+    Enrollment,
+    /// Changed by a device that proved the previous PIN.
+    Update,
+    /// Set with an SMS code and no previous PIN: a PIN reset, or a new enrollment after every
+    /// enrollment was removed.
+    SmsRecovery,
+}
+
+impl PinOrigin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PinOrigin::Enrollment => "enrollment",
+            PinOrigin::Update => "update",
+            PinOrigin::SmsRecovery => "sms_recovery",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "enrollment" => Some(PinOrigin::Enrollment),
+            "update" => Some(PinOrigin::Update),
+            "sms_recovery" => Some(PinOrigin::SmsRecovery),
+            _ => None,
+        }
+    }
 }
 
 // ---- account management and devices ----------------------------------------------------
@@ -329,16 +371,14 @@ pub struct OtpVerified {
 // [`DeviceChallenge`] with a counter that must increase, as for an OTP.
 
 /// `POST /v1/devices/{deviceId}/challenges`: a fresh nonce for an account-management operation,
-/// with the OPAQUE messages it needs.
+/// with the OPAQUE login it needs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceChallengeRequest {
-    /// OPAQUE `CredentialRequest` proving the current PIN (`pincode update`); counts as a PIN
-    /// attempt until proven right.
+    /// OPAQUE `CredentialRequest` proving the current PIN (`pincode update`, and
+    /// `modifyPhoneNumber` with `pinCode`); counts as a PIN attempt until proven right.
     pub login: Option<Bytes>,
-    /// OPAQUE `RegistrationRequest` for a new PIN (`pincode reset` and `update`).
-    pub register: Option<Bytes>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -349,7 +389,8 @@ pub struct DeviceChallenge {
     pub nonce: Bytes,
     /// OPAQUE `CredentialResponse` when the request carried `login`.
     pub login: Option<Bytes>,
-    /// OPAQUE `RegistrationResponse` when the request carried `register`.
+    /// OPAQUE `RegistrationResponse` of a new PIN ([`PinChangeStarted`] only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub register: Option<Bytes>,
 }
 
@@ -364,35 +405,48 @@ pub struct DeviceProof {
     pub signature: Bytes,
 }
 
-/// `POST /v1/pin/reset`: a new PIN, authorised by a `ResetPin` SMS code and an Active device.
-/// Resets the PIN failure count (unblocks the account).
+/// `POST /v1/pin/change`: first half of a PIN reset or update. The device signs it over a
+/// device challenge; the server checks the authorization — a `ResetPin` SMS code (checked and
+/// used up) or the current PIN (the challenge's counted login) — and only then answers the
+/// OPAQUE registration request, under a fresh credential identifier, so no registration
+/// response is ever computed for a caller who has not proven the right to set a PIN.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
-pub struct ResetPin {
+pub struct StartPinChange {
     pub proof: DeviceProof,
-    pub sms_code: String,
-    /// OPAQUE `RegistrationUpload` of the new PIN; the signed payload.
-    pub registration: Bytes,
-}
-
-/// `POST /v1/pin/update`: proves the current PIN and registers a new one in one exchange.
-/// `registration: None` only proves the PIN (the device found the new PIN equal to the current
-/// one and reports 2315 itself).
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "camelCase")]
-pub struct UpdatePin {
-    pub proof: DeviceProof,
-    /// `Login` or `LoginFailed` for the challenge's credential response.
-    pub login: PinFinish,
+    pub authorization: PinAuthorization,
+    /// OPAQUE `RegistrationRequest` of the new PIN. `None` with a PIN authorization only
+    /// proves the PIN (the device found the new PIN equal to the current one: 2315).
     pub registration: Option<Bytes>,
 }
 
-impl UpdatePin {
-    /// The bytes the device signature binds to: both PIN messages.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "mode", content = "value", rename_all = "snake_case")]
+pub enum PinAuthorization {
+    /// `pincode reset`: the code of a `ResetPin` SMS.
+    SmsCode(String),
+    /// `pincode update`: `Login` or `LoginFailed` for the challenge's credential response.
+    Pin(PinFinish),
+}
+
+impl StartPinChange {
+    /// The operation name the device signs.
+    pub fn operation(&self) -> &'static str {
+        match self.authorization {
+            PinAuthorization::SmsCode(_) => crate::transcript::PIN_RESET,
+            PinAuthorization::Pin(_) => crate::transcript::PIN_UPDATE,
+        }
+    }
+
+    /// The bytes the device signature binds to: the PIN proof and the registration request.
     pub fn signed_payload(&self) -> Vec<u8> {
-        let mut out = crate::transcript::digest(self.login.proof()).to_vec();
+        let proof = match &self.authorization {
+            PinAuthorization::SmsCode(_) => &[][..],
+            PinAuthorization::Pin(finish) => finish.proof(),
+        };
+        let mut out = crate::transcript::digest(proof).to_vec();
         if let Some(r) = &self.registration {
             out.extend_from_slice(&crate::transcript::digest(r.as_slice()));
         }
@@ -400,8 +454,29 @@ impl UpdatePin {
     }
 }
 
+/// The answer to [`StartPinChange`]: a new challenge carrying the registration response, for
+/// [`FinishPinChange`]; `None` when the request had no registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PinChangeStarted {
+    pub next: Option<DeviceChallenge>,
+}
+
+/// `POST /v1/pin/change/finish`: the OPAQUE `RegistrationUpload` of the new PIN, signed over the
+/// challenge of [`PinChangeStarted`] (operation [`crate::transcript::PIN_CHANGE_FINISH`]).
+/// A reset also clears the PIN failure count (unblocks the account).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct FinishPinChange {
+    pub proof: DeviceProof,
+    pub registration: Bytes,
+}
+
 /// `POST /v1/phone-number/modify`: replaces the trusted number with one certified by a
-/// `PhoneCertification` code; needs an Active device.
+/// `PhoneCertification` code; needs an Active device. The old number is told, and PIN recovery
+/// by SMS is held for a while after the change.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
@@ -409,6 +484,21 @@ pub struct ModifyPhoneNumber {
     pub proof: DeviceProof,
     pub phone_number: String,
     pub sms_code: String,
+    /// The current PIN proven for the challenge's login (`Login` or `LoginFailed`), when the app
+    /// gave `pinCode`; the challenge must then carry a login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login: Option<PinFinish>,
+}
+
+impl ModifyPhoneNumber {
+    /// The bytes the device signature binds to: the new number and the PIN proof, if any.
+    pub fn signed_payload(&self) -> Vec<u8> {
+        let mut out = self.phone_number.clone().into_bytes();
+        if let Some(login) = &self.login {
+            out.extend_from_slice(&crate::transcript::digest(login.proof()));
+        }
+        out
+    }
 }
 
 /// `GET /v1/devices`: the account's live (Pending or Active) devices, oldest first.
@@ -468,7 +558,8 @@ redacted_debug!(
     FinishEnrollment,
     VerifyOtp,
     DevToken,
-    ResetPin,
-    UpdatePin,
+    StartPinChange,
+    PinAuthorization,
+    FinishPinChange,
     ModifyPhoneNumber
 );

@@ -73,6 +73,8 @@ pub fn otp(
 pub const PIN_RESET: &str = "pin_reset";
 pub const PIN_UPDATE: &str = "pin_update";
 pub const PHONE_NUMBER_MODIFY: &str = "phone_number_modify";
+/// The second half of a PIN reset or update: the registration upload of the new PIN.
+pub const PIN_CHANGE_FINISH: &str = "pin_change_finish";
 
 /// Signed to authorise an account-management operation (`operation` names it, e.g.
 /// `pin_reset`) over a device challenge; `payload` is what the operation changes, so a

@@ -39,6 +39,10 @@ pub struct ServerConfig {
     /// The identity provider whose JWT access tokens the SDK endpoints accept.
     pub access_tokens: Option<AccessTokenConfig>,
     pub relying_parties: Vec<RelyingParty>,
+    /// The relying party (`id`) an OTP is for when the app names none. Not needed with a single
+    /// relying party (that one is the audience); with several and no default, the app must name
+    /// one (`audience`).
+    pub otp_default_audience: Option<String>,
     /// Take the client address from the last `X-Forwarded-For` entry (set by the load balancer
     /// in front) instead of the socket peer. Only with a proxy that always sets it.
     pub trust_forwarded_for: bool,
@@ -106,6 +110,12 @@ pub struct Limits {
     pub pending_device_ttl_seconds: u64,
     /// Pending and Active devices per account.
     pub max_devices_per_account: u32,
+    /// Open (unused, unexpired) challenges one device may hold; one more answers 429.
+    pub max_open_challenges_per_device: u32,
+    /// After the trusted number changes, a PIN may not be set by SMS alone (reset, or a fresh
+    /// enrollment after `remove`) for this long, so the owner hears of the change on the old
+    /// number before a thief can turn it into a new PIN.
+    pub recovery_hold_after_number_change_seconds: u64,
 }
 
 impl Default for Limits {
@@ -123,6 +133,8 @@ impl Default for Limits {
             otp_ttl_seconds: 120,
             pending_device_ttl_seconds: 86_400,
             max_devices_per_account: 10,
+            max_open_challenges_per_device: 10,
+            recovery_hold_after_number_change_seconds: 259_200,
         }
     }
 }
@@ -143,6 +155,7 @@ impl Default for ServerConfig {
             admin_token: None,
             access_tokens: None,
             relying_parties: Vec::new(),
+            otp_default_audience: None,
             trust_forwarded_for: false,
             accepted_protocol_versions: vec![pims_proto::PROTOCOL_VERSION],
             limits: Limits::default(),
@@ -236,6 +249,16 @@ impl ServerConfig {
                 "admin_token must be at least 32 characters"
             );
         }
+        if let Some(default) = &self.otp_default_audience {
+            anyhow::ensure!(
+                self.relying_parties.iter().any(|rp| &rp.id == default),
+                "otp_default_audience must be the id of a configured relying party"
+            );
+        }
+        anyhow::ensure!(
+            l.max_open_challenges_per_device >= 1,
+            "limits.max_open_challenges_per_device must be at least 1"
+        );
         anyhow::ensure!(
             self.database_pool_size >= 1,
             "database_pool_size must be at least 1"

@@ -88,8 +88,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/devices/{device_id}/revoke", post(revoke_device))
         .route("/v1/devices/{device_id}/challenges", post(device_challenge))
         .route("/v1/enrollments/remove", post(remove_enrollments))
-        .route("/v1/pin/reset", post(reset_pin))
-        .route("/v1/pin/update", post(update_pin))
+        .route("/v1/pin/change", post(start_pin_change))
+        .route("/v1/pin/change/finish", post(finish_pin_change))
         .route("/v1/phone-number/modify", post(modify_phone_number))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -469,21 +469,20 @@ async fn device_challenge(
         .await?)
 }
 
-async fn reset_pin(
+async fn start_pin_change(
     State(s): State<AppState>,
     Account(account): Account,
-    Json(req): Json<pims_proto::ResetPin>,
-) -> Result<StatusCode, Error> {
-    s.service().reset_pin(&account, req).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Json(req): Json<pims_proto::StartPinChange>,
+) -> ApiResult<pims_proto::PinChangeStarted> {
+    ok(s.service().start_pin_change(&account, req).await?)
 }
 
-async fn update_pin(
+async fn finish_pin_change(
     State(s): State<AppState>,
     Account(account): Account,
-    Json(req): Json<pims_proto::UpdatePin>,
+    Json(req): Json<pims_proto::FinishPinChange>,
 ) -> Result<StatusCode, Error> {
-    s.service().update_pin(&account, req).await?;
+    s.service().finish_pin_change(&account, req).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

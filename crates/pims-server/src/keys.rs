@@ -34,6 +34,8 @@ pub struct Keys {
     pub otp: [u8; 32],
     /// HS256 key of development access tokens.
     pub dev_token: [u8; 32],
+    /// XChaCha20-Poly1305 key sealing server-side OPAQUE login state at rest.
+    pub login_state: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -98,6 +100,7 @@ impl Keys {
             sms_code: derive(b"sms-code-mac"),
             otp: derive(b"otp-mac"),
             dev_token: derive(b"dev-token-hs256"),
+            login_state: derive(b"login-state-seal"),
         })
     }
 }
@@ -145,5 +148,6 @@ mod tests {
         assert_eq!(a.opaque.serialize(), b.opaque.serialize());
         assert_ne!(a.sms_code, a.otp);
         assert_ne!(a.otp, a.dev_token);
+        assert_ne!(a.dev_token, a.login_state);
     }
 }

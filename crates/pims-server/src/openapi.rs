@@ -131,8 +131,15 @@ pub const OPERATIONS: &[Operation] = &[
         DeviceChallenge,
         Device
     ),
-    op!("post", "/v1/pin/reset", "Reset the PIN with an SMS code (device-proven)", ResetPin, -, Device),
-    op!("post", "/v1/pin/update", "Change the PIN (device- and PIN-proven)", UpdatePin, -, Device),
+    op!(
+        "post",
+        "/v1/pin/change",
+        "Authorize a PIN reset (SMS code) or update (current PIN), device-proven",
+        StartPinChange,
+        PinChangeStarted,
+        Device
+    ),
+    op!("post", "/v1/pin/change/finish", "Set the new PIN of an authorized change", FinishPinChange, -, Device),
     op!(
         "post",
         "/v1/otp/challenges",
@@ -240,8 +247,9 @@ pub fn document() -> OpenApi {
     register::<DeviceList>(&mut schemas);
     register::<DeviceChallengeRequest>(&mut schemas);
     register::<DeviceChallenge>(&mut schemas);
-    register::<ResetPin>(&mut schemas);
-    register::<UpdatePin>(&mut schemas);
+    register::<StartPinChange>(&mut schemas);
+    register::<PinChangeStarted>(&mut schemas);
+    register::<FinishPinChange>(&mut schemas);
     register::<OtpChallengeRequest>(&mut schemas);
     register::<OtpChallenge>(&mut schemas);
     register::<OtpRequest>(&mut schemas);

@@ -60,6 +60,40 @@ pub fn message_text(code: &str, domain: &str, app_hash: &str) -> String {
     format!("Your PIMS code is {code}\n\n@{domain} #{code}\n{app_hash}")
 }
 
+/// Security notices sent to the trusted number, so that its owner hears of every change that
+/// could let someone else act in their name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Notice {
+    DeviceEnrolled,
+    PinReset,
+    /// Sent to the number that was trusted before the change.
+    PhoneNumberChanged,
+    EnrollmentsRemoved,
+}
+
+impl Notice {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Notice::DeviceEnrolled => "device_enrolled",
+            Notice::PinReset => "pin_reset",
+            Notice::PhoneNumberChanged => "phone_number_changed",
+            Notice::EnrollmentsRemoved => "enrollments_removed",
+        }
+    }
+
+    /// The SMS body: no code, nothing to autofill; says what happened and what to do if it was
+    /// not the owner.
+    pub fn text(self) -> String {
+        let what = match self {
+            Notice::DeviceEnrolled => "A new device was enrolled as your second factor",
+            Notice::PinReset => "Your PIMS PIN was reset with an SMS code",
+            Notice::PhoneNumberChanged => "Your PIMS trusted number was changed to another number",
+            Notice::EnrollmentsRemoved => "Every device enrolled as your second factor was removed",
+        };
+        format!("PIMS security notice: {what}. If this was not you, contact support now.")
+    }
+}
+
 /// `+33612345678` → `+33******78`: enough to recognise a number in a log, not to dial it.
 pub fn mask_number(e164: &str) -> String {
     let chars: Vec<char> = e164.chars().collect();

@@ -82,17 +82,32 @@ fn bad_pin_message() -> ApiError {
     ApiError::InvalidParameter { name: "pin".into() }
 }
 
-/// OPAQUE registration response for the account (the credential identifier is the subject).
+/// A fresh OPAQUE credential identifier for a new PIN record. The OPRF key is derived from
+/// the server seed and this identifier, so a registration response under a new identifier
+/// says nothing about the account's current record (whose identifier differs).
+pub fn new_credential_id() -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes(16))
+}
+
+/// OPAQUE registration response for a new record under `credential_id`. Only ever called once
+/// the caller is authorized to set a PIN (an SMS code checked, or the current PIN proven).
 pub fn registration_response(
     setup: &ServerSetup<PinSuite>,
-    account: &str,
+    credential_id: &str,
     request: &[u8],
 ) -> Result<Vec<u8>, ApiError> {
     let request =
         RegistrationRequest::<PinSuite>::deserialize(request).map_err(|_| bad_pin_message())?;
-    let result = ServerRegistration::<PinSuite>::start(setup, request, account.as_bytes())
+    let result = ServerRegistration::<PinSuite>::start(setup, request, credential_id.as_bytes())
         .map_err(|_| bad_pin_message())?;
     Ok(result.message.serialize().to_vec())
+}
+
+/// Refuses a malformed registration request before anything is counted or consumed.
+pub fn check_registration_request(request: &[u8]) -> Result<(), ApiError> {
+    RegistrationRequest::<PinSuite>::deserialize(request)
+        .map(|_| ())
+        .map_err(|_| bad_pin_message())
 }
 
 /// The PIN record kept for the account.
@@ -108,9 +123,10 @@ pub struct LoginStarted {
     pub state: Vec<u8>,
 }
 
+/// Starts a login against `pin_record`, registered under `credential_id`.
 pub fn login_start(
     setup: &ServerSetup<PinSuite>,
-    account: &str,
+    credential_id: &str,
     pin_record: &[u8],
     request: &[u8],
 ) -> crate::error::Result<LoginStarted> {
@@ -123,7 +139,7 @@ pub fn login_start(
         setup,
         Some(record),
         request,
-        account.as_bytes(),
+        credential_id.as_bytes(),
         ServerLoginParameters::default(),
     )
     .map_err(|_| bad_pin_message())?;
@@ -131,6 +147,73 @@ pub fn login_start(
         message: result.message.serialize().to_vec(),
         state: result.state.serialize().to_vec(),
     })
+}
+
+/// Where a sealed login state lives; bound into the seal so a state moved to another row (or
+/// another account) does not open.
+#[derive(Clone, Copy)]
+pub enum LoginStateRow<'a> {
+    Enrollment { account: &'a str, id: &'a str },
+    Challenge { account: &'a str, id: &'a str },
+}
+
+impl LoginStateRow<'_> {
+    fn associated_data(&self) -> Vec<u8> {
+        let (kind, account, id) = match *self {
+            LoginStateRow::Enrollment { account, id } => ("enrollment", account, id),
+            LoginStateRow::Challenge { account, id } => ("challenge", account, id),
+        };
+        let mut out = Vec::new();
+        for field in [kind, account, id] {
+            out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+            out.extend_from_slice(field.as_bytes());
+        }
+        out
+    }
+}
+
+/// Seals a server login state for the database: it holds the MAC the server expects from the
+/// client, so in clear a database reader could finish the login without the PIN.
+pub fn seal_login_state(key: &[u8; 32], row: LoginStateRow<'_>, state: &[u8]) -> Vec<u8> {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+    let nonce = random_bytes(24);
+    let aad = row.associated_data();
+    let sealed = XChaCha20Poly1305::new(key.into())
+        .encrypt(
+            XNonce::from_slice(&nonce),
+            Payload {
+                msg: state,
+                aad: &aad,
+            },
+        )
+        .expect("XChaCha20-Poly1305 encrypts any length we store");
+    [nonce, sealed].concat()
+}
+
+/// Opens a sealed login state; a state that does not open (altered, or moved from another row)
+/// is an internal error, never a PIN outcome.
+pub fn open_login_state(
+    key: &[u8; 32],
+    row: LoginStateRow<'_>,
+    sealed: &[u8],
+) -> crate::error::Result<Vec<u8>> {
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+    use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+    if sealed.len() <= 24 {
+        return Err(anyhow::anyhow!("sealed login state is truncated").into());
+    }
+    let (nonce, ciphertext) = sealed.split_at(24);
+    let aad = row.associated_data();
+    Ok(XChaCha20Poly1305::new(key.into())
+        .decrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: ciphertext,
+                aad: &aad,
+            },
+        )
+        .map_err(|_| anyhow::anyhow!("sealed login state does not open for its row"))?)
 }
 
 /// Whether the client's finalization proves the PIN. Any malformed input is a failed proof.
@@ -205,6 +288,29 @@ mod tests {
         assert!(others.iter().all(|o| *o != a));
         assert!(code_matches(&a, &a));
         assert!(!code_matches(&a[..5], &a));
+    }
+
+    #[test]
+    fn sealed_login_state_opens_only_for_its_row() {
+        let key = [7u8; 32];
+        let row = LoginStateRow::Challenge {
+            account: "alice",
+            id: "c1",
+        };
+        let sealed = seal_login_state(&key, row, b"state");
+        assert!(!sealed.windows(5).any(|w| w == b"state"));
+        assert_eq!(open_login_state(&key, row, &sealed).unwrap(), b"state");
+        let other_row = LoginStateRow::Challenge {
+            account: "alice",
+            id: "c2",
+        };
+        assert!(open_login_state(&key, other_row, &sealed).is_err());
+        let other_kind = LoginStateRow::Enrollment {
+            account: "alice",
+            id: "c1",
+        };
+        assert!(open_login_state(&key, other_kind, &sealed).is_err());
+        assert!(open_login_state(&[8u8; 32], row, &sealed).is_err());
     }
 
     #[test]

@@ -4,11 +4,13 @@ use pims_proto::{
 };
 
 use super::accounts::check_id;
+use super::crypto::LoginStateRow;
 use super::{crypto, phone, Service};
 use crate::error::{api, Result};
+use crate::sms::Notice;
 use crate::store::{
-    EnrollmentProof, FinishEnrollmentStep, LoginStart, NewDeviceRecord, StartEnrollmentStep,
-    StoredOutcome,
+    replay_scoped, EnrollmentProof, FinishEnrollmentStep, LoginStart, NewDeviceRecord,
+    StartEnrollmentStep,
 };
 
 const MAX_DEVICE_NAME: usize = 100;
@@ -34,30 +36,39 @@ impl Service {
             None if record.phone_number.is_none() => return api(ApiError::NoPhoneNumber),
             _ => {}
         }
-        let (response, login) = match (&req.pin, &record.pin_record) {
+        let session_id = uuid::Uuid::new_v4().to_string();
+        // The registration response is returned only if the step below accepts the SMS code;
+        // it is computed under a fresh identifier, so it reveals nothing of any other record.
+        let (response, login, credential_id) = match (&req.pin, &record.pin_record) {
             (PinStart::Register(_), Some(_)) | (PinStart::Login(_), None) => {
                 return api(ApiError::PinStateChanged)
             }
             (PinStart::Register(request), None) => {
-                let message =
-                    crypto::registration_response(&self.keys.opaque, account, request.as_slice())?;
-                (PinStart::Register(message.into()), None)
-            }
-            (PinStart::Login(request), Some(pin_record)) => {
-                if record.pin_failures >= self.limits.pin_attempts {
-                    return api(ApiError::AccountBlocked);
-                }
-                let crypto::LoginStarted { message, state } = crypto::login_start(
+                let credential_id = crypto::new_credential_id();
+                let message = crypto::registration_response(
                     &self.keys.opaque,
-                    account,
-                    pin_record,
+                    &credential_id,
                     request.as_slice(),
                 )?;
-                let login = LoginStart {
-                    pin_record: pin_record.clone(),
-                    state,
+                (PinStart::Register(message.into()), None, Some(credential_id))
+            }
+            (PinStart::Login(request), Some(_)) => {
+                let pin = record.pin_for_login(self.limits.pin_attempts)?;
+                let crypto::LoginStarted { message, state } = crypto::login_start(
+                    &self.keys.opaque,
+                    &pin.credential_id,
+                    &pin.record,
+                    request.as_slice(),
+                )?;
+                let row = LoginStateRow::Enrollment {
+                    account,
+                    id: &session_id,
                 };
-                (PinStart::Login(message.into()), Some(login))
+                let login = LoginStart {
+                    pin_record: pin.record,
+                    state: crypto::seal_login_state(&self.keys.login_state, row, &state),
+                };
+                (PinStart::Login(message.into()), Some(login), None)
             }
         };
         let purpose = if phone_number.is_some() {
@@ -65,7 +76,6 @@ impl Service {
         } else {
             pims_proto::SmsPurpose::Enrollment
         };
-        let session_id = uuid::Uuid::new_v4().to_string();
         let nonce = crypto::random_bytes(32);
         self.store
             .start_enrollment(StartEnrollmentStep {
@@ -75,6 +85,7 @@ impl Service {
                 phone_number,
                 sms_code: self.code_matcher(account, purpose, &req.sms_code),
                 login,
+                credential_id,
                 now: self.now(),
                 ttl: self.limits.enrollment_session_ttl_seconds,
                 limits: self.step_limits(),
@@ -96,15 +107,12 @@ impl Service {
     ) -> Result<EnrollmentFinished> {
         check_id(&req.idempotency_key, "idempotencyKey")?;
         check_id(enrollment_id, "enrollmentId")?;
-        if let Some(outcome) = self
+        if let Some((scope, outcome)) = self
             .store
             .idempotent_outcome(account, &req.idempotency_key)
             .await?
         {
-            return match outcome {
-                StoredOutcome::Ok(v) => Ok(v),
-                StoredOutcome::Error(e) => api(e),
-            };
+            return replay_scoped(enrollment_id, &scope, outcome);
         }
         let device = &req.device;
         let public_key = device.public_key.as_slice();
@@ -142,9 +150,16 @@ impl Service {
                 (None, PinFinish::Register(upload)) => EnrollmentProof::Register {
                     pin_record: crypto::registration_record(upload.as_slice())?,
                 },
-                (Some(state), PinFinish::Login(finalization)) => EnrollmentProof::Login {
-                    pin_ok: crypto::login_finish(state, finalization.as_slice()),
-                },
+                (Some(sealed), PinFinish::Login(finalization)) => {
+                    let row = LoginStateRow::Enrollment {
+                        account,
+                        id: &session.id,
+                    };
+                    let state = crypto::open_login_state(&self.keys.login_state, row, sealed)?;
+                    EnrollmentProof::Login {
+                        pin_ok: crypto::login_finish(&state, finalization.as_slice()),
+                    }
+                }
                 (Some(_), PinFinish::LoginFailed) => EnrollmentProof::Login { pin_ok: false },
                 _ => return api(ApiError::InvalidParameter { name: "pin".into() }),
             }
@@ -202,7 +217,8 @@ impl Service {
         if !crypto::signature_ok(&device.public_key, &transcript, signature) {
             return api(ApiError::BadSignature);
         }
-        self.store
+        let activated = self
+            .store
             .activate_device(crate::store::ActivateStep {
                 account: account.to_string(),
                 device_id: device_id.to_string(),
@@ -210,6 +226,11 @@ impl Service {
                 now,
                 pending_device_ttl: self.limits.pending_device_ttl_seconds,
             })
-            .await
+            .await?;
+        if activated {
+            let number = self.trusted_number(account).await;
+            self.notify(number.as_deref(), Notice::DeviceEnrolled).await;
+        }
+        Ok(())
     }
 }

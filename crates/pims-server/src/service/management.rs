@@ -3,14 +3,17 @@
 
 use pims_proto::{
     transcript, ApiError, DeviceChallenge, DeviceChallengeRequest, DeviceInfo, DeviceList,
-    DeviceProof, ModifyPhoneNumber, PinFinish, ResetPin, SmsPurpose, UpdatePin,
+    DeviceProof, FinishPinChange, ModifyPhoneNumber, PinAuthorization, PinChangeStarted,
+    PinFinish, PinOrigin, SmsPurpose, StartPinChange,
 };
 
 use super::accounts::check_id;
 use super::{crypto, phone, Service};
 use crate::error::{api, Result};
+use crate::sms::Notice;
 use crate::store::{
-    ChallengeStep, CodeCheck, CodeTarget, DeviceOperation, DeviceOperationStep, LoginStart,
+    CodeCheck, CodeTarget, DeviceOperation, DeviceOperationStep, OperationOutcome,
+    PinChangeChallenge,
 };
 
 impl Service {
@@ -47,8 +50,13 @@ impl Service {
 
     /// `POST /v1/enrollments/remove`.
     pub async fn remove_enrollments(&self, account: &str) -> Result<()> {
-        self.store.remove_enrollments(account, self.now()).await?;
+        let removed = self.store.remove_enrollments(account, self.now()).await?;
         tracing::info!("every enrollment of the account removed");
+        if removed {
+            let number = self.trusted_number(account).await;
+            self.notify(number.as_deref(), Notice::EnrollmentsRemoved)
+                .await;
+        }
         Ok(())
     }
 
@@ -64,104 +72,103 @@ impl Service {
         if device.map(|d| d.state) != Some(pims_proto::DeviceState::Active) {
             return api(ApiError::DeviceUnknown);
         }
-        let (login_response, login) = match &req.login {
-            None => (None, None),
-            Some(request) => {
-                let record = self.store.account(account).await?.unwrap_or_default();
-                let Some(pin_record) = record.pin_record else {
-                    return api(ApiError::NoPin);
-                };
-                if record.pin_failures >= self.limits.pin_attempts {
-                    return api(ApiError::AccountBlocked);
-                }
-                let crypto::LoginStarted { message, state } = crypto::login_start(
-                    &self.keys.opaque,
-                    account,
-                    &pin_record,
-                    request.as_slice(),
-                )?;
-                (Some(message.into()), Some(LoginStart { pin_record, state }))
-            }
-        };
-        // Registration responses are derived from the server setup alone: nothing to keep.
-        let register_response = req
-            .register
-            .as_ref()
-            .map(|r| crypto::registration_response(&self.keys.opaque, account, r.as_slice()))
-            .transpose()?
-            .map(Into::into);
-        let challenge_id = uuid::Uuid::new_v4().to_string();
-        let nonce = crypto::random_bytes(32);
-        // Stored with the OTP challenges: same shape, same lockout; the signed transcript
+        // Same rows as OTP challenges: same shape, same lockout; the signed transcript
         // differs, so one kind of answer can never serve as the other.
-        self.store
-            .create_otp_challenge(ChallengeStep {
-                account: account.to_string(),
-                challenge_id: challenge_id.clone(),
-                device_id: device_id.to_string(),
-                nonce: nonce.clone(),
-                login,
-                now: self.now(),
-                ttl: self.limits.challenge_ttl_seconds,
-                pin_attempts: self.limits.pin_attempts,
-            })
-            .await?;
-        Ok(DeviceChallenge {
-            challenge_id,
-            nonce: nonce.into(),
-            login: login_response,
-            register: register_response,
-        })
+        self.create_challenge(account, device_id, req.login.as_ref(), None)
+            .await
     }
 
-    /// `POST /v1/pin/reset`.
-    pub async fn reset_pin(&self, account: &str, req: ResetPin) -> Result<()> {
-        let pin_record = crypto::registration_record(req.registration.as_slice())?;
-        let code = self.code_check(
-            account,
-            SmsPurpose::ResetPin,
-            CodeTarget::TrustedNumber,
-            &req.sms_code,
-        );
-        self.device_operation(
-            account,
-            &req.proof,
-            transcript::PIN_RESET,
-            req.registration.as_slice(),
-            None,
-            DeviceOperation::ResetPin { code, pin_record },
-        )
-        .await?;
-        tracing::info!("PIN reset");
-        Ok(())
-    }
-
-    /// `POST /v1/pin/update`.
-    pub async fn update_pin(&self, account: &str, req: UpdatePin) -> Result<()> {
-        let pin_record = req
-            .registration
-            .as_ref()
-            .map(|r| crypto::registration_record(r.as_slice()))
-            .transpose()?;
-        let login = match &req.login {
-            PinFinish::Login(finalization) => Some(finalization.as_slice()),
-            PinFinish::LoginFailed => None,
-            PinFinish::Register(_) => {
-                return api(ApiError::InvalidParameter {
-                    name: "login".into(),
-                })
+    /// `POST /v1/pin/change`: authorizes a PIN reset (SMS code) or update (current PIN) in
+    /// one store step, and only then answers the registration request, under a fresh
+    /// credential identifier.
+    pub async fn start_pin_change(
+        &self,
+        account: &str,
+        req: StartPinChange,
+    ) -> Result<PinChangeStarted> {
+        // Parse the request before anything is counted; answer it only once authorized.
+        if let Some(r) = &req.registration {
+            crypto::check_registration_request(r.as_slice())?;
+        }
+        let next = req.registration.as_ref().map(|_| PinChangeChallenge {
+            challenge_id: uuid::Uuid::new_v4().to_string(),
+            nonce: crypto::random_bytes(32),
+            credential_id: crypto::new_credential_id(),
+            ttl: self.limits.challenge_ttl_seconds,
+        });
+        let (login, operation) = match &req.authorization {
+            PinAuthorization::SmsCode(code) => {
+                let Some(next) = next else {
+                    return api(ApiError::InvalidParameter {
+                        name: "registration".into(),
+                    });
+                };
+                let code = self.code_check(
+                    account,
+                    SmsPurpose::ResetPin,
+                    CodeTarget::TrustedNumber,
+                    code,
+                );
+                (None, DeviceOperation::StartPinReset { code, next })
             }
+            PinAuthorization::Pin(finish) => (
+                Some(login_proof(finish)?),
+                DeviceOperation::StartPinUpdate { next },
+            ),
         };
+        let next = match &operation {
+            DeviceOperation::StartPinReset { next, .. } => Some(next),
+            DeviceOperation::StartPinUpdate { next } => next.as_ref(),
+            _ => None,
+        }
+        .map(|n| (n.challenge_id.clone(), n.nonce.clone(), n.credential_id.clone()));
         self.device_operation(
             account,
             &req.proof,
-            transcript::PIN_UPDATE,
+            req.operation(),
             &req.signed_payload(),
-            Some(login),
-            DeviceOperation::UpdatePin { pin_record },
+            login,
+            operation,
         )
         .await?;
-        tracing::info!("PIN updated");
+        let next = match (next, &req.registration) {
+            (Some((challenge_id, nonce, credential_id)), Some(request)) => Some(DeviceChallenge {
+                challenge_id,
+                nonce: nonce.into(),
+                login: None,
+                register: Some(
+                    crypto::registration_response(
+                        &self.keys.opaque,
+                        &credential_id,
+                        request.as_slice(),
+                    )?
+                    .into(),
+                ),
+            }),
+            _ => None,
+        };
+        tracing::info!(operation = req.operation(), "PIN change authorized");
+        Ok(PinChangeStarted { next })
+    }
+
+    /// `POST /v1/pin/change/finish`.
+    pub async fn finish_pin_change(&self, account: &str, req: FinishPinChange) -> Result<()> {
+        let pin_record = crypto::registration_record(req.registration.as_slice())?;
+        let outcome = self
+            .device_operation(
+                account,
+                &req.proof,
+                transcript::PIN_CHANGE_FINISH,
+                req.registration.as_slice(),
+                None,
+                DeviceOperation::FinishPinChange { pin_record },
+            )
+            .await?;
+        tracing::info!(by = ?outcome.pin_set_by, "PIN changed");
+        if outcome.pin_set_by == Some(PinOrigin::SmsRecovery) {
+            let number = self.trusted_number(account).await;
+            self.notify(number.as_deref(), Notice::PinReset).await;
+        }
         Ok(())
     }
 
@@ -174,19 +181,27 @@ impl Service {
             CodeTarget::Number(number.clone()),
             &req.sms_code,
         );
-        self.device_operation(
-            account,
-            &req.proof,
-            transcript::PHONE_NUMBER_MODIFY,
-            &number.clone().into_bytes(),
-            None,
-            DeviceOperation::ModifyPhoneNumber {
-                code,
-                phone_number: number,
-            },
+        let login = req.login.as_ref().map(login_proof).transpose()?;
+        let outcome = self
+            .device_operation(
+                account,
+                &req.proof,
+                transcript::PHONE_NUMBER_MODIFY,
+                &req.signed_payload(),
+                login,
+                DeviceOperation::ModifyPhoneNumber {
+                    code,
+                    phone_number: number,
+                    recovery_hold: self.limits.recovery_hold_after_number_change_seconds,
+                },
+            )
+            .await?;
+        tracing::info!(pin_proven = login.is_some(), "trusted phone number modified");
+        self.notify(
+            outcome.previous_phone_number.as_deref(),
+            Notice::PhoneNumberChanged,
         )
-        .await?;
-        tracing::info!("trusted phone number modified");
+        .await;
         Ok(())
     }
 
@@ -218,7 +233,7 @@ impl Service {
         payload: &[u8],
         login: Option<Option<&[u8]>>,
         operation: DeviceOperation,
-    ) -> Result<()> {
+    ) -> Result<OperationOutcome> {
         check_id(&proof.challenge_id, "challengeId")?;
         let now = self.now();
         let Some(challenge) = self
@@ -241,7 +256,8 @@ impl Service {
             &signed,
             proof.signature.as_slice(),
         );
-        let pin_ok = match (&challenge.login_state, login) {
+        let login_state = self.challenge_login_state(account, &challenge)?;
+        let pin_ok = match (&login_state, login) {
             (Some(state), Some(Some(finalization))) => {
                 Some(crypto::login_finish(state, finalization))
             }
@@ -253,7 +269,8 @@ impl Service {
                 })
             }
         };
-        self.store
+        let result = self
+            .store
             .device_operation(DeviceOperationStep {
                 account: account.to_string(),
                 challenge_id: challenge.id,
@@ -264,6 +281,19 @@ impl Service {
                 now,
                 pin_attempts: self.limits.pin_attempts,
             })
-            .await
+            .await;
+        self.metrics.pin_outcome(&result);
+        result
+    }
+}
+
+/// The finalization of a PIN login in an operation: `None` for a PIN the device found wrong.
+fn login_proof(finish: &PinFinish) -> Result<Option<&[u8]>> {
+    match finish {
+        PinFinish::Login(finalization) => Ok(Some(finalization.as_slice())),
+        PinFinish::LoginFailed => Ok(None),
+        PinFinish::Register(_) => api(ApiError::InvalidParameter {
+            name: "login".into(),
+        }),
     }
 }

@@ -11,13 +11,14 @@ mod sms_codes;
 
 use std::sync::Arc;
 
-use pims_proto::SmsPurpose;
+use pims_proto::{ApiError, SmsPurpose};
 
 use crate::clock::Clock;
 use crate::config::{Limits, ServerConfig};
 use crate::keys::Keys;
 use crate::metrics::Metrics;
-use crate::sms::SmsSender;
+use crate::error::{api, Result};
+use crate::sms::{mask_number, Notice, SmsSender};
 use crate::store::{CodeMatcher, StepLimits, Store};
 
 pub struct Service {
@@ -29,6 +30,8 @@ pub struct Service {
     pub(crate) metrics: Arc<Metrics>,
     sms_domain: String,
     sms_app_hash: String,
+    relying_parties: Vec<String>,
+    otp_default_audience: Option<String>,
 }
 
 impl Service {
@@ -48,6 +51,8 @@ impl Service {
             sms,
             sms_domain: config.sms_domain.clone(),
             sms_app_hash: config.sms_app_hash.clone(),
+            relying_parties: config.relying_parties.iter().map(|rp| rp.id.clone()).collect(),
+            otp_default_audience: config.otp_default_audience.clone(),
         }
     }
 
@@ -65,6 +70,56 @@ impl Service {
             sms_code_max_checks: self.limits.sms_code_max_checks,
             max_devices: self.limits.max_devices_per_account,
             pending_device_ttl: self.limits.pending_device_ttl_seconds,
+        }
+    }
+
+    /// The relying party an OTP is for: the one named (it must be configured), else the
+    /// configured default, else the only relying party. With several and no default the app
+    /// must name one; with none, no OTP could be verified anyway.
+    fn otp_audience(&self, requested: Option<&str>) -> Result<Option<String>> {
+        let invalid = || {
+            api(ApiError::InvalidParameter {
+                name: "audience".into(),
+            })
+        };
+        match requested {
+            Some(id) if self.relying_parties.iter().any(|rp| rp == id) => Ok(Some(id.to_string())),
+            Some(_) => invalid(),
+            None => match (&self.otp_default_audience, self.relying_parties.as_slice()) {
+                (Some(default), _) => Ok(Some(default.clone())),
+                (None, [only]) => Ok(Some(only.clone())),
+                (None, []) => Ok(None),
+                (None, _) => invalid(),
+            },
+        }
+    }
+
+    /// Tells the owner of `number` about a change to their account. Delivery failure is logged,
+    /// not returned: the change itself is committed and must be reported as done.
+    async fn notify(&self, number: Option<&str>, notice: Notice) {
+        let Some(number) = number else { return };
+        match self.sms.send(number, &notice.text(), self.now()).await {
+            Ok(()) => {
+                self.metrics.sms_sent.inc();
+                tracing::info!(notice = notice.as_str(), to = %mask_number(number), "security notice sent");
+            }
+            Err(e) => tracing::warn!(
+                notice = notice.as_str(),
+                to = %mask_number(number),
+                error = %format!("{e:#}"),
+                "security notice not delivered"
+            ),
+        }
+    }
+
+    /// The account's trusted number, to send a notice to.
+    async fn trusted_number(&self, account: &str) -> Option<String> {
+        match self.store.account(account).await {
+            Ok(record) => record.and_then(|r| r.phone_number),
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the trusted number for a notice failed");
+                None
+            }
         }
     }
 

@@ -1,12 +1,13 @@
 use pims_proto::{
-    transcript, ApiError, DeviceState, OtpChallenge, OtpChallengeRequest, OtpIssued, OtpRequest,
-    OtpVerified, PinFinish,
+    transcript, ApiError, DeviceChallenge, DeviceState, OtpChallenge, OtpChallengeRequest,
+    OtpIssued, OtpRequest, OtpVerified, PinFinish,
 };
 
 use super::accounts::check_id;
+use super::crypto::LoginStateRow;
 use super::{crypto, Service};
 use crate::error::{api, Result};
-use crate::store::{ChallengeStep, IssueOtpStep, LoginStart, OtpProof};
+use crate::store::{ChallengeStep, IssueOtpStep, LoginStart, OtpChallengeRecord, OtpProof};
 
 impl Service {
     /// `POST /v1/otp/challenges`.
@@ -20,44 +21,87 @@ impl Service {
         if device.map(|d| d.state) != Some(DeviceState::Active) {
             return api(ApiError::DeviceUnknown);
         }
-        let (response, login) = match &req.pin {
+        let audience = self.otp_audience(req.audience.as_deref())?;
+        let challenge = self
+            .create_challenge(account, &req.device_id, req.pin.as_ref(), audience)
+            .await?;
+        Ok(OtpChallenge {
+            challenge_id: challenge.challenge_id,
+            nonce: challenge.nonce,
+            pin: challenge.login,
+        })
+    }
+
+    /// Records a challenge for an Active device, starting the counted PIN login when the
+    /// device sent a credential request. Shared by OTPs and account-management operations.
+    pub(super) async fn create_challenge(
+        &self,
+        account: &str,
+        device_id: &str,
+        login_request: Option<&pims_proto::Bytes>,
+        audience: Option<String>,
+    ) -> Result<DeviceChallenge> {
+        let challenge_id = uuid::Uuid::new_v4().to_string();
+        let (response, login) = match login_request {
             None => (None, None),
             Some(request) => {
                 let record = self.store.account(account).await?.unwrap_or_default();
-                let Some(pin_record) = record.pin_record else {
-                    return api(ApiError::NoPin);
-                };
-                if record.pin_failures >= self.limits.pin_attempts {
-                    return api(ApiError::AccountBlocked);
-                }
+                let pin = record.pin_for_login(self.limits.pin_attempts)?;
                 let crypto::LoginStarted { message, state } = crypto::login_start(
                     &self.keys.opaque,
-                    account,
-                    &pin_record,
+                    &pin.credential_id,
+                    &pin.record,
                     request.as_slice(),
                 )?;
-                (Some(message.into()), Some(LoginStart { pin_record, state }))
+                let row = LoginStateRow::Challenge {
+                    account,
+                    id: &challenge_id,
+                };
+                let login = LoginStart {
+                    pin_record: pin.record,
+                    state: crypto::seal_login_state(&self.keys.login_state, row, &state),
+                };
+                (Some(message.into()), Some(login))
             }
         };
-        let challenge_id = uuid::Uuid::new_v4().to_string();
         let nonce = crypto::random_bytes(32);
         self.store
             .create_otp_challenge(ChallengeStep {
                 account: account.to_string(),
                 challenge_id: challenge_id.clone(),
-                device_id: req.device_id,
+                device_id: device_id.to_string(),
                 nonce: nonce.clone(),
                 login,
+                audience,
                 now: self.now(),
                 ttl: self.limits.challenge_ttl_seconds,
                 pin_attempts: self.limits.pin_attempts,
+                max_open: self.limits.max_open_challenges_per_device,
             })
             .await?;
-        Ok(OtpChallenge {
+        Ok(DeviceChallenge {
             challenge_id,
             nonce: nonce.into(),
-            pin: response,
+            login: response,
+            register: None,
         })
+    }
+
+    /// The server login state of a challenge, opened from its seal.
+    pub(super) fn challenge_login_state(
+        &self,
+        account: &str,
+        challenge: &OtpChallengeRecord,
+    ) -> Result<Option<Vec<u8>>> {
+        let row = LoginStateRow::Challenge {
+            account,
+            id: &challenge.id,
+        };
+        challenge
+            .login_state
+            .as_deref()
+            .map(|sealed| crypto::open_login_state(&self.keys.login_state, row, sealed))
+            .transpose()
     }
 
     /// `POST /v1/otp`.
@@ -79,7 +123,8 @@ impl Service {
             req.counter,
             pin_proof,
         );
-        let proof = match (&challenge.login_state, &req.pin) {
+        let login_state = self.challenge_login_state(account, &challenge)?;
+        let proof = match (&login_state, &req.pin) {
             (None, None) => OtpProof::WithoutPin,
             (Some(state), Some(PinFinish::Login(finalization))) => OtpProof::Pin {
                 ok: crypto::login_finish(state, finalization.as_slice()),
@@ -139,6 +184,8 @@ impl Service {
                     device_id: v.device_id,
                     with_pin: v.with_pin,
                     issued_at: v.issued_at,
+                    pin_set_at: v.pin_set_at,
+                    pin_set_by: v.pin_set_by,
                 })
             }
             None => api(ApiError::OtpInvalid),

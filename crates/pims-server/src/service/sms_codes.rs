@@ -24,6 +24,11 @@ impl Service {
             }
         };
         let now = self.now();
+        if purpose == SmsPurpose::ResetPin {
+            // No code is sent for a reset that would be refused (the step checks again).
+            let record = self.store.account(account).await?.unwrap_or_default();
+            record.check_recovery_allowed(now)?;
+        }
         let to_send = self
             .store
             .prepare_sms_code(SmsSendRequest {

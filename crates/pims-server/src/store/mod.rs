@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform, SmsPurpose};
+use pims_proto::{ApiError, DeviceState, EnrollmentFinished, PinOrigin, Platform, SmsPurpose};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{api, Result};
@@ -26,10 +26,46 @@ pub type CodeMatcher = Arc<dyn Fn(&str, &[u8]) -> bool + Send + Sync>;
 pub struct AccountRecord {
     pub phone_number: Option<String>,
     pub pin_record: Option<Vec<u8>>,
+    /// OPAQUE credential identifier the record was registered under (fresh per record).
+    pub pin_credential_id: Option<String>,
     pub pin_failures: u32,
+    /// Until when (Unix seconds) a PIN may not be set by SMS alone: set by a number change.
+    pub recovery_held_until: Option<i64>,
+}
+
+/// The PIN of a login to start: the record and the identifier it was registered under.
+pub struct CurrentPin {
+    pub record: Vec<u8>,
+    pub credential_id: String,
 }
 
 impl AccountRecord {
+    /// The PIN to log in against, unless the account has none (`NoPin`) or is blocked.
+    pub fn pin_for_login(&self, pin_attempts: u32) -> Result<CurrentPin> {
+        let (Some(record), Some(credential_id)) = (&self.pin_record, &self.pin_credential_id)
+        else {
+            return api(ApiError::NoPin);
+        };
+        if self.pin_failures >= pin_attempts {
+            return api(ApiError::AccountBlocked);
+        }
+        Ok(CurrentPin {
+            record: record.clone(),
+            credential_id: credential_id.clone(),
+        })
+    }
+
+    /// The rule for setting a PIN with an SMS code alone (a reset, or an enrollment that
+    /// registers a PIN): refused while a recent number change holds recovery.
+    pub fn check_recovery_allowed(&self, now: i64) -> Result<()> {
+        match self.recovery_held_until {
+            Some(until) if until > now => api(ApiError::RecoveryHeld {
+                retry_after_seconds: (until - now) as u64,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// The rules an enrollment start checks before its SMS code, the same in every store: the
     /// code to check (certification of a number the account will trust, or enrollment on its
     /// trusted number), and the PIN state the device chose register or login from still holds.
@@ -51,6 +87,9 @@ impl AccountRecord {
         };
         if !pin_matches {
             return api(ApiError::PinStateChanged);
+        }
+        if step.login.is_none() {
+            self.check_recovery_allowed(step.now)?;
         }
         Ok(code)
     }
@@ -134,6 +173,7 @@ pub struct CodeCheck {
 /// OPAQUE login started outside the transaction against `pin_record`.
 pub struct LoginStart {
     pub pin_record: Vec<u8>,
+    /// The server login state, sealed for its row (`crypto::seal_login_state`).
     pub state: Vec<u8>,
 }
 
@@ -144,8 +184,10 @@ pub struct StartEnrollmentStep {
     /// `enrollWithPhoneNumber`: the certified number that becomes the trusted one.
     pub phone_number: Option<String>,
     pub sms_code: CodeMatcher,
-    /// `None` registers a PIN, `Some` checks the existing one.
+    /// `None` registers a PIN (under `credential_id`), `Some` checks the existing one.
     pub login: Option<LoginStart>,
+    /// Credential identifier of the PIN registered by this session, when it registers one.
+    pub credential_id: Option<String>,
     pub now: i64,
     pub ttl: u64,
     pub limits: StepLimits,
@@ -155,7 +197,7 @@ pub struct StartEnrollmentStep {
 pub struct EnrollmentSession {
     pub id: String,
     pub nonce: Vec<u8>,
-    /// Serialized `ServerLogin`; `None` for a registration.
+    /// Sealed serialized `ServerLogin`; `None` for a registration.
     pub login_state: Option<Vec<u8>>,
 }
 
@@ -212,9 +254,13 @@ pub struct ChallengeStep {
     pub device_id: String,
     pub nonce: Vec<u8>,
     pub login: Option<LoginStart>,
+    /// The relying party an OTP answering this challenge is for.
+    pub audience: Option<String>,
     pub now: i64,
     pub ttl: u64,
     pub pin_attempts: u32,
+    /// Open challenges a device may hold at once; one more is `RateLimited`.
+    pub max_open: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -222,8 +268,19 @@ pub struct OtpChallengeRecord {
     pub id: String,
     pub device_id: String,
     pub nonce: Vec<u8>,
+    /// Sealed serialized `ServerLogin`.
     pub login_state: Option<Vec<u8>>,
     pub device_public_key: Vec<u8>,
+}
+
+/// The rule on open challenges, the same in every store: a device holds at most `max_open`.
+pub fn check_open_challenges(open: u32, max_open: u32, ttl: u64) -> Result<()> {
+    if open >= max_open {
+        return api(ApiError::RateLimited {
+            retry_after_seconds: ttl,
+        });
+    }
+    Ok(())
 }
 
 pub enum OtpProof {
@@ -250,6 +307,8 @@ pub struct VerifiedOtp {
     pub device_id: String,
     pub with_pin: bool,
     pub issued_at: i64,
+    pub pin_set_at: Option<i64>,
+    pub pin_set_by: Option<PinOrigin>,
 }
 
 /// A device of the account as listed to its owner.
@@ -263,20 +322,114 @@ pub struct DeviceSummary {
     pub last_used_at: Option<i64>,
 }
 
+/// The challenge a PIN change continues with, created once the change is authorized.
+pub struct PinChangeChallenge {
+    pub challenge_id: String,
+    pub nonce: Vec<u8>,
+    /// Identifier of the new record: the registration response was computed under it.
+    pub credential_id: String,
+    pub ttl: u64,
+}
+
 /// What an Active device, proven by a signed challenge, asks to change.
 pub enum DeviceOperation {
-    /// Proves the current PIN (the challenge carried a login) and, with a record, replaces it.
-    UpdatePin { pin_record: Option<Vec<u8>> },
-    /// Checks and consumes a `ResetPin` code, replaces the PIN and resets the failure count.
-    ResetPin {
+    /// Proves the current PIN (the challenge carried a login) and, with `next`, opens a PIN
+    /// update.
+    StartPinUpdate { next: Option<PinChangeChallenge> },
+    /// Checks and consumes a `ResetPin` code (refused while recovery is held) and opens a reset.
+    StartPinReset {
         code: CodeCheck,
-        pin_record: Vec<u8>,
+        next: PinChangeChallenge,
     },
-    /// Checks and consumes a certification code for the new number and makes it the trusted one.
+    /// Over a challenge opened by a start: the new PIN record, under that start's identifier.
+    /// A reset also clears the failure count.
+    FinishPinChange { pin_record: Vec<u8> },
+    /// Checks and consumes a certification code for the new number and makes it the trusted
+    /// one (proving the PIN too when the challenge carried a login); holds recovery by SMS for
+    /// `recovery_hold` seconds.
     ModifyPhoneNumber {
         code: CodeCheck,
         phone_number: String,
+        recovery_hold: u64,
     },
+}
+
+/// What an applied operation changed that the account's owner must be told of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperationOutcome {
+    /// A number change: the number that was trusted before.
+    pub previous_phone_number: Option<String>,
+    /// A PIN change finished: how the new PIN was set.
+    pub pin_set_by: Option<PinOrigin>,
+}
+
+impl DeviceOperation {
+    /// The challenge kind the operation answers.
+    pub fn challenge_kind(&self) -> ChallengeKind {
+        match self {
+            DeviceOperation::FinishPinChange { .. } => ChallengeKind::PinChange,
+            _ => ChallengeKind::Device,
+        }
+    }
+
+    /// The rule on PIN proofs per operation: an update proves the PIN (its challenge carried a
+    /// login); a reset and a PIN-change finish never carry one; a number change may.
+    pub fn check_pin_proof(&self, proven: bool) -> Result<()> {
+        let ok = match self {
+            DeviceOperation::StartPinUpdate { .. } => proven,
+            DeviceOperation::StartPinReset { .. } | DeviceOperation::FinishPinChange { .. } => {
+                !proven
+            }
+            DeviceOperation::ModifyPhoneNumber { .. } => true,
+        };
+        if !ok {
+            return api(ApiError::InvalidParameter {
+                name: "login".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// How a PIN set by a PIN-change finish came about (`reset` or `update`, as stored).
+pub fn pin_change_origin(change: &str) -> Result<PinOrigin> {
+    match change {
+        "reset" => Ok(PinOrigin::SmsRecovery),
+        "update" => Ok(PinOrigin::Update),
+        other => Err(anyhow::anyhow!("unknown PIN change {other}").into()),
+    }
+}
+
+/// The audit detail of a PIN attempt as it starts.
+pub fn pin_attempt_detail(ordinal: u32, limit: u32) -> String {
+    format!("attempt {ordinal} of {limit}")
+}
+
+/// Replays the stored first outcome of an idempotency key, only for the session it belongs to:
+/// a key reused on another session is refused, never answered with the other's outcome.
+pub fn replay_scoped(
+    expected_scope: &str,
+    scope: &str,
+    outcome: StoredOutcome,
+) -> Result<EnrollmentFinished> {
+    if scope != expected_scope {
+        return api(ApiError::InvalidParameter {
+            name: "idempotencyKey".into(),
+        });
+    }
+    match outcome {
+        StoredOutcome::Ok(v) => Ok(v),
+        StoredOutcome::Error(e) => api(e),
+    }
+}
+
+/// Which challenges a step may use: each kind only answers its own step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChallengeKind {
+    /// Created by `POST /v1/otp/challenges` or `/v1/devices/{id}/challenges`.
+    Device,
+    /// Created by an authorized PIN change start, for its finish.
+    PinChange,
 }
 
 pub struct DeviceOperationStep {
@@ -348,16 +501,20 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<Option<EnrollmentSession>>;
 
-    /// Stored outcome of an earlier finish with this key.
-    async fn idempotent_outcome(&self, account: &str, key: &str) -> Result<Option<StoredOutcome>>;
+    /// Stored outcome of an earlier finish with this key, with the session it belongs to.
+    async fn idempotent_outcome(
+        &self,
+        account: &str,
+        key: &str,
+    ) -> Result<Option<(String, StoredOutcome)>>;
 
     /// Finishes a session once: applies the PIN outcome, consumes the SMS code, sets the phone
     /// number, creates the Pending device, and stores the outcome under the idempotency key.
     async fn finish_enrollment(&self, step: FinishEnrollmentStep) -> Result<EnrollmentFinished>;
 
     /// Pending/Active → Active if the counter increased; a counter that did not increase
-    /// disables the device. `DeviceUnknown`.
-    async fn activate_device(&self, step: ActivateStep) -> Result<()>;
+    /// disables the device. `DeviceUnknown`. `true` when this call activated it.
+    async fn activate_device(&self, step: ActivateStep) -> Result<bool>;
 
     /// Records an OTP challenge for an Active device; with a login, applies the lockout.
     async fn create_otp_challenge(&self, step: ChallengeStep) -> Result<()>;
@@ -373,7 +530,9 @@ pub trait Store: Send + Sync + 'static {
     /// Uses the challenge up, checks the counter, applies the PIN outcome and stores the OTP MAC.
     async fn issue_otp(&self, step: IssueOtpStep) -> Result<()>;
 
-    /// Marks a valid OTP used, exactly once. `None` when unknown, expired or already used.
+    /// Marks a valid OTP used, exactly once, by the relying party it was issued for. `None`
+    /// when unknown, expired, already used, for another relying party, or its device is no
+    /// longer Active.
     async fn use_otp(
         &self,
         otp_mac: &[u8],
@@ -394,12 +553,13 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_device(&self, account: &str, device_id: &str, now: i64) -> Result<()>;
 
     /// Disables every device of the account, deletes its PIN record and failure count, and
-    /// closes its open enrollment sessions and challenges. The trusted number stays.
-    async fn remove_enrollments(&self, account: &str, now: i64) -> Result<()>;
+    /// closes its open enrollment sessions and challenges. The trusted number stays. `true`
+    /// when there was something to remove (a device or a PIN).
+    async fn remove_enrollments(&self, account: &str, now: i64) -> Result<bool>;
 
     /// Uses the challenge up, checks signature, device and counter (a replay disables the
     /// device), applies the PIN outcome, then the operation — all or, for `Internal`, nothing.
-    async fn device_operation(&self, step: DeviceOperationStep) -> Result<()>;
+    async fn device_operation(&self, step: DeviceOperationStep) -> Result<OperationOutcome>;
 
     /// Every device of the account in any state, oldest first (admin API).
     async fn admin_list_devices(&self, account: &str) -> Result<Vec<AdminDeviceSummary>>;
@@ -423,6 +583,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Closes the database; later calls fail.
     async fn close(&self);
+}
+
+/// The PIN origin a registration gets: the account's first PIN, or a PIN set again by SMS
+/// after an earlier one was removed.
+pub fn registered_pin_origin(had_pin_before: bool) -> PinOrigin {
+    if had_pin_before {
+        PinOrigin::SmsRecovery
+    } else {
+        PinOrigin::Enrollment
+    }
 }
 
 /// The PIN outcome of a failed login whose start was the `ordinal`-th counted attempt.

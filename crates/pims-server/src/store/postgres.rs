@@ -139,20 +139,25 @@ fn small(v: i32) -> u32 {
     v.max(0) as u32
 }
 
+/// The columns [`account_from_row`] reads, in order.
+const ACCOUNT_COLUMNS: &str =
+    "phone_number, pin_record, pin_credential_id, pin_failures, recovery_held_until";
+
 fn account_from_row(r: &Row) -> AccountRecord {
     AccountRecord {
         phone_number: r.get(0),
         pin_record: r.get(1),
-        pin_failures: small(r.get(2)),
+        pin_credential_id: r.get(2),
+        pin_failures: small(r.get(3)),
+        recovery_held_until: r.get(4),
     }
 }
 
 /// Creates the account if needed and locks its row until the end of the transaction. The lock
 /// is tried first: accounts exist on almost every step, which then costs one round trip.
 async fn lock_account(tx: &Tx<'_>, account: &str, now: i64) -> Result<AccountRecord> {
-    const LOCK: &str =
-        "SELECT phone_number, pin_record, pin_failures FROM accounts WHERE subject = $1 FOR UPDATE";
-    if let Some(row) = opt(tx, LOCK, &[&account]).await? {
+    let lock = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE subject = $1 FOR UPDATE");
+    if let Some(row) = opt(tx, &lock, &[&account]).await? {
         return Ok(account_from_row(&row));
     }
     exec(
@@ -161,7 +166,7 @@ async fn lock_account(tx: &Tx<'_>, account: &str, now: i64) -> Result<AccountRec
         &[&account, &now],
     )
     .await?;
-    Ok(account_from_row(&one(tx, LOCK, &[&account]).await?))
+    Ok(account_from_row(&one(tx, &lock, &[&account]).await?))
 }
 
 /// Locks the account row if it exists (steps on devices that never create an account).
@@ -178,7 +183,7 @@ async fn lock_existing_account(tx: &Tx<'_>, account: &str) -> Result<()> {
 async fn read_account<C: GenericClient>(c: &C, account: &str) -> Result<Option<AccountRecord>> {
     Ok(opt(
         c,
-        "SELECT phone_number, pin_record, pin_failures FROM accounts WHERE subject = $1",
+        &format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE subject = $1"),
         &[&account],
     )
     .await?
@@ -287,9 +292,10 @@ async fn pin_failed(
     Ok(outcome)
 }
 
-/// Rejects a blocked account, else counts one more PIN attempt and returns its ordinal. The
-/// caller holds the account lock, so the count read here is the latest.
-async fn begin_pin_attempt(tx: &Tx<'_>, account: &str, limit: u32) -> Result<u32> {
+/// Rejects a blocked account, else counts (and audits) one more PIN attempt and returns its
+/// ordinal. The caller holds the account lock, so the count read here is the latest. The
+/// attempt counts from its start: an attempt never finished still counts.
+async fn begin_pin_attempt(tx: &Tx<'_>, account: &str, limit: u32, now: i64) -> Result<u32> {
     let row = opt(
         tx,
         "UPDATE accounts SET pin_failures = pin_failures + 1
@@ -297,10 +303,78 @@ async fn begin_pin_attempt(tx: &Tx<'_>, account: &str, limit: u32) -> Result<u32
         &[&account, &(limit as i32)],
     )
     .await?;
-    match row {
-        Some(r) => Ok(small(r.get(0))),
-        None => api(ApiError::AccountBlocked),
-    }
+    let Some(row) = row else {
+        return api(ApiError::AccountBlocked);
+    };
+    let ordinal = small(row.get(0));
+    audit(
+        tx,
+        now,
+        account,
+        "pin_attempt",
+        None,
+        Some(&pin_attempt_detail(ordinal, limit)),
+    )
+    .await?;
+    Ok(ordinal)
+}
+
+struct UsedChallenge {
+    device_id: String,
+    ordinal: Option<i32>,
+    /// `reset` or `update` for a PIN-change challenge.
+    pin_change: Option<String>,
+    credential_id: Option<String>,
+    audience: Option<String>,
+}
+
+/// Makes `record` the account's PIN, which also clears the failure count.
+async fn set_pin(
+    tx: &Tx<'_>,
+    account: &str,
+    record: &[u8],
+    credential_id: &str,
+    origin: PinOrigin,
+    now: i64,
+) -> Result<()> {
+    exec(
+        tx,
+        "UPDATE accounts SET pin_record = $2, pin_credential_id = $3, pin_failures = 0,
+                pin_set_at = $4, pin_set_by = $5
+         WHERE subject = $1",
+        &[&account, &record, &credential_id, &now, &origin.as_str()],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Records the challenge a PIN change finishes over, with what its start authorized.
+async fn open_pin_change(
+    tx: &Tx<'_>,
+    account: &str,
+    device_id: &str,
+    change: &str,
+    next: &PinChangeChallenge,
+    now: i64,
+) -> Result<()> {
+    exec(
+        tx,
+        "INSERT INTO otp_challenges (id, account, device_id, nonce, pin_change,
+             pin_credential_id, created_at, expires_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        &[
+            &next.challenge_id,
+            &account,
+            &device_id,
+            &next.nonce,
+            &change,
+            &next.credential_id,
+            &now,
+            &(now + next.ttl as i64),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 async fn reset_pin_failures(tx: &Tx<'_>, account: &str) -> Result<()> {
@@ -462,12 +536,6 @@ async fn read_outcome<C: GenericClient>(
     }
 }
 
-fn replay(outcome: StoredOutcome) -> Result<EnrollmentFinished> {
-    match outcome {
-        StoredOutcome::Ok(v) => Ok(v),
-        StoredOutcome::Error(e) => Err(Error::Api(e)),
-    }
-}
 
 // ---- steps ---------------------------------------------------------------------------------
 
@@ -621,14 +689,14 @@ async fn start_enrollment_tx(tx: &Tx<'_>, step: &StartEnrollmentStep) -> Result<
     )
     .await?;
     let ordinal = match &step.login {
-        Some(_) => Some(begin_pin_attempt(tx, account, step.limits.pin_attempts).await? as i32),
+        Some(_) => Some(begin_pin_attempt(tx, account, step.limits.pin_attempts, now).await? as i32),
         None => None,
     };
     exec(
         tx,
         "INSERT INTO enrollment_sessions (id, account, nonce, login_state, pin_ordinal,
-             sms_code_id, phone_number, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             sms_code_id, phone_number, created_at, expires_at, pin_credential_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         &[
             &step.session_id,
             &account,
@@ -639,6 +707,7 @@ async fn start_enrollment_tx(tx: &Tx<'_>, step: &StartEnrollmentStep) -> Result<
             &step.phone_number,
             &now,
             &(now + step.ttl as i64),
+            &step.credential_id,
         ],
     )
     .await?;
@@ -653,7 +722,7 @@ async fn finish_enrollment_tx(
     let now = step.now;
     let session = opt(
         tx,
-        "SELECT pin_ordinal, sms_code_id, phone_number FROM enrollment_sessions
+        "SELECT pin_ordinal, sms_code_id, phone_number, pin_credential_id FROM enrollment_sessions
          WHERE id = $1 AND account = $2 AND finished_at IS NULL AND expires_at > $3",
         &[&step.enrollment_id, &account, &now],
     )
@@ -664,6 +733,7 @@ async fn finish_enrollment_tx(
     let ordinal: Option<i32> = session.get(0);
     let code_id: i64 = session.get(1);
     let new_number: Option<String> = session.get(2);
+    let credential_id: Option<String> = session.get(3);
     exec(
         tx,
         "UPDATE enrollment_sessions SET finished_at = $2 WHERE id = $1",
@@ -694,6 +764,7 @@ async fn finish_enrollment_tx(
         if acct.pin_record.is_some() {
             return api(ApiError::PinStateChanged);
         }
+        acct.check_recovery_allowed(now)?;
     }
     if live_device_count(tx, account, now, step.limits.pending_device_ttl).await?
         >= step.limits.max_devices
@@ -703,13 +774,26 @@ async fn finish_enrollment_tx(
     consume_code(tx, code_id, now).await?;
 
     if let EnrollmentProof::Register { pin_record } = &step.proof {
-        exec(
+        let credential_id =
+            credential_id.ok_or_else(|| anyhow!("registration session without identifier"))?;
+        let had_pin: bool = one(
             tx,
-            "UPDATE accounts SET pin_record = $2, pin_failures = 0 WHERE subject = $1",
-            &[&account, pin_record],
+            "SELECT pin_set_at IS NOT NULL FROM accounts WHERE subject = $1",
+            &[&account],
+        )
+        .await?
+        .get(0);
+        let origin = registered_pin_origin(had_pin);
+        set_pin(tx, account, pin_record, &credential_id, origin, now).await?;
+        audit(
+            tx,
+            now,
+            account,
+            "pin_registered",
+            None,
+            Some(origin.as_str()),
         )
         .await?;
-        audit(tx, now, account, "pin_registered", None, None).await?;
     }
     if let Some(number) = &new_number {
         exec(
@@ -758,12 +842,7 @@ async fn finish_enrollment_idempotent(
 ) -> Result<EnrollmentFinished> {
     lock_account(tx, &step.account, step.now).await?;
     if let Some((scope, outcome)) = read_outcome(tx, &step.account, &step.idempotency_key).await? {
-        if scope != step.enrollment_id {
-            return api(ApiError::InvalidParameter {
-                name: "idempotencyKey".into(),
-            });
-        }
-        return replay(outcome);
+        return replay_scoped(&step.enrollment_id, &scope, outcome);
     }
     let result = finish_enrollment_tx(tx, step).await;
     let outcome = match &result {
@@ -783,7 +862,7 @@ async fn finish_enrollment_idempotent(
     result
 }
 
-async fn activate_device_tx(tx: &Tx<'_>, step: &ActivateStep) -> Result<()> {
+async fn activate_device_tx(tx: &Tx<'_>, step: &ActivateStep) -> Result<bool> {
     lock_existing_account(tx, &step.account).await?;
     let Some(device) = read_device(tx, &step.account, &step.device_id).await? else {
         return api(ApiError::DeviceUnknown);
@@ -816,7 +895,8 @@ async fn activate_device_tx(tx: &Tx<'_>, step: &ActivateStep) -> Result<()> {
         ],
     )
     .await?;
-    if device.state == DeviceState::Pending {
+    let activated = device.state == DeviceState::Pending;
+    if activated {
         audit(
             tx,
             step.now,
@@ -827,7 +907,7 @@ async fn activate_device_tx(tx: &Tx<'_>, step: &ActivateStep) -> Result<()> {
         )
         .await?;
     }
-    Ok(())
+    Ok(activated)
 }
 
 async fn create_otp_challenge_tx(tx: &Tx<'_>, step: &ChallengeStep) -> Result<()> {
@@ -836,6 +916,15 @@ async fn create_otp_challenge_tx(tx: &Tx<'_>, step: &ChallengeStep) -> Result<()
     if device.map(|d| d.state) != Some(DeviceState::Active) {
         return api(ApiError::DeviceUnknown);
     }
+    let open: i64 = one(
+        tx,
+        "SELECT COUNT(*) FROM otp_challenges
+         WHERE device_id = $1 AND used_at IS NULL AND expires_at > $2",
+        &[&step.device_id, &step.now],
+    )
+    .await?
+    .get(0);
+    check_open_challenges(open as u32, step.max_open, step.ttl)?;
     let ordinal = match &step.login {
         None => None,
         Some(login) => {
@@ -844,14 +933,14 @@ async fn create_otp_challenge_tx(tx: &Tx<'_>, step: &ChallengeStep) -> Result<()
                 Some(r) if *r != login.pin_record => return api(ApiError::PinStateChanged),
                 Some(_) => {}
             }
-            Some(begin_pin_attempt(tx, &step.account, step.pin_attempts).await? as i32)
+            Some(begin_pin_attempt(tx, &step.account, step.pin_attempts, step.now).await? as i32)
         }
     };
     exec(
         tx,
         "INSERT INTO otp_challenges (id, account, device_id, nonce, login_state,
-             pin_ordinal, created_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             pin_ordinal, created_at, expires_at, audience)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         &[
             &step.challenge_id,
             &step.account,
@@ -861,31 +950,45 @@ async fn create_otp_challenge_tx(tx: &Tx<'_>, step: &ChallengeStep) -> Result<()
             &ordinal,
             &step.now,
             &(step.now + step.ttl as i64),
+            &step.audience,
         ],
     )
     .await?;
     Ok(())
 }
 
-/// Uses up a live challenge of the account (OTP or device operation): its device and the
-/// ordinal of the PIN attempt it started, if any. One statement, so only one of two racing uses
-/// wins it.
+/// Uses up a live challenge of the account of the given kind: its device, the ordinal of the
+/// PIN attempt it started and, for a PIN change, what it authorized. One statement, so only
+/// one of two racing uses wins it.
 async fn use_challenge(
     tx: &Tx<'_>,
     challenge_id: &str,
     account: &str,
     now: i64,
-) -> Result<(String, Option<i32>)> {
+    kind: ChallengeKind,
+) -> Result<UsedChallenge> {
     let challenge = opt(
         tx,
         "UPDATE otp_challenges SET used_at = $3
          WHERE id = $1 AND account = $2 AND used_at IS NULL AND expires_at > $3
-         RETURNING device_id, pin_ordinal",
-        &[&challenge_id, &account, &now],
+           AND (pin_change IS NOT NULL) = $4
+         RETURNING device_id, pin_ordinal, pin_change, pin_credential_id, audience",
+        &[
+            &challenge_id,
+            &account,
+            &now,
+            &(kind == ChallengeKind::PinChange),
+        ],
     )
     .await?;
     match challenge {
-        Some(row) => Ok((row.get(0), row.get(1))),
+        Some(row) => Ok(UsedChallenge {
+            device_id: row.get(0),
+            ordinal: row.get(1),
+            pin_change: row.get(2),
+            credential_id: row.get(3),
+            audience: row.get(4),
+        }),
         None => api(ApiError::SessionExpired),
     }
 }
@@ -894,7 +997,12 @@ async fn issue_otp_tx(tx: &Tx<'_>, step: &IssueOtpStep) -> Result<()> {
     let account = step.account.as_str();
     let now = step.now;
     lock_existing_account(tx, account).await?;
-    let (device_id, ordinal) = use_challenge(tx, &step.challenge_id, account, now).await?;
+    let UsedChallenge {
+        device_id,
+        ordinal,
+        audience,
+        ..
+    } = use_challenge(tx, &step.challenge_id, account, now, ChallengeKind::Device).await?;
     if let OtpProof::BadSignature = step.proof {
         return api(ApiError::BadSignature);
     }
@@ -928,8 +1036,8 @@ async fn issue_otp_tx(tx: &Tx<'_>, step: &IssueOtpStep) -> Result<()> {
     };
     exec(
         tx,
-        "INSERT INTO otps (mac, account, device_id, with_pin, issued_at, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO otps (mac, account, device_id, with_pin, issued_at, expires_at, audience)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
         &[
             &step.otp_mac,
             &account,
@@ -937,6 +1045,7 @@ async fn issue_otp_tx(tx: &Tx<'_>, step: &IssueOtpStep) -> Result<()> {
             &with_pin,
             &now,
             &(now + step.otp_ttl as i64),
+            &audience,
         ],
     )
     .await?;
@@ -955,8 +1064,12 @@ async fn use_otp_tx(tx: &Tx<'_>, mac: &[u8], now: i64, rp: &str) -> Result<Optio
     let row = opt(
         tx,
         "UPDATE otps SET used_at = $2, used_by = $3
-         WHERE mac = $1 AND used_at IS NULL AND expires_at > $2
-         RETURNING account, device_id, with_pin, issued_at",
+         FROM accounts a, devices d
+         WHERE otps.mac = $1 AND otps.used_at IS NULL AND otps.expires_at > $2
+           AND otps.audience = $3
+           AND a.subject = otps.account AND d.id = otps.device_id AND d.state = 'active'
+         RETURNING otps.account, otps.device_id, otps.with_pin, otps.issued_at,
+                   a.pin_set_at, a.pin_set_by",
         &[&mac, &now, &rp],
     )
     .await?;
@@ -965,6 +1078,8 @@ async fn use_otp_tx(tx: &Tx<'_>, mac: &[u8], now: i64, rp: &str) -> Result<Optio
         device_id: r.get(1),
         with_pin: r.get(2),
         issued_at: r.get(3),
+        pin_set_at: r.get(4),
+        pin_set_by: r.get::<_, Option<&str>>(5).and_then(PinOrigin::parse),
     });
     if let Some(v) = &used {
         audit(
@@ -980,8 +1095,8 @@ async fn use_otp_tx(tx: &Tx<'_>, mac: &[u8], now: i64, rp: &str) -> Result<Optio
     Ok(used)
 }
 
-async fn remove_enrollments_tx(tx: &Tx<'_>, account: &str, now: i64) -> Result<()> {
-    lock_account(tx, account, now).await?;
+async fn remove_enrollments_tx(tx: &Tx<'_>, account: &str, now: i64) -> Result<bool> {
+    let had_pin = lock_account(tx, account, now).await?.pin_record.is_some();
     let disabled = exec(
         tx,
         "UPDATE devices SET state = 'disabled' WHERE account = $1 AND state != 'disabled'",
@@ -990,7 +1105,8 @@ async fn remove_enrollments_tx(tx: &Tx<'_>, account: &str, now: i64) -> Result<(
     .await?;
     exec(
         tx,
-        "UPDATE accounts SET pin_record = NULL, pin_failures = 0 WHERE subject = $1",
+        "UPDATE accounts SET pin_record = NULL, pin_credential_id = NULL, pin_failures = 0
+         WHERE subject = $1",
         &[&account],
     )
     .await?;
@@ -1016,23 +1132,26 @@ async fn remove_enrollments_tx(tx: &Tx<'_>, account: &str, now: i64) -> Result<(
         None,
         Some(&format!("{disabled} devices")),
     )
-    .await
+    .await?;
+    Ok(had_pin || disabled > 0)
 }
 
-async fn device_operation_tx(tx: &Tx<'_>, step: &DeviceOperationStep) -> Result<()> {
+async fn device_operation_tx(tx: &Tx<'_>, step: &DeviceOperationStep) -> Result<OperationOutcome> {
     let account = step.account.as_str();
     let now = step.now;
-    lock_existing_account(tx, account).await?;
-    let (device_id, ordinal) = use_challenge(tx, &step.challenge_id, account, now).await?;
+    let acct = lock_account(tx, account, now).await?;
+    let kind = step.operation.challenge_kind();
+    let challenge = use_challenge(tx, &step.challenge_id, account, now, kind).await?;
+    let device_id = challenge.device_id.as_str();
     if !step.signature_ok {
         return api(ApiError::BadSignature);
     }
-    let device = read_device(tx, account, &device_id).await?;
+    let device = read_device(tx, account, device_id).await?;
     let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
         return api(ApiError::DeviceUnknown);
     };
     if step.counter <= device.counter {
-        disable_device(tx, account, &device_id, now, "counter did not increase").await?;
+        disable_device(tx, account, device_id, now, "counter did not increase").await?;
         return api(ApiError::DeviceUnknown);
     }
     exec(
@@ -1041,7 +1160,7 @@ async fn device_operation_tx(tx: &Tx<'_>, step: &DeviceOperationStep) -> Result<
         &[&device_id, &counter_to_sql(step.counter)?, &now],
     )
     .await?;
-    match (ordinal, step.pin_ok) {
+    match (challenge.ordinal, step.pin_ok) {
         (Some(ordinal), Some(false)) => {
             let outcome = pin_failed(tx, account, small(ordinal), step.pin_attempts, now).await?;
             return Err(outcome.into());
@@ -1054,41 +1173,52 @@ async fn device_operation_tx(tx: &Tx<'_>, step: &DeviceOperationStep) -> Result<
             })
         }
     }
+    step.operation
+        .check_pin_proof(challenge.ordinal.is_some())?;
+    let mut outcome = OperationOutcome::default();
     match &step.operation {
-        DeviceOperation::UpdatePin { pin_record } => {
-            if ordinal.is_none() {
-                return api(ApiError::InvalidParameter {
-                    name: "login".into(),
-                });
-            }
-            if let Some(record) = pin_record {
-                exec(
-                    tx,
-                    "UPDATE accounts SET pin_record = $2 WHERE subject = $1",
-                    &[&account, record],
-                )
-                .await?;
-                audit(tx, now, account, "pin_updated", Some(&device_id), None).await?;
+        DeviceOperation::StartPinUpdate { next } => {
+            if let Some(next) = next {
+                open_pin_change(tx, account, device_id, "update", next, now).await?;
             }
         }
-        DeviceOperation::ResetPin { code, pin_record } => {
+        DeviceOperation::StartPinReset { code, next } => {
+            acct.check_recovery_allowed(now)?;
+            let code_id = check_code(tx, code).await?;
+            consume_code(tx, code_id, now).await?;
+            open_pin_change(tx, account, device_id, "reset", next, now).await?;
+        }
+        DeviceOperation::FinishPinChange { pin_record } => {
+            let (Some(change), Some(credential_id)) =
+                (&challenge.pin_change, &challenge.credential_id)
+            else {
+                return Err(anyhow!("PIN-change challenge without its change").into());
+            };
+            let origin = pin_change_origin(change)?;
+            if origin == PinOrigin::SmsRecovery {
+                acct.check_recovery_allowed(now)?;
+            }
+            set_pin(tx, account, pin_record, credential_id, origin, now).await?;
+            let event = if origin == PinOrigin::SmsRecovery {
+                "pin_reset"
+            } else {
+                "pin_updated"
+            };
+            audit(tx, now, account, event, Some(device_id), None).await?;
+            outcome.pin_set_by = Some(origin);
+        }
+        DeviceOperation::ModifyPhoneNumber {
+            code,
+            phone_number,
+            recovery_hold,
+        } => {
             let code_id = check_code(tx, code).await?;
             consume_code(tx, code_id, now).await?;
             exec(
                 tx,
-                "UPDATE accounts SET pin_record = $2, pin_failures = 0 WHERE subject = $1",
-                &[&account, pin_record],
-            )
-            .await?;
-            audit(tx, now, account, "pin_reset", Some(&device_id), None).await?;
-        }
-        DeviceOperation::ModifyPhoneNumber { code, phone_number } => {
-            let code_id = check_code(tx, code).await?;
-            consume_code(tx, code_id, now).await?;
-            exec(
-                tx,
-                "UPDATE accounts SET phone_number = $2 WHERE subject = $1",
-                &[&account, phone_number],
+                "UPDATE accounts SET phone_number = $2, recovery_held_until = $3
+                 WHERE subject = $1",
+                &[&account, phone_number, &(now + *recovery_hold as i64)],
             )
             .await?;
             audit(
@@ -1096,13 +1226,18 @@ async fn device_operation_tx(tx: &Tx<'_>, step: &DeviceOperationStep) -> Result<
                 now,
                 account,
                 "phone_number_modified",
-                Some(&device_id),
-                None,
+                Some(device_id),
+                Some(if challenge.ordinal.is_some() {
+                    "pin proven"
+                } else {
+                    "without pin"
+                }),
             )
             .await?;
+            outcome.previous_phone_number = acct.phone_number.clone();
         }
     }
-    Ok(())
+    Ok(outcome)
 }
 
 /// Runs one step in its own transaction; `$body` sees the transaction as `tx`.
@@ -1165,17 +1300,19 @@ impl Store for PostgresStore {
         }))
     }
 
-    async fn idempotent_outcome(&self, account: &str, key: &str) -> Result<Option<StoredOutcome>> {
-        Ok(read_outcome(&self.client().await?, account, key)
-            .await?
-            .map(|(_, o)| o))
+    async fn idempotent_outcome(
+        &self,
+        account: &str,
+        key: &str,
+    ) -> Result<Option<(String, StoredOutcome)>> {
+        read_outcome(&self.client().await?, account, key).await
     }
 
     async fn finish_enrollment(&self, step: FinishEnrollmentStep) -> Result<EnrollmentFinished> {
         step!(self, |tx| finish_enrollment_idempotent(&tx, &step))
     }
 
-    async fn activate_device(&self, step: ActivateStep) -> Result<()> {
+    async fn activate_device(&self, step: ActivateStep) -> Result<bool> {
         step!(self, |tx| activate_device_tx(&tx, &step))
     }
 
@@ -1264,11 +1401,11 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn remove_enrollments(&self, account: &str, now: i64) -> Result<()> {
+    async fn remove_enrollments(&self, account: &str, now: i64) -> Result<bool> {
         step!(self, |tx| remove_enrollments_tx(&tx, account, now))
     }
 
-    async fn device_operation(&self, step: DeviceOperationStep) -> Result<()> {
+    async fn device_operation(&self, step: DeviceOperationStep) -> Result<OperationOutcome> {
         step!(self, |tx| device_operation_tx(&tx, &step))
     }
 

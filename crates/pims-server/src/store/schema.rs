@@ -117,4 +117,26 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE sms_sends ADD COLUMN client_address TEXT;
     CREATE INDEX sms_sends_by_address ON sms_sends(client_address, sent_at);
     "#,
+    // 3: PIN records under fresh credential identifiers, how each PIN was set, the recovery
+    // hold after a number change, OTP audiences, PIN-change challenges; login states sealed
+    r#"
+    ALTER TABLE accounts ADD COLUMN pin_credential_id TEXT;
+    ALTER TABLE accounts ADD COLUMN pin_set_at INTEGER;
+    ALTER TABLE accounts ADD COLUMN pin_set_by TEXT;
+    ALTER TABLE accounts ADD COLUMN recovery_held_until INTEGER;
+    -- Records registered before used the subject as their credential identifier.
+    UPDATE accounts SET pin_credential_id = subject, pin_set_at = created_at,
+        pin_set_by = 'enrollment' WHERE pin_record IS NOT NULL;
+    ALTER TABLE enrollment_sessions ADD COLUMN pin_credential_id TEXT;
+    ALTER TABLE otp_challenges ADD COLUMN audience TEXT;
+    ALTER TABLE otp_challenges ADD COLUMN pin_change TEXT;
+    ALTER TABLE otp_challenges ADD COLUMN pin_credential_id TEXT;
+    CREATE INDEX otp_challenges_by_device ON otp_challenges(device_id, used_at, expires_at);
+    ALTER TABLE otps ADD COLUMN audience TEXT;
+    -- Login states used to be stored in clear: close what is open and keep none of them.
+    UPDATE enrollment_sessions SET finished_at = created_at WHERE finished_at IS NULL;
+    UPDATE otp_challenges SET used_at = created_at WHERE used_at IS NULL;
+    UPDATE enrollment_sessions SET login_state = NULL;
+    UPDATE otp_challenges SET login_state = NULL;
+    "#,
 ];

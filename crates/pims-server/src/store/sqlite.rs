@@ -123,13 +123,16 @@ fn ensure_account(tx: &Transaction, account: &str, now: i64) -> Result<()> {
 fn read_account(conn: &Connection, account: &str) -> Result<Option<AccountRecord>> {
     Ok(conn
         .query_row(
-            "SELECT phone_number, pin_record, pin_failures FROM accounts WHERE subject = ?1",
+            "SELECT phone_number, pin_record, pin_credential_id, pin_failures, recovery_held_until
+             FROM accounts WHERE subject = ?1",
             [account],
             |r| {
                 Ok(AccountRecord {
                     phone_number: r.get(0)?,
                     pin_record: r.get(1)?,
-                    pin_failures: r.get(2)?,
+                    pin_credential_id: r.get(2)?,
+                    pin_failures: r.get(3)?,
+                    recovery_held_until: r.get(4)?,
                 })
             },
         )
@@ -229,8 +232,9 @@ fn pin_failed(
     Ok(outcome)
 }
 
-/// Rejects a blocked account, else counts one more PIN attempt and returns its ordinal.
-fn begin_pin_attempt(tx: &Transaction, account: &str, limit: u32) -> Result<u32> {
+/// Rejects a blocked account, else counts (and audits) one more PIN attempt and returns its
+/// ordinal. The attempt counts from its start: an attempt never finished still counts.
+fn begin_pin_attempt(tx: &Transaction, account: &str, limit: u32, now: i64) -> Result<u32> {
     let failures: u32 = tx.query_row(
         "SELECT pin_failures FROM accounts WHERE subject = ?1",
         [account],
@@ -243,23 +247,47 @@ fn begin_pin_attempt(tx: &Transaction, account: &str, limit: u32) -> Result<u32>
         "UPDATE accounts SET pin_failures = pin_failures + 1 WHERE subject = ?1",
         [account],
     )?;
+    audit(
+        tx,
+        now,
+        account,
+        "pin_attempt",
+        None,
+        Some(&pin_attempt_detail(failures + 1, limit)),
+    )?;
     Ok(failures + 1)
 }
 
-/// Uses up a live challenge of the account (OTP or device operation): its device and the
-/// ordinal of the PIN attempt it started, if any.
+/// Uses up a live challenge of the account of the given kind: its device, the ordinal of the
+/// PIN attempt it started and, for a PIN change, what it authorized.
 fn use_challenge(
     tx: &Transaction,
     challenge_id: &str,
     account: &str,
     now: i64,
-) -> Result<(String, Option<u32>)> {
+    kind: ChallengeKind,
+) -> Result<UsedChallenge> {
     let challenge = tx
         .query_row(
-            "SELECT device_id, pin_ordinal FROM otp_challenges
-             WHERE id = ?1 AND account = ?2 AND used_at IS NULL AND expires_at > ?3",
-            params![challenge_id, account, now],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<u32>>(1)?)),
+            "SELECT device_id, pin_ordinal, pin_change, pin_credential_id, audience
+             FROM otp_challenges
+             WHERE id = ?1 AND account = ?2 AND used_at IS NULL AND expires_at > ?3
+               AND (pin_change IS NOT NULL) = ?4",
+            params![
+                challenge_id,
+                account,
+                now,
+                kind == ChallengeKind::PinChange
+            ],
+            |r| {
+                Ok(UsedChallenge {
+                    device_id: r.get(0)?,
+                    ordinal: r.get(1)?,
+                    pin_change: r.get(2)?,
+                    credential_id: r.get(3)?,
+                    audience: r.get(4)?,
+                })
+            },
         )
         .optional()?;
     let Some(challenge) = challenge else {
@@ -270,6 +298,60 @@ fn use_challenge(
         params![challenge_id, now],
     )?;
     Ok(challenge)
+}
+
+struct UsedChallenge {
+    device_id: String,
+    ordinal: Option<u32>,
+    /// `reset` or `update` for a PIN-change challenge.
+    pin_change: Option<String>,
+    credential_id: Option<String>,
+    audience: Option<String>,
+}
+
+/// Makes `record` the account's PIN, which also clears the failure count.
+fn set_pin(
+    tx: &Transaction,
+    account: &str,
+    record: &[u8],
+    credential_id: &str,
+    origin: PinOrigin,
+    now: i64,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE accounts SET pin_record = ?2, pin_credential_id = ?3, pin_failures = 0,
+                pin_set_at = ?4, pin_set_by = ?5
+         WHERE subject = ?1",
+        params![account, record, credential_id, now, origin.as_str()],
+    )?;
+    Ok(())
+}
+
+/// Records the challenge a PIN change finishes over, with what its start authorized.
+fn open_pin_change(
+    tx: &Transaction,
+    account: &str,
+    device_id: &str,
+    change: &str,
+    next: &PinChangeChallenge,
+    now: i64,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO otp_challenges (id, account, device_id, nonce, pin_change,
+             pin_credential_id, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            next.challenge_id,
+            account,
+            device_id,
+            next.nonce,
+            change,
+            next.credential_id,
+            now,
+            now + next.ttl as i64
+        ],
+    )?;
+    Ok(())
 }
 
 fn reset_pin_failures(tx: &Transaction, account: &str) -> Result<()> {
@@ -432,12 +514,6 @@ fn read_outcome(
     }
 }
 
-fn replay(outcome: StoredOutcome) -> Result<EnrollmentFinished> {
-    match outcome {
-        StoredOutcome::Ok(v) => Ok(v),
-        StoredOutcome::Error(e) => Err(Error::Api(e)),
-    }
-}
 
 fn finish_enrollment_tx(
     tx: &Transaction,
@@ -447,7 +523,8 @@ fn finish_enrollment_tx(
     let now = step.now;
     let session = tx
         .query_row(
-            "SELECT pin_ordinal, sms_code_id, phone_number FROM enrollment_sessions
+            "SELECT pin_ordinal, sms_code_id, phone_number, pin_credential_id
+             FROM enrollment_sessions
              WHERE id = ?1 AND account = ?2 AND finished_at IS NULL AND expires_at > ?3",
             params![step.enrollment_id, account, now],
             |r| {
@@ -455,11 +532,12 @@ fn finish_enrollment_tx(
                     r.get::<_, Option<u32>>(0)?,
                     r.get::<_, i64>(1)?,
                     r.get::<_, Option<String>>(2)?,
+                    r.get::<_, Option<String>>(3)?,
                 ))
             },
         )
         .optional()?;
-    let Some((ordinal, code_id, new_number)) = session else {
+    let Some((ordinal, code_id, new_number, credential_id)) = session else {
         return api(ApiError::SessionExpired);
     };
     tx.execute(
@@ -486,6 +564,7 @@ fn finish_enrollment_tx(
         if acct.pin_record.is_some() {
             return api(ApiError::PinStateChanged);
         }
+        acct.check_recovery_allowed(now)?;
     }
     if live_device_count(tx, account, now, step.limits.pending_device_ttl)?
         >= step.limits.max_devices
@@ -495,11 +574,23 @@ fn finish_enrollment_tx(
     consume_code(tx, code_id, now)?;
 
     if let EnrollmentProof::Register { pin_record } = &step.proof {
-        tx.execute(
-            "UPDATE accounts SET pin_record = ?2, pin_failures = 0 WHERE subject = ?1",
-            params![account, pin_record],
+        let credential_id =
+            credential_id.ok_or_else(|| anyhow!("registration session without identifier"))?;
+        let had_pin: bool = tx.query_row(
+            "SELECT pin_set_at IS NOT NULL FROM accounts WHERE subject = ?1",
+            [account],
+            |r| r.get(0),
         )?;
-        audit(tx, now, account, "pin_registered", None, None)?;
+        let origin = registered_pin_origin(had_pin);
+        set_pin(tx, account, pin_record, &credential_id, origin, now)?;
+        audit(
+            tx,
+            now,
+            account,
+            "pin_registered",
+            None,
+            Some(origin.as_str()),
+        )?;
     }
     if let Some(number) = &new_number {
         tx.execute(
@@ -659,13 +750,13 @@ impl Store for SqliteStore {
                 },
             )?;
             let ordinal = match &step.login {
-                Some(_) => Some(begin_pin_attempt(tx, account, step.limits.pin_attempts)?),
+                Some(_) => Some(begin_pin_attempt(tx, account, step.limits.pin_attempts, now)?),
                 None => None,
             };
             tx.execute(
                 "INSERT INTO enrollment_sessions (id, account, nonce, login_state, pin_ordinal,
-                     sms_code_id, phone_number, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     sms_code_id, phone_number, created_at, expires_at, pin_credential_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     step.session_id,
                     account,
@@ -675,7 +766,8 @@ impl Store for SqliteStore {
                     code_id,
                     step.phone_number,
                     now,
-                    now + step.ttl as i64
+                    now + step.ttl as i64,
+                    step.credential_id,
                 ],
             )?;
             Ok(())
@@ -708,10 +800,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn idempotent_outcome(&self, account: &str, key: &str) -> Result<Option<StoredOutcome>> {
+    async fn idempotent_outcome(
+        &self,
+        account: &str,
+        key: &str,
+    ) -> Result<Option<(String, StoredOutcome)>> {
         let (account, key) = (account.to_string(), key.to_string());
-        self.run(move |c| Ok(read_outcome(c, &account, &key)?.map(|(_, o)| o)))
-            .await
+        self.run(move |c| read_outcome(c, &account, &key)).await
     }
 
     async fn finish_enrollment(&self, step: FinishEnrollmentStep) -> Result<EnrollmentFinished> {
@@ -719,12 +814,7 @@ impl Store for SqliteStore {
             ensure_account(tx, &step.account, step.now)?;
             if let Some((scope, outcome)) = read_outcome(tx, &step.account, &step.idempotency_key)?
             {
-                if scope != step.enrollment_id {
-                    return api(ApiError::InvalidParameter {
-                        name: "idempotencyKey".into(),
-                    });
-                }
-                return replay(outcome);
+                return replay_scoped(&step.enrollment_id, &scope, outcome);
             }
             let result = finish_enrollment_tx(tx, &step);
             let outcome = match &result {
@@ -745,7 +835,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn activate_device(&self, step: ActivateStep) -> Result<()> {
+    async fn activate_device(&self, step: ActivateStep) -> Result<bool> {
         self.write(move |tx| {
             let device = read_device(tx, &step.account, &step.device_id)?;
             let Some(device) = device else {
@@ -776,7 +866,8 @@ impl Store for SqliteStore {
                     step.now
                 ],
             )?;
-            if device.state == DeviceState::Pending {
+            let activated = device.state == DeviceState::Pending;
+            if activated {
                 audit(
                     tx,
                     step.now,
@@ -786,7 +877,7 @@ impl Store for SqliteStore {
                     None,
                 )?;
             }
-            Ok(())
+            Ok(activated)
         })
         .await
     }
@@ -798,6 +889,13 @@ impl Store for SqliteStore {
             if device.map(|d| d.state) != Some(DeviceState::Active) {
                 return api(ApiError::DeviceUnknown);
             }
+            let open: u32 = tx.query_row(
+                "SELECT COUNT(*) FROM otp_challenges
+                 WHERE device_id = ?1 AND used_at IS NULL AND expires_at > ?2",
+                params![step.device_id, step.now],
+                |r| r.get(0),
+            )?;
+            check_open_challenges(open, step.max_open, step.ttl)?;
             let ordinal = match &step.login {
                 None => None,
                 Some(login) => {
@@ -806,13 +904,18 @@ impl Store for SqliteStore {
                         Some(r) if *r != login.pin_record => return api(ApiError::PinStateChanged),
                         Some(_) => {}
                     }
-                    Some(begin_pin_attempt(tx, &step.account, step.pin_attempts)?)
+                    Some(begin_pin_attempt(
+                        tx,
+                        &step.account,
+                        step.pin_attempts,
+                        step.now,
+                    )?)
                 }
             };
             tx.execute(
                 "INSERT INTO otp_challenges (id, account, device_id, nonce, login_state,
-                     pin_ordinal, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     pin_ordinal, created_at, expires_at, audience)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     step.challenge_id,
                     step.account,
@@ -821,7 +924,8 @@ impl Store for SqliteStore {
                     step.login.as_ref().map(|l| &l.state),
                     ordinal,
                     step.now,
-                    step.now + step.ttl as i64
+                    step.now + step.ttl as i64,
+                    step.audience,
                 ],
             )?;
             Ok(())
@@ -861,7 +965,12 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             let account = step.account.as_str();
             let now = step.now;
-            let (device_id, ordinal) = use_challenge(tx, &step.challenge_id, account, now)?;
+            let UsedChallenge {
+                device_id,
+                ordinal,
+                audience,
+                ..
+            } = use_challenge(tx, &step.challenge_id, account, now, ChallengeKind::Device)?;
             if let OtpProof::BadSignature = step.proof {
                 return api(ApiError::BadSignature);
             }
@@ -893,15 +1002,17 @@ impl Store for SqliteStore {
                 }
             };
             tx.execute(
-                "INSERT INTO otps (mac, account, device_id, with_pin, issued_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO otps (mac, account, device_id, with_pin, issued_at, expires_at,
+                                   audience)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     step.otp_mac,
                     account,
                     device_id,
                     with_pin,
                     now,
-                    now + step.otp_ttl as i64
+                    now + step.otp_ttl as i64,
+                    audience,
                 ],
             )?;
             audit(
@@ -927,7 +1038,9 @@ impl Store for SqliteStore {
             let used = tx
                 .query_row(
                     "UPDATE otps SET used_at = ?2, used_by = ?3
-                     WHERE mac = ?1 AND used_at IS NULL AND expires_at > ?2
+                     WHERE mac = ?1 AND used_at IS NULL AND expires_at > ?2 AND audience = ?3
+                       AND EXISTS (SELECT 1 FROM devices d
+                                   WHERE d.id = otps.device_id AND d.state = 'active')
                      RETURNING account, device_id, with_pin, issued_at",
                     params![mac, now, rp],
                     |r| {
@@ -936,10 +1049,25 @@ impl Store for SqliteStore {
                             device_id: r.get(1)?,
                             with_pin: r.get(2)?,
                             issued_at: r.get(3)?,
+                            pin_set_at: None,
+                            pin_set_by: None,
                         })
                     },
                 )
                 .optional()?;
+            let used = match used {
+                None => None,
+                Some(mut v) => {
+                    let (at, by): (Option<i64>, Option<String>) = tx.query_row(
+                        "SELECT pin_set_at, pin_set_by FROM accounts WHERE subject = ?1",
+                        [&v.subject],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                    v.pin_set_at = at;
+                    v.pin_set_by = by.as_deref().and_then(PinOrigin::parse);
+                    Some(v)
+                }
+            };
             if let Some(v) = &used {
                 audit(
                     tx,
@@ -1006,16 +1134,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn remove_enrollments(&self, account: &str, now: i64) -> Result<()> {
+    async fn remove_enrollments(&self, account: &str, now: i64) -> Result<bool> {
         let account = account.to_string();
         self.write(move |tx| {
-            ensure_account(tx, &account, now)?;
+            let had_pin = account_in_tx(tx, &account, now)?.pin_record.is_some();
             let disabled = tx.execute(
                 "UPDATE devices SET state = 'disabled' WHERE account = ?1 AND state != 'disabled'",
                 [&account],
             )?;
             tx.execute(
-                "UPDATE accounts SET pin_record = NULL, pin_failures = 0 WHERE subject = ?1",
+                "UPDATE accounts SET pin_record = NULL, pin_credential_id = NULL, pin_failures = 0
+                 WHERE subject = ?1",
                 [&account],
             )?;
             // Sessions and challenges started against the old PIN or devices must not finish.
@@ -1035,32 +1164,35 @@ impl Store for SqliteStore {
                 "enrollments_removed",
                 None,
                 Some(&format!("{disabled} devices")),
-            )
+            )?;
+            Ok(had_pin || disabled > 0)
         })
         .await
     }
 
-    async fn device_operation(&self, step: DeviceOperationStep) -> Result<()> {
+    async fn device_operation(&self, step: DeviceOperationStep) -> Result<OperationOutcome> {
         self.write(move |tx| {
             let account = step.account.as_str();
             let now = step.now;
-            let (device_id, ordinal) = use_challenge(tx, &step.challenge_id, account, now)?;
+            let kind = step.operation.challenge_kind();
+            let challenge = use_challenge(tx, &step.challenge_id, account, now, kind)?;
+            let device_id = challenge.device_id.as_str();
             if !step.signature_ok {
                 return api(ApiError::BadSignature);
             }
-            let device = read_device(tx, account, &device_id)?;
+            let device = read_device(tx, account, device_id)?;
             let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
                 return api(ApiError::DeviceUnknown);
             };
             if step.counter <= device.counter {
-                disable_device(tx, account, &device_id, now, "counter did not increase")?;
+                disable_device(tx, account, device_id, now, "counter did not increase")?;
                 return api(ApiError::DeviceUnknown);
             }
             tx.execute(
                 "UPDATE devices SET counter = ?2, last_used_at = ?3 WHERE id = ?1",
                 params![device_id, counter_to_sql(step.counter)?, now],
             )?;
-            match (ordinal, step.pin_ok) {
+            match (challenge.ordinal, step.pin_ok) {
                 (Some(ordinal), Some(false)) => {
                     return Err(pin_failed(tx, account, ordinal, step.pin_attempts, now)?.into())
                 }
@@ -1072,48 +1204,69 @@ impl Store for SqliteStore {
                     })
                 }
             }
+            step.operation
+                .check_pin_proof(challenge.ordinal.is_some())?;
+            let mut outcome = OperationOutcome::default();
             match &step.operation {
-                DeviceOperation::UpdatePin { pin_record } => {
-                    if ordinal.is_none() {
-                        return api(ApiError::InvalidParameter {
-                            name: "login".into(),
-                        });
-                    }
-                    if let Some(record) = pin_record {
-                        tx.execute(
-                            "UPDATE accounts SET pin_record = ?2 WHERE subject = ?1",
-                            params![account, record],
-                        )?;
-                        audit(tx, now, account, "pin_updated", Some(&device_id), None)?;
+                DeviceOperation::StartPinUpdate { next } => {
+                    if let Some(next) = next {
+                        open_pin_change(tx, account, device_id, "update", next, now)?;
                     }
                 }
-                DeviceOperation::ResetPin { code, pin_record } => {
+                DeviceOperation::StartPinReset { code, next } => {
+                    account_in_tx(tx, account, now)?.check_recovery_allowed(now)?;
+                    let code_id = check_code(tx, code)?;
+                    consume_code(tx, code_id, now)?;
+                    open_pin_change(tx, account, device_id, "reset", next, now)?;
+                }
+                DeviceOperation::FinishPinChange { pin_record } => {
+                    let (Some(change), Some(credential_id)) =
+                        (&challenge.pin_change, &challenge.credential_id)
+                    else {
+                        return Err(anyhow!("PIN-change challenge without its change").into());
+                    };
+                    let origin = pin_change_origin(change)?;
+                    if origin == PinOrigin::SmsRecovery {
+                        account_in_tx(tx, account, now)?.check_recovery_allowed(now)?;
+                    }
+                    set_pin(tx, account, pin_record, credential_id, origin, now)?;
+                    let event = if origin == PinOrigin::SmsRecovery {
+                        "pin_reset"
+                    } else {
+                        "pin_updated"
+                    };
+                    audit(tx, now, account, event, Some(device_id), None)?;
+                    outcome.pin_set_by = Some(origin);
+                }
+                DeviceOperation::ModifyPhoneNumber {
+                    code,
+                    phone_number,
+                    recovery_hold,
+                } => {
+                    let previous = account_in_tx(tx, account, now)?.phone_number;
                     let code_id = check_code(tx, code)?;
                     consume_code(tx, code_id, now)?;
                     tx.execute(
-                        "UPDATE accounts SET pin_record = ?2, pin_failures = 0 WHERE subject = ?1",
-                        params![account, pin_record],
-                    )?;
-                    audit(tx, now, account, "pin_reset", Some(&device_id), None)?;
-                }
-                DeviceOperation::ModifyPhoneNumber { code, phone_number } => {
-                    let code_id = check_code(tx, code)?;
-                    consume_code(tx, code_id, now)?;
-                    tx.execute(
-                        "UPDATE accounts SET phone_number = ?2 WHERE subject = ?1",
-                        params![account, phone_number],
+                        "UPDATE accounts SET phone_number = ?2, recovery_held_until = ?3
+                         WHERE subject = ?1",
+                        params![account, phone_number, now + *recovery_hold as i64],
                     )?;
                     audit(
                         tx,
                         now,
                         account,
                         "phone_number_modified",
-                        Some(&device_id),
-                        None,
+                        Some(device_id),
+                        Some(if challenge.ordinal.is_some() {
+                            "pin proven"
+                        } else {
+                            "without pin"
+                        }),
                     )?;
+                    outcome.previous_phone_number = previous;
                 }
             }
-            Ok(())
+            Ok(outcome)
         })
         .await
     }
