@@ -621,6 +621,7 @@ impl Bench {
                     pin: login
                         .as_ref()
                         .map(|l| l.message.serialize().to_vec().into()),
+                    audience: None,
                 },
             )
             .await?;

@@ -396,7 +396,7 @@ pub struct DeviceChallenge {
 
 /// A device's signature over a [`DeviceChallenge`], bound to one operation and its payload by
 /// [`crate::transcript::device_operation`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceProof {

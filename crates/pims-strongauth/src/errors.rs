@@ -57,6 +57,11 @@ pub fn from_api(error: ApiError) -> PimsError {
         } => PimsError::new(ServerError)
             .with_detail("reason", "rateLimited")
             .with_detail("retryAfterSeconds", retry_after_seconds),
+        ApiError::RecoveryHeld {
+            retry_after_seconds,
+        } => PimsError::new(ForbiddenOperation)
+            .with_detail("reason", "recoveryHeld")
+            .with_detail("retryAfterSeconds", retry_after_seconds),
         ApiError::OtpInvalid | ApiError::RelyingPartyUnauthorized | ApiError::Internal => {
             NoServiceAvailable.into()
         }
@@ -90,6 +95,16 @@ mod tests {
                    "subCode": {"code": 2306, "label": "The sms code has expired"},
                    "details": {"attemptsRemaining": 0, "retryable": false}})
         );
+    }
+
+    #[test]
+    fn a_held_recovery_is_a_forbidden_state_with_its_delay() {
+        let e = from_api(ApiError::RecoveryHeld {
+            retry_after_seconds: 3600,
+        });
+        assert_eq!(e.code.code(), 2317);
+        assert_eq!(e.details["reason"], "recoveryHeld");
+        assert_eq!(e.details["retryAfterSeconds"], 3600);
     }
 
     #[test]

@@ -50,7 +50,11 @@ impl Service {
                     &credential_id,
                     request.as_slice(),
                 )?;
-                (PinStart::Register(message.into()), None, Some(credential_id))
+                (
+                    PinStart::Register(message.into()),
+                    None,
+                    Some(credential_id),
+                )
             }
             (PinStart::Login(request), Some(_)) => {
                 let pin = record.pin_for_login(self.limits.pin_attempts)?;

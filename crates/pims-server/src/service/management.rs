@@ -3,8 +3,8 @@
 
 use pims_proto::{
     transcript, ApiError, DeviceChallenge, DeviceChallengeRequest, DeviceInfo, DeviceList,
-    DeviceProof, FinishPinChange, ModifyPhoneNumber, PinAuthorization, PinChangeStarted,
-    PinFinish, PinOrigin, SmsPurpose, StartPinChange,
+    DeviceProof, FinishPinChange, ModifyPhoneNumber, PinAuthorization, PinChangeStarted, PinFinish,
+    PinOrigin, SmsPurpose, StartPinChange,
 };
 
 use super::accounts::check_id;
@@ -121,7 +121,13 @@ impl Service {
             DeviceOperation::StartPinUpdate { next } => next.as_ref(),
             _ => None,
         }
-        .map(|n| (n.challenge_id.clone(), n.nonce.clone(), n.credential_id.clone()));
+        .map(|n| {
+            (
+                n.challenge_id.clone(),
+                n.nonce.clone(),
+                n.credential_id.clone(),
+            )
+        });
         self.device_operation(
             account,
             &req.proof,
@@ -196,7 +202,10 @@ impl Service {
                 },
             )
             .await?;
-        tracing::info!(pin_proven = login.is_some(), "trusted phone number modified");
+        tracing::info!(
+            pin_proven = login.is_some(),
+            "trusted phone number modified"
+        );
         self.notify(
             outcome.previous_phone_number.as_deref(),
             Notice::PhoneNumberChanged,

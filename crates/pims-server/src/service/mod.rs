@@ -15,9 +15,9 @@ use pims_proto::{ApiError, SmsPurpose};
 
 use crate::clock::Clock;
 use crate::config::{Limits, ServerConfig};
+use crate::error::{api, Result};
 use crate::keys::Keys;
 use crate::metrics::Metrics;
-use crate::error::{api, Result};
 use crate::sms::{mask_number, Notice, SmsSender};
 use crate::store::{CodeMatcher, StepLimits, Store};
 
@@ -51,7 +51,11 @@ impl Service {
             sms,
             sms_domain: config.sms_domain.clone(),
             sms_app_hash: config.sms_app_hash.clone(),
-            relying_parties: config.relying_parties.iter().map(|rp| rp.id.clone()).collect(),
+            relying_parties: config
+                .relying_parties
+                .iter()
+                .map(|rp| rp.id.clone())
+                .collect(),
             otp_default_audience: config.otp_default_audience.clone(),
         }
     }

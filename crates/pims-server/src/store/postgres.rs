@@ -536,7 +536,6 @@ async fn read_outcome<C: GenericClient>(
     }
 }
 
-
 // ---- steps ---------------------------------------------------------------------------------
 
 async fn prepare_sms_code_tx(tx: &Tx<'_>, req: &SmsSendRequest) -> Result<SmsToSend> {
@@ -689,7 +688,9 @@ async fn start_enrollment_tx(tx: &Tx<'_>, step: &StartEnrollmentStep) -> Result<
     )
     .await?;
     let ordinal = match &step.login {
-        Some(_) => Some(begin_pin_attempt(tx, account, step.limits.pin_attempts, now).await? as i32),
+        Some(_) => {
+            Some(begin_pin_attempt(tx, account, step.limits.pin_attempts, now).await? as i32)
+        }
         None => None,
     };
     exec(

@@ -273,12 +273,7 @@ fn use_challenge(
              FROM otp_challenges
              WHERE id = ?1 AND account = ?2 AND used_at IS NULL AND expires_at > ?3
                AND (pin_change IS NOT NULL) = ?4",
-            params![
-                challenge_id,
-                account,
-                now,
-                kind == ChallengeKind::PinChange
-            ],
+            params![challenge_id, account, now, kind == ChallengeKind::PinChange],
             |r| {
                 Ok(UsedChallenge {
                     device_id: r.get(0)?,
@@ -513,7 +508,6 @@ fn read_outcome(
         }
     }
 }
-
 
 fn finish_enrollment_tx(
     tx: &Transaction,
@@ -750,7 +744,12 @@ impl Store for SqliteStore {
                 },
             )?;
             let ordinal = match &step.login {
-                Some(_) => Some(begin_pin_attempt(tx, account, step.limits.pin_attempts, now)?),
+                Some(_) => Some(begin_pin_attempt(
+                    tx,
+                    account,
+                    step.limits.pin_attempts,
+                    now,
+                )?),
                 None => None,
             };
             tx.execute(

@@ -103,6 +103,7 @@ async fn an_unanswered_login_counts_as_a_failure() {
             &OtpChallengeRequest {
                 device_id: device.id.clone(),
                 pin: Some(login.message.serialize().to_vec().into()),
+                audience: None,
             },
         )
         .await

@@ -11,7 +11,7 @@ use rand::rngs::OsRng;
 
 use crate::common::*;
 
-const PHONE2: &str = "+33698765432";
+pub const PHONE2: &str = "+33698765432";
 
 async fn devices(s: &TestServer, token: &str) -> Vec<DeviceInfo> {
     let r = s
@@ -33,7 +33,7 @@ async fn revoke(s: &TestServer, token: &str, device_id: &str) -> Result<(), ApiE
     .await
 }
 
-async fn challenge(
+pub async fn challenge(
     s: &TestServer,
     token: &str,
     device: &Device,
@@ -43,7 +43,7 @@ async fn challenge(
         .await
 }
 
-fn proof(
+pub fn proof(
     device: &mut Device,
     operation: &str,
     challenge: &DeviceChallenge,
@@ -65,26 +65,51 @@ fn proof(
     }
 }
 
-/// A PIN reset of `device` to `pin` with `code`, signed by `signer` (normally the device).
-async fn reset_pin(
+/// `POST /v1/pin/change` signed by the device (or by `signer` instead).
+pub async fn start_pin_change(
     s: &TestServer,
     token: &str,
     device: &mut Device,
     signer: Option<&Device>,
-    pin: &str,
-    code: &str,
-) -> Result<(), ApiError> {
-    let start = ClientRegistration::<PinSuite>::start(&mut OsRng, pin.as_bytes()).unwrap();
-    let req = DeviceChallengeRequest {
-        login: None,
-        register: Some(start.message.serialize().to_vec().into()),
+    c: &DeviceChallenge,
+    authorization: PinAuthorization,
+    registration: Option<Bytes>,
+) -> Result<PinChangeStarted, ApiError> {
+    let mut req = StartPinChange {
+        proof: DeviceProof::default(),
+        authorization,
+        registration,
     };
-    let c = challenge(s, token, device, &req).await?;
+    req.proof = proof(device, req.operation(), c, &req.signed_payload());
+    if let Some(other) = signer {
+        req.proof.signature = other
+            .sign(&transcript::device_operation(
+                req.operation(),
+                &c.challenge_id,
+                c.nonce.as_slice(),
+                &device.id,
+                req.proof.counter,
+                &req.signed_payload(),
+            ))
+            .into();
+    }
+    s.post("/v1/pin/change", token, &req).await
+}
+
+/// Finishes an authorized PIN change: registers `pin` against the start's response.
+pub async fn finish_pin_change(
+    s: &TestServer,
+    token: &str,
+    device: &mut Device,
+    started: PinChangeStarted,
+    registration: ClientRegistration<PinSuite>,
+    pin: &str,
+) -> Result<(), ApiError> {
+    let next = started.next.expect("the start answered a registration");
     let response =
-        RegistrationResponse::deserialize(c.register.as_ref().unwrap().as_slice()).unwrap();
+        RegistrationResponse::deserialize(next.register.as_ref().unwrap().as_slice()).unwrap();
     let ksf = ksf();
-    let upload: Bytes = start
-        .state
+    let upload: Bytes = registration
         .finish(
             &mut OsRng,
             pin.as_bytes(),
@@ -96,33 +121,64 @@ async fn reset_pin(
         .serialize()
         .to_vec()
         .into();
-    let mut proof = proof(device, transcript::PIN_RESET, &c, upload.as_slice());
-    if let Some(other) = signer {
-        proof.signature = other
-            .sign(&transcript::device_operation(
-                transcript::PIN_RESET,
-                &c.challenge_id,
-                c.nonce.as_slice(),
-                &device.id,
-                proof.counter,
-                upload.as_slice(),
-            ))
-            .into();
-    }
+    let req = FinishPinChange {
+        proof: proof(
+            device,
+            transcript::PIN_CHANGE_FINISH,
+            &next,
+            upload.as_slice(),
+        ),
+        registration: upload,
+    };
     let r = s
-        .request(reqwest::Method::POST, "/v1/pin/reset", token)
-        .json(&ResetPin {
-            proof,
-            sms_code: code.into(),
-            registration: upload,
-        })
+        .request(reqwest::Method::POST, "/v1/pin/change/finish", token)
+        .json(&req)
         .send()
         .await
         .unwrap();
     decode_empty(r).await
 }
 
-async fn update_pin(
+/// A PIN reset of `device` to `pin` with `code`, signed by `signer` (normally the device).
+pub async fn reset_pin(
+    s: &TestServer,
+    token: &str,
+    device: &mut Device,
+    signer: Option<&Device>,
+    pin: &str,
+    code: &str,
+) -> Result<(), ApiError> {
+    let c = challenge(s, token, device, &DeviceChallengeRequest { login: None }).await?;
+    let start = ClientRegistration::<PinSuite>::start(&mut OsRng, pin.as_bytes()).unwrap();
+    let started = start_pin_change(
+        s,
+        token,
+        device,
+        signer,
+        &c,
+        PinAuthorization::SmsCode(code.into()),
+        Some(start.message.serialize().to_vec().into()),
+    )
+    .await?;
+    finish_pin_change(s, token, device, started, start.state, pin).await
+}
+
+/// The device's login finalization for `pin` against a challenge's credential response.
+pub fn finish_login(login: ClientLogin<PinSuite>, pin: &str, c: &DeviceChallenge) -> PinFinish {
+    let ksf = ksf();
+    let response = CredentialResponse::deserialize(c.login.as_ref().unwrap().as_slice()).unwrap();
+    match login.finish(
+        &mut OsRng,
+        pin.as_bytes(),
+        response,
+        ClientLoginFinishParameters::new(None, Identifiers::default(), Some(&ksf)),
+    ) {
+        Ok(done) => PinFinish::Login(done.message.serialize().to_vec().into()),
+        Err(_) => PinFinish::LoginFailed,
+    }
+}
+
+pub async fn update_pin(
     s: &TestServer,
     token: &str,
     device: &mut Device,
@@ -130,46 +186,61 @@ async fn update_pin(
     new: &str,
 ) -> Result<(), ApiError> {
     let login = ClientLogin::<PinSuite>::start(&mut OsRng, old.as_bytes()).unwrap();
-    let register = ClientRegistration::<PinSuite>::start(&mut OsRng, new.as_bytes()).unwrap();
     let req = DeviceChallengeRequest {
         login: Some(login.message.serialize().to_vec().into()),
-        register: Some(register.message.serialize().to_vec().into()),
     };
     let c = challenge(s, token, device, &req).await?;
-    let ksf = ksf();
-    let response = CredentialResponse::deserialize(c.login.as_ref().unwrap().as_slice()).unwrap();
-    let login = match login.state.finish(
-        &mut OsRng,
-        old.as_bytes(),
-        response,
-        ClientLoginFinishParameters::new(None, Identifiers::default(), Some(&ksf)),
-    ) {
-        Ok(done) => PinFinish::Login(done.message.serialize().to_vec().into()),
-        Err(_) => PinFinish::LoginFailed,
-    };
-    let response =
-        RegistrationResponse::deserialize(c.register.as_ref().unwrap().as_slice()).unwrap();
-    let upload = register
-        .state
-        .finish(
-            &mut OsRng,
-            new.as_bytes(),
-            response,
-            ClientRegistrationFinishParameters::new(Identifiers::default(), Some(&ksf)),
+    let login = finish_login(login.state, old, &c);
+    let register = ClientRegistration::<PinSuite>::start(&mut OsRng, new.as_bytes()).unwrap();
+    let started = start_pin_change(
+        s,
+        token,
+        device,
+        None,
+        &c,
+        PinAuthorization::Pin(login),
+        Some(register.message.serialize().to_vec().into()),
+    )
+    .await?;
+    finish_pin_change(s, token, device, started, register.state, new).await
+}
+
+/// `POST /v1/phone-number/modify` to `number` with its certification `code`, proving `pin`
+/// too when given.
+pub async fn modify_phone_number(
+    s: &TestServer,
+    token: &str,
+    device: &mut Device,
+    number: &str,
+    code: &str,
+    pin: Option<&str>,
+) -> Result<(), ApiError> {
+    let login = pin.map(|p| {
+        (
+            p,
+            ClientLogin::<PinSuite>::start(&mut OsRng, p.as_bytes()).unwrap(),
         )
-        .unwrap();
-    let mut req = UpdatePin {
-        proof: DeviceProof {
-            challenge_id: String::new(),
-            counter: 0,
-            signature: Bytes(Vec::new()),
-        },
-        login,
-        registration: Some(upload.message.serialize().to_vec().into()),
+    });
+    let req = DeviceChallengeRequest {
+        login: login
+            .as_ref()
+            .map(|(_, l)| l.message.serialize().to_vec().into()),
     };
-    req.proof = proof(device, transcript::PIN_UPDATE, &c, &req.signed_payload());
+    let c = challenge(s, token, device, &req).await?;
+    let mut req = ModifyPhoneNumber {
+        proof: DeviceProof::default(),
+        phone_number: number.into(),
+        sms_code: code.into(),
+        login: login.map(|(p, l)| finish_login(l.state, p, &c)),
+    };
+    req.proof = proof(
+        device,
+        transcript::PHONE_NUMBER_MODIFY,
+        &c,
+        &req.signed_payload(),
+    );
     let r = s
-        .request(reqwest::Method::POST, "/v1/pin/update", token)
+        .request(reqwest::Method::POST, "/v1/phone-number/modify", token)
         .json(&req)
         .send()
         .await
@@ -299,10 +370,7 @@ async fn pin_update_proves_the_old_pin_and_counts_a_wrong_one() {
 async fn a_replayed_counter_on_an_operation_disables_the_device() {
     let s = TestServer::start().await;
     let (token, mut device) = enrolled_account(&s, "alice", PHONE, "1234").await;
-    let none = DeviceChallengeRequest {
-        login: None,
-        register: None,
-    };
+    let none = DeviceChallengeRequest { login: None };
     s.send_code(&token, SmsPurpose::PhoneCertification, Some(PHONE2))
         .await
         .unwrap();
@@ -332,6 +400,7 @@ async fn a_replayed_counter_on_an_operation_disables_the_device() {
             proof: p,
             phone_number: PHONE2.into(),
             sms_code: code,
+            login: None,
         })
         .send()
         .await

@@ -22,6 +22,8 @@ async fn otp_with_pin_is_verified_once_and_says_so() {
             device_id: device.id.clone(),
             with_pin: true,
             issued_at: START,
+            pin_set_at: Some(START),
+            pin_set_by: Some(PinOrigin::Enrollment),
         }
     );
     assert_eq!(
@@ -119,6 +121,7 @@ async fn challenge_is_single_use_and_expires() {
             &OtpChallengeRequest {
                 device_id: device.id.clone(),
                 pin: None,
+                audience: None,
             },
         )
         .await
@@ -156,6 +159,7 @@ async fn challenge_is_single_use_and_expires() {
             &OtpChallengeRequest {
                 device_id: device.id.clone(),
                 pin: None,
+                audience: None,
             },
         )
         .await

@@ -6,7 +6,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform, SmsPurpose};
+use pims_proto::{ApiError, DeviceState, EnrollmentFinished, PinOrigin, Platform, SmsPurpose};
 use pims_server::store::postgres::PostgresStore;
 use pims_server::store::sqlite::SqliteStore;
 use pims_server::store::*;
@@ -95,6 +95,11 @@ store_suite!(
     removing_enrollments_disables_devices_and_forgets_the_pin,
     a_device_operation_needs_the_pin_and_a_fresh_counter,
     a_device_operation_moves_the_trusted_number,
+    a_pin_reset_consumes_its_code_and_unblocks_at_the_finish,
+    recovery_by_sms_is_held_after_a_number_change,
+    an_otp_verifies_only_for_its_audience_and_while_its_device_lives,
+    a_device_holds_a_bounded_number_of_open_challenges,
+    every_pin_attempt_is_audited_when_it_starts,
     the_audit_trail_pages_in_order,
 );
 
@@ -191,6 +196,7 @@ fn start_step(account: &str, session: &str, login: Option<LoginStart>) -> StartE
         nonce: b"enrollment nonce".to_vec(),
         phone_number: None,
         sms_code: matcher(true),
+        credential_id: login.is_none().then(|| format!("credential-of-{session}")),
         login,
         now: NOW,
         ttl: 600,
@@ -278,7 +284,7 @@ async fn activate(
     account: &str,
     device: &str,
     counter: u64,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     store
         .activate_device(ActivateStep {
             account: account.into(),
@@ -309,9 +315,11 @@ async fn otp(
             device_id: device.into(),
             nonce: b"challenge nonce".to_vec(),
             login: with_pin.then(login),
+            audience: Some("rp".into()),
             now: NOW,
             ttl: 120,
             pin_attempts: 5,
+            max_open: 10,
         })
         .await
         .map_err(api_error)?;
@@ -328,6 +336,18 @@ async fn otp(
         })
         .await
         .map_err(api_error)
+}
+
+async fn send_code(store: &Arc<dyn Store>, account: &str, purpose: SmsPurpose) {
+    store
+        .prepare_sms_code(send_request(
+            account,
+            purpose,
+            CodeTarget::TrustedNumber,
+            NOW,
+        ))
+        .await
+        .unwrap();
 }
 
 fn api_error(e: pims_server::error::Error) -> ApiError {
@@ -610,7 +630,7 @@ async fn a_retried_finish_replays_the_first_outcome(store: Arc<dyn Store>) {
     assert_eq!(retried, first);
     assert_eq!(
         store.idempotent_outcome("alice", "key-1").await.unwrap(),
-        Some(StoredOutcome::Ok(first))
+        Some((session.clone(), StoredOutcome::Ok(first)))
     );
     let misused = store
         .finish_enrollment(finish_step("alice", "another-session", "key-1", proof()))
@@ -689,6 +709,8 @@ async fn an_otp_is_used_exactly_once(store: Arc<dyn Store>) {
             device_id: device.clone(),
             with_pin: true,
             issued_at: NOW,
+            pin_set_at: Some(NOW),
+            pin_set_by: Some(PinOrigin::Enrollment),
         })
     );
     assert_eq!(store.use_otp(b"mac-1", NOW + 2, "rp").await.unwrap(), None);
@@ -963,7 +985,7 @@ async fn operation(
     counter: u64,
     pin_ok: Option<bool>,
     operation: DeviceOperation,
-) -> Result<(), ApiError> {
+) -> Result<OperationOutcome, ApiError> {
     let challenge = new_id();
     store
         .create_otp_challenge(ChallengeStep {
@@ -972,25 +994,54 @@ async fn operation(
             device_id: device.into(),
             nonce: b"challenge nonce".to_vec(),
             login: pin_ok.map(|_| login()),
+            audience: None,
             now: NOW,
             ttl: 120,
             pin_attempts: 5,
+            max_open: 10,
         })
         .await
         .map_err(api_error)?;
+    operation_over(store, &challenge, counter, pin_ok, operation, NOW).await
+}
+
+/// The device operation over an existing challenge.
+async fn operation_over(
+    store: &Arc<dyn Store>,
+    challenge: &str,
+    counter: u64,
+    pin_ok: Option<bool>,
+    operation: DeviceOperation,
+    now: i64,
+) -> Result<OperationOutcome, ApiError> {
     store
         .device_operation(DeviceOperationStep {
             account: "alice".into(),
-            challenge_id: challenge,
+            challenge_id: challenge.into(),
             counter,
             signature_ok: true,
             pin_ok,
             operation,
-            now: NOW,
+            now,
             pin_attempts: 5,
         })
         .await
         .map_err(api_error)
+}
+
+fn pin_change(challenge: &str) -> PinChangeChallenge {
+    PinChangeChallenge {
+        challenge_id: challenge.into(),
+        nonce: b"change nonce".to_vec(),
+        credential_id: format!("credential-{challenge}"),
+        ttl: 120,
+    }
+}
+
+fn finish_change(record: &[u8]) -> DeviceOperation {
+    DeviceOperation::FinishPinChange {
+        pin_record: record.to_vec(),
+    }
 }
 
 async fn live_devices_are_listed_in_order_and_revoked_once(store: Arc<dyn Store>) {
@@ -1060,29 +1111,58 @@ async fn removing_enrollments_disables_devices_and_forgets_the_pin(store: Arc<dy
 
 async fn a_device_operation_needs_the_pin_and_a_fresh_counter(store: Arc<dyn Store>) {
     let device = enrolled(&store, "alice").await;
-    let update = || DeviceOperation::UpdatePin {
-        pin_record: Some(b"new record".to_vec()),
+    let start = |id: &str| DeviceOperation::StartPinUpdate {
+        next: Some(pin_change(id)),
     };
     assert_eq!(
-        operation(&store, &device, 2, Some(false), update()).await,
+        operation(&store, &device, 2, Some(false), start("c-1")).await,
         Err(ApiError::WrongPin {
             attempts_remaining: 4
         })
     );
     assert_eq!(
-        operation(&store, &device, 3, None, update()).await,
+        operation(&store, &device, 3, None, start("c-2")).await,
         Err(ApiError::InvalidParameter {
             name: "login".into()
         })
     );
-    operation(&store, &device, 4, Some(true), update())
+    operation(&store, &device, 4, Some(true), start("c-3"))
         .await
         .unwrap();
+    // Proven, the failure count is back to zero; the record changes only with the finish.
+    let account = store.account("alice").await.unwrap().unwrap();
+    assert_eq!(account.pin_record.as_deref(), Some(PIN_RECORD));
+    assert_eq!(account.pin_failures, 0);
+    // The change's challenge answers only the finish, and only once; no other challenge does.
+    assert_eq!(
+        operation(&store, &device, 5, None, finish_change(b"new record")).await,
+        Err(ApiError::SessionExpired)
+    );
+    assert_eq!(
+        operation_over(
+            &store,
+            "c-3",
+            6,
+            None,
+            DeviceOperation::StartPinUpdate { next: None },
+            NOW
+        )
+        .await,
+        Err(ApiError::SessionExpired)
+    );
+    let outcome = operation_over(&store, "c-3", 7, None, finish_change(b"new record"), NOW)
+        .await
+        .unwrap();
+    assert_eq!(outcome.pin_set_by, Some(PinOrigin::Update));
     let account = store.account("alice").await.unwrap().unwrap();
     assert_eq!(account.pin_record.as_deref(), Some(&b"new record"[..]));
-    assert_eq!(account.pin_failures, 0);
+    assert_eq!(account.pin_credential_id.as_deref(), Some("credential-c-3"));
+    assert_eq!(
+        operation_over(&store, "c-3", 8, None, finish_change(b"other"), NOW).await,
+        Err(ApiError::SessionExpired)
+    );
     // A replayed counter disables the device (the challenge's login still needs the old record).
-    let stale = DeviceOperation::UpdatePin { pin_record: None };
+    let stale = DeviceOperation::StartPinUpdate { next: None };
     let challenge = new_id();
     store
         .create_otp_challenge(ChallengeStep {
@@ -1094,28 +1174,236 @@ async fn a_device_operation_needs_the_pin_and_a_fresh_counter(store: Arc<dyn Sto
                 pin_record: b"new record".to_vec(),
                 state: b"s".to_vec(),
             }),
+            audience: None,
             now: NOW,
             ttl: 120,
             pin_attempts: 5,
+            max_open: 10,
         })
         .await
         .unwrap();
-    let replay = store
-        .device_operation(DeviceOperationStep {
-            account: "alice".into(),
-            challenge_id: challenge,
-            counter: 4,
-            signature_ok: true,
-            pin_ok: Some(true),
-            operation: stale,
-            now: NOW,
-            pin_attempts: 5,
-        })
-        .await;
-    assert_eq!(replay.err().map(api_error), Some(ApiError::DeviceUnknown));
+    let replay = operation_over(&store, &challenge, 8, Some(true), stale, NOW).await;
+    assert_eq!(replay.err(), Some(ApiError::DeviceUnknown));
     assert_eq!(
         store.device("alice", &device).await.unwrap().unwrap().state,
         DeviceState::Disabled
+    );
+}
+
+async fn a_pin_reset_consumes_its_code_and_unblocks_at_the_finish(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    for counter in 2..=6 {
+        otp(
+            &store,
+            "alice",
+            &device,
+            counter,
+            OtpProof::Pin { ok: false },
+            b"x",
+        )
+        .await
+        .unwrap_err();
+    }
+    assert_eq!(
+        store.account("alice").await.unwrap().unwrap().pin_failures,
+        5
+    );
+    let reset = |accept: bool, id: &str| DeviceOperation::StartPinReset {
+        code: check(
+            "alice",
+            SmsPurpose::ResetPin,
+            CodeTarget::TrustedNumber,
+            accept,
+        ),
+        next: pin_change(id),
+    };
+    send_code(&store, "alice", SmsPurpose::ResetPin).await;
+    assert!(matches!(
+        operation(&store, &device, 7, None, reset(false, "r-1")).await,
+        Err(ApiError::SmsCodeInvalid { .. })
+    ));
+    operation(&store, &device, 8, None, reset(true, "r-2"))
+        .await
+        .unwrap();
+    // The start neither changed the PIN nor unblocked the account; the code is used up.
+    let account = store.account("alice").await.unwrap().unwrap();
+    assert_eq!(
+        (account.pin_failures, account.pin_record.as_deref()),
+        (5, Some(PIN_RECORD))
+    );
+    assert!(matches!(
+        operation(&store, &device, 9, None, reset(true, "r-3")).await,
+        Err(ApiError::SmsCodeInvalid { .. })
+    ));
+    let outcome = operation_over(&store, "r-2", 10, None, finish_change(b"reset record"), NOW)
+        .await
+        .unwrap();
+    assert_eq!(outcome.pin_set_by, Some(PinOrigin::SmsRecovery));
+    let account = store.account("alice").await.unwrap().unwrap();
+    assert_eq!(account.pin_failures, 0);
+    assert_eq!(account.pin_record.as_deref(), Some(&b"reset record"[..]));
+    assert_eq!(account.pin_credential_id.as_deref(), Some("credential-r-2"));
+    otp(
+        &store,
+        "alice",
+        &device,
+        11,
+        OtpProof::Pin { ok: true },
+        b"after",
+    )
+    .await
+    .unwrap();
+    let verified = store.use_otp(b"after", NOW, "rp").await.unwrap().unwrap();
+    assert_eq!(
+        (verified.pin_set_at, verified.pin_set_by),
+        (Some(NOW), Some(PinOrigin::SmsRecovery))
+    );
+}
+
+async fn recovery_by_sms_is_held_after_a_number_change(store: Arc<dyn Store>) {
+    const NEW: &str = "+33699999999";
+    let device = enrolled(&store, "alice").await;
+    let target = CodeTarget::Number(NEW.into());
+    store
+        .prepare_sms_code(send_request(
+            "alice",
+            SmsPurpose::PhoneCertification,
+            target.clone(),
+            NOW,
+        ))
+        .await
+        .unwrap();
+    let outcome = operation(
+        &store,
+        &device,
+        2,
+        None,
+        DeviceOperation::ModifyPhoneNumber {
+            code: check("alice", SmsPurpose::PhoneCertification, target, true),
+            phone_number: NEW.into(),
+            recovery_hold: 3600,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(outcome.previous_phone_number.as_deref(), Some(PHONE));
+    send_code(&store, "alice", SmsPurpose::ResetPin).await;
+    let reset = DeviceOperation::StartPinReset {
+        code: check(
+            "alice",
+            SmsPurpose::ResetPin,
+            CodeTarget::TrustedNumber,
+            true,
+        ),
+        next: pin_change("held"),
+    };
+    assert_eq!(
+        operation(&store, &device, 3, None, reset).await,
+        Err(ApiError::RecoveryHeld {
+            retry_after_seconds: 3600
+        })
+    );
+    // Removing everything does not lift the hold: a new PIN by SMS alone waits too.
+    store.remove_enrollments("alice", NOW).await.unwrap();
+    send_enrollment_code(&store, "alice").await;
+    assert_eq!(
+        store
+            .start_enrollment(start_step("alice", &new_id(), None))
+            .await
+            .err()
+            .map(api_error),
+        Some(ApiError::RecoveryHeld {
+            retry_after_seconds: 3600
+        })
+    );
+    let mut later = start_step("alice", &new_id(), None);
+    later.now = NOW + 3600;
+    store.start_enrollment(later).await.unwrap();
+}
+
+async fn an_otp_verifies_only_for_its_audience_and_while_its_device_lives(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    otp(&store, "alice", &device, 2, OtpProof::WithoutPin, b"mac-1")
+        .await
+        .unwrap();
+    otp(&store, "alice", &device, 3, OtpProof::WithoutPin, b"mac-2")
+        .await
+        .unwrap();
+    // Another relying party gets nothing, and does not use the OTP up.
+    assert_eq!(
+        store.use_otp(b"mac-1", NOW, "other-rp").await.unwrap(),
+        None
+    );
+    assert!(store.use_otp(b"mac-1", NOW, "rp").await.unwrap().is_some());
+    store.revoke_device("alice", &device, NOW).await.unwrap();
+    assert_eq!(store.use_otp(b"mac-2", NOW, "rp").await.unwrap(), None);
+}
+
+async fn a_device_holds_a_bounded_number_of_open_challenges(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    let step = |id: String, now: i64| ChallengeStep {
+        account: "alice".into(),
+        challenge_id: id,
+        device_id: device.clone(),
+        nonce: b"n".to_vec(),
+        login: None,
+        audience: None,
+        now,
+        ttl: 120,
+        pin_attempts: 5,
+        max_open: 3,
+    };
+    for _ in 0..3 {
+        store
+            .create_otp_challenge(step(new_id(), NOW))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store
+            .create_otp_challenge(step(new_id(), NOW))
+            .await
+            .err()
+            .map(api_error),
+        Some(ApiError::RateLimited {
+            retry_after_seconds: 120
+        })
+    );
+    // Expired challenges no longer count.
+    store
+        .create_otp_challenge(step(new_id(), NOW + 120))
+        .await
+        .unwrap();
+}
+
+async fn every_pin_attempt_is_audited_when_it_starts(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    // A login started and never finished still counts, and the trail shows it.
+    store
+        .create_otp_challenge(ChallengeStep {
+            account: "alice".into(),
+            challenge_id: new_id(),
+            device_id: device.clone(),
+            nonce: b"n".to_vec(),
+            login: Some(login()),
+            audience: None,
+            now: NOW,
+            ttl: 120,
+            pin_attempts: 5,
+            max_open: 10,
+        })
+        .await
+        .unwrap();
+    let events = store.audit_trail(Some("alice"), 0, 100).await.unwrap();
+    let attempts: Vec<_> = events
+        .iter()
+        .filter(|e| e.event == "pin_attempt")
+        .map(|e| e.detail.clone())
+        .collect();
+    assert_eq!(attempts, vec![Some("attempt 1 of 5".to_string())]);
+    assert_eq!(
+        store.account("alice").await.unwrap().unwrap().pin_failures,
+        1
     );
 }
 
@@ -1140,6 +1428,7 @@ async fn a_device_operation_moves_the_trusted_number(store: Arc<dyn Store>) {
         DeviceOperation::ModifyPhoneNumber {
             code: check("alice", SmsPurpose::PhoneCertification, target, true),
             phone_number: NEW.into(),
+            recovery_hold: 0,
         },
     )
     .await

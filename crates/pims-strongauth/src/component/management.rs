@@ -25,7 +25,8 @@ impl Core {
         Ok(Value::Null)
     }
 
-    /// `pincode reset`: a new PIN, authorised by the `resetPIN` SMS code and this device.
+    /// `pincode reset`: a new PIN, authorised by the `resetPIN` SMS code and this device. The
+    /// server answers the new PIN's registration only once it has accepted the code.
     pub(super) async fn reset_pin(
         &self,
         ctx: &Ctx,
@@ -35,44 +36,21 @@ impl Core {
         let mut local = self.local.lock().await;
         let mut state = local.read()?;
         let device_id = self.active_device(ctx, &mut local, &mut state).await?;
-        let (exchange, message) = pin::start(&pin, true);
-        let request = DeviceChallengeRequest {
-            login: None,
-            register: Some(message),
-        };
+        let request = DeviceChallengeRequest { login: None };
         let challenge = self
             .device_challenge(ctx, &mut local, &mut state, &device_id, &request)
             .await?;
-        let Some(response) = challenge.register.clone() else {
-            return Err(ErrorCode::NoServiceAvailable.into());
-        };
-        let registration = match pin::finish(exchange, &pin, response).await {
-            Ok(PinFinish::Register(upload)) => upload,
-            _ => return Err(ErrorCode::NoServiceAvailable.into()),
-        };
-        let proof = self.sign_operation(
-            &mut local,
-            &mut state,
-            transcript::PIN_RESET,
-            &challenge,
-            registration.as_slice(),
-        )?;
-        let request = ResetPin {
-            proof,
-            sms_code: sms_code.expose().to_owned(),
-            registration,
-        };
-        let () = self
-            .device_post(ctx, &mut local, &mut state, "/v1/pin/reset", &request)
+        let authorization = PinAuthorization::SmsCode(sms_code.expose().to_owned());
+        self.change_pin(ctx, &mut local, &mut state, &challenge, authorization, &pin)
             .await?;
         tracing::info!(transaction_id = %ctx.transaction_id, "PIN reset");
         Ok(Value::Null)
     }
 
-    /// `pincode update`: one exchange proves the old PIN (OPAQUE login) and registers the new
-    /// one, both bound by this device's signature. The PIN never leaves the device, so "new
-    /// equals current" is decided here: once the server has accepted the old PIN as the
-    /// current one, the new PIN equals the current one exactly when it equals the old one.
+    /// `pincode update`: proves the old PIN (OPAQUE login, counted by the server) and only then
+    /// registers the new one. The PIN never leaves the device, so "new equals current" is
+    /// decided here: once the server has accepted the old PIN as the current one, the new PIN
+    /// equals the current one exactly when it equals the old one.
     pub(super) async fn update_pin(
         &self,
         ctx: &Ctx,
@@ -84,10 +62,8 @@ impl Core {
         let device_id = self.active_device(ctx, &mut local, &mut state).await?;
         let same = old.expose() == new.expose();
         let (login, login_message) = pin::start(&old, false);
-        let register = (!same).then(|| pin::start(&new, true));
         let request = DeviceChallengeRequest {
             login: Some(login_message),
-            register: register.as_ref().map(|(_, m)| m.clone()),
         };
         let challenge = self
             .device_challenge(ctx, &mut local, &mut state, &device_id, &request)
@@ -98,76 +74,134 @@ impl Core {
         let login = pin::finish(login, &old, login_response)
             .await
             .map_err(|_| PimsError::from(ErrorCode::NoServiceAvailable))?;
-        // A wrong old PIN is reported (and counted) without registering anything.
-        let registration = match (&login, register, challenge.register.clone()) {
-            (PinFinish::Login(_), Some((exchange, _)), Some(response)) => {
-                match pin::finish(exchange, &new, response).await {
-                    Ok(PinFinish::Register(upload)) => Some(upload),
-                    _ => return Err(ErrorCode::NoServiceAvailable.into()),
-                }
-            }
-            (PinFinish::Login(_), Some(_), None) => {
-                return Err(ErrorCode::NoServiceAvailable.into())
-            }
-            _ => None,
-        };
         let proven = matches!(login, PinFinish::Login(_));
-        let mut request = UpdatePin {
-            proof: DeviceProof {
-                challenge_id: String::new(),
-                counter: 0,
-                signature: Default::default(),
-            },
-            login,
-            registration,
-        };
-        request.proof = self.sign_operation(
-            &mut local,
-            &mut state,
-            transcript::PIN_UPDATE,
-            &challenge,
-            &request.signed_payload(),
-        )?;
-        let () = self
-            .device_post(ctx, &mut local, &mut state, "/v1/pin/update", &request)
-            .await?;
-        if same && proven {
+        let authorization = PinAuthorization::Pin(login);
+        if same || !proven {
+            // Only the PIN proof goes: a wrong old PIN is counted (2308/2310), a right one
+            // equal to the new PIN is 2315; nothing is registered.
+            let request = StartPinChange {
+                proof: DeviceProof::default(),
+                authorization,
+                registration: None,
+            };
+            let _: PinChangeStarted = self
+                .signed_pin_change_start(ctx, &mut local, &mut state, &challenge, request)
+                .await?;
             return Err(ErrorCode::NewPinEqualsPrevious.into());
         }
+        self.change_pin(ctx, &mut local, &mut state, &challenge, authorization, &new)
+            .await?;
         tracing::info!(transaction_id = %ctx.transaction_id, "PIN updated");
         Ok(Value::Null)
     }
 
+    /// The two halves of a PIN change: the authorized start answers the new PIN's OPAQUE
+    /// registration, the finish sends its upload over the challenge the start returned.
+    async fn change_pin(
+        &self,
+        ctx: &Ctx,
+        local: &mut Local,
+        state: &mut VaultState,
+        challenge: &DeviceChallenge,
+        authorization: PinAuthorization,
+        new_pin: &Secret,
+    ) -> Result<(), PimsError> {
+        let (exchange, registration) = pin::start(new_pin, true);
+        let request = StartPinChange {
+            proof: DeviceProof::default(),
+            authorization,
+            registration: Some(registration),
+        };
+        let started = self
+            .signed_pin_change_start(ctx, local, state, challenge, request)
+            .await?;
+        let Some(next) = started.next else {
+            return Err(ErrorCode::NoServiceAvailable.into());
+        };
+        let Some(response) = next.register.clone() else {
+            return Err(ErrorCode::NoServiceAvailable.into());
+        };
+        let upload = match pin::finish(exchange, new_pin, response).await {
+            Ok(PinFinish::Register(upload)) => upload,
+            _ => return Err(ErrorCode::NoServiceAvailable.into()),
+        };
+        let proof = self.sign_operation(
+            local,
+            state,
+            transcript::PIN_CHANGE_FINISH,
+            &next,
+            upload.as_slice(),
+        )?;
+        let request = FinishPinChange {
+            proof,
+            registration: upload,
+        };
+        self.device_post(ctx, local, state, "/v1/pin/change/finish", &request)
+            .await
+    }
+
+    /// Signs a PIN-change start over `challenge` and sends it.
+    async fn signed_pin_change_start(
+        &self,
+        ctx: &Ctx,
+        local: &mut Local,
+        state: &mut VaultState,
+        challenge: &DeviceChallenge,
+        mut request: StartPinChange,
+    ) -> Result<PinChangeStarted, PimsError> {
+        request.proof = self.sign_operation(
+            local,
+            state,
+            request.operation(),
+            challenge,
+            &request.signed_payload(),
+        )?;
+        self.device_post(ctx, local, state, "/v1/pin/change", &request)
+            .await
+    }
+
     /// `smscode modifyPhoneNumber`: the number certified by a `phoneNumberCertification` code
-    /// becomes the trusted one; this device signs the change.
+    /// becomes the trusted one; this device signs the change and, when the app gives the
+    /// current PIN, proves it in the same operation (counted like any PIN check).
     pub(super) async fn modify_phone_number(
         &self,
         ctx: &Ctx,
         phone_number: String,
         sms_code: Secret,
+        pin: Option<Secret>,
     ) -> Result<Value, PimsError> {
         let mut local = self.local.lock().await;
         let mut state = local.read()?;
         let device_id = self.active_device(ctx, &mut local, &mut state).await?;
+        let exchange = pin.as_ref().map(|p| pin::start(p, false));
         let request = DeviceChallengeRequest {
-            login: None,
-            register: None,
+            login: exchange.as_ref().map(|(_, m)| m.clone()),
         };
         let challenge = self
             .device_challenge(ctx, &mut local, &mut state, &device_id, &request)
             .await?;
-        let proof = self.sign_operation(
+        let login = match (exchange, &pin, challenge.login.clone()) {
+            (Some((exchange, _)), Some(pin), Some(response)) => Some(
+                pin::finish(exchange, pin, response)
+                    .await
+                    .map_err(|_| PimsError::from(ErrorCode::NoServiceAvailable))?,
+            ),
+            (None, None, None) => None,
+            _ => return Err(ErrorCode::NoServiceAvailable.into()),
+        };
+        let mut request = ModifyPhoneNumber {
+            proof: DeviceProof::default(),
+            phone_number,
+            sms_code: sms_code.expose().to_owned(),
+            login,
+        };
+        request.proof = self.sign_operation(
             &mut local,
             &mut state,
             transcript::PHONE_NUMBER_MODIFY,
             &challenge,
-            phone_number.as_bytes(),
+            &request.signed_payload(),
         )?;
-        let request = ModifyPhoneNumber {
-            proof,
-            phone_number,
-            sms_code: sms_code.expose().to_owned(),
-        };
         let () = self
             .device_post(
                 ctx,

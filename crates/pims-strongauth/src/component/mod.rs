@@ -17,10 +17,10 @@ use pims_core::{Call, Component, ErrorCode, EventSink, Params, PimsError, Secret
 use pims_proto::{
     transcript, AccountStatus, ActivateDevice, AddPhoneNumber, ApiError, CheckSmsCode,
     DeviceChallenge, DeviceChallengeRequest, DeviceList, DeviceProof, DeviceState,
-    EnrollmentFinished, EnrollmentStarted, EnrollmentStatus, FinishEnrollment, ModifyPhoneNumber,
-    NewDevice, OtpChallenge, OtpChallengeRequest, OtpIssued, OtpRequest, PinFinish, PinStart,
-    PinState, Platform, ResetPin, SendSmsCode, SmsCodeChecked, SmsCodeSent, SmsPurpose,
-    StartEnrollment, UpdatePin,
+    EnrollmentFinished, EnrollmentStarted, EnrollmentStatus, FinishEnrollment, FinishPinChange,
+    ModifyPhoneNumber, NewDevice, OtpChallenge, OtpChallengeRequest, OtpIssued, OtpRequest,
+    PinAuthorization, PinChangeStarted, PinFinish, PinStart, PinState, Platform, SendSmsCode,
+    SmsCodeChecked, SmsCodeSent, SmsPurpose, StartEnrollment, StartPinChange,
 };
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
@@ -216,7 +216,9 @@ impl Core {
                 "modifyPhoneNumber" => {
                     let code = p.required_digits("smsCode", SMS_DIGITS)?;
                     let number = phone_number(p)?;
-                    self.modify_phone_number(&self.ctx(call)?, number, code)
+                    // Additive: with the current PIN the change is proven by both factors.
+                    let pin = p.optional_digits("pinCode", PIN_DIGITS)?;
+                    self.modify_phone_number(&self.ctx(call)?, number, code, pin)
                         .await
                 }
                 _ => Err(PimsError::invalid("action")),
@@ -277,7 +279,13 @@ impl Core {
                     "withPIN" => Some(p.required_digits("pinCode", PIN_DIGITS)?),
                     _ => None,
                 };
-                self.otp(&self.ctx(call)?, pin).await
+                // Additive: the relying party the OTP is for (its id on the server).
+                let audience = match p.optional_str("audience")?.map(str::trim) {
+                    Some("") | None => None,
+                    Some(a) if a.len() > 128 => return Err(PimsError::invalid("audience")),
+                    Some(a) => Some(a.to_string()),
+                };
+                self.otp(&self.ctx(call)?, pin, audience).await
             }
             _ => Err(ErrorCode::ApiNotSupported.into()),
         }

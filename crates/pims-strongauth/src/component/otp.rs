@@ -3,7 +3,12 @@
 use super::*;
 
 impl Core {
-    pub(super) async fn otp(&self, ctx: &Ctx, pin: Option<Secret>) -> Result<Value, PimsError> {
+    pub(super) async fn otp(
+        &self,
+        ctx: &Ctx,
+        pin: Option<Secret>,
+        audience: Option<String>,
+    ) -> Result<Value, PimsError> {
         let mut local = self.local.lock().await;
         let mut state = local.read()?;
         self.resume(ctx, &mut local, &mut state).await;
@@ -17,6 +22,7 @@ impl Core {
         let request = OtpChallengeRequest {
             device_id: device_id.clone(),
             pin: exchange.as_ref().map(|(_, message)| message.clone()),
+            audience,
         };
         let challenge: OtpChallenge = match self.post(ctx, "/v1/otp/challenges", &request).await {
             Ok(c) => c,
