@@ -20,6 +20,8 @@ pub struct Metrics {
     pub sms_sent: IntCounter,
     pub otps_issued: IntCounterVec,
     pub otps_verified: IntCounter,
+    /// Security notices sent to trusted numbers, by kind.
+    pub notices_sent: IntCounterVec,
 }
 
 impl Metrics {
@@ -58,6 +60,14 @@ impl Metrics {
             )
             .expect("valid metric"),
             otps_verified: counter("otps_verified_total", "OTPs verified by relying parties"),
+            notices_sent: IntCounterVec::new(
+                Opts::new(
+                    "security_notices_sent_total",
+                    "Security notices handed to the SMS sender",
+                ),
+                &["notice"],
+            )
+            .expect("valid metric"),
             registry,
         };
         for c in [
@@ -71,6 +81,9 @@ impl Metrics {
         }
         m.registry
             .register(Box::new(m.otps_issued.clone()))
+            .expect("unique");
+        m.registry
+            .register(Box::new(m.notices_sent.clone()))
             .expect("unique");
         m.registry
             .register(Box::new(m.requests.clone()))

@@ -104,7 +104,10 @@ impl Service {
         let Some(number) = number else { return };
         match self.sms.send(number, &notice.text(), self.now()).await {
             Ok(()) => {
-                self.metrics.sms_sent.inc();
+                self.metrics
+                    .notices_sent
+                    .with_label_values(&[notice.as_str()])
+                    .inc();
                 tracing::info!(notice = notice.as_str(), to = %mask_number(number), "security notice sent");
             }
             Err(e) => tracing::warn!(

@@ -51,6 +51,7 @@ async fn metrics_count_requests_and_domain_events() {
         "pims_pin_failures_total 1",
         "pims_pin_blocks_total 0",
         "pims_sms_sent_total 2",
+        "pims_security_notices_sent_total{notice=\"device_enrolled\"} 1",
         "pims_otps_issued_total{with_pin=\"false\"} 1",
         "pims_http_requests_total{route=\"/v1/otp\",status=\"403\"} 1",
         "pims_http_requests_total{route=\"/v1/devices/{device_id}/activate\",status=\"204\"} 1",

@@ -919,10 +919,15 @@ async fn admin_actions_change_state_and_are_audited(store: Arc<dyn Store>) {
         failures_and_block,
         vec![
             "pin_registered",
+            "pin_attempt",
             "pin_failure",
+            "pin_attempt",
             "pin_failure",
+            "pin_attempt",
             "pin_failure",
+            "pin_attempt",
             "pin_failure",
+            "pin_attempt",
             "pin_failure",
             "pin_blocked"
         ]
@@ -1182,7 +1187,8 @@ async fn a_device_operation_needs_the_pin_and_a_fresh_counter(store: Arc<dyn Sto
         })
         .await
         .unwrap();
-    let replay = operation_over(&store, &challenge, 8, Some(true), stale, NOW).await;
+    // 7 was the last counter used: the refused finishes above never reached the counter rule.
+    let replay = operation_over(&store, &challenge, 7, Some(true), stale, NOW).await;
     assert_eq!(replay.err(), Some(ApiError::DeviceUnknown));
     assert_eq!(
         store.device("alice", &device).await.unwrap().unwrap().state,
@@ -1243,16 +1249,9 @@ async fn a_pin_reset_consumes_its_code_and_unblocks_at_the_finish(store: Arc<dyn
     assert_eq!(account.pin_failures, 0);
     assert_eq!(account.pin_record.as_deref(), Some(&b"reset record"[..]));
     assert_eq!(account.pin_credential_id.as_deref(), Some("credential-r-2"));
-    otp(
-        &store,
-        "alice",
-        &device,
-        11,
-        OtpProof::Pin { ok: true },
-        b"after",
-    )
-    .await
-    .unwrap();
+    otp(&store, "alice", &device, 11, OtpProof::WithoutPin, b"after")
+        .await
+        .unwrap();
     let verified = store.use_otp(b"after", NOW, "rp").await.unwrap().unwrap();
     assert_eq!(
         (verified.pin_set_at, verified.pin_set_by),
@@ -1281,7 +1280,7 @@ async fn recovery_by_sms_is_held_after_a_number_change(store: Arc<dyn Store>) {
         DeviceOperation::ModifyPhoneNumber {
             code: check("alice", SmsPurpose::PhoneCertification, target, true),
             phone_number: NEW.into(),
-            recovery_hold: 3600,
+            recovery_hold: 300,
         },
     )
     .await
@@ -1300,7 +1299,7 @@ async fn recovery_by_sms_is_held_after_a_number_change(store: Arc<dyn Store>) {
     assert_eq!(
         operation(&store, &device, 3, None, reset).await,
         Err(ApiError::RecoveryHeld {
-            retry_after_seconds: 3600
+            retry_after_seconds: 300
         })
     );
     // Removing everything does not lift the hold: a new PIN by SMS alone waits too.
@@ -1313,11 +1312,11 @@ async fn recovery_by_sms_is_held_after_a_number_change(store: Arc<dyn Store>) {
             .err()
             .map(api_error),
         Some(ApiError::RecoveryHeld {
-            retry_after_seconds: 3600
+            retry_after_seconds: 300
         })
     );
     let mut later = start_step("alice", &new_id(), None);
-    later.now = NOW + 3600;
+    later.now = NOW + 300;
     store.start_enrollment(later).await.unwrap();
 }
 
