@@ -331,6 +331,17 @@ impl TestServer {
         device: &mut Device,
         pin: Option<&str>,
     ) -> Result<OtpIssued, ApiError> {
+        self.otp_for(token, device, pin, None).await
+    }
+
+    /// [`Self::otp`] for a named relying party.
+    pub async fn otp_for(
+        &self,
+        token: &str,
+        device: &mut Device,
+        pin: Option<&str>,
+        audience: Option<&str>,
+    ) -> Result<OtpIssued, ApiError> {
         let login = pin.map(|p| ClientLogin::<PinSuite>::start(&mut OsRng, p.as_bytes()).unwrap());
         let challenge: OtpChallenge = self
             .post(
@@ -341,7 +352,7 @@ impl TestServer {
                     pin: login
                         .as_ref()
                         .map(|l| l.message.serialize().to_vec().into()),
-                    audience: None,
+                    audience: audience.map(str::to_string),
                 },
             )
             .await?;

@@ -4,6 +4,7 @@ mod abuse_limits;
 mod access;
 mod access_tokens;
 mod admin;
+mod attacks;
 mod common;
 mod enrollment;
 mod lockout;
