@@ -134,7 +134,8 @@ async fn own_device_id(phone: &Phone) -> String {
 
 #[tokio::test]
 async fn account_management_tutorial_reset_update_modify_then_remove() {
-    let server = TestServer::start().await;
+    let server =
+        TestServer::start_with(|c| c.limits.recovery_hold_after_number_change_seconds = 600).await;
     let phone = enrolled_phone(&server, "u").await;
 
     // B: reset the PIN with an SMS code.
@@ -188,7 +189,13 @@ async fn account_management_tutorial_reset_update_modify_then_remove() {
         )
         .await;
     assert_eq!(ok(&m), json!({"status": "NotEnrolled"}));
-    ok(&phone.enroll(PIN, &code).await);
+    // A PIN set by SMS alone waits out the hold that the number change started.
+    let e = failed(&phone.enroll(PIN, &code).await, 2317, FORBIDDEN);
+    assert_eq!(e["details"]["reason"], "recoveryHeld");
+    assert_eq!(e["details"]["retryAfterSeconds"], 600);
+    server.clock.advance(600);
+    phone.request_enrollment_code().await;
+    ok(&phone.enroll(PIN, &server.last_code(NUMBER2)).await);
     assert!(activated(&phone.is_device_activated().await));
     ok(&phone.otp_with_pin(PIN).await);
 }
@@ -409,7 +416,7 @@ async fn update_pin_reaches_the_server_only_once_and_2314_when_unreachable() {
     let e = failed(&phone.update_pin(PIN, NEW_PIN).await, 2314, NO_SERVICE);
     assert!(retryable(&e));
     ok(&phone.update_pin(PIN, NEW_PIN).await);
-    assert_eq!(proxy.forwarded("/v1/pin/update"), 1);
+    assert_eq!(proxy.forwarded("/v1/pin/change/finish"), 1);
     ok(&phone.otp_with_pin(NEW_PIN).await);
 }
 

@@ -124,8 +124,10 @@ async fn logs_contain_no_secret() {
         .into_iter()
         .chain(server.sms_texts(NUMBER2))
     {
-        let code = pims_server::sms::code_from_text(&text).unwrap();
-        secrets.push(("SMS code".into(), code));
+        // Security notices carry no code.
+        if let Some(code) = pims_server::sms::code_from_text(&text) {
+            secrets.push(("SMS code".into(), code));
+        }
     }
     for (name, secret) in secrets {
         assert!(secret.len() >= 4, "{name} too short to search");

@@ -292,8 +292,7 @@ async fn number_change_then_recovery(s: TestServer) {
     let to_owner = pims_server::sms::read_outbox(&s.outbox())
         .unwrap()
         .into_iter()
-        .filter(|m| m.to == PHONE)
-        .last()
+        .rfind(|m| m.to == PHONE)
         .unwrap();
     assert_eq!(
         to_owner.text,
