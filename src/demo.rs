@@ -214,13 +214,13 @@ impl Sms<'_> {
     /// Plays the phone: reads the newest SMS sent to `number`, as autofill would.
     fn read(&self, number: &str) -> anyhow::Result<String> {
         let messages = pims_server::sms::read_outbox(self.outbox)?;
-        let text = messages
+        // Security notices (a device enrolled, …) carry no code: the newest SMS that has one.
+        let code = messages
             .iter()
             .rev()
-            .find(|m| m.to == number)
-            .map(|m| m.text.clone())
-            .context("an SMS in the outbox")?;
-        let code = pims_server::sms::code_from_text(&text).context("a code in the SMS")?;
+            .filter(|m| m.to == number)
+            .find_map(|m| pims_server::sms::code_from_text(&m.text))
+            .context("an SMS with a code in the outbox")?;
         println!(
             "  📱 SMS received on {number}, code read from it ({} digits)",
             code.len()
