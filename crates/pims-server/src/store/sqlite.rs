@@ -39,6 +39,12 @@ impl SqliteStore {
         })
     }
 
+    /// A PRAGMA's value on the store's own connection (pragmas are per connection).
+    pub async fn pragma(&self, name: &'static str) -> Result<i64> {
+        self.run(move |conn| Ok(conn.pragma_query_value(None, name, |row| row.get(0))?))
+            .await
+    }
+
     async fn run<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,

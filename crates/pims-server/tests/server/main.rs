@@ -4,6 +4,7 @@ mod abuse_limits;
 mod access;
 mod access_tokens;
 mod admin;
+mod attacks_transport;
 mod common;
 mod enrollment;
 mod lockout;
