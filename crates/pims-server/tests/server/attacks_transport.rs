@@ -218,6 +218,31 @@ async fn connections_over_the_per_address_cap_are_closed_at_once() {
 }
 
 #[tokio::test]
+async fn connections_over_the_global_cap_are_closed_at_once_whatever_their_address() {
+    let s = TestServer::start_with(|c| {
+        c.http.max_connections = 3;
+        c.http.max_connections_per_address = 100;
+    })
+    .await;
+    let mut held = Vec::new();
+    for source in [ATTACKER, ATTACKER, BYSTANDER] {
+        held.push(connect_from(source, s.addr()).await);
+    }
+    for source in [ATTACKER, BYSTANDER, Ipv4Addr::new(127, 0, 0, 3)] {
+        let mut extra = connect_from(source, s.addr()).await;
+        assert!(closed_within(&mut extra, Duration::from_millis(500)).await);
+    }
+    held[2]
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: pims\r\n\r\n")
+        .await
+        .unwrap();
+    assert_eq!(
+        read_response(&mut held[2], Duration::from_secs(2)).await.0,
+        200
+    );
+}
+
+#[tokio::test]
 async fn an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout() {
     let s = TestServer::start_with(|c| c.http.keep_alive_timeout_seconds = 1).await;
     let mut c = connect_from(ATTACKER, s.addr()).await;
