@@ -127,7 +127,8 @@ pub struct HttpLimits {
     pub request_timeout_seconds: u64,
     /// Largest request body; larger ones get 413 without being read.
     pub max_body_bytes: usize,
-    /// Open connections in all; further ones are closed as soon as accepted.
+    /// Open connections in all; further ones are closed as soon as accepted. Keep it below the
+    /// process's file-descriptor limit (`ulimit -n`) minus the database's and the log's.
     pub max_connections: usize,
     /// Open connections from one client address (an IPv6 /64 counts as one address). Ignored
     /// with `trust_forwarded_for`: every connection then comes from the balancer, which must
