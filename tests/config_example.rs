@@ -7,4 +7,24 @@ fn example_server_configuration_parses() {
     assert_eq!(config.limits.pin_attempts, 5);
     assert_eq!(config.relying_parties[0].id, "remote-commands");
     assert!(!config.dev_issuer);
+    // The [http] table documents the defaults.
+    let defaults = pims_server::config::HttpLimits::default();
+    assert_eq!(
+        config.http.header_read_timeout_seconds,
+        defaults.header_read_timeout_seconds
+    );
+    assert_eq!(
+        config.http.keep_alive_timeout_seconds,
+        defaults.keep_alive_timeout_seconds
+    );
+    assert_eq!(
+        config.http.request_timeout_seconds,
+        defaults.request_timeout_seconds
+    );
+    assert_eq!(config.http.max_body_bytes, defaults.max_body_bytes);
+    assert_eq!(config.http.max_connections, defaults.max_connections);
+    assert_eq!(
+        config.http.max_connections_per_address,
+        defaults.max_connections_per_address
+    );
 }

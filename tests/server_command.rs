@@ -50,3 +50,23 @@ async fn server_command_serves_and_shuts_down_on_interrupt() {
     assert!(status.success(), "server exited with {status}");
     assert!(dir.path().join("keys.json").exists());
 }
+
+#[test]
+fn check_config_refuses_the_development_issuer_on_a_network_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("server.toml");
+    std::fs::write(&config, "listen = \"0.0.0.0:8080\"\ndev_issuer = true\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pims"))
+        .args(["server", "--check-config", "--config"])
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("dev_issuer = true needs a loopback listen address"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("is valid"));
+}

@@ -195,8 +195,51 @@ impl PinFinish {
 pub struct NewDevice {
     /// SEC1 uncompressed P-256 public key (65 bytes).
     pub public_key: Bytes,
+    /// Shown in the account's device list: see [`device_name_ok`].
     pub name: String,
     pub platform: Platform,
+}
+
+/// Most characters in a device name.
+pub const MAX_DEVICE_NAME: usize = 100;
+
+/// Whether `name` (already trimmed) may name a device: 1 to [`MAX_DEVICE_NAME`] characters,
+/// none of them a control or format character. Names are shown to the account holder in device
+/// lists and SMS notices, where bidirectional overrides (U+202E), isolates (U+2066…) and
+/// zero-width characters (U+200B…) would let an attacker disguise one name as another.
+pub fn device_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().count() <= MAX_DEVICE_NAME
+        && !name.chars().any(is_control_or_format)
+}
+
+/// Unicode general categories Cc (control), Cf (format), Zl and Zp (line and paragraph
+/// separators). Cf is listed in full (Unicode 16), so no Unicode table is linked into the SDK.
+pub fn is_control_or_format(c: char) -> bool {
+    const FORMAT: &[(char, char)] = &[
+        ('\u{ad}', '\u{ad}'),
+        ('\u{600}', '\u{605}'),
+        ('\u{61c}', '\u{61c}'),
+        ('\u{6dd}', '\u{6dd}'),
+        ('\u{70f}', '\u{70f}'),
+        ('\u{890}', '\u{891}'),
+        ('\u{8e2}', '\u{8e2}'),
+        ('\u{180e}', '\u{180e}'),
+        ('\u{200b}', '\u{200f}'),
+        ('\u{2028}', '\u{202e}'),
+        ('\u{2060}', '\u{2064}'),
+        ('\u{2066}', '\u{206f}'),
+        ('\u{feff}', '\u{feff}'),
+        ('\u{fff9}', '\u{fffb}'),
+        ('\u{110bd}', '\u{110bd}'),
+        ('\u{110cd}', '\u{110cd}'),
+        ('\u{13430}', '\u{1343f}'),
+        ('\u{1bca0}', '\u{1bca3}'),
+        ('\u{1d173}', '\u{1d17a}'),
+        ('\u{e0001}', '\u{e0001}'),
+        ('\u{e0020}', '\u{e007f}'),
+    ];
+    c.is_control() || FORMAT.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -563,3 +606,27 @@ redacted_debug!(
     FinishPinChange,
     ModifyPhoneNumber
 );
+
+#[cfg(test)]
+mod device_name_tests {
+    use super::*;
+
+    #[test]
+    fn device_names_refuse_control_and_format_characters() {
+        assert!(device_name_ok("Léa's phone"));
+        assert!(device_name_ok("電話 📱"));
+        for bad in [
+            "",
+            "evil\u{202e}gpj.exe",
+            "a\u{200b}b",
+            "a\u{2066}b\u{2069}",
+            "a\u{feff}",
+            "a\nb",
+            "a\u{2028}b",
+            "tag\u{e0041}",
+        ] {
+            assert!(!device_name_ok(bad), "{bad:?}");
+        }
+        assert!(!device_name_ok(&"x".repeat(MAX_DEVICE_NAME + 1)));
+    }
+}

@@ -12,9 +12,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use crate::auth::bearer_token;
 use crate::error::Error;
-use crate::http::AppState;
+use crate::http::{AppState, ClientAddress};
+use crate::net::client_key;
 use crate::store::{AdminDeviceSummary, AuditEvent};
 
 const MAX_PAGE: u32 = 1000;
@@ -30,7 +34,53 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/admin/v1/audit", get(audit))
 }
 
-/// A request carrying the admin token (compared in constant time, as hashes).
+/// Failed admin authentications one client address may make in [`FAILURE_WINDOW_SECONDS`];
+/// after that every admin request from it, even with the right token, gets 429 until the
+/// window ends.
+pub const MAX_FAILURES: u32 = 5;
+pub const FAILURE_WINDOW_SECONDS: i64 = 60;
+/// Addresses tracked before expired windows are swept.
+const SWEEP_ABOVE: usize = 10_000;
+
+/// Admin-token failures per client address (`net::client_key`), in fixed windows.
+///
+/// In process, not in the database: the store has no generic counter and the admin API is an
+/// operator's tool, usually reached on an internal network, so each replica bounding guesses at
+/// 5 a minute per address is enough (a 32+ character token is not guessable online anyway);
+/// what matters is that guessing is slow and visible in the log.
+#[derive(Default)]
+pub struct AdminFailures {
+    windows: Mutex<HashMap<String, (i64, u32)>>,
+}
+
+impl AdminFailures {
+    /// Seconds until `client` may try again, when its window is used up.
+    fn blocked_for(&self, client: &str, now: i64) -> Option<u64> {
+        let windows = self.windows.lock().unwrap();
+        match windows.get(client) {
+            Some(&(start, n)) if n >= MAX_FAILURES && now < start + FAILURE_WINDOW_SECONDS => {
+                Some((start + FAILURE_WINDOW_SECONDS - now) as u64)
+            }
+            _ => None,
+        }
+    }
+
+    fn record(&self, client: &str, now: i64) -> u32 {
+        let mut windows = self.windows.lock().unwrap();
+        if windows.len() > SWEEP_ABOVE {
+            windows.retain(|_, (start, _)| now < *start + FAILURE_WINDOW_SECONDS);
+        }
+        let entry = windows.entry(client.to_string()).or_insert((now, 0));
+        if now >= entry.0 + FAILURE_WINDOW_SECONDS {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1
+    }
+}
+
+/// A request carrying the admin token (compared in constant time, as hashes), from an address
+/// that has not used up its failures.
 pub struct Admin;
 
 impl FromRequestParts<AppState> for Admin {
@@ -45,16 +95,35 @@ impl FromRequestParts<AppState> for Admin {
             .admin_token
             .as_ref()
             .ok_or(ApiError::Unauthenticated)?;
+        let ClientAddress(address) = ClientAddress::from_request_parts(parts, state).await?;
+        let client = address.map_or_else(|| "unknown".to_string(), client_key);
+        let failures = &state.inner.admin_failures;
+        let now = state.inner.service.now();
+        if let Some(retry_after_seconds) = failures.blocked_for(&client, now) {
+            return Err(ApiError::RateLimited {
+                retry_after_seconds,
+            }
+            .into());
+        }
         let given = parts
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(bearer_token)
-            .ok_or(ApiError::Unauthenticated)?;
-        let same: bool = Sha256::digest(given.as_bytes())
-            .ct_eq(&Sha256::digest(expected.0.as_bytes()))
-            .into();
+            .and_then(bearer_token);
+        let same = given.is_some_and(|given| {
+            Sha256::digest(given.as_bytes())
+                .ct_eq(&Sha256::digest(expected.0.as_bytes()))
+                .into()
+        });
         if !same {
+            let count = failures.record(&client, now);
+            // The address, never what was presented.
+            tracing::warn!(
+                %client,
+                failures_in_window = count,
+                token_given = given.is_some(),
+                "admin API: wrong or missing admin token"
+            );
             return Err(ApiError::Unauthenticated.into());
         }
         Ok(Admin)

@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub trust_forwarded_for: bool,
     pub accepted_protocol_versions: Vec<u32>,
     pub limits: Limits,
+    /// Connection and request bounds against slow or exhausting clients (`[http]`).
+    pub http: HttpLimits,
     #[serde(skip)]
     pub clock: Clock,
 }
@@ -118,6 +120,45 @@ pub struct Limits {
     pub recovery_hold_after_number_change_seconds: u64,
 }
 
+/// What one client may hold of the server before it has authenticated: connections, time and
+/// bytes. Every bound closes or refuses at once rather than queueing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpLimits {
+    /// A request's head (request line and headers) must be complete within this time of the
+    /// server starting to wait for it (the connection opening, or the previous response);
+    /// otherwise the connection is closed. Bounds slow-loris clients.
+    pub header_read_timeout_seconds: u64,
+    /// A kept-alive connection with no request in flight is closed this long after its last
+    /// response.
+    pub keep_alive_timeout_seconds: u64,
+    /// Whole request, from its head to the response (body upload included): 408 when the
+    /// client had not finished sending its body, else 503.
+    pub request_timeout_seconds: u64,
+    /// Largest request body; larger ones get 413 without being read.
+    pub max_body_bytes: usize,
+    /// Open connections in all; further ones are closed as soon as accepted. Keep it below the
+    /// process's file-descriptor limit (`ulimit -n`) minus the database's and the log's.
+    pub max_connections: usize,
+    /// Open connections from one client address (an IPv6 /64 counts as one address). Ignored
+    /// with `trust_forwarded_for`: every connection then comes from the balancer, which must
+    /// bound its clients itself.
+    pub max_connections_per_address: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            header_read_timeout_seconds: 10,
+            keep_alive_timeout_seconds: 5,
+            request_timeout_seconds: 30,
+            max_body_bytes: 64 * 1024,
+            max_connections: 4096,
+            max_connections_per_address: 128,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
@@ -159,6 +200,7 @@ impl Default for ServerConfig {
             trust_forwarded_for: false,
             accepted_protocol_versions: vec![pims_proto::PROTOCOL_VERSION],
             limits: Limits::default(),
+            http: HttpLimits::default(),
             clock: Clock::system(),
         }
     }
@@ -243,6 +285,28 @@ impl ServerConfig {
             );
             tokens.allowed()?;
         }
+        // The development issuer mints a token for any subject to whoever asks: reachable
+        // from this machine only.
+        anyhow::ensure!(
+            !self.dev_issuer || self.listen.ip().is_loopback(),
+            "dev_issuer = true needs a loopback listen address (127.0.0.1 or [::1]), not {}",
+            self.listen
+        );
+        let h = &self.http;
+        anyhow::ensure!(
+            h.header_read_timeout_seconds >= 1
+                && h.keep_alive_timeout_seconds >= 1
+                && h.request_timeout_seconds >= 1,
+            "http timeouts must be at least 1 second"
+        );
+        anyhow::ensure!(
+            h.max_body_bytes >= 1024,
+            "http.max_body_bytes must be at least 1024"
+        );
+        anyhow::ensure!(
+            h.max_connections >= 1 && h.max_connections_per_address >= 1,
+            "http.max_connections and http.max_connections_per_address must be at least 1"
+        );
         if let Some(token) = &self.admin_token {
             anyhow::ensure!(
                 token.0.len() >= 32,
@@ -331,6 +395,34 @@ mod tests {
         assert!(c
             .apply_env(|n| (n == "PIMS_LISTEN").then(|| "nowhere".into()))
             .is_err());
+    }
+
+    #[test]
+    fn the_dev_issuer_listens_on_loopback_only() {
+        for listen in [
+            "0.0.0.0:8080",
+            "192.168.1.5:8080",
+            "[::]:8080",
+            "[::ffff:127.0.0.1]:80",
+        ] {
+            let c: ServerConfig =
+                toml::from_str(&format!("listen = \"{listen}\"\ndev_issuer = true")).unwrap();
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("dev_issuer = true needs a loopback listen address"),
+                "{e}"
+            );
+        }
+        for listen in ["127.0.0.1:8080", "[::1]:8080"] {
+            let c: ServerConfig =
+                toml::from_str(&format!("listen = \"{listen}\"\ndev_issuer = true")).unwrap();
+            c.validate().unwrap();
+        }
+        // The environment cannot move a development server off loopback either.
+        let mut c: ServerConfig = toml::from_str("dev_issuer = true").unwrap();
+        c.apply_env(|n| (n == "PIMS_LISTEN").then(|| "0.0.0.0:8080".into()))
+            .unwrap();
+        assert!(c.validate().is_err());
     }
 
     #[test]

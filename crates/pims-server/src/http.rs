@@ -38,6 +38,7 @@ pub(crate) struct Inner {
     pub relying_parties: Vec<RelyingParty>,
     pub accepted_versions: Vec<u32>,
     pub admin_token: Option<AdminToken>,
+    pub admin_failures: crate::admin::AdminFailures,
     pub trust_forwarded_for: bool,
 }
 
@@ -59,6 +60,7 @@ impl AppState {
                 relying_parties,
                 accepted_versions,
                 admin_token,
+                admin_failures: Default::default(),
                 trust_forwarded_for,
             }),
         }
@@ -129,7 +131,17 @@ impl IntoResponse for Error {
         };
         let status =
             StatusCode::from_u16(error.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, axum::Json(ErrorBody { error })).into_response()
+        let retry_after = match &error {
+            ApiError::RateLimited {
+                retry_after_seconds,
+            } => Some(retry_after_seconds.to_string()),
+            _ => None,
+        };
+        let mut response = (status, axum::Json(ErrorBody { error })).into_response();
+        if let Some(Ok(value)) = retry_after.map(header::HeaderValue::try_from) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 
@@ -140,18 +152,26 @@ fn ok<T>(value: T) -> ApiResult<T> {
 }
 
 /// JSON body whose rejection is an [`ApiError::InvalidParameter`] naming the field when serde
-/// says which one. The rejection text itself may quote request values, so it is not logged.
+/// says which one, or 413 for a body over `http.max_body_bytes`. The rejection text itself may
+/// quote request values, so it is not logged.
 pub struct Json<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
-    type Rejection = Error;
+    type Rejection = Response;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match axum::Json::<T>::from_request(req, state).await {
             Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                [(header::CONNECTION, "close")],
+                "request body too large",
+            )
+                .into_response()),
             Err(rejection) => Err(Error::Api(ApiError::InvalidParameter {
                 name: rejected_field(&rejection),
-            })),
+            })
+            .into_response()),
         }
     }
 }

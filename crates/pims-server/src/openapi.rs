@@ -2,13 +2,15 @@
 //! (`pims-proto` derives `ToSchema`); the operations come from [`OPERATIONS`], which a test
 //! checks against the router so the two cannot drift apart.
 
-use utoipa::openapi::path::{HttpMethod, OperationBuilder, PathItem};
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem,
+};
 use utoipa::openapi::request_body::RequestBodyBuilder;
-use utoipa::openapi::schema::Schema;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, InfoBuilder, OpenApi, OpenApiBuilder, PathsBuilder, Ref,
-    RefOr, ResponseBuilder,
+    RefOr, Required, ResponseBuilder,
 };
 use utoipa::ToSchema;
 
@@ -174,6 +176,12 @@ pub const OPERATIONS: &[Operation] = &[
     ),
 ];
 
+/// The `{name}` segments of `path`, in order.
+fn path_parameters(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{')?.strip_suffix('}'))
+}
+
 fn register<T: ToSchema>(schemas: &mut Vec<(String, RefOr<Schema>)>) {
     schemas.push((name::<T>(), T::schema()));
     T::schemas(schemas);
@@ -224,6 +232,16 @@ pub fn document() -> OpenApi {
             )),
             Caller::Anyone => operation,
         };
+        // Path parameters come from the path itself, so none can be left undocumented.
+        for name in path_parameters(op.path) {
+            operation = operation.parameter(
+                ParameterBuilder::new()
+                    .name(name)
+                    .parameter_in(ParameterIn::Path)
+                    .required(Required::True)
+                    .schema(Some(ObjectBuilder::new().schema_type(Type::String))),
+            );
+        }
         let method = match op.method {
             "get" => HttpMethod::Get,
             _ => HttpMethod::Post,
@@ -286,4 +304,41 @@ pub fn document() -> OpenApi {
         .paths(paths.build())
         .components(Some(components))
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Read from the served JSON, not from `OPERATIONS`: what a client generator sees.
+    #[test]
+    fn every_path_parameter_is_declared() {
+        let doc = serde_json::to_value(document()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        let mut checked = 0;
+        for (path, item) in paths {
+            let wanted: Vec<&str> = path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            for (method, operation) in item.as_object().unwrap() {
+                let declared: Vec<&str> = operation["parameters"]
+                    .as_array()
+                    .map(|ps| {
+                        ps.iter()
+                            .filter(|p| p["in"] == "path")
+                            .map(|p| {
+                                assert_eq!(p["required"], true, "{method} {path}");
+                                p["name"].as_str().unwrap()
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                assert_eq!(declared, wanted, "{method} {path}");
+                checked += wanted.len();
+            }
+        }
+        // finish, activate, revoke and challenges each take one.
+        assert_eq!(checked, 4);
+    }
 }

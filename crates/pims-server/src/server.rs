@@ -111,17 +111,16 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
-    let app = router(state);
-    let task = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async {
+    let app = crate::net::bounded(router(state), &config.http);
+    let task = tokio::spawn(crate::net::serve(
+        listener,
+        app,
+        config.http.clone(),
+        config.trust_forwarded_for,
+        async {
             let _ = rx.await;
-        })
-        .await
-    });
+        },
+    ));
     tracing::info!(%addr, "server listening");
     Ok(RunningServer {
         addr,

@@ -141,10 +141,7 @@ impl SmsSender for FileOutbox {
             if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir)?;
             }
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)?;
+            let mut f = crate::files::open_append_private(&path)?;
             f.write_all(line.as_bytes())
         })
         .await??;

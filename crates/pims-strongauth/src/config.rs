@@ -34,8 +34,7 @@ impl StrongAuthConfig {
         let server_url = required_str(tree, "serverUrl")?
             .trim_end_matches('/')
             .to_owned();
-        let is_http = server_url.starts_with("http://");
-        if !(server_url.starts_with("https://") || is_http) || server_url.len() < 10 {
+        if !server_url_ok(&server_url) {
             return Err(invalid("serverUrl"));
         }
         let data_directory = PathBuf::from(required_str(tree, "dataDirectory")?);
@@ -43,7 +42,7 @@ impl StrongAuthConfig {
             Platform::parse(required_str(tree, "platform")?).ok_or_else(|| invalid("platform"))?;
         let device_name = match tree.get("deviceName") {
             None | Some(Value::Null) => format!("{} device", platform.as_str()),
-            Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 100 => s.trim().to_owned(),
+            Some(Value::String(s)) if pims_proto::device_name_ok(s.trim()) => s.trim().to_owned(),
             Some(_) => return Err(invalid("deviceName")),
         };
         let request_timeout = seconds(tree, "requestTimeoutSeconds", 15.0, 300.0)?;
@@ -58,6 +57,26 @@ impl StrongAuthConfig {
             event_poll,
             sms_code_timeout,
         })
+    }
+}
+
+/// `https://` anywhere; plain `http://` only to this machine (`127.0.0.0/8`, `[::1]`,
+/// `localhost`), where nobody on the network can read or change the PIN exchange, tokens and
+/// proofs in transit.
+fn server_url_ok(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    let Some(host) = parsed.host_str().filter(|h| !h.is_empty()) else {
+        return false;
+    };
+    match parsed.scheme() {
+        "https" => true,
+        "http" => match host.trim_start_matches('[').trim_end_matches(']').parse() {
+            Ok(ip) => std::net::IpAddr::is_loopback(&ip),
+            Err(_) => host.eq_ignore_ascii_case("localhost"),
+        },
+        _ => false,
     }
 }
 
@@ -113,6 +132,65 @@ mod tests {
             e.label,
             "Invalid components.strongAuthentication.platform parameter"
         );
+    }
+
+    fn parse_url(url: &str) -> Result<StrongAuthConfig, PimsError> {
+        StrongAuthConfig::parse(
+            &json!({"serverUrl": url, "dataDirectory": "/tmp", "platform": "ios"}),
+        )
+    }
+
+    #[test]
+    fn plain_http_is_refused_beyond_loopback() {
+        for url in [
+            "http://pims.example",
+            "http://192.168.1.10:8080",
+            "http://[2001:db8::1]:8080",
+            "http://127.0.0.1.nip.io",
+            "http://localhost.evil.example",
+            "http://",
+            "https://",
+        ] {
+            let e = parse_url(url).unwrap_err();
+            assert_eq!(e.code, pims_core::ErrorCode::InvalidParameter, "{url}");
+            assert_eq!(
+                e.label, "Invalid components.strongAuthentication.serverUrl parameter",
+                "{url}"
+            );
+        }
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://127.0.0.2",
+            "http://[::1]:8080/",
+            "http://localhost:8080",
+            "https://pims.example",
+            "https://192.168.1.10",
+        ] {
+            assert!(parse_url(url).is_ok(), "{url}");
+        }
+    }
+
+    #[test]
+    fn device_names_with_control_or_format_characters_are_refused() {
+        for name in [
+            "evil\u{202e}gpj",
+            "zero\u{200b}width",
+            "iso\u{2066}late",
+            "a\tb",
+        ] {
+            let e = StrongAuthConfig::parse(&json!({
+                "serverUrl": "https://x.example",
+                "dataDirectory": "/tmp",
+                "platform": "ios",
+                "deviceName": name,
+            }))
+            .unwrap_err();
+            assert_eq!(e.code, pims_core::ErrorCode::InvalidParameter, "{name:?}");
+            assert_eq!(
+                e.label,
+                "Invalid components.strongAuthentication.deviceName parameter"
+            );
+        }
     }
 
     #[test]

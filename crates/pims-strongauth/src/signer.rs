@@ -43,17 +43,18 @@ pub fn generate(host: Option<&Arc<dyn DeviceKeys>>) -> Result<NewKey, HostError>
     }
 }
 
+/// Every device signature leaves the SDK through here, in low-S form.
 pub fn sign(
     key: &DeviceKey,
     host: Option<&Arc<dyn DeviceKeys>>,
     message: &[u8],
 ) -> Result<Vec<u8>, HostError> {
-    match key {
+    let der = match key {
         DeviceKey::Software { secret } => {
             let secret = SigningKey::from_slice(secret.as_slice())
                 .map_err(|_| HostError("stored device key is malformed".into()))?;
             let signature: DerSignature = secret.sign(message);
-            Ok(signature.as_bytes().to_vec())
+            signature.as_bytes().to_vec()
         }
         DeviceKey::Host { alias } => host
             .ok_or_else(|| {
@@ -61,7 +62,23 @@ pub fn sign(
                     "the device key is in a platform keystore this app did not provide".into(),
                 )
             })?
-            .sign(alias, message),
+            .sign(alias, message)?,
+    };
+    Ok(low_s(der))
+}
+
+/// The server refuses high-S signatures (the other of the two valid encodings of each, which
+/// would let anyone rewrite a proof without the key). Neither `p256` nor platform keystores
+/// (Secure Enclave, Android Keystore) promise low S, so it is normalised here: `(r, n − s)`
+/// verifies exactly as `(r, s)` does. Bytes that are not a DER signature pass unchanged, for
+/// the server to refuse.
+pub fn low_s(der: Vec<u8>) -> Vec<u8> {
+    match p256::ecdsa::Signature::from_der(&der) {
+        Ok(signature) => match signature.normalize_s() {
+            Some(low) => low.to_der().as_bytes().to_vec(),
+            None => der,
+        },
+        Err(_) => der,
     }
 }
 
@@ -86,5 +103,56 @@ mod tests {
         let signature = DerSignature::try_from(signature.as_slice()).unwrap();
         assert!(verifying.verify(b"challenge", &signature).is_ok());
         assert!(verifying.verify(b"other", &signature).is_err());
+    }
+
+    /// A keystore that answers high-S signatures, as hardware may.
+    struct HighS(SigningKey);
+
+    impl DeviceKeys for HighS {
+        fn generate(&self, _alias: &str) -> Result<Vec<u8>, HostError> {
+            Ok(self
+                .0
+                .verifying_key()
+                .to_encoded_point(false)
+                .as_bytes()
+                .to_vec())
+        }
+        fn sign(&self, _alias: &str, message: &[u8]) -> Result<Vec<u8>, HostError> {
+            let sig: p256::ecdsa::Signature = self.0.sign(message);
+            let high = match sig.normalize_s() {
+                Some(_) => sig,
+                None => {
+                    let (r, s) = sig.split_scalars();
+                    p256::ecdsa::Signature::from_scalars(r, -*s).unwrap()
+                }
+            };
+            Ok(high.to_der().as_bytes().to_vec())
+        }
+        fn delete(&self, _alias: &str) {}
+    }
+
+    fn is_low_s(der: &[u8]) -> bool {
+        let sig = p256::ecdsa::Signature::from_der(der).unwrap();
+        sig.normalize_s().is_none()
+    }
+
+    #[test]
+    fn every_signature_leaves_in_low_s_form() {
+        let host: Arc<dyn DeviceKeys> = Arc::new(HighS(SigningKey::random(&mut rand::rngs::OsRng)));
+        let new = generate(Some(&host)).unwrap();
+        let verifying = VerifyingKey::from_sec1_bytes(&new.public_key).unwrap();
+        // The host always answers high S; what leaves `sign` is low S and still verifies.
+        assert!(!is_low_s(&host.sign("a", b"m").unwrap()));
+        for i in 0..8u8 {
+            let der = sign(&new.key, Some(&host), &[i]).unwrap();
+            assert!(is_low_s(&der));
+            let sig = DerSignature::try_from(der.as_slice()).unwrap();
+            assert!(verifying.verify(&[i], &sig).is_ok());
+        }
+        // Software keys: over 32 messages a high S would appear with probability 1 − 2⁻³².
+        let soft = generate(None).unwrap();
+        for i in 0..32u8 {
+            assert!(is_low_s(&sign(&soft.key, None, &[i]).unwrap()));
+        }
     }
 }

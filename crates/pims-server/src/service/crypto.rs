@@ -71,11 +71,21 @@ pub fn otp_mac(key: &[u8; 32], otp: &str) -> Vec<u8> {
     mac(key, &[otp.as_bytes()]).to_vec()
 }
 
-/// ECDSA P-256 / SHA-256 with a DER signature, over a SEC1 public key.
+/// ECDSA P-256 / SHA-256 with a DER signature, over a SEC1 public key, in low-S form only.
+///
+/// Each ECDSA signature `(r, s)` has a twin `(r, n − s)` that verifies the same message, and
+/// `ring` accepts both: anyone holding one proof could mint a second, different one. Only
+/// `s ≤ n/2` is accepted, so every signed statement has exactly one encoding (the SDK signs
+/// low-S). `ring` still does the verification: it is several times faster than `p256`.
 pub fn signature_ok(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
-    UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, public_key)
-        .verify(message, signature)
-        .is_ok()
+    let low_s = match p256::ecdsa::Signature::from_der(signature) {
+        Ok(parsed) => parsed.normalize_s().is_none(),
+        Err(_) => false,
+    };
+    low_s
+        && UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, public_key)
+            .verify(message, signature)
+            .is_ok()
 }
 
 fn bad_pin_message() -> ApiError {

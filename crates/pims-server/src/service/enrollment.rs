@@ -13,8 +13,6 @@ use crate::store::{
     StartEnrollmentStep,
 };
 
-const MAX_DEVICE_NAME: usize = 100;
-
 impl Service {
     /// `POST /v1/enrollments`.
     pub async fn start_enrollment(
@@ -126,12 +124,9 @@ impl Service {
             });
         }
         let name = device.name.trim();
-        if name.is_empty()
-            || name.chars().count() > MAX_DEVICE_NAME
-            || name.chars().any(char::is_control)
-        {
+        if !pims_proto::device_name_ok(name) {
             return api(ApiError::InvalidParameter {
-                name: "name".into(),
+                name: "deviceName".into(),
             });
         }
         let now = self.now();

@@ -40,7 +40,7 @@ impl Service {
                 max_checks: self.limits.sms_code_max_checks,
                 per_account_per_hour: self.limits.sms_sends_per_hour_per_account,
                 per_number_per_hour: self.limits.sms_sends_per_hour_per_number,
-                client_address: client_address.map(|a| a.to_string()),
+                client_address: client_address.map(crate::net::client_key),
                 per_address_per_hour: self.limits.sms_sends_per_hour_per_address,
                 new_nonce: crypto::random_bytes(16),
             })

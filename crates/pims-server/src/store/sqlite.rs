@@ -24,16 +24,25 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating database directory {}", dir.display()))?;
         }
+        crate::files::prepare_sqlite_file(path)
+            .with_context(|| format!("creating database {}", path.display()))?;
         let mut conn = Connection::open(path)
             .with_context(|| format!("opening database {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // FULL: a commit (a counted wrong PIN, a used code) is on disk before it is answered.
+        conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(Some(conn))),
         })
+    }
+
+    /// A PRAGMA's value on the store's own connection (pragmas are per connection).
+    pub async fn pragma(&self, name: &'static str) -> Result<i64> {
+        self.run(move |conn| Ok(conn.pragma_query_value(None, name, |row| row.get(0))?))
+            .await
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T>

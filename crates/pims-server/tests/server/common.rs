@@ -503,9 +503,11 @@ impl Device {
             .to_vec()
     }
 
+    /// Low-S, as the SDK signs (the server refuses the high-S twin).
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
-        let sig: DerSignature = self.key.sign(message);
-        sig.as_bytes().to_vec()
+        let sig: p256::ecdsa::Signature = self.key.sign(message);
+        let sig = sig.normalize_s().unwrap_or(sig);
+        DerSignature::from(sig).as_bytes().to_vec()
     }
 }
 
