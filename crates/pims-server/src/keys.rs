@@ -15,6 +15,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::audit::AuditKey;
+
 pub const KEYS_ENV: &str = "PIMS_SERVER_KEYS";
 
 #[derive(Serialize, Deserialize)]
@@ -34,6 +36,8 @@ pub struct Keys {
     pub otp: [u8; 32],
     /// HS256 key of development access tokens.
     pub dev_token: [u8; 32],
+    /// HMAC key of the audit chain.
+    pub audit: AuditKey,
 }
 
 impl std::fmt::Debug for Keys {
@@ -61,6 +65,17 @@ impl Keys {
             }
             Err(e) => Err(e).with_context(|| format!("reading key file {}", path.display())),
         }
+    }
+
+    /// Reads the keys from `PIMS_SERVER_KEYS` if set, else from `path`, which must exist
+    /// (tools that check existing data must not invent new keys).
+    pub fn load(path: &Path) -> anyhow::Result<Keys> {
+        if let Ok(json) = std::env::var(KEYS_ENV) {
+            return Keys::from_json(&json).with_context(|| format!("reading keys from {KEYS_ENV}"));
+        }
+        let json = std::fs::read_to_string(path)
+            .with_context(|| format!("reading key file {}", path.display()))?;
+        Keys::from_json(&json).with_context(|| format!("reading key file {}", path.display()))
     }
 
     /// Fresh key material as key-file JSON.
@@ -98,6 +113,7 @@ impl Keys {
             sms_code: derive(b"sms-code-mac"),
             otp: derive(b"otp-mac"),
             dev_token: derive(b"dev-token-hs256"),
+            audit: AuditKey::new(derive(b"audit-chain")),
         })
     }
 }

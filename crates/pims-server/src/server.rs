@@ -7,6 +7,7 @@ use anyhow::Context;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::audit::AuditKey;
 use crate::auth::{DevIssuer, NoIssuer, TokenVerifier};
 use crate::config::ServerConfig;
 use crate::http::{router, AppState};
@@ -50,15 +51,18 @@ impl RunningServer {
 }
 
 /// Opens the configured store: PostgreSQL when `database_url` is set, else SQLite. Either way
-/// the schema is migrated before this returns.
-pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+/// the schema is migrated before this returns; audit rows are chained under `audit_key`.
+pub async fn open_store(
+    config: &ServerConfig,
+    audit_key: AuditKey,
+) -> anyhow::Result<Arc<dyn Store>> {
     match &config.database_url {
         Some(url) => Ok(Arc::new(
-            PostgresStore::connect(&url.0, config.database_pool_size).await?,
+            PostgresStore::connect(&url.0, config.database_pool_size, audit_key).await?,
         )),
         None => {
             let path = config.database_path.clone();
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, audit_key))
                 .await
                 .context("database setup task failed")??;
             Ok(Arc::new(store))
@@ -74,7 +78,7 @@ pub async fn app_state(config: &ServerConfig) -> anyhow::Result<(AppState, Arc<d
         .await
         .context("key loading task failed")??;
     let keys = Arc::new(keys);
-    let store = open_store(config).await?;
+    let store = open_store(config, keys.audit.clone()).await?;
     let sms: Arc<dyn SmsSender> = match &config.sms_gateway {
         Some(gateway) => Arc::from(gateway.sender()?),
         None => Arc::new(FileOutbox::new(config.sms_outbox.clone())),

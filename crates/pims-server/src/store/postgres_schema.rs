@@ -2,6 +2,10 @@
 //! starting together migrate once); `pims_schema.version` is the number applied. Same tables
 //! and meaning as the SQLite schema.
 
+/// After this migration the server chains the rows already in the audit table (it holds the
+/// key; SQL alone cannot), in the same transaction, before the update guard comes back.
+pub const CHAIN_EXISTING_AUDIT_AFTER: usize = 4;
+
 pub const MIGRATIONS: &[&str] = &[
     // 1: initial schema
     r#"
@@ -123,5 +127,18 @@ pub const MIGRATIONS: &[&str] = &[
     // 3: insertion order of devices (SQLite's rowid), to list same-second devices in order
     r#"
     ALTER TABLE devices ADD COLUMN seq BIGSERIAL;
+    "#,
+    // 4: audit rows are chained by a keyed MAC (see `audit.rs`); the update guard is lifted
+    // only while the server chains the rows already there
+    r#"
+    ALTER TABLE audit ADD COLUMN prev_id BIGINT, ADD COLUMN mac BYTEA;
+    ALTER TABLE audit DISABLE TRIGGER audit_no_update;
+    "#,
+    // 5: the guard again. The application role owns the table, so it could drop the triggers
+    // or grant itself the privileges back: these only stop mistakes and casual writers; what
+    // stops a database writer is the chain, whose MACs it cannot compute without the key file.
+    r#"
+    ALTER TABLE audit ENABLE TRIGGER audit_no_update;
+    REVOKE UPDATE, DELETE, TRUNCATE ON audit FROM PUBLIC, CURRENT_USER;
     "#,
 ];

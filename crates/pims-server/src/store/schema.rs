@@ -1,6 +1,10 @@
 //! Versioned schema migrations, applied in order at start; `PRAGMA user_version` is the
 //! number of migrations applied.
 
+/// After this migration the server chains the rows already in the audit table (it holds the
+/// key; SQL alone cannot), in the same transaction, before the update guard comes back.
+pub const CHAIN_EXISTING_AUDIT_AFTER: usize = 3;
+
 pub const MIGRATIONS: &[&str] = &[
     // 1: initial schema
     r#"
@@ -116,5 +120,21 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE sms_sends ADD COLUMN client_address TEXT;
     CREATE INDEX sms_sends_by_address ON sms_sends(client_address, sent_at);
+    "#,
+    // 3: audit rows are chained by a keyed MAC (see `audit.rs`); the update guard is lifted
+    // only while the server chains the rows already there
+    r#"
+    ALTER TABLE audit ADD COLUMN prev_id INTEGER;
+    ALTER TABLE audit ADD COLUMN mac BLOB;
+    DROP TRIGGER audit_no_update;
+    "#,
+    // 4: the update guard again, and no replacing a row: `INSERT OR REPLACE` deletes the old row
+    // without firing delete triggers (recursive_triggers is off)
+    r#"
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
+    CREATE TRIGGER audit_no_replace BEFORE INSERT ON audit
+        WHEN EXISTS (SELECT 1 FROM audit WHERE id = NEW.id)
+        BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
     "#,
 ];

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform, SmsPurpose};
+use pims_server::audit::AuditKey;
 use pims_server::store::postgres::PostgresStore;
 use pims_server::store::sqlite::SqliteStore;
 use pims_server::store::*;
@@ -15,6 +16,10 @@ use pims_server::testing::{shared_cluster, TempCluster};
 const NOW: i64 = 1_800_000_000;
 const PHONE: &str = "+33612345678";
 const PIN_RECORD: &[u8] = b"opaque registration record";
+
+fn audit_key() -> AuditKey {
+    AuditKey::new([0x5a; 32])
+}
 
 /// A store and whatever must outlive it (its directory or cluster).
 struct Db {
@@ -25,7 +30,7 @@ struct Db {
 
 fn sqlite() -> Db {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("pims.sqlite3")).unwrap();
+    let store = SqliteStore::open(&dir.path().join("pims.sqlite3"), audit_key()).unwrap();
     Db {
         store: Arc::new(store),
         _dir: Some(dir),
@@ -38,7 +43,7 @@ async fn postgres() -> Option<Db> {
     let cluster = shared_cluster().expect("starting PostgreSQL")?;
     let name = format!("store_{}", NEXT.fetch_add(1, Ordering::Relaxed));
     let url = cluster.create_database(&name).await.unwrap();
-    let store = PostgresStore::connect(&url, 8).await.unwrap();
+    let store = PostgresStore::connect(&url, 8, audit_key()).await.unwrap();
     Some(Db {
         store: Arc::new(store),
         _dir: None,
