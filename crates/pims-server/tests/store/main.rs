@@ -24,15 +24,24 @@ fn audit_key() -> AuditKey {
 /// A store and whatever must outlive it (its directory or cluster).
 struct Db {
     store: Arc<dyn Store>,
+    /// The database itself, for writing as an attacker would, past the store.
+    raw: Raw,
     _dir: Option<tempfile::TempDir>,
     _cluster: Option<Arc<TempCluster>>,
 }
 
+enum Raw {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
 fn sqlite() -> Db {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("pims.sqlite3"), audit_key()).unwrap();
+    let path = dir.path().join("pims.sqlite3");
+    let store = SqliteStore::open(&path, audit_key()).unwrap();
     Db {
         store: Arc::new(store),
+        raw: Raw::Sqlite(path),
         _dir: Some(dir),
         _cluster: None,
     }
@@ -46,6 +55,7 @@ async fn postgres() -> Option<Db> {
     let store = PostgresStore::connect(&url, 8, audit_key()).await.unwrap();
     Some(Db {
         store: Arc::new(store),
+        raw: Raw::Postgres(url),
         _dir: None,
         _cluster: Some(cluster),
     })
@@ -102,6 +112,9 @@ store_suite!(
     a_device_operation_moves_the_trusted_number,
     the_audit_trail_pages_in_order,
 );
+
+mod audit_chain;
+mod purge;
 
 // ---- helpers ---------------------------------------------------------------------------------
 
