@@ -7,4 +7,5 @@ fn example_server_configuration_parses() {
     assert_eq!(config.limits.pin_attempts, 5);
     assert_eq!(config.relying_parties[0].id, "remote-commands");
     assert!(!config.dev_issuer);
+    assert_eq!(config.purge_interval_seconds, 300);
 }

@@ -25,6 +25,7 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    purge: Option<JoinHandle<()>>,
     store: Arc<dyn Store>,
 }
 
@@ -44,6 +45,10 @@ impl RunningServer {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
             Err(e) => tracing::warn!(error = %e, "server task failed"),
+        }
+        if let Some(purge) = self.purge.take() {
+            purge.abort();
+            let _ = purge.await;
         }
         self.store.close().await;
         tracing::info!(addr = %self.addr, "server stopped");
@@ -107,6 +112,39 @@ pub async fn app_state(config: &ServerConfig) -> anyhow::Result<(AppState, Arc<d
     Ok((state, store))
 }
 
+/// Purges expired rows every `purge_interval_seconds` (the first run one interval after start).
+/// Every replica runs it; the PostgreSQL store lets one replica purge at a time.
+fn spawn_purge(config: &ServerConfig, store: Arc<dyn Store>) -> Option<JoinHandle<()>> {
+    if config.purge_interval_seconds == 0 {
+        return None;
+    }
+    let period = std::time::Duration::from_secs(config.purge_interval_seconds);
+    let limits = config.limits.clone();
+    let clock = config.clock.clone();
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match store.purge(limits.purge_step(clock.now())).await {
+                Ok(n) if n.total() > 0 => tracing::info!(
+                    sms_codes = n.sms_codes,
+                    sms_sends = n.sms_sends,
+                    enrollment_sessions = n.enrollment_sessions,
+                    idempotency = n.idempotency,
+                    otp_challenges = n.otp_challenges,
+                    otps = n.otps,
+                    pending_devices = n.pending_devices,
+                    "purged expired rows"
+                ),
+                Ok(_) => {}
+                // Retried at the next interval.
+                Err(e) => tracing::warn!(error = %e, "purging expired rows failed"),
+            }
+        }
+    }))
+}
+
 /// Binds `config.listen`, migrates the database and serves until shut down.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let (state, store) = app_state(&config).await?;
@@ -127,10 +165,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .await
     });
     tracing::info!(%addr, "server listening");
+    let purge = spawn_purge(&config, store.clone());
     Ok(RunningServer {
         addr,
         shutdown: Some(tx),
         task,
+        purge,
         store,
     })
 }

@@ -21,6 +21,8 @@ use crate::error::{api, Error, Result};
 
 /// Arbitrary key of the advisory lock that serialises migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x5049_4d53_4d49_4752;
+/// Arbitrary key of the advisory lock that lets one replica purge at a time.
+const PURGE_LOCK: i64 = 0x5049_4d53_5055_5247;
 
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -1458,6 +1460,11 @@ impl Store for PostgresStore {
 
     async fn purge(&self, step: PurgeStep) -> Result<PurgeCounts> {
         step!(self, |tx| async {
+            // One replica purges at a time; the others skip this round.
+            let lock = one(&tx, "SELECT pg_try_advisory_xact_lock($1)", &[&PURGE_LOCK]).await?;
+            if !lock.get::<_, bool>(0) {
+                return Ok(PurgeCounts::default());
+            }
             let mut counts = [0u64; 7];
             for (n, (sql, bound)) in counts.iter_mut().zip(step.statements()) {
                 *n = exec(&tx, &sql.replace("?1", "$1"), &[&bound]).await?;
