@@ -10,6 +10,7 @@ mod lockout;
 mod management;
 mod operations;
 mod otp;
+mod purge;
 mod replicas;
 mod sms_codes;
 mod sms_gateways;
