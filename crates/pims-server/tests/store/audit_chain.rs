@@ -41,6 +41,7 @@ db_suite!(
     reordered_rows_are_named,
     deleting_the_newest_row_of_a_chain_is_caught_by_a_recorded_head,
     rows_written_before_the_chain_are_chained_at_upgrade,
+    concurrent_steps_of_one_account_keep_one_chain,
 );
 
 impl Raw {
@@ -359,4 +360,41 @@ async fn rows_written_before_the_chain_are_chained_at_upgrade(db: &Db) {
         Err("audit rows are append-only".to_string())
     );
     store.close().await;
+}
+
+async fn concurrent_steps_of_one_account_keep_one_chain(db: &Db) {
+    let store = &db.store;
+    let device = enrolled(store, "alice").await;
+    const N: u64 = 12;
+    for i in 0..N {
+        otp(
+            store,
+            "alice",
+            &device,
+            2 + i,
+            OtpProof::WithoutPin,
+            &i.to_be_bytes(),
+        )
+        .await
+        .unwrap();
+    }
+    let before = store.audit_trail(None, 0, 1000).await.unwrap().len() as u64;
+    // Using an OTP does not lock the account row first; unblocking does.
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let used = store.use_otp(&i.to_be_bytes(), NOW, "rp").await.unwrap();
+                assert!(used.is_some());
+                store.unblock_account("alice", NOW).await.unwrap();
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    match verified(store, None).await {
+        Verification::Verified { rows, .. } => assert_eq!(rows, before + 2 * N),
+        other => panic!("{other}"),
+    }
 }
