@@ -18,7 +18,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
 use crate::error::Result;
-use crate::store::{ChainedAuditRow, Store};
+use crate::store::{AuditEvent, ChainedAuditRow, Store};
 
 /// HMAC key of the audit chain (derived from the key file, never stored).
 #[derive(Clone)]
@@ -142,30 +142,21 @@ impl Chains {
         self.tails.get(account).map(|(id, mac)| (*id, mac))
     }
 
-    /// Appends a row with the next id of its chain and returns its `prev_id` and MAC (used to
-    /// chain rows written before the chain existed, in id order).
-    pub fn append(
-        &mut self,
-        key: &AuditKey,
-        id: i64,
-        at: i64,
-        account: &str,
-        event: &str,
-        device_id: Option<&str>,
-        detail: Option<&str>,
-    ) -> (Option<i64>, [u8; 32]) {
-        let prev = self.tail(account);
+    /// Appends `row` to its account's chain and returns its `prev_id` and MAC (used to chain
+    /// rows written before the chain existed, in id order).
+    pub fn append(&mut self, key: &AuditKey, row: &AuditEvent) -> (Option<i64>, [u8; 32]) {
+        let prev = self.tail(&row.account);
         let link = Link {
-            id,
+            id: row.id,
             prev_id: prev.map(|(id, _)| id),
-            at,
-            account,
-            event,
-            device_id,
-            detail,
+            at: row.at,
+            account: &row.account,
+            event: &row.event,
+            device_id: row.device_id.as_deref(),
+            detail: row.detail.as_deref(),
         };
         let mac = link_mac(key, prev.map(|(_, m)| &m[..]), &link);
-        self.tails.insert(account.to_string(), (id, mac));
+        self.tails.insert(row.account.clone(), (row.id, mac));
         (link.prev_id, mac)
     }
 

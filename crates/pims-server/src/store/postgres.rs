@@ -124,10 +124,16 @@ async fn chain_existing_audit(tx: &Tx<'_>, key: &AuditKey) -> anyhow::Result<()>
         .await?;
     let mut chains = Chains::default();
     for r in &rows {
-        let id: i64 = r.get(0);
-        let (prev_id, mac) =
-            chains.append(key, id, r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
-        tx.execute(&update, &[&id, &prev_id, &&mac[..]]).await?;
+        let row = AuditEvent {
+            id: r.get(0),
+            at: r.get(1),
+            account: r.get(2),
+            event: r.get(3),
+            device_id: r.get(4),
+            detail: r.get(5),
+        };
+        let (prev_id, mac) = chains.append(key, &row);
+        tx.execute(&update, &[&row.id, &prev_id, &&mac[..]]).await?;
     }
     if !rows.is_empty() {
         tracing::info!(rows = rows.len(), "chained the existing audit rows");

@@ -108,34 +108,25 @@ fn register_audit_mac(conn: &Connection, key: AuditKey) -> anyhow::Result<()> {
 /// Chains the rows written before the chain existed, in id order (see
 /// [`CHAIN_EXISTING_AUDIT_AFTER`]); they are as trustworthy as the database at upgrade time.
 fn chain_existing_audit(tx: &Transaction, key: &AuditKey) -> anyhow::Result<()> {
-    type Row = (i64, i64, String, String, Option<String>, Option<String>);
-    let rows: Vec<Row> = tx
+    let rows: Vec<AuditEvent> = tx
         .prepare("SELECT id, at, account, event, device_id, detail FROM audit ORDER BY id")?
         .query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-            ))
+            Ok(AuditEvent {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                account: r.get(2)?,
+                event: r.get(3)?,
+                device_id: r.get(4)?,
+                detail: r.get(5)?,
+            })
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut chains = Chains::default();
-    for (id, at, account, event, device_id, detail) in &rows {
-        let (prev_id, mac) = chains.append(
-            key,
-            *id,
-            *at,
-            account,
-            event,
-            device_id.as_deref(),
-            detail.as_deref(),
-        );
+    for row in &rows {
+        let (prev_id, mac) = chains.append(key, row);
         tx.execute(
             "UPDATE audit SET prev_id = ?2, mac = ?3 WHERE id = ?1",
-            params![id, prev_id, &mac[..]],
+            params![row.id, prev_id, &mac[..]],
         )?;
     }
     if !rows.is_empty() {
