@@ -14,7 +14,7 @@ use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::postgres_schema::{CHAIN_EXISTING_AUDIT_AFTER, MIGRATIONS};
+use super::postgres_schema::{chain_existing_audit_after, MIGRATIONS};
 use super::*;
 use crate::audit::{link_mac, AuditKey, Chains, Link};
 use crate::error::{api, Error, Result};
@@ -67,6 +67,11 @@ impl PostgresStore {
         Ok(store)
     }
 
+    /// The schema version whose migration chains the audit rows already there.
+    pub fn audit_chain_schema_version() -> usize {
+        chain_existing_audit_after()
+    }
+
     async fn migrate(&self) -> anyhow::Result<()> {
         let mut client = self.pool.get().await.context("connecting to PostgreSQL")?;
         let tx = client.transaction().await?;
@@ -92,7 +97,7 @@ impl PostgresStore {
             tx.batch_execute(sql)
                 .await
                 .with_context(|| format!("applying migration {}", i + 1))?;
-            if i + 1 == CHAIN_EXISTING_AUDIT_AFTER {
+            if i + 1 == chain_existing_audit_after() {
                 chain_existing_audit(&tx, &self.audit_key).await?;
             }
             tx.execute("UPDATE pims_schema SET version = $1", &[&(i as i32 + 1)])
@@ -111,7 +116,7 @@ impl PostgresStore {
 }
 
 /// Chains the rows written before the chain existed, in id order (see
-/// [`CHAIN_EXISTING_AUDIT_AFTER`]); they are as trustworthy as the database at upgrade time.
+/// `CHAIN_EXISTING_AUDIT`); they are as trustworthy as the database at upgrade time.
 async fn chain_existing_audit(tx: &Tx<'_>, key: &AuditKey) -> anyhow::Result<()> {
     let rows = tx
         .query(

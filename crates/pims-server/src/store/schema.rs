@@ -1,9 +1,19 @@
 //! Versioned schema migrations, applied in order at start; `PRAGMA user_version` is the
 //! number of migrations applied.
 
-/// After this migration the server chains the rows already in the audit table (it holds the
-/// key; SQL alone cannot), in the same transaction, before the update guard comes back.
-pub const CHAIN_EXISTING_AUDIT_AFTER: usize = 3;
+/// After the migration holding this comment the server chains the rows already in the audit
+/// table (it holds the key; SQL alone cannot), in the same transaction, before the update guard
+/// comes back. Found by its text, so migrations merged before it keep it in place.
+pub const CHAIN_EXISTING_AUDIT: &str = "-- then the server chains the existing audit rows";
+
+/// The number of the migration marked [`CHAIN_EXISTING_AUDIT`].
+pub fn chain_existing_audit_after() -> usize {
+    MIGRATIONS
+        .iter()
+        .position(|sql| sql.contains(CHAIN_EXISTING_AUDIT))
+        .expect("one migration chains the audit rows")
+        + 1
+}
 
 pub const MIGRATIONS: &[&str] = &[
     // 1: initial schema
@@ -127,6 +137,7 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE audit ADD COLUMN prev_id INTEGER;
     ALTER TABLE audit ADD COLUMN mac BLOB;
     DROP TRIGGER audit_no_update;
+    -- then the server chains the existing audit rows
     "#,
     // 4: the update guard again, and no replacing a row: `INSERT OR REPLACE` deletes the old row
     // without firing delete triggers (recursive_triggers is off)

@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context};
 use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::schema::{CHAIN_EXISTING_AUDIT_AFTER, MIGRATIONS};
+use super::schema::{chain_existing_audit_after, MIGRATIONS};
 use super::*;
 use crate::audit::{link_mac, AuditKey, Chains, Link};
 use crate::error::{api, Error, Result};
@@ -37,6 +37,11 @@ impl SqliteStore {
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(Some(conn))),
         })
+    }
+
+    /// The schema version whose migration chains the audit rows already there.
+    pub fn audit_chain_schema_version() -> usize {
+        chain_existing_audit_after()
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T>
@@ -106,7 +111,7 @@ fn register_audit_mac(conn: &Connection, key: AuditKey) -> anyhow::Result<()> {
 }
 
 /// Chains the rows written before the chain existed, in id order (see
-/// [`CHAIN_EXISTING_AUDIT_AFTER`]); they are as trustworthy as the database at upgrade time.
+/// `CHAIN_EXISTING_AUDIT`); they are as trustworthy as the database at upgrade time.
 fn chain_existing_audit(tx: &Transaction, key: &AuditKey) -> anyhow::Result<()> {
     let rows: Vec<AuditEvent> = tx
         .prepare("SELECT id, at, account, event, device_id, detail FROM audit ORDER BY id")?
@@ -146,7 +151,7 @@ fn migrate(conn: &mut Connection, audit_key: &AuditKey) -> anyhow::Result<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         tx.execute_batch(sql)
             .with_context(|| format!("applying migration {}", i + 1))?;
-        if i + 1 == CHAIN_EXISTING_AUDIT_AFTER {
+        if i + 1 == chain_existing_audit_after() {
             chain_existing_audit(&tx, audit_key)?;
         }
         tx.pragma_update(None, "user_version", i + 1)?;

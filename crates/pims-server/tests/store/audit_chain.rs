@@ -324,20 +324,22 @@ async fn rows_written_before_the_chain_are_chained_at_upgrade(db: &Db) {
     db.store.close().await;
     // Back to the schema before the chain, rows kept: what an upgraded database holds.
     let downgrade = match db.raw {
-        Raw::Sqlite(_) => {
+        Raw::Sqlite(_) => format!(
             "DROP TRIGGER audit_no_replace; DROP TRIGGER audit_no_update;
              ALTER TABLE audit DROP COLUMN prev_id; ALTER TABLE audit DROP COLUMN mac;
              CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
                  BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
-             PRAGMA user_version = 2;"
-        }
-        Raw::Postgres(_) => {
+             PRAGMA user_version = {};",
+            SqliteStore::audit_chain_schema_version() - 1
+        ),
+        Raw::Postgres(_) => format!(
             "ALTER TABLE audit DROP COLUMN prev_id, DROP COLUMN mac;
              GRANT UPDATE ON audit TO CURRENT_USER;
-             UPDATE pims_schema SET version = 3;"
-        }
+             UPDATE pims_schema SET version = {};",
+            PostgresStore::audit_chain_schema_version() - 1
+        ),
     };
-    db.raw.exec(downgrade).await.unwrap();
+    db.raw.exec(&downgrade).await.unwrap();
     let store = db.raw.reopen().await;
     let links: Vec<Option<i64>> = store
         .audit_chain(0, 100)
