@@ -161,5 +161,20 @@ mod tests {
         assert_eq!(a.opaque.serialize(), b.opaque.serialize());
         assert_ne!(a.sms_code, a.otp);
         assert_ne!(a.otp, a.dev_token);
+        // The audit key reloads the same and is none of the others.
+        let link = crate::audit::Link {
+            id: 1,
+            prev_id: None,
+            at: 0,
+            account: "a",
+            event: "e",
+            device_id: None,
+            detail: None,
+        };
+        let mac = |k: &AuditKey| crate::audit::link_mac(k, None, &link);
+        assert_eq!(mac(&a.audit), mac(&b.audit));
+        for other in [a.sms_code, a.otp, a.dev_token] {
+            assert_ne!(mac(&a.audit), mac(&AuditKey::new(other)));
+        }
     }
 }
