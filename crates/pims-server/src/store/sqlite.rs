@@ -241,15 +241,16 @@ fn audit(
     detail: Option<&str>,
 ) -> Result<()> {
     // Links to the account's last row (one writer at a time: the transaction is IMMEDIATE).
-    tx.execute(
+    // Cached: the statement is long to prepare, and most steps audit.
+    tx.prepare_cached(
         "INSERT INTO audit (id, prev_id, at, account, event, device_id, detail, mac)
          SELECT n.id, p.id, ?1, ?2, ?3, ?4, ?5,
                 pims_audit_mac(p.mac, n.id, p.id, ?1, ?2, ?3, ?4, ?5)
-         FROM (SELECT COALESCE(MAX(id), 0) + 1 AS id FROM audit) AS n
+         FROM (SELECT COALESCE((SELECT MAX(id) FROM audit), 0) + 1 AS id) AS n
          LEFT JOIN (SELECT id, mac FROM audit WHERE account = ?2 ORDER BY id DESC LIMIT 1) AS p
            ON 1",
-        params![now, account, event, device_id, detail],
-    )?;
+    )?
+    .execute(params![now, account, event, device_id, detail])?;
     Ok(())
 }
 
