@@ -32,6 +32,11 @@ enum Command {
         #[arg(long, env = "PIMS_LOG_JSON")]
         json_logs: bool,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Drive many simulated devices against running servers and print throughput, latency
     /// percentiles and server CPU per operation.
     Bench(bench::BenchArgs),
@@ -50,6 +55,20 @@ enum Command {
         /// Parameters as a JSON object.
         #[arg(default_value = "{}")]
         params: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the whole hash-chained trail with the server's configuration and key file: print
+    /// the first broken link and exit 1, or the rows verified and the head (record it outside
+    /// the database: a later `--expect-head` detects rows deleted up to it) and exit 0.
+    Verify {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// A head printed by an earlier run (`id=N mac=HEX` or `N:HEX`).
+        #[arg(long)]
+        expect_head: Option<pims_server::audit::Head>,
     },
 }
 
@@ -80,6 +99,26 @@ fn main() -> anyhow::Result<()> {
                 return Ok(());
             }
             runtime.block_on(serve(config))
+        }
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    config,
+                    expect_head,
+                },
+        } => {
+            init_logs("warn");
+            let config = pims_server::ServerConfig::load(&config)
+                .with_context(|| format!("configuration {}", config.display()))?;
+            let verification = runtime.block_on(verify_audit(config, expect_head))?;
+            println!("{verification}");
+            if !matches!(
+                verification,
+                pims_server::audit::Verification::Verified { .. }
+            ) {
+                std::process::exit(1);
+            }
+            Ok(())
         }
         Command::Bench(args) => {
             init_logs("warn");
@@ -128,6 +167,20 @@ async fn serve(config: pims_server::ServerConfig) -> anyhow::Result<()> {
     tracing::info!("shutting down");
     server.shutdown().await;
     Ok(())
+}
+
+async fn verify_audit(
+    config: pims_server::ServerConfig,
+    expected: Option<pims_server::audit::Head>,
+) -> anyhow::Result<pims_server::audit::Verification> {
+    // The existing key file only: a new one would make every row look forged.
+    let keys = pims_server::keys::Keys::load(&config.key_file)?;
+    let store = pims_server::open_store(&config, keys.audit.clone()).await?;
+    let verification = pims_server::audit::verify(store.as_ref(), &keys.audit, expected.as_ref())
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the audit trail: {e}"));
+    store.close().await;
+    verification
 }
 
 /// Ctrl-C or SIGTERM (what orchestrators send before killing a replica).

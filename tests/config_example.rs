@@ -27,4 +27,5 @@ fn example_server_configuration_parses() {
         config.http.max_connections_per_address,
         defaults.max_connections_per_address
     );
+    assert_eq!(config.purge_interval_seconds, 300);
 }

@@ -9,6 +9,7 @@ use serde::Deserialize;
 use crate::clock::Clock;
 pub use crate::jwks::AccessTokenConfig;
 pub use crate::sms_gateways::SmsGatewayConfig;
+use crate::store::{PurgeStep, SMS_SEND_WINDOW_SECONDS};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -47,6 +48,9 @@ pub struct ServerConfig {
     /// in front) instead of the socket peer. Only with a proxy that always sets it.
     pub trust_forwarded_for: bool,
     pub accepted_protocol_versions: Vec<u32>,
+    /// How often each replica deletes expired codes, sessions, challenges, OTPs, idempotency
+    /// outcomes, unconfirmed devices and old SMS sends; 0 never purges.
+    pub purge_interval_seconds: u64,
     pub limits: Limits,
     /// Connection and request bounds against slow or exhausting clients (`[http]`).
     pub http: HttpLimits,
@@ -199,9 +203,27 @@ impl Default for ServerConfig {
             otp_default_audience: None,
             trust_forwarded_for: false,
             accepted_protocol_versions: vec![pims_proto::PROTOCOL_VERSION],
+            purge_interval_seconds: 300,
             limits: Limits::default(),
             http: HttpLimits::default(),
             clock: Clock::system(),
+        }
+    }
+}
+
+impl Limits {
+    /// What a purge at `now` may delete under these limits. Expired rows are kept one SMS
+    /// window (an hour) so a late check still reads "expired"; an idempotency outcome as long
+    /// as its session or its Pending device may still be used, so a retried finish replays it.
+    pub fn purge_step(&self, now: i64) -> PurgeStep {
+        PurgeStep {
+            now,
+            expired_grace: SMS_SEND_WINDOW_SECONDS,
+            idempotency_ttl: self
+                .enrollment_session_ttl_seconds
+                .max(self.pending_device_ttl_seconds),
+            pending_device_ttl: self.pending_device_ttl_seconds,
+            sms_send_window: SMS_SEND_WINDOW_SECONDS,
         }
     }
 }
@@ -368,6 +390,7 @@ mod tests {
         assert!(!c.dev_issuer);
         assert!(!format!("{c:?}").contains("secret: "));
         assert_eq!(c.database_url, None);
+        assert_eq!(c.purge_interval_seconds, 300);
     }
 
     #[test]

@@ -15,6 +15,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
+use crate::audit::AuditKey;
+
 pub const KEYS_ENV: &str = "PIMS_SERVER_KEYS";
 
 #[derive(Serialize, Deserialize)]
@@ -36,6 +38,8 @@ pub struct Keys {
     pub dev_token: [u8; 32],
     /// XChaCha20-Poly1305 key sealing server-side OPAQUE login state at rest.
     pub login_state: [u8; 32],
+    /// HMAC key of the audit chain.
+    pub audit: AuditKey,
 }
 
 impl std::fmt::Debug for Keys {
@@ -63,6 +67,17 @@ impl Keys {
             }
             Err(e) => Err(e).with_context(|| format!("reading key file {}", path.display())),
         }
+    }
+
+    /// Reads the keys from `PIMS_SERVER_KEYS` if set, else from `path`, which must exist
+    /// (tools that check existing data must not invent new keys).
+    pub fn load(path: &Path) -> anyhow::Result<Keys> {
+        if let Ok(json) = std::env::var(KEYS_ENV) {
+            return Keys::from_json(&json).with_context(|| format!("reading keys from {KEYS_ENV}"));
+        }
+        let json = std::fs::read_to_string(path)
+            .with_context(|| format!("reading key file {}", path.display()))?;
+        Keys::from_json(&json).with_context(|| format!("reading key file {}", path.display()))
     }
 
     /// Fresh key material as key-file JSON.
@@ -101,6 +116,7 @@ impl Keys {
             otp: derive(b"otp-mac"),
             dev_token: derive(b"dev-token-hs256"),
             login_state: derive(b"login-state-seal"),
+            audit: AuditKey::new(derive(b"audit-chain")),
         })
     }
 }
@@ -149,5 +165,20 @@ mod tests {
         assert_ne!(a.sms_code, a.otp);
         assert_ne!(a.otp, a.dev_token);
         assert_ne!(a.dev_token, a.login_state);
+        // The audit key reloads the same and is none of the others.
+        let link = crate::audit::Link {
+            id: 1,
+            prev_id: None,
+            at: 0,
+            account: "a",
+            event: "e",
+            device_id: None,
+            detail: None,
+        };
+        let mac = |k: &AuditKey| crate::audit::link_mac(k, None, &link);
+        assert_eq!(mac(&a.audit), mac(&b.audit));
+        for other in [a.sms_code, a.otp, a.dev_token] {
+            assert_ne!(mac(&a.audit), mac(&AuditKey::new(other)));
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! that never enter the database; [`sms`] delivers codes.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;

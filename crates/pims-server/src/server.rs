@@ -7,6 +7,7 @@ use anyhow::Context;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::audit::AuditKey;
 use crate::auth::{DevIssuer, NoIssuer, TokenVerifier};
 use crate::config::ServerConfig;
 use crate::http::{router, AppState};
@@ -24,6 +25,7 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
+    purge: Option<JoinHandle<()>>,
     store: Arc<dyn Store>,
 }
 
@@ -44,21 +46,28 @@ impl RunningServer {
             Ok(Err(e)) => tracing::warn!(error = %e, "server stopped with an error"),
             Err(e) => tracing::warn!(error = %e, "server task failed"),
         }
+        if let Some(purge) = self.purge.take() {
+            purge.abort();
+            let _ = purge.await;
+        }
         self.store.close().await;
         tracing::info!(addr = %self.addr, "server stopped");
     }
 }
 
 /// Opens the configured store: PostgreSQL when `database_url` is set, else SQLite. Either way
-/// the schema is migrated before this returns.
-pub async fn open_store(config: &ServerConfig) -> anyhow::Result<Arc<dyn Store>> {
+/// the schema is migrated before this returns; audit rows are chained under `audit_key`.
+pub async fn open_store(
+    config: &ServerConfig,
+    audit_key: AuditKey,
+) -> anyhow::Result<Arc<dyn Store>> {
     match &config.database_url {
         Some(url) => Ok(Arc::new(
-            PostgresStore::connect(&url.0, config.database_pool_size).await?,
+            PostgresStore::connect(&url.0, config.database_pool_size, audit_key).await?,
         )),
         None => {
             let path = config.database_path.clone();
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path, audit_key))
                 .await
                 .context("database setup task failed")??;
             Ok(Arc::new(store))
@@ -74,7 +83,7 @@ pub async fn app_state(config: &ServerConfig) -> anyhow::Result<(AppState, Arc<d
         .await
         .context("key loading task failed")??;
     let keys = Arc::new(keys);
-    let store = open_store(config).await?;
+    let store = open_store(config, keys.audit.clone()).await?;
     let sms: Arc<dyn SmsSender> = match &config.sms_gateway {
         Some(gateway) => Arc::from(gateway.sender()?),
         None => Arc::new(FileOutbox::new(config.sms_outbox.clone())),
@@ -103,6 +112,39 @@ pub async fn app_state(config: &ServerConfig) -> anyhow::Result<(AppState, Arc<d
     Ok((state, store))
 }
 
+/// Purges expired rows every `purge_interval_seconds` (the first run one interval after start).
+/// Every replica runs it; the PostgreSQL store lets one replica purge at a time.
+fn spawn_purge(config: &ServerConfig, store: Arc<dyn Store>) -> Option<JoinHandle<()>> {
+    if config.purge_interval_seconds == 0 {
+        return None;
+    }
+    let period = std::time::Duration::from_secs(config.purge_interval_seconds);
+    let limits = config.limits.clone();
+    let clock = config.clock.clone();
+    Some(tokio::spawn(async move {
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match store.purge(limits.purge_step(clock.now())).await {
+                Ok(n) if n.total() > 0 => tracing::info!(
+                    sms_codes = n.sms_codes,
+                    sms_sends = n.sms_sends,
+                    enrollment_sessions = n.enrollment_sessions,
+                    idempotency = n.idempotency,
+                    otp_challenges = n.otp_challenges,
+                    otps = n.otps,
+                    pending_devices = n.pending_devices,
+                    "purged expired rows"
+                ),
+                Ok(_) => {}
+                // Retried at the next interval.
+                Err(e) => tracing::warn!(error = %e, "purging expired rows failed"),
+            }
+        }
+    }))
+}
+
 /// Binds `config.listen`, migrates the database and serves until shut down.
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let (state, store) = app_state(&config).await?;
@@ -122,10 +164,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         },
     ));
     tracing::info!(%addr, "server listening");
+    let purge = spawn_purge(&config, store.clone());
     Ok(RunningServer {
         addr,
         shutdown: Some(tx),
         task,
+        purge,
         store,
     })
 }

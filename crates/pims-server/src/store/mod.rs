@@ -470,6 +470,109 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
+/// An audit row with its chain link (see [`crate::audit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainedAuditRow {
+    pub event: AuditEvent,
+    pub prev_id: Option<i64>,
+    pub mac: Option<Vec<u8>>,
+}
+
+/// The SMS send limits count sends of the last hour.
+pub const SMS_SEND_WINDOW_SECONDS: u64 = 3600;
+
+/// What a purge removes: only rows nothing can use any more. The audit trail, Active and
+/// Disabled devices, and anything live are never purged.
+#[derive(Debug, Clone)]
+pub struct PurgeStep {
+    pub now: i64,
+    /// SMS codes, enrollment sessions, challenges and OTPs stay this long past their expiry,
+    /// so a late check still reads "expired" rather than unknown.
+    pub expired_grace: u64,
+    /// Idempotency outcomes live this long: a finish may be retried while its session or its
+    /// Pending device may still be used.
+    pub idempotency_ttl: u64,
+    /// Pending devices older than this never confirmed (as [`DeviceRecord::live_state`]).
+    pub pending_device_ttl: u64,
+    /// SMS sends older than this no longer count towards any limit.
+    pub sms_send_window: u64,
+}
+
+impl PurgeStep {
+    /// One statement per kind with its bound (`?1`, `$1` on PostgreSQL), in an order that
+    /// respects the foreign keys; the same text on both stores. Counts come back in this order
+    /// ([`PurgeCounts::from_statement_counts`]).
+    pub fn statements(&self) -> [(&'static str, i64); 7] {
+        let before = |secs: u64| self.now.saturating_sub(secs as i64);
+        let expired = before(self.expired_grace);
+        [
+            ("DELETE FROM otps WHERE expires_at <= ?1", expired),
+            ("DELETE FROM otp_challenges WHERE expires_at <= ?1", expired),
+            (
+                "DELETE FROM enrollment_sessions WHERE expires_at <= ?1",
+                expired,
+            ),
+            // A code stays while a session still refers to it.
+            (
+                "DELETE FROM sms_codes WHERE expires_at <= ?1 AND NOT EXISTS
+                   (SELECT 1 FROM enrollment_sessions s WHERE s.sms_code_id = sms_codes.id)",
+                expired,
+            ),
+            (
+                "DELETE FROM idempotency WHERE created_at <= ?1",
+                before(self.idempotency_ttl),
+            ),
+            (
+                "DELETE FROM devices WHERE state = 'pending' AND created_at <= ?1
+                   AND NOT EXISTS (SELECT 1 FROM otp_challenges c WHERE c.device_id = devices.id)
+                   AND NOT EXISTS (SELECT 1 FROM otps o WHERE o.device_id = devices.id)",
+                before(self.pending_device_ttl),
+            ),
+            (
+                "DELETE FROM sms_sends WHERE sent_at <= ?1",
+                before(self.sms_send_window),
+            ),
+        ]
+    }
+}
+
+/// Rows deleted by one purge, by kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgeCounts {
+    pub sms_codes: u64,
+    pub sms_sends: u64,
+    pub enrollment_sessions: u64,
+    pub idempotency: u64,
+    pub otp_challenges: u64,
+    pub otps: u64,
+    pub pending_devices: u64,
+}
+
+impl PurgeCounts {
+    /// Counts in the order of [`PurgeStep::statements`].
+    pub fn from_statement_counts(n: [u64; 7]) -> Self {
+        PurgeCounts {
+            otps: n[0],
+            otp_challenges: n[1],
+            enrollment_sessions: n[2],
+            sms_codes: n[3],
+            idempotency: n[4],
+            pending_devices: n[5],
+            sms_sends: n[6],
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.sms_codes
+            + self.sms_sends
+            + self.enrollment_sessions
+            + self.idempotency
+            + self.otp_challenges
+            + self.otps
+            + self.pending_devices
+    }
+}
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `None` when the account was never seen (accounts are created lazily by writes).
@@ -577,6 +680,12 @@ pub trait Store: Send + Sync + 'static {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<AuditEvent>>;
+
+    /// Audit rows with their chain links after `after_id`, oldest first (`pims audit verify`).
+    async fn audit_chain(&self, after_id: i64, limit: u32) -> Result<Vec<ChainedAuditRow>>;
+
+    /// Deletes what [`PurgeStep`] describes, in one transaction.
+    async fn purge(&self, step: PurgeStep) -> Result<PurgeCounts>;
 
     /// Whether the database answers (readiness).
     async fn ping(&self) -> Result<()>;

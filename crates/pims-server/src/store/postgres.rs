@@ -14,24 +14,39 @@ use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform};
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{NoTls, Row};
 
-use super::postgres_schema::MIGRATIONS;
+use super::postgres_schema::{chain_existing_audit_after, MIGRATIONS};
 use super::*;
+use crate::audit::{link_mac, AuditKey, Chains, Link};
 use crate::error::{api, Error, Result};
 
 /// Arbitrary key of the advisory lock that serialises migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x5049_4d53_4d49_4752;
+/// Arbitrary key of the advisory lock that lets one replica purge at a time.
+const PURGE_LOCK: i64 = 0x5049_4d53_5055_5247;
 
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 pub struct PostgresStore {
     pool: Pool,
+    audit_key: AuditKey,
+}
+
+tokio::task_local! {
+    /// The audit key during a store step, so [`audit`] keeps the call shape of the other
+    /// helpers (a transaction and the row) wherever a step calls it.
+    static AUDIT_KEY: AuditKey;
 }
 
 impl PostgresStore {
     /// Connects to `url` (`postgres://user:password@host:port/db` or key=value form) with a pool
-    /// of at most `pool_size` connections and brings the schema up to date.
-    pub async fn connect(url: &str, pool_size: usize) -> anyhow::Result<PostgresStore> {
+    /// of at most `pool_size` connections and brings the schema up to date; audit rows are
+    /// chained under `audit_key`.
+    pub async fn connect(
+        url: &str,
+        pool_size: usize,
+        audit_key: AuditKey,
+    ) -> anyhow::Result<PostgresStore> {
         let pg: tokio_postgres::Config = url.parse().context("parsing database_url")?;
         let manager = Manager::from_config(
             pg,
@@ -47,9 +62,14 @@ impl PostgresStore {
             .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .context("building the PostgreSQL pool")?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore { pool, audit_key };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// The schema version whose migration chains the audit rows already there.
+    pub fn audit_chain_schema_version() -> usize {
+        chain_existing_audit_after()
     }
 
     async fn migrate(&self) -> anyhow::Result<()> {
@@ -77,6 +97,9 @@ impl PostgresStore {
             tx.batch_execute(sql)
                 .await
                 .with_context(|| format!("applying migration {}", i + 1))?;
+            if i + 1 == chain_existing_audit_after() {
+                chain_existing_audit(&tx, &self.audit_key).await?;
+            }
             tx.execute("UPDATE pims_schema SET version = $1", &[&(i as i32 + 1)])
                 .await?;
         }
@@ -90,6 +113,37 @@ impl PostgresStore {
             .await
             .map_err(|e| anyhow!("PostgreSQL connection: {e}").into())
     }
+}
+
+/// Chains the rows written before the chain existed, in id order (see
+/// `CHAIN_EXISTING_AUDIT`); they are as trustworthy as the database at upgrade time.
+async fn chain_existing_audit(tx: &Tx<'_>, key: &AuditKey) -> anyhow::Result<()> {
+    let rows = tx
+        .query(
+            "SELECT id, at, account, event, device_id, detail FROM audit ORDER BY id",
+            &[],
+        )
+        .await?;
+    let update = tx
+        .prepare("UPDATE audit SET prev_id = $2, mac = $3 WHERE id = $1")
+        .await?;
+    let mut chains = Chains::default();
+    for r in &rows {
+        let row = AuditEvent {
+            id: r.get(0),
+            at: r.get(1),
+            account: r.get(2),
+            event: r.get(3),
+            device_id: r.get(4),
+            detail: r.get(5),
+        };
+        let (prev_id, mac) = chains.append(key, &row);
+        tx.execute(&update, &[&row.id, &prev_id, &&mac[..]]).await?;
+    }
+    if !rows.is_empty() {
+        tracing::info!(rows = rows.len(), "chained the existing audit rows");
+    }
+    Ok(())
 }
 
 /// Commits what the step wrote unless it failed internally (see the [`Store`] contract).
@@ -224,13 +278,57 @@ async fn audit(
     device_id: Option<&str>,
     detail: Option<&str>,
 ) -> Result<()> {
-    exec(
-        tx,
-        "INSERT INTO audit (at, account, event, device_id, detail) VALUES ($1, $2, $3, $4, $5)",
-        &[&now, &account, &event, &device_id, &detail],
-    )
-    .await?;
-    Ok(())
+    // The account's appends are serialised by its row lock: every step takes it first, and
+    // taking it again here costs nothing then (it still covers a step that did not). An account
+    // without a row (an event of no account) takes an advisory lock on its name instead. The
+    // head is read in the statement that takes the lock, so after waiting it may be stale: the
+    // insert then finds a newer row, inserts nothing, and the head is read again, under the lock.
+    const HEAD: &str = "WITH locked AS (SELECT 1 FROM accounts WHERE subject = $1 FOR UPDATE)
+        SELECT (SELECT COUNT(*) FROM locked), p.id, p.mac, nextval('audit_id_seq')
+        FROM (SELECT 1) AS one
+        LEFT JOIN LATERAL (SELECT id, mac FROM audit WHERE account = $1 ORDER BY id DESC LIMIT 1)
+          AS p ON true";
+    const INSERT: &str =
+        "INSERT INTO audit (id, prev_id, at, account, event, device_id, detail, mac)
+        SELECT $1::BIGINT, $2::BIGINT, $3::BIGINT, $4::TEXT, $5::TEXT, $6::TEXT, $7::TEXT, $8::BYTEA
+        WHERE NOT EXISTS (SELECT 1 FROM audit WHERE account = $4 AND id > COALESCE($2, 0))";
+    let key = AUDIT_KEY
+        .try_with(AuditKey::clone)
+        .map_err(|_| anyhow!("audit outside a store step"))?;
+    let mut advisory = false;
+    for _ in 0..3 {
+        let head = one(tx, HEAD, &[&account]).await?;
+        if head.get::<_, i64>(0) == 0 && !advisory {
+            exec(
+                tx,
+                "SELECT pg_advisory_xact_lock(hashtextextended('audit:' || $1, 0))",
+                &[&account],
+            )
+            .await?;
+            advisory = true;
+            continue;
+        }
+        let prev_id: Option<i64> = head.get(1);
+        let prev_mac: Option<Vec<u8>> = head.get(2);
+        let id: i64 = head.get(3);
+        let link = Link {
+            id,
+            prev_id,
+            at: now,
+            account,
+            event,
+            device_id,
+            detail,
+        };
+        let mac = link_mac(&key, prev_mac.as_deref(), &link).to_vec();
+        let params: Params<'_> = &[
+            &id, &prev_id, &now, &account, &event, &device_id, &detail, &mac,
+        ];
+        if exec(tx, INSERT, params).await? == 1 {
+            return Ok(());
+        }
+    }
+    Err(anyhow!("the audit chain of an account moved while locked").into())
 }
 
 async fn live_device_count(tx: &Tx<'_>, account: &str, now: i64, pending_ttl: u64) -> Result<u32> {
@@ -1246,7 +1344,7 @@ macro_rules! step {
     ($self:ident, |$tx:ident| $body:expr) => {{
         let mut client = $self.client().await?;
         let $tx = client.transaction().await?;
-        let result = $body.await;
+        let result = AUDIT_KEY.scope($self.audit_key.clone(), $body).await;
         finish($tx, result).await
     }};
 }
@@ -1481,6 +1579,47 @@ impl Store for PostgresStore {
                 detail: r.get(5),
             })
             .collect())
+    }
+
+    async fn audit_chain(&self, after_id: i64, limit: u32) -> Result<Vec<ChainedAuditRow>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT id, at, account, event, device_id, detail, prev_id, mac FROM audit
+                 WHERE id > $1 ORDER BY id LIMIT $2",
+            )
+            .await?;
+        let rows = client.query(&stmt, &[&after_id, &i64::from(limit)]).await?;
+        Ok(rows
+            .iter()
+            .map(|r| ChainedAuditRow {
+                event: AuditEvent {
+                    id: r.get(0),
+                    at: r.get(1),
+                    account: r.get(2),
+                    event: r.get(3),
+                    device_id: r.get(4),
+                    detail: r.get(5),
+                },
+                prev_id: r.get(6),
+                mac: r.get(7),
+            })
+            .collect())
+    }
+
+    async fn purge(&self, step: PurgeStep) -> Result<PurgeCounts> {
+        step!(self, |tx| async {
+            // One replica purges at a time; the others skip this round.
+            let lock = one(&tx, "SELECT pg_try_advisory_xact_lock($1)", &[&PURGE_LOCK]).await?;
+            if !lock.get::<_, bool>(0) {
+                return Ok(PurgeCounts::default());
+            }
+            let mut counts = [0u64; 7];
+            for (n, (sql, bound)) in counts.iter_mut().zip(step.statements()) {
+                *n = exec(&tx, &sql.replace("?1", "$1"), &[&bound]).await?;
+            }
+            Ok(PurgeCounts::from_statement_counts(counts))
+        })
     }
 
     async fn ping(&self) -> Result<()> {

@@ -2,6 +2,20 @@
 //! starting together migrate once); `pims_schema.version` is the number applied. Same tables
 //! and meaning as the SQLite schema.
 
+/// After the migration holding this comment the server chains the rows already in the audit
+/// table (it holds the key; SQL alone cannot), in the same transaction, before the update guard
+/// comes back. Found by its text, so migrations merged before it keep it in place.
+pub const CHAIN_EXISTING_AUDIT: &str = "-- then the server chains the existing audit rows";
+
+/// The number of the migration marked [`CHAIN_EXISTING_AUDIT`].
+pub fn chain_existing_audit_after() -> usize {
+    MIGRATIONS
+        .iter()
+        .position(|sql| sql.contains(CHAIN_EXISTING_AUDIT))
+        .expect("one migration chains the audit rows")
+        + 1
+}
+
 pub const MIGRATIONS: &[&str] = &[
     // 1: initial schema
     r#"
@@ -145,5 +159,19 @@ pub const MIGRATIONS: &[&str] = &[
     UPDATE otp_challenges SET used_at = created_at WHERE used_at IS NULL;
     UPDATE enrollment_sessions SET login_state = NULL;
     UPDATE otp_challenges SET login_state = NULL;
+    "#,
+    // 5: audit rows are chained by a keyed MAC (see `audit.rs`); the update guard is lifted
+    // only while the server chains the rows already there
+    r#"
+    ALTER TABLE audit ADD COLUMN prev_id BIGINT, ADD COLUMN mac BYTEA;
+    ALTER TABLE audit DISABLE TRIGGER audit_no_update;
+    -- then the server chains the existing audit rows
+    "#,
+    // 6: the guard again. The application role owns the table, so it could drop the triggers
+    // or grant itself the privileges back: these only stop mistakes and casual writers; what
+    // stops a database writer is the chain, whose MACs it cannot compute without the key file.
+    r#"
+    ALTER TABLE audit ENABLE TRIGGER audit_no_update;
+    REVOKE UPDATE, DELETE, TRUNCATE ON audit FROM PUBLIC, CURRENT_USER;
     "#,
 ];

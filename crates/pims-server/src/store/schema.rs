@@ -1,6 +1,20 @@
 //! Versioned schema migrations, applied in order at start; `PRAGMA user_version` is the
 //! number of migrations applied.
 
+/// After the migration holding this comment the server chains the rows already in the audit
+/// table (it holds the key; SQL alone cannot), in the same transaction, before the update guard
+/// comes back. Found by its text, so migrations merged before it keep it in place.
+pub const CHAIN_EXISTING_AUDIT: &str = "-- then the server chains the existing audit rows";
+
+/// The number of the migration marked [`CHAIN_EXISTING_AUDIT`].
+pub fn chain_existing_audit_after() -> usize {
+    MIGRATIONS
+        .iter()
+        .position(|sql| sql.contains(CHAIN_EXISTING_AUDIT))
+        .expect("one migration chains the audit rows")
+        + 1
+}
+
 pub const MIGRATIONS: &[&str] = &[
     // 1: initial schema
     r#"
@@ -138,5 +152,22 @@ pub const MIGRATIONS: &[&str] = &[
     UPDATE otp_challenges SET used_at = created_at WHERE used_at IS NULL;
     UPDATE enrollment_sessions SET login_state = NULL;
     UPDATE otp_challenges SET login_state = NULL;
+    "#,
+    // 4: audit rows are chained by a keyed MAC (see `audit.rs`); the update guard is lifted
+    // only while the server chains the rows already there
+    r#"
+    ALTER TABLE audit ADD COLUMN prev_id INTEGER;
+    ALTER TABLE audit ADD COLUMN mac BLOB;
+    DROP TRIGGER audit_no_update;
+    -- then the server chains the existing audit rows
+    "#,
+    // 5: the update guard again, and no replacing a row: `INSERT OR REPLACE` deletes the old row
+    // without firing delete triggers (recursive_triggers is off)
+    r#"
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
+    CREATE TRIGGER audit_no_replace BEFORE INSERT ON audit
+        WHEN EXISTS (SELECT 1 FROM audit WHERE id = NEW.id)
+        BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
     "#,
 ];

@@ -9,8 +9,9 @@ use anyhow::{anyhow, Context};
 use pims_proto::{ApiError, DeviceState, EnrollmentFinished, Platform};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
-use super::schema::MIGRATIONS;
+use super::schema::{chain_existing_audit_after, MIGRATIONS};
 use super::*;
+use crate::audit::{link_mac, AuditKey, Chains, Link};
 use crate::error::{api, Error, Result};
 
 pub struct SqliteStore {
@@ -18,8 +19,9 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database and brings its schema up to date.
-    pub fn open(path: &Path) -> anyhow::Result<SqliteStore> {
+    /// Opens (creating if needed) the database and brings its schema up to date; audit rows
+    /// are chained under `audit_key`.
+    pub fn open(path: &Path, audit_key: AuditKey) -> anyhow::Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating database directory {}", dir.display()))?;
@@ -33,7 +35,8 @@ impl SqliteStore {
         // FULL: a commit (a counted wrong PIN, a used code) is on disk before it is answered.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrate(&mut conn)?;
+        register_audit_mac(&conn, audit_key.clone())?;
+        migrate(&mut conn, &audit_key)?;
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(Some(conn))),
         })
@@ -43,6 +46,11 @@ impl SqliteStore {
     pub async fn pragma(&self, name: &'static str) -> Result<i64> {
         self.run(move |conn| Ok(conn.pragma_query_value(None, name, |row| row.get(0))?))
             .await
+    }
+
+    /// The schema version whose migration chains the audit rows already there.
+    pub fn audit_chain_schema_version() -> usize {
+        chain_existing_audit_after()
     }
 
     async fn run<T, F>(&self, f: F) -> Result<T>
@@ -81,7 +89,67 @@ impl SqliteStore {
     }
 }
 
-fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+/// `pims_audit_mac(prev_mac, id, prev_id, at, account, event, device_id, detail)`: the chain
+/// MAC as an SQL function of this connection only, so [`audit`] appends a row in one statement
+/// and keeps no key in the database.
+fn register_audit_mac(conn: &Connection, key: AuditKey) -> anyhow::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "pims_audit_mac",
+        8,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC,
+        move |ctx| {
+            let prev_mac: Option<Vec<u8>> = ctx.get(0)?;
+            let account: String = ctx.get(4)?;
+            let event: String = ctx.get(5)?;
+            let device_id: Option<String> = ctx.get(6)?;
+            let detail: Option<String> = ctx.get(7)?;
+            let link = Link {
+                id: ctx.get(1)?,
+                prev_id: ctx.get(2)?,
+                at: ctx.get(3)?,
+                account: &account,
+                event: &event,
+                device_id: device_id.as_deref(),
+                detail: detail.as_deref(),
+            };
+            Ok(link_mac(&key, prev_mac.as_deref(), &link).to_vec())
+        },
+    )?;
+    Ok(())
+}
+
+/// Chains the rows written before the chain existed, in id order (see
+/// `CHAIN_EXISTING_AUDIT`); they are as trustworthy as the database at upgrade time.
+fn chain_existing_audit(tx: &Transaction, key: &AuditKey) -> anyhow::Result<()> {
+    let rows: Vec<AuditEvent> = tx
+        .prepare("SELECT id, at, account, event, device_id, detail FROM audit ORDER BY id")?
+        .query_map([], |r| {
+            Ok(AuditEvent {
+                id: r.get(0)?,
+                at: r.get(1)?,
+                account: r.get(2)?,
+                event: r.get(3)?,
+                device_id: r.get(4)?,
+                detail: r.get(5)?,
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut chains = Chains::default();
+    for row in &rows {
+        let (prev_id, mac) = chains.append(key, row);
+        tx.execute(
+            "UPDATE audit SET prev_id = ?2, mac = ?3 WHERE id = ?1",
+            params![row.id, prev_id, &mac[..]],
+        )?;
+    }
+    if !rows.is_empty() {
+        tracing::info!(rows = rows.len(), "chained the existing audit rows");
+    }
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection, audit_key: &AuditKey) -> anyhow::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     anyhow::ensure!(
@@ -92,6 +160,9 @@ fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         tx.execute_batch(sql)
             .with_context(|| format!("applying migration {}", i + 1))?;
+        if i + 1 == chain_existing_audit_after() {
+            chain_existing_audit(&tx, audit_key)?;
+        }
         tx.pragma_update(None, "user_version", i + 1)?;
     }
     tx.commit()?;
@@ -181,10 +252,17 @@ fn audit(
     device_id: Option<&str>,
     detail: Option<&str>,
 ) -> Result<()> {
-    tx.execute(
-        "INSERT INTO audit (at, account, event, device_id, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![now, account, event, device_id, detail],
-    )?;
+    // Links to the account's last row (one writer at a time: the transaction is IMMEDIATE).
+    // Cached: the statement is long to prepare, and most steps audit.
+    tx.prepare_cached(
+        "INSERT INTO audit (id, prev_id, at, account, event, device_id, detail, mac)
+         SELECT n.id, p.id, ?1, ?2, ?3, ?4, ?5,
+                pims_audit_mac(p.mac, n.id, p.id, ?1, ?2, ?3, ?4, ?5)
+         FROM (SELECT COALESCE((SELECT MAX(id) FROM audit), 0) + 1 AS id) AS n
+         LEFT JOIN (SELECT id, mac FROM audit WHERE account = ?2 ORDER BY id DESC LIMIT 1) AS p
+           ON 1",
+    )?
+    .execute(params![now, account, event, device_id, detail])?;
     Ok(())
 }
 
@@ -1346,6 +1424,44 @@ impl Store for SqliteStore {
                 })
             })?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn audit_chain(&self, after_id: i64, limit: u32) -> Result<Vec<ChainedAuditRow>> {
+        self.run(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT id, at, account, event, device_id, detail, prev_id, mac FROM audit
+                 WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![after_id, limit], |r| {
+                    Ok(ChainedAuditRow {
+                        event: AuditEvent {
+                            id: r.get(0)?,
+                            at: r.get(1)?,
+                            account: r.get(2)?,
+                            event: r.get(3)?,
+                            device_id: r.get(4)?,
+                            detail: r.get(5)?,
+                        },
+                        prev_id: r.get(6)?,
+                        mac: r.get(7)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn purge(&self, step: PurgeStep) -> Result<PurgeCounts> {
+        self.write(move |tx| {
+            let mut counts = [0u64; 7];
+            for (n, (sql, bound)) in counts.iter_mut().zip(step.statements()) {
+                *n = tx.execute(sql, [bound])? as u64;
+            }
+            Ok(PurgeCounts::from_statement_counts(counts))
         })
         .await
     }

@@ -371,8 +371,11 @@ async fn database_wal_shm_and_outbox_are_private_and_commits_are_full_sync() {
     }
     // The store's own connection (pragmas are per connection) runs synchronous=FULL (2).
     let dir = tempfile::tempdir().unwrap();
-    let store =
-        pims_server::store::sqlite::SqliteStore::open(&dir.path().join("x.sqlite3")).unwrap();
+    let store = pims_server::store::sqlite::SqliteStore::open(
+        &dir.path().join("x.sqlite3"),
+        pims_server::audit::AuditKey::new([7; 32]),
+    )
+    .unwrap();
     assert_eq!(store.pragma("synchronous").await.unwrap(), 2);
     assert_eq!(
         std::fs::metadata(dir.path().join("x.sqlite3"))

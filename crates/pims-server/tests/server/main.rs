@@ -12,6 +12,7 @@ mod lockout;
 mod management;
 mod operations;
 mod otp;
+mod purge;
 mod replicas;
 mod sms_codes;
 mod sms_gateways;

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use pims_proto::{ApiError, DeviceState, EnrollmentFinished, PinOrigin, Platform, SmsPurpose};
+use pims_server::audit::AuditKey;
 use pims_server::store::postgres::PostgresStore;
 use pims_server::store::sqlite::SqliteStore;
 use pims_server::store::*;
@@ -16,18 +17,31 @@ const NOW: i64 = 1_800_000_000;
 const PHONE: &str = "+33612345678";
 const PIN_RECORD: &[u8] = b"opaque registration record";
 
+fn audit_key() -> AuditKey {
+    AuditKey::new([0x5a; 32])
+}
+
 /// A store and whatever must outlive it (its directory or cluster).
 struct Db {
     store: Arc<dyn Store>,
+    /// The database itself, for writing as an attacker would, past the store.
+    raw: Raw,
     _dir: Option<tempfile::TempDir>,
     _cluster: Option<Arc<TempCluster>>,
 }
 
+enum Raw {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
 fn sqlite() -> Db {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("pims.sqlite3")).unwrap();
+    let path = dir.path().join("pims.sqlite3");
+    let store = SqliteStore::open(&path, audit_key()).unwrap();
     Db {
         store: Arc::new(store),
+        raw: Raw::Sqlite(path),
         _dir: Some(dir),
         _cluster: None,
     }
@@ -38,9 +52,10 @@ async fn postgres() -> Option<Db> {
     let cluster = shared_cluster().expect("starting PostgreSQL")?;
     let name = format!("store_{}", NEXT.fetch_add(1, Ordering::Relaxed));
     let url = cluster.create_database(&name).await.unwrap();
-    let store = PostgresStore::connect(&url, 8).await.unwrap();
+    let store = PostgresStore::connect(&url, 8, audit_key()).await.unwrap();
     Some(Db {
         store: Arc::new(store),
+        raw: Raw::Postgres(url),
         _dir: None,
         _cluster: Some(cluster),
     })
@@ -102,6 +117,9 @@ store_suite!(
     every_pin_attempt_is_audited_when_it_starts,
     the_audit_trail_pages_in_order,
 );
+
+mod audit_chain;
+mod purge;
 
 // ---- helpers ---------------------------------------------------------------------------------
 
