@@ -371,6 +371,10 @@ pub struct OtpVerified {
     /// evidence of the owner than one set at the first enrollment or changed with the old PIN,
     /// so a remote-command service may ask for more after a fresh recovery.
     pub pin_set_by: Option<PinOrigin>,
+    /// The last time (Unix seconds) a PIN of this account was set by SMS recovery, even if it
+    /// was changed with `update` since: an update right after a recovery proves only the PIN
+    /// the recovery set.
+    pub pin_recovered_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -335,11 +335,17 @@ impl ServerConfig {
                 "admin_token must be at least 32 characters"
             );
         }
-        if let Some(default) = &self.otp_default_audience {
-            anyhow::ensure!(
+        match &self.otp_default_audience {
+            Some(default) => anyhow::ensure!(
                 self.relying_parties.iter().any(|rp| &rp.id == default),
                 "otp_default_audience must be the id of a configured relying party"
-            );
+            ),
+            // Apps written against the reference name no relying party: with several, one must
+            // be the default, or their OTP requests would all be refused.
+            None => anyhow::ensure!(
+                self.relying_parties.len() <= 1,
+                "with several relying_parties, set otp_default_audience to one of their ids"
+            ),
         }
         anyhow::ensure!(
             l.max_open_challenges_per_device >= 1,

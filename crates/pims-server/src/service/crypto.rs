@@ -99,16 +99,37 @@ pub fn new_credential_id() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes(16))
 }
 
-/// OPAQUE registration response for a new record under `credential_id`. Only ever called once
-/// the caller is authorized to set a PIN (an SMS code checked, or the current PIN proven).
+/// The stored identifier of records registered before fresh identifiers: their OPAQUE
+/// credential identifier is the bare account subject.
+pub const LEGACY_CREDENTIAL_ID: &str = "legacy";
+
+/// The OPAQUE credential identifier of a record: the account and the record's own identifier,
+/// so a record copied into another account's row (a database writer) never verifies there.
+fn credential_identifier(account: &str, credential_id: &str) -> Vec<u8> {
+    if credential_id == LEGACY_CREDENTIAL_ID {
+        return account.as_bytes().to_vec();
+    }
+    let mut out = b"pims/v1/pin".to_vec();
+    for field in [account, credential_id] {
+        out.extend_from_slice(&(field.len() as u32).to_be_bytes());
+        out.extend_from_slice(field.as_bytes());
+    }
+    out
+}
+
+/// OPAQUE registration response for a new record of `account` under `credential_id`. Only
+/// ever called once the caller is authorized to set a PIN (an SMS code checked, or the current
+/// PIN proven).
 pub fn registration_response(
     setup: &ServerSetup<PinSuite>,
+    account: &str,
     credential_id: &str,
     request: &[u8],
 ) -> Result<Vec<u8>, ApiError> {
     let request =
         RegistrationRequest::<PinSuite>::deserialize(request).map_err(|_| bad_pin_message())?;
-    let result = ServerRegistration::<PinSuite>::start(setup, request, credential_id.as_bytes())
+    let identifier = credential_identifier(account, credential_id);
+    let result = ServerRegistration::<PinSuite>::start(setup, request, &identifier)
         .map_err(|_| bad_pin_message())?;
     Ok(result.message.serialize().to_vec())
 }
@@ -133,9 +154,10 @@ pub struct LoginStarted {
     pub state: Vec<u8>,
 }
 
-/// Starts a login against `pin_record`, registered under `credential_id`.
+/// Starts a login against the account's `pin_record`, registered under `credential_id`.
 pub fn login_start(
     setup: &ServerSetup<PinSuite>,
+    account: &str,
     credential_id: &str,
     pin_record: &[u8],
     request: &[u8],
@@ -149,7 +171,7 @@ pub fn login_start(
         setup,
         Some(record),
         request,
-        credential_id.as_bytes(),
+        &credential_identifier(account, credential_id),
         ServerLoginParameters::default(),
     )
     .map_err(|_| bad_pin_message())?;

@@ -45,6 +45,7 @@ impl Service {
                 let credential_id = crypto::new_credential_id();
                 let message = crypto::registration_response(
                     &self.keys.opaque,
+                    account,
                     &credential_id,
                     request.as_slice(),
                 )?;
@@ -58,6 +59,7 @@ impl Service {
                 let pin = record.pin_for_login(self.limits.pin_attempts)?;
                 let crypto::LoginStarted { message, state } = crypto::login_start(
                     &self.keys.opaque,
+                    account,
                     &pin.credential_id,
                     &pin.record,
                     request.as_slice(),

@@ -145,6 +145,7 @@ impl Service {
                 register: Some(
                     crypto::registration_response(
                         &self.keys.opaque,
+                        account,
                         &credential_id,
                         request.as_slice(),
                     )?

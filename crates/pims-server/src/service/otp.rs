@@ -49,6 +49,7 @@ impl Service {
                 let pin = record.pin_for_login(self.limits.pin_attempts)?;
                 let crypto::LoginStarted { message, state } = crypto::login_start(
                     &self.keys.opaque,
+                    account,
                     &pin.credential_id,
                     &pin.record,
                     request.as_slice(),
@@ -186,6 +187,7 @@ impl Service {
                     issued_at: v.issued_at,
                     pin_set_at: v.pin_set_at,
                     pin_set_by: v.pin_set_by,
+                    pin_recovered_at: v.pin_recovered_at,
                 })
             }
             None => api(ApiError::OtpInvalid),

@@ -309,6 +309,7 @@ pub struct VerifiedOtp {
     pub issued_at: i64,
     pub pin_set_at: Option<i64>,
     pub pin_set_by: Option<PinOrigin>,
+    pub pin_recovered_at: Option<i64>,
 }
 
 /// A device of the account as listed to its owner.

@@ -438,9 +438,28 @@ async fn set_pin(
     exec(
         tx,
         "UPDATE accounts SET pin_record = $2, pin_credential_id = $3, pin_failures = 0,
-                pin_set_at = $4, pin_set_by = $5
+                pin_set_at = $4, pin_set_by = $5,
+                pin_recovered_at = CASE WHEN $5 = 'sms_recovery' THEN $4
+                                        ELSE pin_recovered_at END
          WHERE subject = $1",
         &[&account, &record, &credential_id, &now, &origin.as_str()],
+    )
+    .await?;
+    // Logins started against the previous PIN and PIN changes authorized before this one
+    // must not finish over the new PIN.
+    exec(
+        tx,
+        "UPDATE otp_challenges SET used_at = $2
+         WHERE account = $1 AND used_at IS NULL
+           AND (pin_ordinal IS NOT NULL OR pin_change IS NOT NULL)",
+        &[&account, &now],
+    )
+    .await?;
+    exec(
+        tx,
+        "UPDATE enrollment_sessions SET finished_at = $2
+         WHERE account = $1 AND finished_at IS NULL AND login_state IS NOT NULL",
+        &[&account, &now],
     )
     .await?;
     Ok(())
@@ -1168,7 +1187,7 @@ async fn use_otp_tx(tx: &Tx<'_>, mac: &[u8], now: i64, rp: &str) -> Result<Optio
            AND otps.audience = $3
            AND a.subject = otps.account AND d.id = otps.device_id AND d.state = 'active'
          RETURNING otps.account, otps.device_id, otps.with_pin, otps.issued_at,
-                   a.pin_set_at, a.pin_set_by",
+                   a.pin_set_at, a.pin_set_by, a.pin_recovered_at",
         &[&mac, &now, &rp],
     )
     .await?;
@@ -1179,6 +1198,7 @@ async fn use_otp_tx(tx: &Tx<'_>, mac: &[u8], now: i64, rp: &str) -> Result<Optio
         issued_at: r.get(3),
         pin_set_at: r.get(4),
         pin_set_by: r.get::<_, Option<&str>>(5).and_then(PinOrigin::parse),
+        pin_recovered_at: r.get(6),
     });
     if let Some(v) = &used {
         audit(

@@ -145,9 +145,12 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE accounts ADD COLUMN pin_set_at BIGINT;
     ALTER TABLE accounts ADD COLUMN pin_set_by TEXT;
     ALTER TABLE accounts ADD COLUMN recovery_held_until BIGINT;
-    -- Records registered before used the subject as their credential identifier.
-    UPDATE accounts SET pin_credential_id = subject, pin_set_at = created_at,
-        pin_set_by = 'enrollment' WHERE pin_record IS NOT NULL;
+    ALTER TABLE accounts ADD COLUMN pin_recovered_at BIGINT;
+    ALTER TABLE accounts ADD COLUMN previous_phone_number TEXT;
+    -- Records registered before used the bare subject as their credential identifier
+    -- ('legacy'); how they were set is unknown.
+    UPDATE accounts SET pin_credential_id = 'legacy', pin_set_at = created_at
+        WHERE pin_record IS NOT NULL;
     ALTER TABLE enrollment_sessions ADD COLUMN pin_credential_id TEXT;
     ALTER TABLE otp_challenges ADD COLUMN audience TEXT;
     ALTER TABLE otp_challenges ADD COLUMN pin_change TEXT;

@@ -402,9 +402,24 @@ fn set_pin(
 ) -> Result<()> {
     tx.execute(
         "UPDATE accounts SET pin_record = ?2, pin_credential_id = ?3, pin_failures = 0,
-                pin_set_at = ?4, pin_set_by = ?5
+                pin_set_at = ?4, pin_set_by = ?5,
+                pin_recovered_at = CASE WHEN ?5 = 'sms_recovery' THEN ?4
+                                        ELSE pin_recovered_at END
          WHERE subject = ?1",
         params![account, record, credential_id, now, origin.as_str()],
+    )?;
+    // Logins started against the previous PIN and PIN changes authorized before this one
+    // must not finish over the new PIN.
+    tx.execute(
+        "UPDATE otp_challenges SET used_at = ?2
+         WHERE account = ?1 AND used_at IS NULL
+           AND (pin_ordinal IS NOT NULL OR pin_change IS NOT NULL)",
+        params![account, now],
+    )?;
+    tx.execute(
+        "UPDATE enrollment_sessions SET finished_at = ?2
+         WHERE account = ?1 AND finished_at IS NULL AND login_state IS NOT NULL",
+        params![account, now],
     )?;
     Ok(())
 }
@@ -1137,6 +1152,7 @@ impl Store for SqliteStore {
                             issued_at: r.get(3)?,
                             pin_set_at: None,
                             pin_set_by: None,
+                            pin_recovered_at: None,
                         })
                     },
                 )
@@ -1144,13 +1160,16 @@ impl Store for SqliteStore {
             let used = match used {
                 None => None,
                 Some(mut v) => {
-                    let (at, by): (Option<i64>, Option<String>) = tx.query_row(
-                        "SELECT pin_set_at, pin_set_by FROM accounts WHERE subject = ?1",
-                        [&v.subject],
-                        |r| Ok((r.get(0)?, r.get(1)?)),
-                    )?;
+                    let (at, by, recovered): (Option<i64>, Option<String>, Option<i64>) = tx
+                        .query_row(
+                            "SELECT pin_set_at, pin_set_by, pin_recovered_at FROM accounts
+                             WHERE subject = ?1",
+                            [&v.subject],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        )?;
                     v.pin_set_at = at;
                     v.pin_set_by = by.as_deref().and_then(PinOrigin::parse);
+                    v.pin_recovered_at = recovered;
                     Some(v)
                 }
             };

@@ -8,7 +8,10 @@ use pims_proto::*;
 use rand::rngs::OsRng;
 
 use crate::common::*;
-use crate::management::{challenge, modify_phone_number, start_pin_change, PHONE2};
+use crate::management::{
+    challenge, finish_login, finish_pin_change, modify_phone_number, proof, reset_pin,
+    start_pin_change, update_pin, PHONE2,
+};
 
 /// The victim's PIN; the attacker does not know it.
 const PIN: &str = "4821";
@@ -466,9 +469,146 @@ async fn recovery_is_visible(s: TestServer) {
         .await
         .unwrap();
     assert_eq!(
-        (verified.pin_set_by, verified.pin_set_at),
-        (Some(PinOrigin::SmsRecovery), Some(START + 60))
+        (
+            verified.pin_set_by,
+            verified.pin_set_at,
+            verified.pin_recovered_at
+        ),
+        (
+            Some(PinOrigin::SmsRecovery),
+            Some(START + 60),
+            Some(START + 60)
+        )
     );
+    // Changing the PIN at once with the one just set does not wash the recovery away.
+    s.clock.advance(5);
+    update_pin(&s, &token, &mut swapped, "1111", "2222")
+        .await
+        .unwrap();
+    let otp = s.otp(&token, &mut swapped, Some("2222")).await.unwrap();
+    let verified = s
+        .verify("demo-rp", "demo-rp-secret", &otp.otp)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            verified.pin_set_by,
+            verified.pin_set_at,
+            verified.pin_recovered_at
+        ),
+        (Some(PinOrigin::Update), Some(START + 65), Some(START + 60))
+    );
+}
+
+/// Database writer (rows, not the key file): copying the record of a PIN it knows (its own
+/// account's) into the victim's row, with a device key of its own made Active there, gets no
+/// proof with that PIN: the record is bound to its account by the credential identifier.
+#[tokio::test]
+async fn a_database_writer_cannot_give_a_victim_a_pin_it_knows() {
+    let s = TestServer::start().await;
+    let (victim, _) = enrolled_account(&s, "victim", PHONE, PIN).await;
+    let (_, mut writer_device) = enrolled_account(&s, "writer", PHONE2, "1111").await;
+    let db = s.db();
+    db.execute(
+        "UPDATE accounts SET (pin_record, pin_credential_id) =
+             (SELECT pin_record, pin_credential_id FROM accounts WHERE subject = 'writer')
+         WHERE subject = 'victim'",
+        [],
+    )
+    .unwrap();
+    db.execute(
+        "UPDATE devices SET account = 'victim' WHERE id = ?1",
+        [&writer_device.id],
+    )
+    .unwrap();
+    assert_eq!(
+        s.otp(&victim, &mut writer_device, Some("1111")).await.err(),
+        Some(ApiError::WrongPin {
+            attempts_remaining: 4
+        })
+    );
+}
+
+on_both_stores!(
+    a_pin_change_authorized_before_a_reset_cannot_finish_after_it,
+    stale_authorizations_die_with_the_pin
+);
+
+/// Someone who knew the old PIN and holds a device of the account (the user's other device in
+/// the wrong hands) authorizes a PIN update and opens a PIN login, then the owner resets the
+/// PIN by SMS. Neither can be finished against the new PIN.
+async fn stale_authorizations_die_with_the_pin(s: TestServer) {
+    let (token, mut owner) = enrolled_account(&s, "victim", PHONE, PIN).await;
+    let mut other = s.enroll(&token, PIN).await.unwrap();
+    let login = ClientLogin::<PinSuite>::start(&mut OsRng, PIN.as_bytes()).unwrap();
+    let c = challenge(
+        &s,
+        &token,
+        &other,
+        &DeviceChallengeRequest {
+            login: Some(login.message.serialize().to_vec().into()),
+        },
+    )
+    .await
+    .unwrap();
+    let proven = finish_login(login.state, PIN, &c);
+    let registration = ClientRegistration::<PinSuite>::start(&mut OsRng, b"9999").unwrap();
+    let started = start_pin_change(
+        &s,
+        &token,
+        &mut other,
+        None,
+        &c,
+        PinAuthorization::Pin(proven),
+        Some(registration.message.serialize().to_vec().into()),
+    )
+    .await
+    .unwrap();
+    let open_login = ClientLogin::<PinSuite>::start(&mut OsRng, PIN.as_bytes()).unwrap();
+    let open = challenge(
+        &s,
+        &token,
+        &other,
+        &DeviceChallengeRequest {
+            login: Some(open_login.message.serialize().to_vec().into()),
+        },
+    )
+    .await
+    .unwrap();
+
+    s.send_code(&token, SmsPurpose::ResetPin, None)
+        .await
+        .unwrap();
+    let code = s.last_code(PHONE);
+    reset_pin(&s, &token, &mut owner, None, "5555", &code)
+        .await
+        .unwrap();
+
+    assert_eq!(
+        finish_pin_change(&s, &token, &mut other, started, registration.state, "9999").await,
+        Err(ApiError::SessionExpired)
+    );
+    let stale = finish_login(open_login.state, PIN, &open);
+    let mut req = ModifyPhoneNumber {
+        proof: DeviceProof::default(),
+        phone_number: PHONE2.into(),
+        sms_code: "000000".into(),
+        login: Some(stale),
+    };
+    req.proof = proof(
+        &mut other,
+        transcript::PHONE_NUMBER_MODIFY,
+        &open,
+        &req.signed_payload(),
+    );
+    let r = s
+        .request(reqwest::Method::POST, "/v1/phone-number/modify", &token)
+        .json(&req)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(decode_empty(r).await, Err(ApiError::SessionExpired));
+    s.otp(&token, &mut owner, Some("5555")).await.unwrap();
 }
 
 on_both_stores!(

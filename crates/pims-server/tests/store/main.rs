@@ -729,6 +729,7 @@ async fn an_otp_is_used_exactly_once(store: Arc<dyn Store>) {
             issued_at: NOW,
             pin_set_at: Some(NOW),
             pin_set_by: Some(PinOrigin::Enrollment),
+            pin_recovered_at: None,
         })
     );
     assert_eq!(store.use_otp(b"mac-1", NOW + 2, "rp").await.unwrap(), None);
