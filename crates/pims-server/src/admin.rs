@@ -31,6 +31,10 @@ pub(crate) fn routes() -> Router<AppState> {
             post(disable_device),
         )
         .route("/admin/v1/accounts/{account}/unblock", post(unblock))
+        .route(
+            "/admin/v1/accounts/{account}/phone-number/restore",
+            post(restore_phone_number),
+        )
         .route("/admin/v1/audit", get(audit))
 }
 
@@ -185,6 +189,20 @@ async fn unblock(
         .unblock_account(&account, service.now())
         .await?;
     tracing::info!("admin unblocked an account");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restore_phone_number(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(account): Path<String>,
+) -> Result<StatusCode, Error> {
+    let service = &s.inner.service;
+    service
+        .store
+        .restore_phone_number(&account, service.now())
+        .await?;
+    tracing::info!("admin restored the previous trusted number");
     Ok(StatusCode::NO_CONTENT)
 }
 

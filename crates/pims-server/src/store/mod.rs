@@ -671,6 +671,12 @@ pub trait Store: Send + Sync + 'static {
     /// Disables a device for an administrator, audited as an admin action. `DeviceUnknown`.
     async fn admin_disable_device(&self, account: &str, device_id: &str, now: i64) -> Result<()>;
 
+    /// Helpdesk answer to a number change its owner did not make: the number trusted before
+    /// the last change becomes the trusted one again, the recovery hold ends, and every device
+    /// is disabled (the one that moved the number among them) with its open challenges.
+    /// Audited as an admin action. `NoPhoneNumber` when there is no earlier number.
+    async fn restore_phone_number(&self, account: &str, now: i64) -> Result<()>;
+
     /// Clears the PIN failure count (lifting a PIN block), audited as an admin action.
     async fn unblock_account(&self, account: &str, now: i64) -> Result<()>;
 

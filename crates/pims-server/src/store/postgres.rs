@@ -1335,7 +1335,8 @@ async fn device_operation_tx(tx: &Tx<'_>, step: &DeviceOperationStep) -> Result<
             consume_code(tx, code_id, now).await?;
             exec(
                 tx,
-                "UPDATE accounts SET phone_number = $2, recovery_held_until = $3
+                "UPDATE accounts SET phone_number = $2, recovery_held_until = $3,
+                        previous_phone_number = phone_number
                  WHERE subject = $1",
                 &[&account, phone_number, &(now + *recovery_hold as i64)],
             )
@@ -1561,6 +1562,51 @@ impl Store for PostgresStore {
                 return api(ApiError::DeviceUnknown);
             }
             disable_device(&tx, account, device_id, now, "admin").await
+        })
+    }
+
+    async fn restore_phone_number(&self, account: &str, now: i64) -> Result<()> {
+        step!(self, |tx| async {
+            lock_account(&tx, account, now).await?;
+            let restored = exec(
+                &tx,
+                "UPDATE accounts SET phone_number = previous_phone_number,
+                        previous_phone_number = NULL, recovery_held_until = NULL
+                 WHERE subject = $1 AND previous_phone_number IS NOT NULL",
+                &[&account],
+            )
+            .await?;
+            if restored == 0 {
+                return api(ApiError::NoPhoneNumber);
+            }
+            let disabled = exec(
+                &tx,
+                "UPDATE devices SET state = 'disabled' WHERE account = $1 AND state != 'disabled'",
+                &[&account],
+            )
+            .await?;
+            exec(
+                &tx,
+                "UPDATE otp_challenges SET used_at = $2 WHERE account = $1 AND used_at IS NULL",
+                &[&account, &now],
+            )
+            .await?;
+            exec(
+                &tx,
+                "UPDATE enrollment_sessions SET finished_at = $2
+                 WHERE account = $1 AND finished_at IS NULL",
+                &[&account, &now],
+            )
+            .await?;
+            audit(
+                &tx,
+                now,
+                account,
+                "phone_number_restored",
+                None,
+                Some(&format!("admin, {disabled} devices disabled")),
+            )
+            .await
         })
     }
 

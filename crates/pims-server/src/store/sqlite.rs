@@ -1352,7 +1352,8 @@ impl Store for SqliteStore {
                     let code_id = check_code(tx, code)?;
                     consume_code(tx, code_id, now)?;
                     tx.execute(
-                        "UPDATE accounts SET phone_number = ?2, recovery_held_until = ?3
+                        "UPDATE accounts SET phone_number = ?2, recovery_held_until = ?3,
+                                previous_phone_number = phone_number
                          WHERE subject = ?1",
                         params![account, phone_number, now + *recovery_hold as i64],
                     )?;
@@ -1406,6 +1407,44 @@ impl Store for SqliteStore {
                 return api(ApiError::DeviceUnknown);
             }
             disable_device(tx, &account, &device_id, now, "admin")
+        })
+        .await
+    }
+
+    async fn restore_phone_number(&self, account: &str, now: i64) -> Result<()> {
+        let account = account.to_string();
+        self.write(move |tx| {
+            ensure_account(tx, &account, now)?;
+            let restored = tx.execute(
+                "UPDATE accounts SET phone_number = previous_phone_number,
+                        previous_phone_number = NULL, recovery_held_until = NULL
+                 WHERE subject = ?1 AND previous_phone_number IS NOT NULL",
+                [&account],
+            )?;
+            if restored == 0 {
+                return api(ApiError::NoPhoneNumber);
+            }
+            let disabled = tx.execute(
+                "UPDATE devices SET state = 'disabled' WHERE account = ?1 AND state != 'disabled'",
+                [&account],
+            )?;
+            tx.execute(
+                "UPDATE otp_challenges SET used_at = ?2 WHERE account = ?1 AND used_at IS NULL",
+                params![account, now],
+            )?;
+            tx.execute(
+                "UPDATE enrollment_sessions SET finished_at = ?2
+                 WHERE account = ?1 AND finished_at IS NULL",
+                params![account, now],
+            )?;
+            audit(
+                tx,
+                now,
+                &account,
+                "phone_number_restored",
+                None,
+                Some(&format!("admin, {disabled} devices disabled")),
+            )
         })
         .await
     }

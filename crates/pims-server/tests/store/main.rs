@@ -115,6 +115,7 @@ store_suite!(
     an_otp_verifies_only_for_its_audience_and_while_its_device_lives,
     a_device_holds_a_bounded_number_of_open_challenges,
     every_pin_attempt_is_audited_when_it_starts,
+    the_number_before_a_change_is_restored_once,
     the_audit_trail_pages_in_order,
 );
 
@@ -1392,6 +1393,52 @@ async fn a_device_holds_a_bounded_number_of_open_challenges(store: Arc<dyn Store
         .create_otp_challenge(step(new_id(), NOW + 120))
         .await
         .unwrap();
+}
+
+async fn the_number_before_a_change_is_restored_once(store: Arc<dyn Store>) {
+    const NEW: &str = "+33699999999";
+    let device = enrolled(&store, "alice").await;
+    let target = CodeTarget::Number(NEW.into());
+    store
+        .prepare_sms_code(send_request(
+            "alice",
+            SmsPurpose::PhoneCertification,
+            target.clone(),
+            NOW,
+        ))
+        .await
+        .unwrap();
+    operation(
+        &store,
+        &device,
+        2,
+        None,
+        DeviceOperation::ModifyPhoneNumber {
+            code: check("alice", SmsPurpose::PhoneCertification, target, true),
+            phone_number: NEW.into(),
+            recovery_hold: 300,
+        },
+    )
+    .await
+    .unwrap();
+    store.restore_phone_number("alice", NOW).await.unwrap();
+    let account = store.account("alice").await.unwrap().unwrap();
+    assert_eq!(
+        (account.phone_number.as_deref(), account.recovery_held_until),
+        (Some(PHONE), None)
+    );
+    assert_eq!(
+        store.device("alice", &device).await.unwrap().unwrap().state,
+        DeviceState::Disabled
+    );
+    assert_eq!(
+        store
+            .restore_phone_number("alice", NOW)
+            .await
+            .err()
+            .map(api_error),
+        Some(ApiError::NoPhoneNumber)
+    );
 }
 
 async fn every_pin_attempt_is_audited_when_it_starts(store: Arc<dyn Store>) {
