@@ -614,16 +614,27 @@ impl Bench {
         } else {
             None
         };
+        let request: Option<Bytes> = login
+            .as_ref()
+            .map(|l| l.message.serialize().to_vec().into());
+        let proof = request.as_ref().map(|r| {
+            d.counter += 1;
+            LoginProof {
+                counter: d.counter,
+                signature: d
+                    .sign(&transcript::login_start(&d.id, d.counter, r.as_slice()))
+                    .into(),
+            }
+        });
         let challenge: OtpChallenge = self
             .post(
                 d,
                 "/v1/otp/challenges",
                 &OtpChallengeRequest {
                     device_id: d.id.clone(),
-                    pin: login
-                        .as_ref()
-                        .map(|l| l.message.serialize().to_vec().into()),
+                    pin: request,
                     audience: None,
+                    proof,
                 },
             )
             .await?;

@@ -190,7 +190,7 @@ async fn e2308_wrong_pin_on_a_further_device() {
 
 #[tokio::test]
 async fn e2309_protocol_version_not_accepted() {
-    let server = TestServer::start_with(|c| c.accepted_protocol_versions = vec![2]).await;
+    let server = TestServer::start_with(|c| c.accepted_protocol_versions = vec![3]).await;
     let phone = Phone::new(&server.url(), Some("token".into())).await;
     let m = phone.enroll(PIN, "123456").await;
     failed(&m, 2309, "inwebo: version error");

@@ -14,7 +14,9 @@ pub use error::{ApiError, ErrorBody};
 pub use messages::*;
 
 /// Version of this wire protocol. Sent by the SDK in [`PROTOCOL_HEADER`] on every request.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: PIN logins start with a device signature, PIN changes are authorized before the new
+/// PIN is registered (`/v1/pin/change`). Servers accept 1 for what did not change.
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Header carrying [`PROTOCOL_VERSION`]; a server that does not accept it answers
 /// [`ApiError::UnsupportedProtocol`].
 pub const PROTOCOL_HEADER: &str = "pims-protocol-version";

@@ -305,6 +305,20 @@ pub struct OtpChallengeRequest {
     /// Optional when the server has one relying party or a configured default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
+    /// Required with `pin`: the device's signature starting the PIN login, so only the device
+    /// (not a holder of the access token alone) can spend the account's PIN attempts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<LoginProof>,
+}
+
+/// A device's signature over [`crate::transcript::login_start`] with a counter that must
+/// increase, as every device signature's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct LoginProof {
+    pub counter: u64,
+    pub signature: Bytes,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -426,6 +440,9 @@ pub struct DeviceChallengeRequest {
     /// OPAQUE `CredentialRequest` proving the current PIN (`pincode update`, and
     /// `modifyPhoneNumber` with `pinCode`); counts as a PIN attempt until proven right.
     pub login: Option<Bytes>,
+    /// Required with `login`: the device's signature starting it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proof: Option<LoginProof>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

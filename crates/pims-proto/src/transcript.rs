@@ -40,6 +40,19 @@ pub fn enrollment(
     )
 }
 
+/// Signed to start a PIN login (the OPAQUE credential request) for an OTP or an operation: no
+/// server nonce exists yet, so the counter alone makes it fresh.
+pub fn login_start(device_id: &str, counter: u64, credential_request: &[u8]) -> Vec<u8> {
+    transcript(
+        "pims/v1/login-start",
+        &[
+            device_id.as_bytes(),
+            &counter.to_be_bytes(),
+            &digest(credential_request),
+        ],
+    )
+}
+
 /// Signed to move a Pending device to Active once its local state is safely written.
 pub fn activation(device_id: &str, nonce: &[u8], counter: u64) -> Vec<u8> {
     transcript(

@@ -202,7 +202,9 @@ impl Default for ServerConfig {
             relying_parties: Vec::new(),
             otp_default_audience: None,
             trust_forwarded_for: false,
-            accepted_protocol_versions: vec![pims_proto::PROTOCOL_VERSION],
+            // 1 stays accepted for what it can still do (enroll, OTPs without PIN, SMS,
+            // devices); its unsigned PIN logins are refused as `UnsupportedProtocol`.
+            accepted_protocol_versions: vec![1, pims_proto::PROTOCOL_VERSION],
             purge_interval_seconds: 300,
             limits: Limits::default(),
             http: HttpLimits::default(),
@@ -392,7 +394,7 @@ mod tests {
         assert_eq!(c.listen.port(), 9000);
         assert_eq!(c.limits.pin_attempts, 3);
         assert_eq!(c.limits.sms_code_max_checks, 5);
-        assert_eq!(c.accepted_protocol_versions, vec![1]);
+        assert_eq!(c.accepted_protocol_versions, vec![1, 2]);
         assert!(!c.dev_issuer);
         assert!(!format!("{c:?}").contains("secret: "));
         assert_eq!(c.database_url, None);

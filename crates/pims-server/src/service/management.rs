@@ -68,14 +68,16 @@ impl Service {
         req: DeviceChallengeRequest,
     ) -> Result<DeviceChallenge> {
         check_id(device_id, "deviceId")?;
-        let device = self.store.device(account, device_id).await?;
-        if device.map(|d| d.state) != Some(pims_proto::DeviceState::Active) {
-            return api(ApiError::DeviceUnknown);
-        }
         // Same rows as OTP challenges: same shape, same lockout; the signed transcript
         // differs, so one kind of answer can never serve as the other.
-        self.create_challenge(account, device_id, req.login.as_ref(), None)
-            .await
+        self.create_challenge(
+            account,
+            device_id,
+            req.login.as_ref(),
+            req.proof.as_ref(),
+            None,
+        )
+        .await
     }
 
     /// `POST /v1/pin/change`: authorizes a PIN reset (SMS code) or update (current PIN) in

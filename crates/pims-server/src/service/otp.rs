@@ -1,6 +1,6 @@
 use pims_proto::{
-    transcript, ApiError, DeviceChallenge, DeviceState, OtpChallenge, OtpChallengeRequest,
-    OtpIssued, OtpRequest, OtpVerified, PinFinish,
+    transcript, ApiError, DeviceChallenge, DeviceState, LoginProof, OtpChallenge,
+    OtpChallengeRequest, OtpIssued, OtpRequest, OtpVerified, PinFinish,
 };
 
 use super::accounts::check_id;
@@ -17,13 +17,15 @@ impl Service {
         req: OtpChallengeRequest,
     ) -> Result<OtpChallenge> {
         check_id(&req.device_id, "deviceId")?;
-        let device = self.store.device(account, &req.device_id).await?;
-        if device.map(|d| d.state) != Some(DeviceState::Active) {
-            return api(ApiError::DeviceUnknown);
-        }
         let audience = self.otp_audience(req.audience.as_deref())?;
         let challenge = self
-            .create_challenge(account, &req.device_id, req.pin.as_ref(), audience)
+            .create_challenge(
+                account,
+                &req.device_id,
+                req.pin.as_ref(),
+                req.proof.as_ref(),
+                audience,
+            )
             .await?;
         Ok(OtpChallenge {
             challenge_id: challenge.challenge_id,
@@ -33,14 +35,36 @@ impl Service {
     }
 
     /// Records a challenge for an Active device, starting the counted PIN login when the
-    /// device sent a credential request. Shared by OTPs and account-management operations.
+    /// device sent a credential request — signed by the device, so the access token alone
+    /// cannot spend PIN attempts. Shared by OTPs and account-management operations.
     pub(super) async fn create_challenge(
         &self,
         account: &str,
         device_id: &str,
         login_request: Option<&pims_proto::Bytes>,
+        proof: Option<&LoginProof>,
         audience: Option<String>,
     ) -> Result<DeviceChallenge> {
+        let device = self.store.device(account, device_id).await?;
+        let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
+            return api(ApiError::DeviceUnknown);
+        };
+        let login_counter = match (login_request, proof) {
+            (None, _) => None,
+            // A protocol-1 device: its logins were unsigned.
+            (Some(_), None) => {
+                return api(ApiError::UnsupportedProtocol {
+                    supported: vec![pims_proto::PROTOCOL_VERSION],
+                })
+            }
+            (Some(request), Some(proof)) => {
+                let signed = transcript::login_start(device_id, proof.counter, request.as_slice());
+                if !crypto::signature_ok(&device.public_key, &signed, proof.signature.as_slice()) {
+                    return api(ApiError::BadSignature);
+                }
+                Some(proof.counter)
+            }
+        };
         let challenge_id = uuid::Uuid::new_v4().to_string();
         let (response, login) = match login_request {
             None => (None, None),
@@ -74,6 +98,7 @@ impl Service {
                 nonce: nonce.clone(),
                 login,
                 audience,
+                login_counter,
                 now: self.now(),
                 ttl: self.limits.challenge_ttl_seconds,
                 pin_attempts: self.limits.pin_attempts,

@@ -256,10 +256,15 @@ pub struct ChallengeStep {
     pub login: Option<LoginStart>,
     /// The relying party an OTP answering this challenge is for.
     pub audience: Option<String>,
+    /// Counter of the verified device signature that started the login (with `login`): it
+    /// must increase like every counter.
+    pub login_counter: Option<u64>,
     pub now: i64,
     pub ttl: u64,
     pub pin_attempts: u32,
-    /// Open challenges a device may hold at once; one more is `RateLimited`.
+    /// Unsigned open challenges a device may hold at once; one more is `RateLimited`. Signed
+    /// ones (with a login) are bounded by the PIN lockout instead, so an access token alone
+    /// cannot crowd the device out.
     pub max_open: u32,
 }
 

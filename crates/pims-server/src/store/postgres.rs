@@ -1031,18 +1031,42 @@ async fn activate_device_tx(tx: &Tx<'_>, step: &ActivateStep) -> Result<bool> {
 async fn create_otp_challenge_tx(tx: &Tx<'_>, step: &ChallengeStep) -> Result<()> {
     let acct = lock_account(tx, &step.account, step.now).await?;
     let device = read_device(tx, &step.account, &step.device_id).await?;
-    if device.map(|d| d.state) != Some(DeviceState::Active) {
+    let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
         return api(ApiError::DeviceUnknown);
+    };
+    match step.login_counter {
+        Some(counter) if counter <= device.counter => {
+            disable_device(
+                tx,
+                &step.account,
+                &device.id,
+                step.now,
+                "counter did not increase",
+            )
+            .await?;
+            return api(ApiError::DeviceUnknown);
+        }
+        Some(counter) => {
+            exec(
+                tx,
+                "UPDATE devices SET counter = $2 WHERE id = $1",
+                &[&device.id, &counter_to_sql(counter)?],
+            )
+            .await?;
+        }
+        None => {
+            let open: i64 = one(
+                tx,
+                "SELECT COUNT(*) FROM otp_challenges
+                 WHERE device_id = $1 AND used_at IS NULL AND expires_at > $2
+                   AND pin_ordinal IS NULL",
+                &[&step.device_id, &step.now],
+            )
+            .await?
+            .get(0);
+            check_open_challenges(open as u32, step.max_open, step.ttl)?;
+        }
     }
-    let open: i64 = one(
-        tx,
-        "SELECT COUNT(*) FROM otp_challenges
-         WHERE device_id = $1 AND used_at IS NULL AND expires_at > $2",
-        &[&step.device_id, &step.now],
-    )
-    .await?
-    .get(0);
-    check_open_challenges(open as u32, step.max_open, step.ttl)?;
     let ordinal = match &step.login {
         None => None,
         Some(login) => {

@@ -987,16 +987,37 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             let acct = account_in_tx(tx, &step.account, step.now)?;
             let device = read_device(tx, &step.account, &step.device_id)?;
-            if device.map(|d| d.state) != Some(DeviceState::Active) {
+            let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
                 return api(ApiError::DeviceUnknown);
+            };
+            match step.login_counter {
+                Some(counter) if counter <= device.counter => {
+                    disable_device(
+                        tx,
+                        &step.account,
+                        &device.id,
+                        step.now,
+                        "counter did not increase",
+                    )?;
+                    return api(ApiError::DeviceUnknown);
+                }
+                Some(counter) => {
+                    tx.execute(
+                        "UPDATE devices SET counter = ?2 WHERE id = ?1",
+                        params![device.id, counter_to_sql(counter)?],
+                    )?;
+                }
+                None => {
+                    let open: u32 = tx.query_row(
+                        "SELECT COUNT(*) FROM otp_challenges
+                         WHERE device_id = ?1 AND used_at IS NULL AND expires_at > ?2
+                           AND pin_ordinal IS NULL",
+                        params![step.device_id, step.now],
+                        |r| r.get(0),
+                    )?;
+                    check_open_challenges(open, step.max_open, step.ttl)?;
+                }
             }
-            let open: u32 = tx.query_row(
-                "SELECT COUNT(*) FROM otp_challenges
-                 WHERE device_id = ?1 AND used_at IS NULL AND expires_at > ?2",
-                params![step.device_id, step.now],
-                |r| r.get(0),
-            )?;
-            check_open_challenges(open, step.max_open, step.ttl)?;
             let ordinal = match &step.login {
                 None => None,
                 Some(login) => {

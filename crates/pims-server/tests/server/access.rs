@@ -18,11 +18,13 @@ async fn health_check_answers() {
 async fn unsupported_or_missing_protocol_version_is_refused() {
     let s = TestServer::start().await;
     let token = s.token("alice").await;
-    let expected = ApiError::UnsupportedProtocol { supported: vec![1] };
+    let expected = ApiError::UnsupportedProtocol {
+        supported: vec![1, 2],
+    };
     let r = s
         .http
         .get(format!("{}/v1/account", s.url))
-        .header(PROTOCOL_HEADER, "2")
+        .header(PROTOCOL_HEADER, "3")
         .bearer_auth(&token)
         .send()
         .await

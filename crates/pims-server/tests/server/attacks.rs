@@ -51,12 +51,41 @@ on_both_stores!(
 /// Token thief (access token and a device id, no SMS code, no PIN). The offline attack needs
 /// the OPRF evaluated under the key of the account's PIN record for many guesses: any endpoint
 /// that answers a registration request under that key without a counted attempt is such an
-/// oracle. The attacker tries every endpoint that returns OPAQUE messages with one guess each;
-/// none evaluates it, and the only evaluation obtained is the one of a counted login.
+/// oracle. The attacker cannot even start a login without the device's key; given the key too,
+/// it tries every endpoint that returns OPAQUE messages with one guess each: none evaluates
+/// it, and the only evaluation obtained is the one of a counted login.
 async fn no_oprf_oracle(s: TestServer) {
     let (token, device) = enrolled_account(&s, "victim", PHONE, PIN).await;
     let guess = ClientRegistration::<PinSuite>::start(&mut OsRng, b"0000").unwrap();
     let blinded: Vec<u8> = guess.message.serialize().to_vec();
+
+    // 0. Even a counted login is out of reach: starting one takes the device's signature.
+    let login = ClientLogin::<PinSuite>::start(&mut OsRng, b"0000").unwrap();
+    let request: Bytes = login.message.serialize().to_vec().into();
+    let mut impostor = Device::new();
+    impostor.id = device.id.clone();
+    for proof in [None, Some(impostor.login_proof(&request))] {
+        let started: Result<OtpChallenge, _> = s
+            .post(
+                "/v1/otp/challenges",
+                &token,
+                &OtpChallengeRequest {
+                    device_id: device.id.clone(),
+                    pin: Some(request.clone()),
+                    audience: None,
+                    proof: proof.clone(),
+                },
+            )
+            .await;
+        let expected = match proof {
+            None => ApiError::UnsupportedProtocol {
+                supported: vec![PROTOCOL_VERSION],
+            },
+            Some(_) => ApiError::BadSignature,
+        };
+        assert_eq!(started.err(), Some(expected));
+    }
+    assert_eq!(s.status(&token, None).await.pin_attempts_remaining, 5);
 
     // 1. A device challenge with a registration request (what main answered before).
     let r = s
@@ -75,9 +104,7 @@ async fn no_oprf_oracle(s: TestServer) {
 
     // 2. A PIN change authorized by a wrong SMS code: counted against the code, no answer.
     let mut thief = device;
-    let c = challenge(&s, &token, &thief, &DeviceChallengeRequest { login: None })
-        .await
-        .unwrap();
+    let c = challenge(&s, &token, &mut thief, None).await.unwrap();
     let refused = start_pin_change(
         &s,
         &token,
@@ -95,10 +122,8 @@ async fn no_oprf_oracle(s: TestServer) {
     let c = challenge(
         &s,
         &token,
-        &thief,
-        &DeviceChallengeRequest {
-            login: Some(login.message.serialize().to_vec().into()),
-        },
+        &mut thief,
+        Some(login.message.serialize().to_vec().into()),
     )
     .await
     .unwrap();
@@ -160,9 +185,7 @@ async fn fresh_credential_identifier(s: TestServer) {
         .await
         .unwrap();
     let code = s.last_code(PHONE);
-    let c = challenge(&s, &token, &thief, &DeviceChallengeRequest { login: None })
-        .await
-        .unwrap();
+    let c = challenge(&s, &token, &mut thief, None).await.unwrap();
     let started = start_pin_change(
         &s,
         &token,
@@ -181,16 +204,9 @@ async fn fresh_credential_identifier(s: TestServer) {
     let mut request = login.message.serialize().to_vec();
     request[..32].copy_from_slice(&blinded[..32]);
     CredentialRequest::<PinSuite>::deserialize(&request).unwrap();
-    let c = challenge(
-        &s,
-        &token,
-        &thief,
-        &DeviceChallengeRequest {
-            login: Some(request.into()),
-        },
-    )
-    .await
-    .unwrap();
+    let c = challenge(&s, &token, &mut thief, Some(request.into()))
+        .await
+        .unwrap();
     let logged_in = c.login.unwrap();
     assert_ne!(
         evaluation(registered.as_slice()),
@@ -208,14 +224,17 @@ async fn a_database_reader_cannot_finish_an_open_pin_login() {
     let s = TestServer::start().await;
     let (token, mut device) = enrolled_account(&s, "victim", PHONE, PIN).await;
     let login = ClientLogin::<PinSuite>::start(&mut OsRng, b"0000").unwrap();
+    let request: Bytes = login.message.serialize().to_vec().into();
+    let proof = device.login_proof(&request);
     let challenge: OtpChallenge = s
         .post(
             "/v1/otp/challenges",
             &token,
             &OtpChallengeRequest {
                 device_id: device.id.clone(),
-                pin: Some(login.message.serialize().to_vec().into()),
+                pin: Some(request),
                 audience: None,
+                proof: Some(proof),
             },
         )
         .await
@@ -544,10 +563,8 @@ async fn stale_authorizations_die_with_the_pin(s: TestServer) {
     let c = challenge(
         &s,
         &token,
-        &other,
-        &DeviceChallengeRequest {
-            login: Some(login.message.serialize().to_vec().into()),
-        },
+        &mut other,
+        Some(login.message.serialize().to_vec().into()),
     )
     .await
     .unwrap();
@@ -568,10 +585,8 @@ async fn stale_authorizations_die_with_the_pin(s: TestServer) {
     let open = challenge(
         &s,
         &token,
-        &other,
-        &DeviceChallengeRequest {
-            login: Some(open_login.message.serialize().to_vec().into()),
-        },
+        &mut other,
+        Some(open_login.message.serialize().to_vec().into()),
     )
     .await
     .unwrap();
@@ -652,17 +667,13 @@ async fn idempotency_key_scope(s: TestServer) {
 #[tokio::test]
 async fn challenges_per_device_are_bounded() {
     let s = TestServer::start().await;
-    let (token, device) = enrolled_account(&s, "victim", PHONE, PIN).await;
+    let (token, mut device) = enrolled_account(&s, "victim", PHONE, PIN).await;
     let limit = s.config.limits.max_open_challenges_per_device;
     for _ in 0..limit {
-        challenge(&s, &token, &device, &DeviceChallengeRequest { login: None })
-            .await
-            .unwrap();
+        challenge(&s, &token, &mut device, None).await.unwrap();
     }
     assert_eq!(
-        challenge(&s, &token, &device, &DeviceChallengeRequest { login: None })
-            .await
-            .err(),
+        challenge(&s, &token, &mut device, None).await.err(),
         Some(ApiError::RateLimited {
             retry_after_seconds: s.config.limits.challenge_ttl_seconds
         })

@@ -414,6 +414,7 @@ async fn otp_signed_with(
                 device_id: device.id.clone(),
                 pin: None,
                 audience: None,
+                proof: None,
             },
         )
         .await

@@ -343,16 +343,19 @@ impl TestServer {
         audience: Option<&str>,
     ) -> Result<OtpIssued, ApiError> {
         let login = pin.map(|p| ClientLogin::<PinSuite>::start(&mut OsRng, p.as_bytes()).unwrap());
+        let request: Option<Bytes> = login
+            .as_ref()
+            .map(|l| l.message.serialize().to_vec().into());
+        let proof = request.as_ref().map(|r| device.login_proof(r));
         let challenge: OtpChallenge = self
             .post(
                 "/v1/otp/challenges",
                 token,
                 &OtpChallengeRequest {
                     device_id: device.id.clone(),
-                    pin: login
-                        .as_ref()
-                        .map(|l| l.message.serialize().to_vec().into()),
+                    pin: request,
                     audience: audience.map(str::to_string),
+                    proof,
                 },
             )
             .await?;
@@ -492,6 +495,16 @@ impl Device {
             id: String::new(),
             activation_nonce: Vec::new(),
             counter: 0,
+        }
+    }
+
+    /// The device's signature starting a PIN login, with its next counter.
+    pub fn login_proof(&mut self, credential_request: &Bytes) -> LoginProof {
+        self.counter += 1;
+        let signed = transcript::login_start(&self.id, self.counter, credential_request.as_slice());
+        LoginProof {
+            counter: self.counter,
+            signature: self.sign(&signed).into(),
         }
     }
 

@@ -90,20 +90,23 @@ async fn a_right_pin_resets_the_failure_count() {
 #[tokio::test]
 async fn an_unanswered_login_counts_as_a_failure() {
     let s = TestServer::start().await;
-    let (token, device) = enrolled_account(&s, "alice", PHONE, "1234").await;
+    let (token, mut device) = enrolled_account(&s, "alice", PHONE, "1234").await;
     let login = pims_proto::pin::opaque_ke::ClientLogin::<pims_proto::pin::PinSuite>::start(
         &mut rand::rngs::OsRng,
         b"1234",
     )
     .unwrap();
+    let request: Bytes = login.message.serialize().to_vec().into();
+    let proof = device.login_proof(&request);
     let _: OtpChallenge = s
         .post(
             "/v1/otp/challenges",
             &token,
             &OtpChallengeRequest {
                 device_id: device.id.clone(),
-                pin: Some(login.message.serialize().to_vec().into()),
+                pin: Some(request),
                 audience: None,
+                proof: Some(proof),
             },
         )
         .await

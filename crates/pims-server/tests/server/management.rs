@@ -33,14 +33,21 @@ async fn revoke(s: &TestServer, token: &str, device_id: &str) -> Result<(), ApiE
     .await
 }
 
+/// A device challenge, the PIN login in it (when given) started with the device's signature.
 pub async fn challenge(
     s: &TestServer,
     token: &str,
-    device: &Device,
-    req: &DeviceChallengeRequest,
+    device: &mut Device,
+    login: Option<Bytes>,
 ) -> Result<DeviceChallenge, ApiError> {
-    s.post(&format!("/v1/devices/{}/challenges", device.id), token, req)
-        .await
+    let proof = login.as_ref().map(|request| device.login_proof(request));
+    let req = DeviceChallengeRequest { login, proof };
+    s.post(
+        &format!("/v1/devices/{}/challenges", device.id),
+        token,
+        &req,
+    )
+    .await
 }
 
 pub fn proof(
@@ -148,7 +155,7 @@ pub async fn reset_pin(
     pin: &str,
     code: &str,
 ) -> Result<(), ApiError> {
-    let c = challenge(s, token, device, &DeviceChallengeRequest { login: None }).await?;
+    let c = challenge(s, token, device, None).await?;
     let start = ClientRegistration::<PinSuite>::start(&mut OsRng, pin.as_bytes()).unwrap();
     let started = start_pin_change(
         s,
@@ -186,10 +193,8 @@ pub async fn update_pin(
     new: &str,
 ) -> Result<(), ApiError> {
     let login = ClientLogin::<PinSuite>::start(&mut OsRng, old.as_bytes()).unwrap();
-    let req = DeviceChallengeRequest {
-        login: Some(login.message.serialize().to_vec().into()),
-    };
-    let c = challenge(s, token, device, &req).await?;
+    let request = Some(login.message.serialize().to_vec().into());
+    let c = challenge(s, token, device, request).await?;
     let login = finish_login(login.state, old, &c);
     let register = ClientRegistration::<PinSuite>::start(&mut OsRng, new.as_bytes()).unwrap();
     let started = start_pin_change(
@@ -221,12 +226,10 @@ pub async fn modify_phone_number(
             ClientLogin::<PinSuite>::start(&mut OsRng, p.as_bytes()).unwrap(),
         )
     });
-    let req = DeviceChallengeRequest {
-        login: login
-            .as_ref()
-            .map(|(_, l)| l.message.serialize().to_vec().into()),
-    };
-    let c = challenge(s, token, device, &req).await?;
+    let request = login
+        .as_ref()
+        .map(|(_, l)| l.message.serialize().to_vec().into());
+    let c = challenge(s, token, device, request).await?;
     let mut req = ModifyPhoneNumber {
         proof: DeviceProof::default(),
         phone_number: number.into(),
@@ -370,12 +373,11 @@ async fn pin_update_proves_the_old_pin_and_counts_a_wrong_one() {
 async fn a_replayed_counter_on_an_operation_disables_the_device() {
     let s = TestServer::start().await;
     let (token, mut device) = enrolled_account(&s, "alice", PHONE, "1234").await;
-    let none = DeviceChallengeRequest { login: None };
     s.send_code(&token, SmsPurpose::PhoneCertification, Some(PHONE2))
         .await
         .unwrap();
     let code = s.last_code(PHONE2);
-    let c = challenge(&s, &token, &device, &none).await.unwrap();
+    let c = challenge(&s, &token, &mut device, None).await.unwrap();
     let mut p = proof(
         &mut device,
         transcript::PHONE_NUMBER_MODIFY,

@@ -123,6 +123,7 @@ async fn challenge_is_single_use_and_expires() {
                 device_id: device.id.clone(),
                 pin: None,
                 audience: None,
+                proof: None,
             },
         )
         .await
@@ -161,6 +162,7 @@ async fn challenge_is_single_use_and_expires() {
                 device_id: device.id.clone(),
                 pin: None,
                 audience: None,
+                proof: None,
             },
         )
         .await

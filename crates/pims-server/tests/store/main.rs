@@ -339,6 +339,7 @@ async fn otp(
             ttl: 120,
             pin_attempts: 5,
             max_open: 10,
+            login_counter: None,
         })
         .await
         .map_err(api_error)?;
@@ -1024,6 +1025,7 @@ async fn operation(
             ttl: 120,
             pin_attempts: 5,
             max_open: 10,
+            login_counter: None,
         })
         .await
         .map_err(api_error)?;
@@ -1204,6 +1206,7 @@ async fn a_device_operation_needs_the_pin_and_a_fresh_counter(store: Arc<dyn Sto
             ttl: 120,
             pin_attempts: 5,
             max_open: 10,
+            login_counter: None,
         })
         .await
         .unwrap();
@@ -1371,6 +1374,7 @@ async fn a_device_holds_a_bounded_number_of_open_challenges(store: Arc<dyn Store
         ttl: 120,
         pin_attempts: 5,
         max_open: 3,
+        login_counter: None,
     };
     for _ in 0..3 {
         store
@@ -1456,6 +1460,7 @@ async fn every_pin_attempt_is_audited_when_it_starts(store: Arc<dyn Store>) {
             ttl: 120,
             pin_attempts: 5,
             max_open: 10,
+            login_counter: None,
         })
         .await
         .unwrap();

@@ -32,6 +32,7 @@ fn challenge(account: &str, device: &str, id: &str, now: i64) -> ChallengeStep {
         ttl: 120,
         pin_attempts: 5,
         max_open: 10,
+        login_counter: None,
     }
 }
 

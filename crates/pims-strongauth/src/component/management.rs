@@ -36,9 +36,8 @@ impl Core {
         let mut local = self.local.lock().await;
         let mut state = local.read()?;
         let device_id = self.active_device(ctx, &mut local, &mut state).await?;
-        let request = DeviceChallengeRequest { login: None };
         let challenge = self
-            .device_challenge(ctx, &mut local, &mut state, &device_id, &request)
+            .device_challenge(ctx, &mut local, &mut state, &device_id, None)
             .await?;
         let authorization = PinAuthorization::SmsCode(sms_code.expose().to_owned());
         self.change_pin(ctx, &mut local, &mut state, &challenge, authorization, &pin)
@@ -62,11 +61,8 @@ impl Core {
         let device_id = self.active_device(ctx, &mut local, &mut state).await?;
         let same = old.expose() == new.expose();
         let (login, login_message) = pin::start(&old, false);
-        let request = DeviceChallengeRequest {
-            login: Some(login_message),
-        };
         let challenge = self
-            .device_challenge(ctx, &mut local, &mut state, &device_id, &request)
+            .device_challenge(ctx, &mut local, &mut state, &device_id, Some(login_message))
             .await?;
         let Some(login_response) = challenge.login.clone() else {
             return Err(ErrorCode::NoServiceAvailable.into());
@@ -174,11 +170,9 @@ impl Core {
         let mut state = local.read()?;
         let device_id = self.active_device(ctx, &mut local, &mut state).await?;
         let exchange = pin.as_ref().map(|p| pin::start(p, false));
-        let request = DeviceChallengeRequest {
-            login: exchange.as_ref().map(|(_, m)| m.clone()),
-        };
+        let login_message = exchange.as_ref().map(|(_, m)| m.clone());
         let challenge = self
-            .device_challenge(ctx, &mut local, &mut state, &device_id, &request)
+            .device_challenge(ctx, &mut local, &mut state, &device_id, login_message)
             .await?;
         let login = match (exchange, &pin, challenge.login.clone()) {
             (Some((exchange, _)), Some(pin), Some(response)) => Some(
@@ -297,10 +291,42 @@ impl Core {
         local: &mut Local,
         state: &mut VaultState,
         device_id: &str,
-        request: &DeviceChallengeRequest,
+        login: Option<Bytes>,
     ) -> Result<DeviceChallenge, PimsError> {
+        let proof = login
+            .as_ref()
+            .map(|request| self.sign_login_start(local, state, request))
+            .transpose()?;
+        let request = DeviceChallengeRequest { login, proof };
         let path = format!("/v1/devices/{device_id}/challenges");
-        self.device_post(ctx, local, state, &path, request).await
+        self.device_post(ctx, local, state, &path, &request).await
+    }
+
+    /// Signs the start of a PIN login (the OPAQUE credential request) with the next counter,
+    /// written to the vault before use: only this device can spend the account's PIN attempts.
+    pub(super) fn sign_login_start(
+        &self,
+        local: &mut Local,
+        state: &mut VaultState,
+        credential_request: &Bytes,
+    ) -> Result<LoginProof, PimsError> {
+        let Some(enrollment) = state.enrollment.as_mut() else {
+            return Err(ErrorCode::InternalStateNotCorrect.into());
+        };
+        enrollment.counter += 1;
+        let (device_id, counter, key) = (
+            enrollment.device_id.clone(),
+            enrollment.counter,
+            enrollment.key.clone(),
+        );
+        local.write(state)?;
+        let signed = transcript::login_start(&device_id, counter, credential_request.as_slice());
+        let signature =
+            signer::sign(&key, self.host.device_keys.as_ref(), &signed).map_err(errors::host)?;
+        Ok(LoginProof {
+            counter,
+            signature: signature.into(),
+        })
     }
 
     /// A request on behalf of this device: a server that no longer knows it makes it forget

@@ -15,12 +15,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pims_core::{Call, Component, ErrorCode, EventSink, Params, PimsError, Secret, Verb};
 use pims_proto::{
-    transcript, AccountStatus, ActivateDevice, AddPhoneNumber, ApiError, CheckSmsCode,
+    transcript, AccountStatus, ActivateDevice, AddPhoneNumber, ApiError, Bytes, CheckSmsCode,
     DeviceChallenge, DeviceChallengeRequest, DeviceList, DeviceProof, DeviceState,
     EnrollmentFinished, EnrollmentStarted, EnrollmentStatus, FinishEnrollment, FinishPinChange,
-    ModifyPhoneNumber, NewDevice, OtpChallenge, OtpChallengeRequest, OtpIssued, OtpRequest,
-    PinAuthorization, PinChangeStarted, PinFinish, PinStart, PinState, Platform, SendSmsCode,
-    SmsCodeChecked, SmsCodeSent, SmsPurpose, StartEnrollment, StartPinChange,
+    LoginProof, ModifyPhoneNumber, NewDevice, OtpChallenge, OtpChallengeRequest, OtpIssued,
+    OtpRequest, PinAuthorization, PinChangeStarted, PinFinish, PinStart, PinState, Platform,
+    SendSmsCode, SmsCodeChecked, SmsCodeSent, SmsPurpose, StartEnrollment, StartPinChange,
 };
 use serde_json::{json, Value};
 use tokio::sync::Mutex;

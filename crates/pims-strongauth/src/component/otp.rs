@@ -19,10 +19,16 @@ impl Core {
         };
 
         let exchange = pin.as_ref().map(|p| pin::start(p, false));
+        let login = exchange.as_ref().map(|(_, message)| message.clone());
+        let proof = login
+            .as_ref()
+            .map(|request| self.sign_login_start(&mut local, &mut state, request))
+            .transpose()?;
         let request = OtpChallengeRequest {
             device_id: device_id.clone(),
-            pin: exchange.as_ref().map(|(_, message)| message.clone()),
+            pin: login,
             audience,
+            proof,
         };
         let challenge: OtpChallenge = match self.post(ctx, "/v1/otp/challenges", &request).await {
             Ok(c) => c,
