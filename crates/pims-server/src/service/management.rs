@@ -98,13 +98,16 @@ impl Service {
             credential_id: crypto::new_credential_id(),
             ttl: self.limits.challenge_ttl_seconds,
         });
-        let (login, operation) = match &req.authorization {
-            PinAuthorization::SmsCode(code) => {
-                let Some(next) = next else {
-                    return api(ApiError::InvalidParameter {
-                        name: "registration".into(),
-                    });
-                };
+        // What the answer carries once the store step has authorized the change.
+        let answer = next.as_ref().map(|n| {
+            (
+                n.challenge_id.clone(),
+                n.nonce.clone(),
+                n.credential_id.clone(),
+            )
+        });
+        let (login, operation) = match (&req.authorization, next) {
+            (PinAuthorization::SmsCode(code), Some(next)) => {
                 let code = self.code_check(
                     account,
                     SmsPurpose::ResetPin,
@@ -113,23 +116,16 @@ impl Service {
                 );
                 (None, DeviceOperation::StartPinReset { code, next })
             }
-            PinAuthorization::Pin(finish) => (
+            (PinAuthorization::SmsCode(_), None) => {
+                return api(ApiError::InvalidParameter {
+                    name: "registration".into(),
+                })
+            }
+            (PinAuthorization::Pin(finish), next) => (
                 Some(login_proof(finish)?),
                 DeviceOperation::StartPinUpdate { next },
             ),
         };
-        let next = match &operation {
-            DeviceOperation::StartPinReset { next, .. } => Some(next),
-            DeviceOperation::StartPinUpdate { next } => next.as_ref(),
-            _ => None,
-        }
-        .map(|n| {
-            (
-                n.challenge_id.clone(),
-                n.nonce.clone(),
-                n.credential_id.clone(),
-            )
-        });
         self.device_operation(
             account,
             &req.proof,
@@ -139,7 +135,7 @@ impl Service {
             operation,
         )
         .await?;
-        let next = match (next, &req.registration) {
+        let next = match (answer, &req.registration) {
             (Some((challenge_id, nonce, credential_id)), Some(request)) => Some(DeviceChallenge {
                 challenge_id,
                 nonce: nonce.into(),
