@@ -95,10 +95,13 @@ fun mintToken(subject: String): String {
     return Regex("\"accessToken\"\\s*:\\s*\"([^\"]+)\"").find(body)!!.groupValues[1]
 }
 
-/** The code of the newest SMS to `number`: the digits after `@domain #`. */
+/** The code of the newest SMS to `number` that has one (security notices carry none). */
 fun lastCode(number: String): String {
-    val line = outbox.readLines().last { it.contains("\"to\":\"$number\"") }
-    return Regex("@${Regex.escape(smsDomain)} #(\\d+)").find(line)!!.groupValues[1]
+    val code = Regex("@${Regex.escape(smsDomain)} #(\\d+)")
+    return outbox.readLines()
+        .filter { it.contains("\"to\":\"$number\"") }
+        .mapNotNull { code.find(it)?.groupValues?.get(1) }
+        .last()
 }
 
 fun config(dir: String) = mapOf(
