@@ -27,6 +27,9 @@ pub struct ServerClient {
 impl ServerClient {
     pub fn new(base_url: &str, timeout: Duration) -> Self {
         let http = reqwest::Client::builder()
+            // Never follow a redirect: it could lead an https server's clients to plain http or
+            // to another host, with the access token.
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("pims-sdk/", env!("CARGO_PKG_VERSION")))
@@ -105,4 +108,53 @@ fn transport(e: reqwest::Error) -> CallError {
         "connection"
     };
     CallError::Transport(format!("{kind}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_redirect_is_never_followed() {
+        // Where a redirect would lead: counts the connections it gets.
+        let target = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target_addr = target.local_addr().unwrap();
+        let reached = Arc::new(AtomicUsize::new(0));
+        let counter = reached.clone();
+        tokio::spawn(async move {
+            while let Ok((_stream, _)) = target.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        // The "server": answers every request with a redirect there.
+        let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server_addr = server.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = server.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let answer = format!(
+                    "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{target_addr}/v1/account\r\n\
+                     Content-Length: 0\r\nConnection: close\r\n\r\n"
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        let client = ServerClient::new(&format!("http://{server_addr}"), Duration::from_secs(5));
+        let answer = client
+            .get::<serde_json::Value>("/v1/account", "token", "tx")
+            .await;
+        assert!(
+            matches!(answer, Err(CallError::Unexpected(307))),
+            "{answer:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(reached.load(Ordering::SeqCst), 0);
+    }
 }
