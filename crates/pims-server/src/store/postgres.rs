@@ -494,6 +494,31 @@ async fn open_pin_change(
     Ok(())
 }
 
+/// Disables every device of the account and closes its open enrollment sessions and
+/// challenges (started against devices or a PIN that no longer count); the number disabled.
+async fn disable_every_device(tx: &Tx<'_>, account: &str, now: i64) -> Result<u64> {
+    let disabled = exec(
+        tx,
+        "UPDATE devices SET state = 'disabled' WHERE account = $1 AND state != 'disabled'",
+        &[&account],
+    )
+    .await?;
+    exec(
+        tx,
+        "UPDATE enrollment_sessions SET finished_at = $2
+         WHERE account = $1 AND finished_at IS NULL",
+        &[&account, &now],
+    )
+    .await?;
+    exec(
+        tx,
+        "UPDATE otp_challenges SET used_at = $2 WHERE account = $1 AND used_at IS NULL",
+        &[&account, &now],
+    )
+    .await?;
+    Ok(disabled)
+}
+
 async fn reset_pin_failures(tx: &Tx<'_>, account: &str) -> Result<()> {
     exec(
         tx,
@@ -1240,31 +1265,12 @@ async fn use_otp_tx(tx: &Tx<'_>, mac: &[u8], now: i64, rp: &str) -> Result<Optio
 
 async fn remove_enrollments_tx(tx: &Tx<'_>, account: &str, now: i64) -> Result<bool> {
     let had_pin = lock_account(tx, account, now).await?.pin_record.is_some();
-    let disabled = exec(
-        tx,
-        "UPDATE devices SET state = 'disabled' WHERE account = $1 AND state != 'disabled'",
-        &[&account],
-    )
-    .await?;
+    let disabled = disable_every_device(tx, account, now).await?;
     exec(
         tx,
         "UPDATE accounts SET pin_record = NULL, pin_credential_id = NULL, pin_failures = 0
          WHERE subject = $1",
         &[&account],
-    )
-    .await?;
-    // Sessions and challenges started against the old PIN or devices must not finish.
-    exec(
-        tx,
-        "UPDATE enrollment_sessions SET finished_at = $2
-         WHERE account = $1 AND finished_at IS NULL",
-        &[&account, &now],
-    )
-    .await?;
-    exec(
-        tx,
-        "UPDATE otp_challenges SET used_at = $2 WHERE account = $1 AND used_at IS NULL",
-        &[&account, &now],
     )
     .await?;
     audit(
@@ -1603,25 +1609,7 @@ impl Store for PostgresStore {
             if restored == 0 {
                 return api(ApiError::NoPhoneNumber);
             }
-            let disabled = exec(
-                &tx,
-                "UPDATE devices SET state = 'disabled' WHERE account = $1 AND state != 'disabled'",
-                &[&account],
-            )
-            .await?;
-            exec(
-                &tx,
-                "UPDATE otp_challenges SET used_at = $2 WHERE account = $1 AND used_at IS NULL",
-                &[&account, &now],
-            )
-            .await?;
-            exec(
-                &tx,
-                "UPDATE enrollment_sessions SET finished_at = $2
-                 WHERE account = $1 AND finished_at IS NULL",
-                &[&account, &now],
-            )
-            .await?;
+            let disabled = disable_every_device(&tx, account, now).await?;
             audit(
                 &tx,
                 now,

@@ -451,6 +451,25 @@ fn open_pin_change(
     Ok(())
 }
 
+/// Disables every device of the account and closes its open enrollment sessions and
+/// challenges (started against devices or a PIN that no longer count); the number disabled.
+fn disable_every_device(tx: &Transaction, account: &str, now: i64) -> Result<usize> {
+    let disabled = tx.execute(
+        "UPDATE devices SET state = 'disabled' WHERE account = ?1 AND state != 'disabled'",
+        [account],
+    )?;
+    tx.execute(
+        "UPDATE enrollment_sessions SET finished_at = ?2
+         WHERE account = ?1 AND finished_at IS NULL",
+        params![account, now],
+    )?;
+    tx.execute(
+        "UPDATE otp_challenges SET used_at = ?2 WHERE account = ?1 AND used_at IS NULL",
+        params![account, now],
+    )?;
+    Ok(disabled)
+}
+
 fn reset_pin_failures(tx: &Transaction, account: &str) -> Result<()> {
     tx.execute(
         "UPDATE accounts SET pin_failures = 0 WHERE subject = ?1",
@@ -1264,24 +1283,11 @@ impl Store for SqliteStore {
         let account = account.to_string();
         self.write(move |tx| {
             let had_pin = account_in_tx(tx, &account, now)?.pin_record.is_some();
-            let disabled = tx.execute(
-                "UPDATE devices SET state = 'disabled' WHERE account = ?1 AND state != 'disabled'",
-                [&account],
-            )?;
+            let disabled = disable_every_device(tx, &account, now)?;
             tx.execute(
                 "UPDATE accounts SET pin_record = NULL, pin_credential_id = NULL, pin_failures = 0
                  WHERE subject = ?1",
                 [&account],
-            )?;
-            // Sessions and challenges started against the old PIN or devices must not finish.
-            tx.execute(
-                "UPDATE enrollment_sessions SET finished_at = ?2
-                 WHERE account = ?1 AND finished_at IS NULL",
-                params![account, now],
-            )?;
-            tx.execute(
-                "UPDATE otp_challenges SET used_at = ?2 WHERE account = ?1 AND used_at IS NULL",
-                params![account, now],
             )?;
             audit(
                 tx,
@@ -1445,19 +1451,7 @@ impl Store for SqliteStore {
             if restored == 0 {
                 return api(ApiError::NoPhoneNumber);
             }
-            let disabled = tx.execute(
-                "UPDATE devices SET state = 'disabled' WHERE account = ?1 AND state != 'disabled'",
-                [&account],
-            )?;
-            tx.execute(
-                "UPDATE otp_challenges SET used_at = ?2 WHERE account = ?1 AND used_at IS NULL",
-                params![account, now],
-            )?;
-            tx.execute(
-                "UPDATE enrollment_sessions SET finished_at = ?2
-                 WHERE account = ?1 AND finished_at IS NULL",
-                params![account, now],
-            )?;
+            let disabled = disable_every_device(tx, &account, now)?;
             audit(
                 tx,
                 now,
