@@ -14,19 +14,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use argon2::{Algorithm, Argon2, Params, Version};
 use base64::{engine::general_purpose::STANDARD, Engine};
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{DerSignature, SigningKey};
-use pims_proto::pin::opaque_ke::{
-    ClientLogin, ClientLoginFinishParameters, ClientRegistration,
-    ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
-};
-use pims_proto::pin::PinSuite;
+use pims_device::Stretching;
+use pims_proto::endpoint::{self as ep, Endpoint};
 use pims_proto::*;
 use rand::rngs::OsRng;
-use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 const PIN: &str = "1234";
 
@@ -433,15 +427,6 @@ impl SimDevice {
     }
 }
 
-/// The device-side PIN stretching of simulated devices: cheap on purpose (see module doc).
-fn ksf() -> Argon2<'static> {
-    Argon2::new(
-        Algorithm::Argon2id,
-        Version::V0x13,
-        Params::new(8, 1, 1, None).expect("valid Argon2 parameters"),
-    )
-}
-
 struct Bench {
     http: reqwest::Client,
     urls: Vec<String>,
@@ -454,7 +439,7 @@ impl Bench {
     async fn token(&self, url: &str, subject: &str) -> anyhow::Result<String> {
         let r = self
             .http
-            .post(format!("{url}/v1/dev/tokens"))
+            .post(format!("{url}{}", ep::DevTokens::ROUTE.path))
             .json(&DevTokenRequest {
                 subject: subject.into(),
             })
@@ -469,12 +454,14 @@ impl Bench {
         Ok(r.json::<DevToken>().await?.access_token)
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(
+    /// A device's call of operation `E` (a POST), its path parameters filled by `values`.
+    async fn call<E: Endpoint>(
         &self,
         d: &SimDevice,
-        path: &str,
-        body: &B,
-    ) -> anyhow::Result<T> {
+        values: &[&str],
+        body: &E::Request,
+    ) -> anyhow::Result<E::Response> {
+        let path = E::ROUTE.path(values);
         let r = self
             .http
             .post(format!("{}{path}", d.url))
@@ -493,146 +480,83 @@ impl Bench {
             bail!("{path}: {error}");
         }
         if bytes.is_empty() {
-            // 204 answers: decode `null`.
-            return Ok(serde_json::from_slice(b"null")?);
+            // 204 answers.
+            return Ok(serde_json::from_slice(b"{}")?);
         }
         Ok(serde_json::from_slice(&bytes)?)
     }
 
     /// Certify the number, register the PIN, enroll and activate: one full enrollment.
     async fn enroll(&self, d: &mut SimDevice) -> anyhow::Result<()> {
-        let _: SmsCodeSent = self
-            .post(
-                d,
-                "/v1/sms-codes",
-                &SendSmsCode {
-                    purpose: SmsPurpose::PhoneCertification,
-                    phone_number: Some(d.phone.clone()),
-                },
-            )
-            .await?;
+        self.call::<ep::SmsCodes>(
+            d,
+            &[],
+            &SendSmsCode {
+                purpose: SmsPurpose::PhoneCertification,
+                phone_number: Some(d.phone.clone()),
+            },
+        )
+        .await?;
         let code = self.inbox.code(&d.phone)?;
-        let _: Option<()> = self
-            .post(
-                d,
-                "/v1/phone-number",
-                &AddPhoneNumber {
-                    phone_number: d.phone.clone(),
-                    sms_code: code,
-                },
-            )
-            .await?;
-        let _: SmsCodeSent = self
-            .post(
-                d,
-                "/v1/sms-codes",
-                &SendSmsCode {
-                    purpose: SmsPurpose::Enrollment,
-                    phone_number: None,
-                },
-            )
-            .await?;
+        self.call::<ep::PhoneNumberAdd>(
+            d,
+            &[],
+            &AddPhoneNumber {
+                phone_number: d.phone.clone(),
+                sms_code: code,
+            },
+        )
+        .await?;
+        self.call::<ep::SmsCodes>(
+            d,
+            &[],
+            &SendSmsCode {
+                purpose: SmsPurpose::Enrollment,
+                phone_number: None,
+            },
+        )
+        .await?;
         let code = self.inbox.code(&d.phone)?;
-        let registration = ClientRegistration::<PinSuite>::start(&mut OsRng, PIN.as_bytes())
-            .map_err(|e| anyhow!("OPAQUE start: {e:?}"))?;
-        let started: EnrollmentStarted = self
-            .post(
-                d,
-                "/v1/enrollments",
-                &StartEnrollment {
-                    sms_code: code,
-                    phone_number: None,
-                    pin: PinStart::Register(registration.message.serialize().to_vec().into()),
-                },
-            )
-            .await?;
-        let PinStart::Register(response) = &started.pin else {
-            bail!("the server asked for a PIN login on a new account");
+        let (enrollment, start) = pims_device::start_enrollment(code, None, PIN.as_bytes(), true);
+        let started = self.call::<ep::EnrollmentStart>(d, &[], &start).await?;
+        let device = NewDevice {
+            public_key: d.public_key().into(),
+            name: "bench device".into(),
+            platform: Platform::Android,
         };
-        let ksf = ksf();
-        let done = registration
-            .state
-            .finish(
-                &mut OsRng,
-                PIN.as_bytes(),
-                RegistrationResponse::deserialize(response.as_slice())
-                    .map_err(|e| anyhow!("OPAQUE response: {e:?}"))?,
-                ClientRegistrationFinishParameters::new(Identifiers::default(), Some(&ksf)),
-            )
-            .map_err(|e| anyhow!("OPAQUE finish: {e:?}"))?;
-        let pin = PinFinish::Register(done.message.serialize().to_vec().into());
-        let signature = d.sign(&transcript::enrollment(
-            &started.enrollment_id,
-            started.nonce.as_slice(),
-            &d.public_key(),
-            pin.proof(),
-        ));
-        let finished: EnrollmentFinished = self
-            .post(
-                d,
-                &format!("/v1/enrollments/{}/finish", started.enrollment_id),
-                &FinishEnrollment {
-                    idempotency_key: uuid::Uuid::new_v4().to_string(),
-                    pin,
-                    device: NewDevice {
-                        public_key: d.public_key().into(),
-                        name: "bench device".into(),
-                        platform: Platform::Android,
-                    },
-                    signature: signature.into(),
-                },
-            )
+        let key = uuid::Uuid::new_v4().to_string();
+        let finish = enrollment
+            .finish(PIN.as_bytes(), &started, device, key, Stretching::Cheap)
+            .map_err(|_| anyhow!("the server's enrollment answer is malformed"))?;
+        let request = finish.sign_with(|t| d.sign(t));
+        let finished = self
+            .call::<ep::EnrollmentFinish>(d, &[&started.enrollment_id], &request)
             .await?;
         d.id = finished.device_id;
         d.activation_nonce = finished.activation_nonce.0;
         d.counter += 1;
-        let signature = d.sign(&transcript::activation(
-            &d.id,
-            &d.activation_nonce,
-            d.counter,
-        ));
-        let _: Option<()> = self
-            .post(
-                d,
-                &format!("/v1/devices/{}/activate", d.id),
-                &ActivateDevice {
-                    counter: d.counter,
-                    signature: signature.into(),
-                },
-            )
+        let activation = pims_device::activation(&d.id, &d.activation_nonce, d.counter);
+        let request = activation.sign_with(|t| d.sign(t));
+        self.call::<ep::DeviceActivate>(d, &[&d.id], &request)
             .await?;
         Ok(())
     }
 
     /// Challenge then OTP; returns the OTP.
     async fn otp(&self, d: &mut SimDevice, with_pin: bool) -> anyhow::Result<String> {
-        let login = if with_pin {
-            Some(
-                ClientLogin::<PinSuite>::start(&mut OsRng, PIN.as_bytes())
-                    .map_err(|e| anyhow!("OPAQUE start: {e:?}"))?,
-            )
-        } else {
-            None
-        };
-        let request: Option<Bytes> = login
-            .as_ref()
-            .map(|l| l.message.serialize().to_vec().into());
-        let proof = request.as_ref().map(|r| {
+        let login = with_pin.then(|| pims_device::pin::start(PIN.as_bytes(), false));
+        let proof = login.as_ref().map(|(_, request)| {
             d.counter += 1;
-            LoginProof {
-                counter: d.counter,
-                signature: d
-                    .sign(&transcript::login_start(&d.id, d.counter, r.as_slice()))
-                    .into(),
-            }
+            let proof = pims_device::login_proof(&d.id, d.counter, request.as_slice());
+            proof.sign_with(|t| d.sign(t))
         });
-        let challenge: OtpChallenge = self
-            .post(
+        let challenge = self
+            .call::<ep::OtpChallenges>(
                 d,
-                "/v1/otp/challenges",
+                &[],
                 &OtpChallengeRequest {
                     device_id: d.id.clone(),
-                    pin: request,
+                    pin: login.as_ref().map(|(_, request)| request.clone()),
                     audience: None,
                     proof,
                 },
@@ -640,46 +564,25 @@ impl Bench {
             .await?;
         let pin = match login {
             None => None,
-            Some(l) => {
+            Some((exchange, _)) => {
                 let response = challenge
                     .pin
                     .as_ref()
                     .ok_or_else(|| anyhow!("no PIN response in the challenge"))?;
-                let ksf = ksf();
-                let done = l
-                    .state
-                    .finish(
-                        &mut OsRng,
-                        PIN.as_bytes(),
-                        CredentialResponse::deserialize(response.as_slice())
-                            .map_err(|e| anyhow!("OPAQUE response: {e:?}"))?,
-                        ClientLoginFinishParameters::new(None, Identifiers::default(), Some(&ksf)),
-                    )
-                    .map_err(|e| anyhow!("OPAQUE login finish: {e:?}"))?;
-                Some(PinFinish::Login(done.message.serialize().to_vec().into()))
+                let finish = pims_device::pin::finish(
+                    exchange,
+                    PIN.as_bytes(),
+                    response.as_slice(),
+                    Stretching::Cheap,
+                )
+                .map_err(|_| anyhow!("the server's PIN answer is malformed"))?;
+                Some(finish)
             }
         };
         d.counter += 1;
-        let proof = pin.as_ref().map_or(&[][..], PinFinish::proof);
-        let signature = d.sign(&transcript::otp(
-            &challenge.challenge_id,
-            challenge.nonce.as_slice(),
-            &d.id,
-            d.counter,
-            proof,
-        ));
-        let issued: OtpIssued = self
-            .post(
-                d,
-                "/v1/otp",
-                &OtpRequest {
-                    challenge_id: challenge.challenge_id,
-                    counter: d.counter,
-                    pin,
-                    signature: signature.into(),
-                },
-            )
-            .await?;
+        let otp = pims_device::otp_request(&challenge, &d.id, d.counter, pin);
+        let request = otp.sign_with(|t| d.sign(t));
+        let issued = self.call::<ep::Otp>(d, &[], &request).await?;
         Ok(issued.otp)
     }
 
@@ -688,7 +591,7 @@ impl Bench {
         let url = &self.urls[i % self.urls.len()];
         let r = self
             .http
-            .post(format!("{url}/v1/otp/verify"))
+            .post(format!("{url}{}", ep::OtpVerify::ROUTE.path))
             .header(
                 "authorization",
                 format!(

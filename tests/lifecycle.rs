@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pims_core::Message;
+use pims_proto::endpoint::{self as ep, Endpoint};
 use serde_json::{json, Value};
 use support::proxy::{Fault, FaultProxy};
 use support::{failed, ok, Phone, TestServer, NUMBER, PIN};
@@ -416,7 +417,7 @@ async fn update_pin_reaches_the_server_only_once_and_2314_when_unreachable() {
     let e = failed(&phone.update_pin(PIN, NEW_PIN).await, 2314, NO_SERVICE);
     assert!(retryable(&e));
     ok(&phone.update_pin(PIN, NEW_PIN).await);
-    assert_eq!(proxy.forwarded("/v1/pin/change/finish"), 1);
+    assert_eq!(proxy.forwarded(ep::PinChangeFinish::ROUTE.path), 1);
     ok(&phone.otp_with_pin(NEW_PIN).await);
 }
 

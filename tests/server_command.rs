@@ -3,6 +3,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use pims_proto::endpoint::{DevTokens, Endpoint};
+
 #[tokio::test]
 async fn server_command_serves_and_shuts_down_on_interrupt() {
     let dir = tempfile::tempdir().unwrap();
@@ -34,7 +36,7 @@ async fn server_command_serves_and_shuts_down_on_interrupt() {
     assert_eq!(health.status(), 200);
     // The development issuer is off unless the configuration asks for it.
     let token = reqwest::Client::new()
-        .post(format!("{url}/v1/dev/tokens"))
+        .post(format!("{url}{}", DevTokens::ROUTE.path))
         .json(&serde_json::json!({"subject": "x"}))
         .send()
         .await

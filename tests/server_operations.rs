@@ -4,6 +4,8 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
+use pims_proto::endpoint::{Account, Endpoint};
+
 fn write_config(dir: &std::path::Path, extra: &str) -> std::path::PathBuf {
     let config = dir.join("server.toml");
     std::fs::write(
@@ -71,7 +73,7 @@ async fn json_logs_carry_the_transaction_id_and_sigterm_stops_cleanly() {
         }
     };
     let r = reqwest::Client::new()
-        .get(format!("{url}/v1/account"))
+        .get(format!("{url}{}", Account::ROUTE.path))
         .header(pims_proto::PROTOCOL_HEADER, "1")
         .header(pims_proto::TRANSACTION_HEADER, "tx-42")
         .send()

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use pims_core::{Message, Pims};
+use pims_proto::endpoint::{self as ep, Endpoint};
 use pims_server::{Clock, RunningServer, ServerConfig};
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -65,7 +66,7 @@ impl TestServer {
 
     pub async fn token(&self, subject: &str) -> String {
         let response: Value = reqwest::Client::new()
-            .post(format!("{}/v1/dev/tokens", self.url()))
+            .post(format!("{}{}", self.url(), ep::DevTokens::ROUTE.path))
             .json(&json!({ "subject": subject }))
             .send()
             .await
@@ -109,7 +110,7 @@ impl TestServer {
     pub async fn verify_otp(&self, otp: &str) -> (u16, Value) {
         let rp = &self.config.relying_parties[0];
         let response = reqwest::Client::new()
-            .post(format!("{}/v1/otp/verify", self.url()))
+            .post(format!("{}{}", self.url(), ep::OtpVerify::ROUTE.path))
             .basic_auth(&rp.id, Some(&rp.secret))
             .json(&json!({ "otp": otp }))
             .send()

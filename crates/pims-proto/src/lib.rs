@@ -4,6 +4,7 @@
 //! server parses. Binary values travel as unpadded base64url strings ([`Bytes`]).
 
 mod bytes;
+pub mod endpoint;
 pub mod error;
 pub mod messages;
 pub mod pin;

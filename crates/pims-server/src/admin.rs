@@ -5,19 +5,16 @@
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
-use axum::routing::{get, post};
 use axum::Router;
+use pims_proto::endpoint::admin;
 use pims_proto::ApiError;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use crate::auth::bearer_token;
 use crate::error::Error;
-use crate::http::{AppState, ClientAddress};
+use crate::http::{AppState, ClientAddress, Serve};
 use crate::net::client_key;
 use crate::store::{AdminDeviceSummary, AuditEvent};
 
@@ -25,63 +22,14 @@ const MAX_PAGE: u32 = 1000;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/admin/v1/accounts/{account}/devices", get(devices))
-        .route(
-            "/admin/v1/accounts/{account}/devices/{device_id}/disable",
-            post(disable_device),
-        )
-        .route("/admin/v1/accounts/{account}/unblock", post(unblock))
-        .route(
-            "/admin/v1/accounts/{account}/phone-number/restore",
-            post(restore_phone_number),
-        )
-        .route("/admin/v1/audit", get(audit))
+        .serve(admin::DEVICES, devices)
+        .serve(admin::DEVICE_DISABLE, disable_device)
+        .serve(admin::UNBLOCK, unblock)
+        .serve(admin::PHONE_NUMBER_RESTORE, restore_phone_number)
+        .serve(admin::AUDIT, audit)
 }
 
-/// Failed admin authentications one client address may make in [`FAILURE_WINDOW_SECONDS`];
-/// after that every admin request from it, even with the right token, gets 429 until the
-/// window ends.
-pub const MAX_FAILURES: u32 = 5;
-pub const FAILURE_WINDOW_SECONDS: i64 = 60;
-/// Addresses tracked before expired windows are swept.
-const SWEEP_ABOVE: usize = 10_000;
-
-/// Admin-token failures per client address (`net::client_key`), in fixed windows.
-///
-/// In process, not in the database: the store has no generic counter and the admin API is an
-/// operator's tool, usually reached on an internal network, so each replica bounding guesses at
-/// 5 a minute per address is enough (a 32+ character token is not guessable online anyway);
-/// what matters is that guessing is slow and visible in the log.
-#[derive(Default)]
-pub struct AdminFailures {
-    windows: Mutex<HashMap<String, (i64, u32)>>,
-}
-
-impl AdminFailures {
-    /// Seconds until `client` may try again, when its window is used up.
-    fn blocked_for(&self, client: &str, now: i64) -> Option<u64> {
-        let windows = self.windows.lock().unwrap();
-        match windows.get(client) {
-            Some(&(start, n)) if n >= MAX_FAILURES && now < start + FAILURE_WINDOW_SECONDS => {
-                Some((start + FAILURE_WINDOW_SECONDS - now) as u64)
-            }
-            _ => None,
-        }
-    }
-
-    fn record(&self, client: &str, now: i64) -> u32 {
-        let mut windows = self.windows.lock().unwrap();
-        if windows.len() > SWEEP_ABOVE {
-            windows.retain(|_, (start, _)| now < *start + FAILURE_WINDOW_SECONDS);
-        }
-        let entry = windows.entry(client.to_string()).or_insert((now, 0));
-        if now >= entry.0 + FAILURE_WINDOW_SECONDS {
-            *entry = (now, 0);
-        }
-        entry.1 += 1;
-        entry.1
-    }
-}
+pub use crate::net::{AdminFailures, FAILURE_WINDOW_SECONDS, MAX_FAILURES};
 
 /// A request carrying the admin token (compared in constant time, as hashes), from an address
 /// that has not used up its failures.

@@ -4,12 +4,14 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::handler::Handler;
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use pims_proto::endpoint::{self as ep, Endpoint, Method, Route};
 use pims_proto::{
     AccountStatus, ActivateDevice, AddPhoneNumber, ApiError, CheckSmsCode, DevToken,
     DevTokenRequest, EnrollmentFinished, EnrollmentStarted, ErrorBody, FinishEnrollment,
@@ -38,7 +40,7 @@ pub(crate) struct Inner {
     pub relying_parties: Vec<RelyingParty>,
     pub accepted_versions: Vec<u32>,
     pub admin_token: Option<AdminToken>,
-    pub admin_failures: crate::admin::AdminFailures,
+    pub admin_failures: crate::net::AdminFailures,
     pub trust_forwarded_for: bool,
 }
 
@@ -71,28 +73,26 @@ impl AppState {
     }
 }
 
-/// The whole HTTP API.
-pub fn router(state: AppState) -> Router {
+/// The whole HTTP API: each handler at its operation of the endpoint table, and the admin
+/// API's routes (`admin`) when an admin token is configured.
+pub fn router(state: AppState, admin: Router<AppState>) -> Router {
     let sdk = Router::new()
-        .route("/v1/account", get(account_status))
-        .route("/v1/sms-codes", post(send_sms_code))
-        .route("/v1/sms-codes/check", post(check_sms_code))
-        .route("/v1/phone-number", post(add_phone_number))
-        .route("/v1/enrollments", post(start_enrollment))
-        .route(
-            "/v1/enrollments/{enrollment_id}/finish",
-            post(finish_enrollment),
-        )
-        .route("/v1/devices/{device_id}/activate", post(activate_device))
-        .route("/v1/otp/challenges", post(otp_challenge))
-        .route("/v1/otp", post(issue_otp))
-        .route("/v1/devices", get(list_devices))
-        .route("/v1/devices/{device_id}/revoke", post(revoke_device))
-        .route("/v1/devices/{device_id}/challenges", post(device_challenge))
-        .route("/v1/enrollments/remove", post(remove_enrollments))
-        .route("/v1/pin/change", post(start_pin_change))
-        .route("/v1/pin/change/finish", post(finish_pin_change))
-        .route("/v1/phone-number/modify", post(modify_phone_number))
+        .serve(ep::Account::ROUTE, account_status)
+        .serve(ep::SmsCodes::ROUTE, send_sms_code)
+        .serve(ep::SmsCodeCheck::ROUTE, check_sms_code)
+        .serve(ep::PhoneNumberAdd::ROUTE, add_phone_number)
+        .serve(ep::EnrollmentStart::ROUTE, start_enrollment)
+        .serve(ep::EnrollmentFinish::ROUTE, finish_enrollment)
+        .serve(ep::DeviceActivate::ROUTE, activate_device)
+        .serve(ep::OtpChallenges::ROUTE, otp_challenge)
+        .serve(ep::Otp::ROUTE, issue_otp)
+        .serve(ep::Devices::ROUTE, list_devices)
+        .serve(ep::DeviceRevoke::ROUTE, revoke_device)
+        .serve(ep::DeviceChallenges::ROUTE, device_challenge)
+        .serve(ep::EnrollmentsRemove::ROUTE, remove_enrollments)
+        .serve(ep::PinChange::ROUTE, start_pin_change)
+        .serve(ep::PinChangeFinish::ROUTE, finish_pin_change)
+        .serve(ep::PhoneNumberModify::ROUTE, modify_phone_number)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             check_protocol,
@@ -105,16 +105,31 @@ pub fn router(state: AppState) -> Router {
             get(|| async { axum::Json(crate::openapi::document()) }),
         )
         .route("/metrics", get(metrics))
-        .route("/v1/otp/verify", post(verify_otp))
+        .serve(ep::OtpVerify::ROUTE, verify_otp)
         .merge(sdk);
     if state.inner.dev_issuer.is_some() {
-        app = app.route("/v1/dev/tokens", post(dev_token));
+        app = app.serve(ep::DevTokens::ROUTE, dev_token);
     }
     if state.inner.admin_token.is_some() {
-        app = app.merge(crate::admin::routes());
+        app = app.merge(admin);
     }
     app.layer(middleware::from_fn_with_state(state.clone(), request_span))
         .with_state(state)
+}
+
+/// Mounts a handler at a [`Route`] of the endpoint table: its path with its method.
+pub(crate) trait Serve {
+    fn serve<H: Handler<T, AppState>, T: 'static>(self, route: Route, handler: H) -> Self;
+}
+
+impl Serve for Router<AppState> {
+    fn serve<H: Handler<T, AppState>, T: 'static>(self, route: Route, handler: H) -> Self {
+        let method = match route.method {
+            Method::Get => get(handler),
+            Method::Post => post(handler),
+        };
+        self.route(route.path, method)
+    }
 }
 
 // ---- errors -----------------------------------------------------------------------------

@@ -23,6 +23,8 @@ pub mod service;
 pub mod sms;
 pub mod sms_gateways;
 pub mod store;
+/// Throwaway PostgreSQL clusters for tests: not part of the server, only with `testing`.
+#[cfg(feature = "testing")]
 pub mod testing;
 
 pub use clock::Clock;

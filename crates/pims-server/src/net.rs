@@ -327,6 +327,53 @@ pub async fn serve(
     Ok(())
 }
 
+// ---- admin-token failures ---------------------------------------------------------------
+
+/// Failed admin authentications one client address may make in [`FAILURE_WINDOW_SECONDS`];
+/// after that every admin request from it, even with the right token, gets 429 until the
+/// window ends.
+pub const MAX_FAILURES: u32 = 5;
+pub const FAILURE_WINDOW_SECONDS: i64 = 60;
+/// Addresses tracked before expired windows are swept.
+const SWEEP_ABOVE: usize = 10_000;
+
+/// Admin-token failures per client address ([`client_key`]), in fixed windows.
+///
+/// In process, not in the database: the store has no generic counter and the admin API is an
+/// operator's tool, usually reached on an internal network, so each replica bounding guesses at
+/// 5 a minute per address is enough (a 32+ character token is not guessable online anyway);
+/// what matters is that guessing is slow and visible in the log.
+#[derive(Default)]
+pub struct AdminFailures {
+    windows: Mutex<HashMap<String, (i64, u32)>>,
+}
+
+impl AdminFailures {
+    /// Seconds until `client` may try again, when its window is used up.
+    pub(crate) fn blocked_for(&self, client: &str, now: i64) -> Option<u64> {
+        let windows = self.windows.lock().unwrap();
+        match windows.get(client) {
+            Some(&(start, n)) if n >= MAX_FAILURES && now < start + FAILURE_WINDOW_SECONDS => {
+                Some((start + FAILURE_WINDOW_SECONDS - now) as u64)
+            }
+            _ => None,
+        }
+    }
+
+    pub(crate) fn record(&self, client: &str, now: i64) -> u32 {
+        let mut windows = self.windows.lock().unwrap();
+        if windows.len() > SWEEP_ABOVE {
+            windows.retain(|_, (start, _)| now < *start + FAILURE_WINDOW_SECONDS);
+        }
+        let entry = windows.entry(client.to_string()).or_insert((now, 0));
+        if now >= entry.0 + FAILURE_WINDOW_SECONDS {
+            *entry = (now, 0);
+        }
+        entry.1 += 1;
+        entry.1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -153,7 +153,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
-    let app = crate::net::bounded(router(state), &config.http);
+    let app = crate::net::bounded(router(state, crate::admin::routes()), &config.http);
     let task = tokio::spawn(crate::net::serve(
         listener,
         app,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use pims_proto::endpoint::{self, Endpoint};
 use pims_proto::{ApiError, ErrorBody, PROTOCOL_HEADER, PROTOCOL_VERSION, TRANSACTION_HEADER};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
@@ -41,25 +42,25 @@ impl ServerClient {
         }
     }
 
-    pub async fn get<Resp: DeserializeOwned>(
+    /// Calls operation `E` of the endpoint table: `values` fill its path parameters in order,
+    /// `query` is an optional `name=value` (GET only). No body is sent on GET.
+    pub async fn call<E: Endpoint>(
         &self,
-        path: &str,
+        values: &[&str],
+        query: Option<(&str, &str)>,
         token: &str,
         transaction_id: &str,
-    ) -> Result<Resp, CallError> {
-        self.send::<(), Resp>(Method::GET, path, token, transaction_id, None)
-            .await
-    }
-
-    pub async fn post<Req: Serialize, Resp: DeserializeOwned>(
-        &self,
-        path: &str,
-        token: &str,
-        transaction_id: &str,
-        body: &Req,
-    ) -> Result<Resp, CallError> {
-        self.send(Method::POST, path, token, transaction_id, Some(body))
-            .await
+        body: &E::Request,
+    ) -> Result<E::Response, CallError> {
+        let mut path = E::ROUTE.path(values);
+        if let Some((name, value)) = query {
+            path = format!("{path}?{name}={}", endpoint::encode_segment(value));
+        }
+        let (method, body) = match E::ROUTE.method {
+            endpoint::Method::Get => (Method::GET, None),
+            endpoint::Method::Post => (Method::POST, Some(body)),
+        };
+        self.send(method, &path, token, transaction_id, body).await
     }
 
     async fn send<Req: Serialize, Resp: DeserializeOwned>(
@@ -148,7 +149,7 @@ mod tests {
         });
         let client = ServerClient::new(&format!("http://{server_addr}"), Duration::from_secs(5));
         let answer = client
-            .get::<serde_json::Value>("/v1/account", "token", "tx")
+            .call::<endpoint::Account>(&[], None, "token", "tx", &endpoint::Empty {})
             .await;
         assert!(
             matches!(answer, Err(CallError::Unexpected(307))),

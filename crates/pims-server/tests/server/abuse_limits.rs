@@ -1,5 +1,6 @@
 //! Limits per client address, across accounts and numbers: 429 with the time to wait.
 
+use pims_proto::endpoint::{self as ep, Endpoint};
 use pims_proto::*;
 
 use crate::common::*;
@@ -12,7 +13,7 @@ async fn send_from(
 ) -> Result<SmsCodeSent, ApiError> {
     let token = s.token(subject).await;
     decode(
-        s.request(reqwest::Method::POST, "/v1/sms-codes", &token)
+        s.at(ep::SmsCodes::ROUTE, &[], &token)
             .header("x-forwarded-for", format!("203.0.113.9, {address}"))
             .json(&SendSmsCode {
                 purpose: SmsPurpose::PhoneCertification,

@@ -1,3 +1,4 @@
+use pims_proto::endpoint::{self as ep, Endpoint};
 use pims_proto::*;
 
 use crate::common::*;
@@ -57,11 +58,7 @@ async fn requests_without_a_valid_token_are_unauthenticated() {
         Err(ApiError::Unauthenticated)
     );
     for token in ["garbage", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhbGljZSJ9."] {
-        let r = s
-            .request(reqwest::Method::GET, "/v1/account", token)
-            .send()
-            .await
-            .unwrap();
+        let r = s.at(ep::Account::ROUTE, &[], token).send().await.unwrap();
         assert_eq!(
             decode::<AccountStatus>(r).await,
             Err(ApiError::Unauthenticated)
@@ -74,11 +71,7 @@ async fn tokens_expire_after_an_hour() {
     let s = TestServer::start().await;
     let token = s.token("alice").await;
     s.clock.advance(3600);
-    let r = s
-        .request(reqwest::Method::GET, "/v1/account", &token)
-        .send()
-        .await
-        .unwrap();
+    let r = s.at(ep::Account::ROUTE, &[], &token).send().await.unwrap();
     assert_eq!(
         decode::<AccountStatus>(r).await,
         Err(ApiError::Unauthenticated)
@@ -100,11 +93,7 @@ async fn without_the_development_issuer_no_token_is_minted_or_accepted() {
         .await
         .unwrap();
     assert_eq!(r.status(), 404);
-    let r = s
-        .request(reqwest::Method::GET, "/v1/account", &token)
-        .send()
-        .await
-        .unwrap();
+    let r = s.at(ep::Account::ROUTE, &[], &token).send().await.unwrap();
     assert_eq!(
         decode::<AccountStatus>(r).await,
         Err(ApiError::Unauthenticated)
@@ -158,7 +147,7 @@ async fn malformed_bodies_name_the_missing_field() {
     let s = TestServer::start().await;
     let token = s.token("alice").await;
     let r = s
-        .request(reqwest::Method::POST, "/v1/sms-codes", &token)
+        .at(ep::SmsCodes::ROUTE, &[], &token)
         .json(&serde_json::json!({"phoneNumber": PHONE}))
         .send()
         .await

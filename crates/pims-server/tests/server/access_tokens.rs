@@ -9,6 +9,7 @@ use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use p256::ecdsa::SigningKey;
 use p256::pkcs8::EncodePrivateKey;
+use pims_proto::endpoint::{self as ep, Endpoint};
 use pims_proto::*;
 use pims_server::config::AccessTokenConfig;
 use rand::rngs::OsRng;
@@ -117,13 +118,7 @@ async fn server(provider: &Provider) -> TestServer {
 }
 
 async fn account_with(s: &TestServer, token: &str) -> Result<AccountStatus, ApiError> {
-    decode(
-        s.request(reqwest::Method::GET, "/v1/account", token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
+    decode(s.at(ep::Account::ROUTE, &[], token).send().await.unwrap()).await
 }
 
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! The admin API over HTTP: its own bearer credential, and every action lands in the audit.
 
+use pims_proto::endpoint::{admin, Method, Route};
 use pims_proto::*;
 use pims_server::admin::{AuditPage, DeviceList};
 use pims_server::config::AdminToken;
@@ -12,14 +13,13 @@ async fn admin_server() -> TestServer {
     TestServer::start_with(|c| c.admin_token = Some(AdminToken(ADMIN.into()))).await
 }
 
-fn admin(
-    s: &TestServer,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-) -> reqwest::RequestBuilder {
+fn admin(s: &TestServer, route: Route, values: &[&str], token: &str) -> reqwest::RequestBuilder {
+    let method = match route.method {
+        Method::Get => reqwest::Method::GET,
+        Method::Post => reqwest::Method::POST,
+    };
     s.http
-        .request(method, format!("{}{path}", s.url))
+        .request(method, format!("{}{}", s.url, route.path(values)))
         .bearer_auth(token)
 }
 
@@ -28,15 +28,10 @@ async fn the_admin_api_needs_the_admin_token() {
     let s = admin_server().await;
     let user = s.token("alice").await;
     for token in ["wrong", user.as_str()] {
-        let r = admin(
-            &s,
-            reqwest::Method::GET,
-            "/admin/v1/accounts/alice/devices",
-            token,
-        )
-        .send()
-        .await
-        .unwrap();
+        let r = admin(&s, admin::DEVICES, &["alice"], token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(
             decode::<DeviceList>(r).await.err(),
             Some(ApiError::Unauthenticated)
@@ -44,7 +39,7 @@ async fn the_admin_api_needs_the_admin_token() {
     }
     // Without an admin token configured there is no admin API at all.
     let plain = TestServer::start().await;
-    let r = admin(&plain, reqwest::Method::GET, "/admin/v1/audit", ADMIN)
+    let r = admin(&plain, admin::AUDIT, &[], ADMIN)
         .send()
         .await
         .unwrap();
@@ -60,35 +55,24 @@ async fn an_admin_lists_disables_unblocks_and_reads_the_audit() {
     }
     assert_eq!(s.status(&token, None).await.pin, PinState::Blocked);
 
-    let r = admin(
-        &s,
-        reqwest::Method::POST,
-        "/admin/v1/accounts/alice/unblock",
-        ADMIN,
-    )
-    .send()
-    .await
-    .unwrap();
+    let r = admin(&s, admin::UNBLOCK, &["alice"], ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 204);
     assert_eq!(s.status(&token, None).await.pin, PinState::Set);
     s.otp(&token, &mut device, Some("1234")).await.unwrap();
 
-    let r = admin(
-        &s,
-        reqwest::Method::GET,
-        "/admin/v1/accounts/alice/devices",
-        ADMIN,
-    )
-    .send()
-    .await
-    .unwrap();
+    let r = admin(&s, admin::DEVICES, &["alice"], ADMIN)
+        .send()
+        .await
+        .unwrap();
     let list: DeviceList = decode(r).await.unwrap();
     assert_eq!(list.devices.len(), 1);
     assert_eq!(list.devices[0].id, device.id);
     assert_eq!(list.devices[0].state, DeviceState::Active);
 
-    let path = format!("/admin/v1/accounts/alice/devices/{}/disable", device.id);
-    let r = admin(&s, reqwest::Method::POST, &path, ADMIN)
+    let r = admin(&s, admin::DEVICE_DISABLE, &["alice", &device.id], ADMIN)
         .send()
         .await
         .unwrap();
@@ -97,26 +81,17 @@ async fn an_admin_lists_disables_unblocks_and_reads_the_audit() {
         s.otp(&token, &mut device, None).await.err(),
         Some(ApiError::DeviceUnknown)
     );
-    let r = admin(
-        &s,
-        reqwest::Method::POST,
-        "/admin/v1/accounts/alice/devices/nope/disable",
-        ADMIN,
-    )
-    .send()
-    .await
-    .unwrap();
+    let r = admin(&s, admin::DEVICE_DISABLE, &["alice", "nope"], ADMIN)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(decode_empty(r).await.err(), Some(ApiError::DeviceUnknown));
 
-    let r = admin(
-        &s,
-        reqwest::Method::GET,
-        "/admin/v1/audit?account=alice&limit=1000",
-        ADMIN,
-    )
-    .send()
-    .await
-    .unwrap();
+    let r = admin(&s, admin::AUDIT, &[], ADMIN)
+        .query(&[("account", "alice"), ("limit", "1000")])
+        .send()
+        .await
+        .unwrap();
     let page: AuditPage = decode(r).await.unwrap();
     let events: Vec<&str> = page.events.iter().map(|e| e.event.as_str()).collect();
     for expected in [

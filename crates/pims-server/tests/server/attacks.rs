@@ -2,6 +2,7 @@
 //! attacker over raw HTTP and raw OPAQUE (never through the SDK) and asserts the attack gets
 //! nothing. Where the store matters the scenario runs on SQLite and on PostgreSQL.
 
+use pims_proto::endpoint::{self as ep, Endpoint};
 use pims_proto::pin::opaque_ke::{ClientLogin, ClientRegistration, CredentialRequest};
 use pims_proto::pin::PinSuite;
 use pims_proto::*;
@@ -66,8 +67,8 @@ async fn no_oprf_oracle(s: TestServer) {
     impostor.id = device.id.clone();
     for proof in [None, Some(impostor.login_proof(&request))] {
         let started: Result<OtpChallenge, _> = s
-            .post(
-                "/v1/otp/challenges",
+            .call::<ep::OtpChallenges>(
+                &[],
                 &token,
                 &OtpChallengeRequest {
                     device_id: device.id.clone(),
@@ -89,11 +90,7 @@ async fn no_oprf_oracle(s: TestServer) {
 
     // 1. A device challenge with a registration request (what main answered before).
     let r = s
-        .request(
-            reqwest::Method::POST,
-            &format!("/v1/devices/{}/challenges", device.id),
-            &token,
-        )
+        .at(ep::DeviceChallenges::ROUTE, &[&device.id], &token)
         .json(&serde_json::json!({ "login": null, "register": Bytes(blinded.clone()) }))
         .send()
         .await
@@ -149,8 +146,8 @@ async fn no_oprf_oracle(s: TestServer) {
         .await
         .unwrap();
     let refused: Result<EnrollmentStarted, _> = s
-        .post(
-            "/v1/enrollments",
+        .call::<ep::EnrollmentStart>(
+            &[],
             &token,
             &StartEnrollment {
                 sms_code: s.last_code(PHONE),
@@ -227,8 +224,8 @@ async fn a_database_reader_cannot_finish_an_open_pin_login() {
     let request: Bytes = login.message.serialize().to_vec().into();
     let proof = device.login_proof(&request);
     let challenge: OtpChallenge = s
-        .post(
-            "/v1/otp/challenges",
+        .call::<ep::OtpChallenges>(
+            &[],
             &token,
             &OtpChallengeRequest {
                 device_id: device.id.clone(),
@@ -258,8 +255,8 @@ async fn a_database_reader_cannot_finish_an_open_pin_login() {
         forged.proof(),
     ));
     let issued: Result<OtpIssued, _> = s
-        .post(
-            "/v1/otp",
+        .call::<ep::Otp>(
+            &[],
             &token,
             &OtpRequest {
                 challenge_id: challenge.challenge_id,
@@ -340,7 +337,7 @@ async fn number_change_then_recovery(s: TestServer) {
     assert_eq!(to_thief(), sent_before);
     // …and starting over with a PIN of the thief's choosing is held too.
     let r = s
-        .request(reqwest::Method::POST, "/v1/enrollments/remove", &token)
+        .at(ep::EnrollmentsRemove::ROUTE, &[], &token)
         .send()
         .await
         .unwrap();
@@ -412,11 +409,7 @@ async fn otps_die_with_the_device(s: TestServer) {
     let before_revoke = s.otp(&token, &mut lost, Some(PIN)).await.unwrap();
     let from_other = s.otp(&token, &mut other, None).await.unwrap();
     let r = s
-        .request(
-            reqwest::Method::POST,
-            &format!("/v1/devices/{}/revoke", lost.id),
-            &token,
-        )
+        .at(ep::DeviceRevoke::ROUTE, &[&lost.id], &token)
         .send()
         .await
         .unwrap();
@@ -428,7 +421,7 @@ async fn otps_die_with_the_device(s: TestServer) {
     );
     let before_remove = s.otp(&token, &mut other, Some(PIN)).await.unwrap();
     let r = s
-        .request(reqwest::Method::POST, "/v1/enrollments/remove", &token)
+        .at(ep::EnrollmentsRemove::ROUTE, &[], &token)
         .send()
         .await
         .unwrap();
@@ -461,7 +454,7 @@ async fn recovery_is_visible(s: TestServer) {
 
     s.clock.advance(60);
     let r = s
-        .request(reqwest::Method::POST, "/v1/enrollments/remove", &token)
+        .at(ep::EnrollmentsRemove::ROUTE, &[], &token)
         .send()
         .await
         .unwrap();
@@ -617,7 +610,7 @@ async fn stale_authorizations_die_with_the_pin(s: TestServer) {
         &req.signed_payload(),
     );
     let r = s
-        .request(reqwest::Method::POST, "/v1/phone-number/modify", &token)
+        .at(ep::PhoneNumberModify::ROUTE, &[], &token)
         .json(&req)
         .send()
         .await
@@ -720,8 +713,9 @@ async fn the_helpdesk_gives_back_a_number_a_thief_moved() {
     let restore = || {
         s.http
             .post(format!(
-                "{}/admin/v1/accounts/victim/phone-number/restore",
-                s.url
+                "{}{}",
+                s.url,
+                ep::admin::PHONE_NUMBER_RESTORE.path(&["victim"])
             ))
             .bearer_auth(ADMIN)
             .send()

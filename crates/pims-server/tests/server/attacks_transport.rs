@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use p256::ecdsa::{DerSignature, Signature};
+use pims_proto::endpoint::{self as ep, Endpoint};
 use pims_proto::*;
 use pims_server::config::AdminToken;
 use pims_server::ServerConfig;
@@ -289,7 +290,7 @@ async fn a_one_mebibyte_body_gets_413_unread() {
     let mut body = br#"{"purpose":"phone_certification","phoneNumber":""#.to_vec();
     body.extend(std::iter::repeat_n(b'1', 1 << 20));
     body.extend_from_slice(br#""}"#);
-    let (status, text) = raw_post(&s, &token, "/v1/sms-codes", &body).await;
+    let (status, text) = raw_post(&s, &token, ep::SmsCodes::ROUTE.path, &body).await;
     assert_eq!(status, 413, "{text}");
     // A chunked body (no length announced) is cut at the limit too.
     let mut c = connect_from(ATTACKER, s.addr()).await;
@@ -407,8 +408,8 @@ async fn otp_signed_with(
     twin: bool,
 ) -> Result<OtpIssued, ApiError> {
     let challenge: OtpChallenge = s
-        .post(
-            "/v1/otp/challenges",
+        .call::<ep::OtpChallenges>(
+            &[],
             token,
             &OtpChallengeRequest {
                 device_id: device.id.clone(),
@@ -429,8 +430,8 @@ async fn otp_signed_with(
     if twin {
         signature = high_s_twin(&signature);
     }
-    s.post(
-        "/v1/otp",
+    s.call::<ep::Otp>(
+        &[],
         token,
         &OtpRequest {
             challenge_id: challenge.challenge_id,
@@ -556,7 +557,7 @@ async fn device_names_with_bidi_or_zero_width_characters_are_refused() {
             .start_enrollment(&token, &code, "1234", None)
             .await
             .unwrap();
-        let path = format!("/v1/enrollments/{}/finish", session.started.enrollment_id);
+        let path = ep::EnrollmentFinish::ROUTE.path(&[&session.started.enrollment_id]);
         let mut request = session.finish_request(&device, &uuid::Uuid::new_v4().to_string());
         request.device.name = name.into();
         let r = s
@@ -574,14 +575,9 @@ async fn device_names_with_bidi_or_zero_width_characters_are_refused() {
             "{name:?}"
         );
     }
-    let listed: DeviceList = decode(
-        s.request(reqwest::Method::GET, "/v1/devices", &token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-    .unwrap();
+    let listed: DeviceList = decode(s.at(ep::Devices::ROUTE, &[], &token).send().await.unwrap())
+        .await
+        .unwrap();
     assert!(listed.devices.is_empty());
 }
 
@@ -589,7 +585,7 @@ async fn device_names_with_bidi_or_zero_width_characters_are_refused() {
 
 async fn send_code_as(s: &TestServer, subject: &str, from: &str, phone: &str) -> u16 {
     let token = s.token(subject).await;
-    s.request(reqwest::Method::POST, "/v1/sms-codes", &token)
+    s.at(ep::SmsCodes::ROUTE, &[], &token)
         .header("x-forwarded-for", from)
         .json(&SendSmsCode {
             purpose: SmsPurpose::PhoneCertification,

@@ -11,18 +11,14 @@ use argon2::{Algorithm, Argon2, Params, Version};
 use base64::{engine::general_purpose::STANDARD, Engine};
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{DerSignature, SigningKey};
-use pims_proto::pin::opaque_ke::{
-    ClientLogin, ClientLoginFinishParameters, ClientRegistration,
-    ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
-};
-use pims_proto::pin::PinSuite;
+use pims_device::Stretching;
+use pims_proto::endpoint::{self as ep, Endpoint, Method, Route};
 use pims_proto::*;
 use pims_server::config::DatabaseUrl;
 use pims_server::testing::{shared_cluster, TempCluster};
 use pims_server::{start, Clock, RunningServer, ServerConfig};
 use rand::rngs::OsRng;
 use serde::de::DeserializeOwned;
-use serde::Serialize;
 
 pub const START: i64 = 1_800_000_000;
 pub const PHONE: &str = "+33612345678";
@@ -128,7 +124,7 @@ impl TestServer {
     pub async fn token(&self, subject: &str) -> String {
         let r = self
             .http
-            .post(format!("{}/v1/dev/tokens", self.url))
+            .post(format!("{}{}", self.url, ep::DevTokens::ROUTE.path))
             .json(&DevTokenRequest {
                 subject: subject.into(),
             })
@@ -152,14 +148,26 @@ impl TestServer {
             .bearer_auth(token)
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(
+    /// A device's request to `route` of the endpoint table, path parameters filled by
+    /// `values`; the body is the caller's (or none), so tests can also send what the SDK never
+    /// would.
+    pub fn at(&self, route: Route, values: &[&str], token: &str) -> reqwest::RequestBuilder {
+        let method = match route.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+        };
+        self.request(method, &route.path(values), token)
+    }
+
+    /// Calls operation `E` as the SDK does (POST with a JSON body) and decodes the answer.
+    pub async fn call<E: Endpoint>(
         &self,
-        path: &str,
+        values: &[&str],
         token: &str,
-        body: &B,
-    ) -> Result<T, ApiError> {
+        body: &E::Request,
+    ) -> Result<E::Response, ApiError> {
         decode(
-            self.request(reqwest::Method::POST, path, token)
+            self.at(E::ROUTE, values, token)
                 .json(body)
                 .send()
                 .await
@@ -169,12 +177,10 @@ impl TestServer {
     }
 
     pub async fn status(&self, token: &str, device_id: Option<&str>) -> AccountStatus {
-        let path = match device_id {
-            Some(id) => format!("/v1/account?deviceId={id}"),
-            None => "/v1/account".to_string(),
-        };
+        let query: Vec<(&str, &str)> = device_id.map(|id| ("deviceId", id)).into_iter().collect();
         decode(
-            self.request(reqwest::Method::GET, &path, token)
+            self.at(ep::Account::ROUTE, &[], token)
+                .query(&query)
                 .send()
                 .await
                 .unwrap(),
@@ -189,8 +195,8 @@ impl TestServer {
         purpose: SmsPurpose,
         phone: Option<&str>,
     ) -> Result<SmsCodeSent, ApiError> {
-        self.post(
-            "/v1/sms-codes",
+        self.call::<ep::SmsCodes>(
+            &[],
             token,
             &SendSmsCode {
                 purpose,
@@ -213,7 +219,7 @@ impl TestServer {
 
     pub async fn add_phone(&self, token: &str, phone: &str, code: &str) -> Result<(), ApiError> {
         let r = self
-            .request(reqwest::Method::POST, "/v1/phone-number", token)
+            .at(ep::PhoneNumberAdd::ROUTE, &[], token)
             .json(&AddPhoneNumber {
                 phone_number: phone.into(),
                 sms_code: code.into(),
@@ -234,21 +240,12 @@ impl TestServer {
 
     pub async fn activate(&self, token: &str, device: &mut Device) -> Result<(), ApiError> {
         device.counter += 1;
-        let signature = device.sign(&transcript::activation(
-            &device.id,
-            &device.activation_nonce,
-            device.counter,
-        ));
+        let activation =
+            pims_device::activation(&device.id, &device.activation_nonce, device.counter);
+        let request = activation.sign_with(|t| device.sign(t));
         let r = self
-            .request(
-                reqwest::Method::POST,
-                &format!("/v1/devices/{}/activate", device.id),
-                token,
-            )
-            .json(&ActivateDevice {
-                counter: device.counter,
-                signature: signature.into(),
-            })
+            .at(ep::DeviceActivate::ROUTE, &[&device.id], token)
+            .json(&request)
             .send()
             .await
             .unwrap();
@@ -280,31 +277,14 @@ impl TestServer {
         pin: &str,
         phone: Option<&str>,
     ) -> Result<PinSession, ApiError> {
-        let has_pin = self.status(token, None).await.pin != PinState::NotSet;
-        let (start, client) = if has_pin {
-            let s = ClientLogin::<PinSuite>::start(&mut OsRng, pin.as_bytes()).unwrap();
-            (
-                PinStart::Login(s.message.serialize().to_vec().into()),
-                PinClient::Login(Box::new(s.state)),
-            )
-        } else {
-            let s = ClientRegistration::<PinSuite>::start(&mut OsRng, pin.as_bytes()).unwrap();
-            (
-                PinStart::Register(s.message.serialize().to_vec().into()),
-                PinClient::Register(s.state),
-            )
-        };
-        let started: EnrollmentStarted = self
-            .post(
-                "/v1/enrollments",
-                token,
-                &StartEnrollment {
-                    sms_code: code.into(),
-                    phone_number: phone.map(str::to_string),
-                    pin: start,
-                },
-            )
-            .await?;
+        let register = self.status(token, None).await.pin == PinState::NotSet;
+        let (client, start) = pims_device::start_enrollment(
+            code.into(),
+            phone.map(str::to_string),
+            pin.as_bytes(),
+            register,
+        );
+        let started = self.call::<ep::EnrollmentStart>(&[], token, &start).await?;
         Ok(PinSession {
             started,
             client,
@@ -319,9 +299,10 @@ impl TestServer {
         session: PinSession,
         idempotency_key: &str,
     ) -> Result<EnrollmentFinished, ApiError> {
-        let path = format!("/v1/enrollments/{}/finish", session.started.enrollment_id);
+        let enrollment_id = session.started.enrollment_id.clone();
         let request = session.finish_request(device, idempotency_key);
-        self.post(&path, token, &request).await
+        self.call::<ep::EnrollmentFinish>(&[&enrollment_id], token, &request)
+            .await
     }
 
     /// Challenge + OTP for `device`, with the PIN when given.
@@ -342,14 +323,12 @@ impl TestServer {
         pin: Option<&str>,
         audience: Option<&str>,
     ) -> Result<OtpIssued, ApiError> {
-        let login = pin.map(|p| ClientLogin::<PinSuite>::start(&mut OsRng, p.as_bytes()).unwrap());
-        let request: Option<Bytes> = login
-            .as_ref()
-            .map(|l| l.message.serialize().to_vec().into());
+        let login = pin.map(|p| pims_device::pin::start(p.as_bytes(), false));
+        let request: Option<Bytes> = login.as_ref().map(|(_, request)| request.clone());
         let proof = request.as_ref().map(|r| device.login_proof(r));
         let challenge: OtpChallenge = self
-            .post(
-                "/v1/otp/challenges",
+            .call::<ep::OtpChallenges>(
+                &[],
                 token,
                 &OtpChallengeRequest {
                     device_id: device.id.clone(),
@@ -359,41 +338,20 @@ impl TestServer {
                 },
             )
             .await?;
-        let pin_finish = login.map(|l| {
-            let response =
-                CredentialResponse::deserialize(challenge.pin.as_ref().unwrap().as_slice())
-                    .unwrap();
-            let ksf = ksf();
-            match l.state.finish(
-                &mut OsRng,
+        let pin_finish = login.map(|(exchange, _)| {
+            let response = challenge.pin.as_ref().unwrap().as_slice();
+            pims_device::pin::finish(
+                exchange,
                 pin.unwrap().as_bytes(),
                 response,
-                ClientLoginFinishParameters::new(None, Identifiers::default(), Some(&ksf)),
-            ) {
-                Ok(done) => PinFinish::Login(done.message.serialize().to_vec().into()),
-                Err(_) => PinFinish::LoginFailed,
-            }
+                Stretching::Cheap,
+            )
+            .unwrap()
         });
         device.counter += 1;
-        let proof = pin_finish.as_ref().map_or(&[][..], PinFinish::proof);
-        let signature = device.sign(&transcript::otp(
-            &challenge.challenge_id,
-            challenge.nonce.as_slice(),
-            &device.id,
-            device.counter,
-            proof,
-        ));
-        self.post(
-            "/v1/otp",
-            token,
-            &OtpRequest {
-                challenge_id: challenge.challenge_id,
-                counter: device.counter,
-                pin: pin_finish,
-                signature: signature.into(),
-            },
-        )
-        .await
+        let otp = pims_device::otp_request(&challenge, &device.id, device.counter, pin_finish);
+        let request = otp.sign_with(|t| device.sign(t));
+        self.call::<ep::Otp>(&[], token, &request).await
     }
 
     pub async fn verify(
@@ -404,7 +362,7 @@ impl TestServer {
     ) -> Result<OtpVerified, ApiError> {
         let r = self
             .http
-            .post(format!("{}/v1/otp/verify", self.url))
+            .post(format!("{}{}", self.url, ep::OtpVerify::ROUTE.path))
             .header(
                 "authorization",
                 format!("Basic {}", STANDARD.encode(format!("{rp_id}:{secret}"))),
@@ -421,63 +379,30 @@ impl TestServer {
     }
 }
 
-pub enum PinClient {
-    Register(ClientRegistration<PinSuite>),
-    Login(Box<ClientLogin<PinSuite>>),
-}
-
 pub struct PinSession {
     pub started: EnrollmentStarted,
-    pub client: PinClient,
+    pub client: pims_device::Enrollment,
     pub pin: String,
 }
 
 impl PinSession {
     pub fn finish_request(self, device: &Device, idempotency_key: &str) -> FinishEnrollment {
-        let ksf = ksf();
-        let pin = match (self.client, &self.started.pin) {
-            (PinClient::Register(state), PinStart::Register(resp)) => {
-                let resp = RegistrationResponse::deserialize(resp.as_slice()).unwrap();
-                let done = state
-                    .finish(
-                        &mut OsRng,
-                        self.pin.as_bytes(),
-                        resp,
-                        ClientRegistrationFinishParameters::new(Identifiers::default(), Some(&ksf)),
-                    )
-                    .unwrap();
-                PinFinish::Register(done.message.serialize().to_vec().into())
-            }
-            (PinClient::Login(state), PinStart::Login(resp)) => {
-                let resp = CredentialResponse::deserialize(resp.as_slice()).unwrap();
-                match state.finish(
-                    &mut OsRng,
-                    self.pin.as_bytes(),
-                    resp,
-                    ClientLoginFinishParameters::new(None, Identifiers::default(), Some(&ksf)),
-                ) {
-                    Ok(done) => PinFinish::Login(done.message.serialize().to_vec().into()),
-                    Err(_) => PinFinish::LoginFailed,
-                }
-            }
-            _ => panic!("server answered another PIN mode"),
+        let new_device = NewDevice {
+            public_key: device.public_key().into(),
+            name: "Test phone".into(),
+            platform: Platform::Android,
         };
-        let signature = device.sign(&transcript::enrollment(
-            &self.started.enrollment_id,
-            self.started.nonce.as_slice(),
-            &device.public_key(),
-            pin.proof(),
-        ));
-        FinishEnrollment {
-            idempotency_key: idempotency_key.into(),
-            pin,
-            device: NewDevice {
-                public_key: device.public_key().into(),
-                name: "Test phone".into(),
-                platform: Platform::Android,
-            },
-            signature: signature.into(),
-        }
+        let finish = self
+            .client
+            .finish(
+                self.pin.as_bytes(),
+                &self.started,
+                new_device,
+                idempotency_key.into(),
+                Stretching::Cheap,
+            )
+            .expect("the server answered the PIN mode asked for");
+        finish.sign_with(|t| device.sign(t))
     }
 }
 
@@ -501,11 +426,8 @@ impl Device {
     /// The device's signature starting a PIN login, with its next counter.
     pub fn login_proof(&mut self, credential_request: &Bytes) -> LoginProof {
         self.counter += 1;
-        let signed = transcript::login_start(&self.id, self.counter, credential_request.as_slice());
-        LoginProof {
-            counter: self.counter,
-            signature: self.sign(&signed).into(),
-        }
+        let proof = pims_device::login_proof(&self.id, self.counter, credential_request.as_slice());
+        proof.sign_with(|t| self.sign(t))
     }
 
     pub fn public_key(&self) -> Vec<u8> {
@@ -528,7 +450,10 @@ impl Device {
 pub async fn decode<T: DeserializeOwned>(r: reqwest::Response) -> Result<T, ApiError> {
     let status = r.status().as_u16();
     if r.status().is_success() {
-        return Ok(r.json().await.unwrap());
+        let bytes = r.bytes().await.unwrap();
+        // A 204 has no body: the table's `Empty` reads `{}`.
+        let bytes = if bytes.is_empty() { &b"{}"[..] } else { &bytes };
+        return Ok(serde_json::from_slice(bytes).unwrap());
     }
     let body: ErrorBody = r.json().await.unwrap();
     assert_eq!(status, body.error.status(), "status of {:?}", body.error);

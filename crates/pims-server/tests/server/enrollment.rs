@@ -1,3 +1,4 @@
+use pims_proto::endpoint as ep;
 use pims_proto::*;
 
 use crate::common::*;
@@ -136,18 +137,27 @@ async fn finish_replayed_with_the_same_key_yields_one_device_even_after_restart(
     let enrollment_id = session.started.enrollment_id.clone();
     let device = Device::new();
     let request = session.finish_request(&device, "same-key");
-    let path = format!("/v1/enrollments/{enrollment_id}/finish");
-    let first: EnrollmentFinished = s.post(&path, &token, &request).await.unwrap();
-    let second: EnrollmentFinished = s.post(&path, &token, &request).await.unwrap();
+    let at: &[&str] = &[&enrollment_id];
+    let first = s
+        .call::<ep::EnrollmentFinish>(at, &token, &request)
+        .await
+        .unwrap();
+    let second = s
+        .call::<ep::EnrollmentFinish>(at, &token, &request)
+        .await
+        .unwrap();
     assert_eq!(first, second);
     s.restart().await;
-    let third: EnrollmentFinished = s.post(&path, &token, &request).await.unwrap();
+    let third = s
+        .call::<ep::EnrollmentFinish>(at, &token, &request)
+        .await
+        .unwrap();
     assert_eq!(first, third);
     // A different key finds the session finished.
     let mut other = request.clone();
     other.idempotency_key = "other-key".into();
     assert_eq!(
-        s.post::<_, EnrollmentFinished>(&path, &token, &other).await,
+        s.call::<ep::EnrollmentFinish>(at, &token, &other).await,
         Err(ApiError::SessionExpired)
     );
     let devices: i64 = s
@@ -170,17 +180,16 @@ async fn a_failed_finish_is_replayed_as_the_same_failure() {
         .unwrap();
     let id = session.started.enrollment_id.clone();
     let request = session.finish_request(&Device::new(), "k");
-    let path = format!("/v1/enrollments/{id}/finish");
     let wrong = Err(ApiError::WrongPin {
         attempts_remaining: 4,
     });
     assert_eq!(
-        s.post::<_, EnrollmentFinished>(&path, &token, &request)
+        s.call::<ep::EnrollmentFinish>(&[&id], &token, &request)
             .await,
         wrong
     );
     assert_eq!(
-        s.post::<_, EnrollmentFinished>(&path, &token, &request)
+        s.call::<ep::EnrollmentFinish>(&[&id], &token, &request)
             .await,
         wrong
     );
@@ -204,7 +213,7 @@ async fn a_bad_enrollment_signature_is_refused() {
     // Signed by another key than the one registered.
     request.signature = Device::new().sign(b"anything").into();
     assert_eq!(
-        s.post::<_, EnrollmentFinished>(&format!("/v1/enrollments/{id}/finish"), &token, &request)
+        s.call::<ep::EnrollmentFinish>(&[&id], &token, &request)
             .await,
         Err(ApiError::BadSignature)
     );

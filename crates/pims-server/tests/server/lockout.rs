@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use pims_proto::endpoint as ep;
 use pims_proto::*;
 
 use crate::common::*;
@@ -99,8 +100,8 @@ async fn an_unanswered_login_counts_as_a_failure() {
     let request: Bytes = login.message.serialize().to_vec().into();
     let proof = device.login_proof(&request);
     let _: OtpChallenge = s
-        .post(
-            "/v1/otp/challenges",
+        .call::<ep::OtpChallenges>(
+            &[],
             &token,
             &OtpChallengeRequest {
                 device_id: device.id.clone(),

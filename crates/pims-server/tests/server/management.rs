@@ -1,6 +1,7 @@
 //! Account management: device list and revocation scoped to the account, removing every
 //! enrollment, and the operations an Active device signs (PIN reset and update, new number).
 
+use pims_proto::endpoint::{self as ep, Endpoint};
 use pims_proto::pin::opaque_ke::{
     ClientLogin, ClientLoginFinishParameters, ClientRegistration,
     ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
@@ -14,18 +15,13 @@ use crate::common::*;
 pub const PHONE2: &str = "+33698765432";
 
 async fn devices(s: &TestServer, token: &str) -> Vec<DeviceInfo> {
-    let r = s
-        .request(reqwest::Method::GET, "/v1/devices", token)
-        .send()
-        .await
-        .unwrap();
+    let r = s.at(ep::Devices::ROUTE, &[], token).send().await.unwrap();
     decode::<DeviceList>(r).await.unwrap().devices
 }
 
 async fn revoke(s: &TestServer, token: &str, device_id: &str) -> Result<(), ApiError> {
-    let path = format!("/v1/devices/{device_id}/revoke");
     decode_empty(
-        s.request(reqwest::Method::POST, &path, token)
+        s.at(ep::DeviceRevoke::ROUTE, &[device_id], token)
             .send()
             .await
             .unwrap(),
@@ -42,12 +38,8 @@ pub async fn challenge(
 ) -> Result<DeviceChallenge, ApiError> {
     let proof = login.as_ref().map(|request| device.login_proof(request));
     let req = DeviceChallengeRequest { login, proof };
-    s.post(
-        &format!("/v1/devices/{}/challenges", device.id),
-        token,
-        &req,
-    )
-    .await
+    s.call::<ep::DeviceChallenges>(&[&device.id], token, &req)
+        .await
 }
 
 pub fn proof(
@@ -100,7 +92,7 @@ pub async fn start_pin_change(
             ))
             .into();
     }
-    s.post("/v1/pin/change", token, &req).await
+    s.call::<ep::PinChange>(&[], token, &req).await
 }
 
 /// Finishes an authorized PIN change: registers `pin` against the start's response.
@@ -138,7 +130,7 @@ pub async fn finish_pin_change(
         registration: upload,
     };
     let r = s
-        .request(reqwest::Method::POST, "/v1/pin/change/finish", token)
+        .at(ep::PinChangeFinish::ROUTE, &[], token)
         .json(&req)
         .send()
         .await
@@ -243,7 +235,7 @@ pub async fn modify_phone_number(
         &req.signed_payload(),
     );
     let r = s
-        .request(reqwest::Method::POST, "/v1/phone-number/modify", token)
+        .at(ep::PhoneNumberModify::ROUTE, &[], token)
         .json(&req)
         .send()
         .await
@@ -295,7 +287,7 @@ async fn remove_enrollments_clears_devices_and_pin_even_when_blocked() {
         ApiError::PinBlocked
     );
     let r = s
-        .request(reqwest::Method::POST, "/v1/enrollments/remove", &token)
+        .at(ep::EnrollmentsRemove::ROUTE, &[], &token)
         .send()
         .await
         .unwrap();
@@ -397,7 +389,7 @@ async fn a_replayed_counter_on_an_operation_disables_the_device() {
         ))
         .into();
     let r = s
-        .request(reqwest::Method::POST, "/v1/phone-number/modify", &token)
+        .at(ep::PhoneNumberModify::ROUTE, &[], &token)
         .json(&ModifyPhoneNumber {
             proof: p,
             phone_number: PHONE2.into(),

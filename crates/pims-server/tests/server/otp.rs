@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use pims_proto::endpoint as ep;
 use pims_proto::*;
 
 use crate::common::*;
@@ -116,8 +117,8 @@ async fn challenge_is_single_use_and_expires() {
     let s = TestServer::start().await;
     let (token, mut device) = enrolled_account(&s, "alice", PHONE, "1234").await;
     let challenge: OtpChallenge = s
-        .post(
-            "/v1/otp/challenges",
+        .call::<ep::OtpChallenges>(
+            &[],
             &token,
             &OtpChallengeRequest {
                 device_id: device.id.clone(),
@@ -143,20 +144,18 @@ async fn challenge_is_single_use_and_expires() {
             .into(),
     };
     let c = device.counter;
-    s.post::<_, OtpIssued>("/v1/otp", &token, &answer(c + 1))
+    s.call::<ep::Otp>(&[], &token, &answer(c + 1))
         .await
         .unwrap();
     assert_eq!(
-        s.post::<_, OtpIssued>("/v1/otp", &token, &answer(c + 2))
-            .await
-            .err(),
+        s.call::<ep::Otp>(&[], &token, &answer(c + 2)).await.err(),
         Some(ApiError::SessionExpired)
     );
     device.counter = c + 1;
 
     let late: OtpChallenge = s
-        .post(
-            "/v1/otp/challenges",
+        .call::<ep::OtpChallenges>(
+            &[],
             &token,
             &OtpChallengeRequest {
                 device_id: device.id.clone(),
@@ -184,9 +183,7 @@ async fn challenge_is_single_use_and_expires() {
             .into(),
     };
     assert_eq!(
-        s.post::<_, OtpIssued>("/v1/otp", &token, &request)
-            .await
-            .err(),
+        s.call::<ep::Otp>(&[], &token, &request).await.err(),
         Some(ApiError::SessionExpired)
     );
 }

@@ -1,3 +1,4 @@
+use pims_proto::endpoint as ep;
 use pims_proto::*;
 
 use crate::common::*;
@@ -147,12 +148,14 @@ async fn checks_count_right_answers_too() {
         sms_code: code.clone(),
     };
     for _ in 0..5 {
-        let checked: SmsCodeChecked = s.post("/v1/sms-codes/check", &token, &check).await.unwrap();
+        let checked: SmsCodeChecked = s
+            .call::<ep::SmsCodeCheck>(&[], &token, &check)
+            .await
+            .unwrap();
         assert_eq!(checked.enrollment_status, EnrollmentStatus::NotEnrolled);
     }
     assert_eq!(
-        s.post::<_, SmsCodeChecked>("/v1/sms-codes/check", &token, &check)
-            .await,
+        s.call::<ep::SmsCodeCheck>(&[], &token, &check).await,
         Err(invalid(false, 0))
     );
 }

@@ -23,11 +23,15 @@ impl Core {
         state: &mut VaultState,
     ) -> Result<(), PimsError> {
         self.resume(ctx, local, state).await;
-        let path = match &state.enrollment {
-            Some(e) => format!("/v1/account?deviceId={}", e.device_id),
-            None => "/v1/account".to_owned(),
-        };
-        match self.get::<AccountStatus>(ctx, &path).await {
+        let query = state
+            .enrollment
+            .as_ref()
+            .map(|e| ("deviceId", e.device_id.as_str()));
+        let status = self
+            .client
+            .call::<ep::Account>(&[], query, &ctx.token, &ctx.transaction_id, &Empty {})
+            .await;
+        match status {
             Ok(status) => {
                 self.events
                     .observe(None, Some(status.pin == PinState::Blocked));
@@ -50,7 +54,7 @@ impl Core {
     }
 
     pub(super) async fn is_account_blocked(&self, ctx: &Ctx) -> Result<Value, PimsError> {
-        let verdict = match self.get::<AccountStatus>(ctx, "/v1/account").await {
+        let verdict = match self.call::<ep::Account>(ctx, &[], &Empty {}).await {
             Ok(s) if s.pin == PinState::Blocked => {
                 self.events.observe(None, Some(true));
                 "PinBlocked"
@@ -80,17 +84,16 @@ impl Core {
         purpose: SmsPurpose,
         phone_number: Option<String>,
     ) -> Result<Value, PimsError> {
-        let _: SmsCodeSent = self
-            .post(
-                ctx,
-                "/v1/sms-codes",
-                &SendSmsCode {
-                    purpose,
-                    phone_number,
-                },
-            )
-            .await
-            .map_err(errors::from_call)?;
+        self.call::<ep::SmsCodes>(
+            ctx,
+            &[],
+            &SendSmsCode {
+                purpose,
+                phone_number,
+            },
+        )
+        .await
+        .map_err(errors::from_call)?;
         Ok(Value::Null)
     }
 
@@ -99,10 +102,10 @@ impl Core {
         ctx: &Ctx,
         sms_code: Secret,
     ) -> Result<Value, PimsError> {
-        let checked: SmsCodeChecked = self
-            .post(
+        let checked = self
+            .call::<ep::SmsCodeCheck>(
                 ctx,
-                "/v1/sms-codes/check",
+                &[],
                 &CheckSmsCode {
                     purpose: SmsPurpose::Enrollment,
                     sms_code: sms_code.expose().to_owned(),
@@ -123,17 +126,16 @@ impl Core {
         phone_number: String,
         sms_code: Secret,
     ) -> Result<Value, PimsError> {
-        let () = self
-            .post(
-                ctx,
-                "/v1/phone-number",
-                &AddPhoneNumber {
-                    phone_number,
-                    sms_code: sms_code.expose().to_owned(),
-                },
-            )
-            .await
-            .map_err(errors::from_call)?;
+        self.call::<ep::PhoneNumberAdd>(
+            ctx,
+            &[],
+            &AddPhoneNumber {
+                phone_number,
+                sms_code: sms_code.expose().to_owned(),
+            },
+        )
+        .await
+        .map_err(errors::from_call)?;
         Ok(Value::Null)
     }
 }

@@ -38,49 +38,51 @@ impl Core {
         }
 
         let register = status.pin == PinState::NotSet;
-        let (exchange, message) = pin::start(&pin, register);
-        let start = StartEnrollment {
-            sms_code: sms_code.expose().to_owned(),
+        let (enrollment, start) = pims_device::start_enrollment(
+            sms_code.expose().to_owned(),
             phone_number,
-            pin: if register {
-                PinStart::Register(message)
-            } else {
-                PinStart::Login(message)
-            },
-        };
-        let started: EnrollmentStarted = self
-            .post(ctx, "/v1/enrollments", &start)
+            pin.expose().as_bytes(),
+            register,
+        );
+        let started = self
+            .call::<ep::EnrollmentStart>(ctx, &[], &start)
             .await
             .map_err(enrollment_error)?;
-        let response = match (register, started.pin) {
-            (true, PinStart::Register(r)) | (false, PinStart::Login(r)) => r,
-            _ => return Err(ErrorCode::NoServiceAvailable.into()),
-        };
-        let pin_finish = pin::finish(exchange, &pin, response)
-            .await
-            .map_err(|_| PimsError::from(ErrorCode::NoServiceAvailable))?;
 
         let new_key = signer::generate(self.host.device_keys.as_ref()).map_err(errors::host)?;
-        let signed = transcript::enrollment(
-            &started.enrollment_id,
-            started.nonce.as_slice(),
-            &new_key.public_key,
-            pin_finish.proof(),
-        );
-        let signature = signer::sign(&new_key.key, self.host.device_keys.as_ref(), &signed)
-            .map_err(errors::host)?;
+        let device = NewDevice {
+            public_key: new_key.public_key.clone().into(),
+            name: self.config.device_name.clone(),
+            platform: self.config.platform,
+        };
+        let enrollment_id = started.enrollment_id.clone();
+        let idempotency_key = uuid::Uuid::new_v4().to_string();
+        let finish = pin::off_runtime(move || {
+            enrollment.finish(
+                pin.expose().as_bytes(),
+                &started,
+                device,
+                idempotency_key,
+                Stretching::Standard,
+            )
+        })
+        .await;
+        let finish = match finish {
+            Ok(finish) => finish,
+            Err(pin::MalformedResponse) => {
+                signer::discard(&new_key.key, self.host.device_keys.as_ref());
+                return Err(ErrorCode::NoServiceAvailable.into());
+            }
+        };
+        let signature = signer::sign(
+            &new_key.key,
+            self.host.device_keys.as_ref(),
+            &finish.transcript,
+        )
+        .map_err(errors::host)?;
         state.unconfirmed = Some(UnconfirmedEnrollment {
-            enrollment_id: started.enrollment_id,
-            request: FinishEnrollment {
-                idempotency_key: uuid::Uuid::new_v4().to_string(),
-                pin: pin_finish,
-                device: NewDevice {
-                    public_key: new_key.public_key.into(),
-                    name: self.config.device_name.clone(),
-                    platform: self.config.platform,
-                },
-                signature: signature.into(),
-            },
+            enrollment_id,
+            request: finish.signed(signature),
             key: new_key.key,
         });
         // Written before sending: if the answer is lost, the next call can resend it.
@@ -101,14 +103,17 @@ impl Core {
         let Some(unconfirmed) = state.unconfirmed.clone() else {
             return Ok(Value::Null);
         };
-        let path = format!("/v1/enrollments/{}/finish", unconfirmed.enrollment_id);
         let mut outcome = Err(CallError::Transport(String::new()));
         for attempt in 0..attempts {
             if attempt > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await;
             }
             outcome = self
-                .post::<_, EnrollmentFinished>(ctx, &path, &unconfirmed.request)
+                .call::<ep::EnrollmentFinish>(
+                    ctx,
+                    &[&unconfirmed.enrollment_id],
+                    &unconfirmed.request,
+                )
                 .await;
             if !matches!(outcome, Err(CallError::Transport(_))) {
                 break;
@@ -151,24 +156,17 @@ impl Core {
         };
         enrollment.counter += 1;
         let (device_id, counter) = (enrollment.device_id.clone(), enrollment.counter);
-        let signed =
-            transcript::activation(&device_id, enrollment.activation_nonce.as_slice(), counter);
+        let activation =
+            pims_device::activation(&device_id, enrollment.activation_nonce.as_slice(), counter);
         let key = enrollment.key.clone();
         local.write(state)?;
-        let signature =
-            signer::sign(&key, self.host.device_keys.as_ref(), &signed).map_err(errors::host)?;
-        let outcome: Result<(), CallError> = self
-            .post(
-                ctx,
-                &format!("/v1/devices/{device_id}/activate"),
-                &ActivateDevice {
-                    counter,
-                    signature: signature.into(),
-                },
-            )
+        let signature = signer::sign(&key, self.host.device_keys.as_ref(), &activation.transcript)
+            .map_err(errors::host)?;
+        let outcome = self
+            .call::<ep::DeviceActivate>(ctx, &[&device_id], &activation.signed(signature))
             .await;
         match outcome {
-            Ok(()) => {
+            Ok(Empty {}) => {
                 if let Some(e) = state.enrollment.as_mut() {
                     e.activated = true;
                 }

@@ -10,8 +10,7 @@ impl Core {
     pub(super) async fn remove(&self, ctx: &Ctx) -> Result<Value, PimsError> {
         let mut local = self.local.lock().await;
         let state = local.read_or_replace()?;
-        let () = self
-            .post(ctx, "/v1/enrollments/remove", &json!({}))
+        self.call::<ep::EnrollmentsRemove>(ctx, &[], &Empty {})
             .await
             .map_err(errors::from_call)?;
         if let Some(e) = &state.enrollment {
@@ -132,8 +131,9 @@ impl Core {
             proof,
             registration: upload,
         };
-        self.device_post(ctx, local, state, "/v1/pin/change/finish", &request)
+        self.device_call::<ep::PinChangeFinish>(ctx, local, state, &[], &request)
             .await
+            .map(|Empty {}| ())
     }
 
     /// Signs a PIN-change start over `challenge` and sends it.
@@ -152,7 +152,7 @@ impl Core {
             challenge,
             &request.signed_payload(),
         )?;
-        self.device_post(ctx, local, state, "/v1/pin/change", &request)
+        self.device_call::<ep::PinChange>(ctx, local, state, &[], &request)
             .await
     }
 
@@ -196,14 +196,7 @@ impl Core {
             &challenge,
             &request.signed_payload(),
         )?;
-        let () = self
-            .device_post(
-                ctx,
-                &mut local,
-                &mut state,
-                "/v1/phone-number/modify",
-                &request,
-            )
+        self.device_call::<ep::PhoneNumberModify>(ctx, &mut local, &mut state, &[], &request)
             .await?;
         tracing::info!(transaction_id = %ctx.transaction_id, "trusted phone number modified");
         Ok(Value::Null)
@@ -218,8 +211,8 @@ impl Core {
                 .ok()
                 .and_then(|s| s.enrollment.map(|e| e.device_id))
         };
-        let list: DeviceList = self
-            .get(ctx, "/v1/devices")
+        let list = self
+            .call::<ep::Devices>(ctx, &[], &Empty {})
             .await
             .map_err(errors::from_call)?;
         let devices: Vec<Value> = list
@@ -252,9 +245,7 @@ impl Core {
         device_id: &str,
     ) -> Result<Value, PimsError> {
         let mut local = self.local.lock().await;
-        let path = format!("/v1/devices/{}/revoke", url_segment(device_id));
-        let () = self
-            .post(ctx, &path, &json!({}))
+        self.call::<ep::DeviceRevoke>(ctx, &[device_id], &Empty {})
             .await
             .map_err(errors::from_call)?;
         if let Ok(mut state) = local.read() {
@@ -298,8 +289,8 @@ impl Core {
             .map(|request| self.sign_login_start(local, state, request))
             .transpose()?;
         let request = DeviceChallengeRequest { login, proof };
-        let path = format!("/v1/devices/{device_id}/challenges");
-        self.device_post(ctx, local, state, &path, &request).await
+        self.device_call::<ep::DeviceChallenges>(ctx, local, state, &[device_id], &request)
+            .await
     }
 
     /// Signs the start of a PIN login (the OPAQUE credential request) with the next counter,
@@ -320,26 +311,23 @@ impl Core {
             enrollment.key.clone(),
         );
         local.write(state)?;
-        let signed = transcript::login_start(&device_id, counter, credential_request.as_slice());
-        let signature =
-            signer::sign(&key, self.host.device_keys.as_ref(), &signed).map_err(errors::host)?;
-        Ok(LoginProof {
-            counter,
-            signature: signature.into(),
-        })
+        let proof = pims_device::login_proof(&device_id, counter, credential_request.as_slice());
+        let signature = signer::sign(&key, self.host.device_keys.as_ref(), &proof.transcript)
+            .map_err(errors::host)?;
+        Ok(proof.signed(signature))
     }
 
     /// A request on behalf of this device: a server that no longer knows it makes it forget
     /// its enrollment (2312), so it can enroll again.
-    pub(super) async fn device_post<Req: serde::Serialize, T: serde::de::DeserializeOwned>(
+    pub(super) async fn device_call<E: Endpoint>(
         &self,
         ctx: &Ctx,
         local: &mut Local,
         state: &mut VaultState,
-        path: &str,
-        body: &Req,
-    ) -> Result<T, PimsError> {
-        match self.post(ctx, path, body).await {
+        values: &[&str],
+        body: &E::Request,
+    ) -> Result<E::Response, PimsError> {
+        match self.call::<E>(ctx, values, body).await {
             Ok(v) => Ok(v),
             Err(CallError::Api(ApiError::DeviceUnknown)) => Err(self.forget_device(local, state)),
             Err(e) => Err(errors::from_call(e)),
@@ -366,20 +354,10 @@ impl Core {
             enrollment.key.clone(),
         );
         local.write(state)?;
-        let signed = transcript::device_operation(
-            operation,
-            &challenge.challenge_id,
-            challenge.nonce.as_slice(),
-            &device_id,
-            counter,
-            payload,
-        );
-        let signature =
-            signer::sign(&key, self.host.device_keys.as_ref(), &signed).map_err(errors::host)?;
-        Ok(DeviceProof {
-            challenge_id: challenge.challenge_id.clone(),
-            counter,
-            signature: signature.into(),
-        })
+        let proof =
+            pims_device::operation_proof(operation, challenge, &device_id, counter, payload);
+        let signature = signer::sign(&key, self.host.device_keys.as_ref(), &proof.transcript)
+            .map_err(errors::host)?;
+        Ok(proof.signed(signature))
     }
 }

@@ -14,13 +14,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use pims_core::{Call, Component, ErrorCode, EventSink, Params, PimsError, Secret, Verb};
+use pims_device::Stretching;
+use pims_proto::endpoint::{self as ep, Empty, Endpoint};
 use pims_proto::{
-    transcript, AccountStatus, ActivateDevice, AddPhoneNumber, ApiError, Bytes, CheckSmsCode,
-    DeviceChallenge, DeviceChallengeRequest, DeviceList, DeviceProof, DeviceState,
-    EnrollmentFinished, EnrollmentStarted, EnrollmentStatus, FinishEnrollment, FinishPinChange,
-    LoginProof, ModifyPhoneNumber, NewDevice, OtpChallenge, OtpChallengeRequest, OtpIssued,
-    OtpRequest, PinAuthorization, PinChangeStarted, PinFinish, PinStart, PinState, Platform,
-    SendSmsCode, SmsCodeChecked, SmsCodeSent, SmsPurpose, StartEnrollment, StartPinChange,
+    transcript, AccountStatus, AddPhoneNumber, ApiError, Bytes, CheckSmsCode, DeviceChallenge,
+    DeviceChallengeRequest, DeviceProof, DeviceState, EnrollmentStatus, FinishPinChange,
+    LoginProof, ModifyPhoneNumber, NewDevice, OtpChallengeRequest, PinAuthorization,
+    PinChangeStarted, PinFinish, PinState, Platform, SendSmsCode, SmsPurpose, StartPinChange,
 };
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
@@ -107,27 +107,20 @@ impl Core {
         })
     }
 
-    async fn get<T: serde::de::DeserializeOwned>(
+    /// Operation `E` of the endpoint table, its path parameters filled by `values`.
+    async fn call<E: Endpoint>(
         &self,
         ctx: &Ctx,
-        path: &str,
-    ) -> Result<T, CallError> {
-        self.client.get(path, &ctx.token, &ctx.transaction_id).await
-    }
-
-    async fn post<Req: serde::Serialize, T: serde::de::DeserializeOwned>(
-        &self,
-        ctx: &Ctx,
-        path: &str,
-        body: &Req,
-    ) -> Result<T, CallError> {
+        values: &[&str],
+        body: &E::Request,
+    ) -> Result<E::Response, CallError> {
         self.client
-            .post(path, &ctx.token, &ctx.transaction_id, body)
+            .call::<E>(values, None, &ctx.token, &ctx.transaction_id, body)
             .await
     }
 
     async fn account_status(&self, ctx: &Ctx) -> Result<AccountStatus, PimsError> {
-        self.get(ctx, "/v1/account")
+        self.call::<ep::Account>(ctx, &[], &Empty {})
             .await
             .map_err(errors::from_call)
     }
@@ -362,16 +355,6 @@ impl Component for StrongAuthentication {
         self.stop_polling();
         self.core.events.stop();
     }
-}
-
-/// A device id as one path segment: ids are UUIDs, anything else is percent-encoded.
-fn url_segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -30,14 +30,14 @@ impl Core {
             audience,
             proof,
         };
-        let challenge: OtpChallenge = match self.post(ctx, "/v1/otp/challenges", &request).await {
+        let challenge = match self.call::<ep::OtpChallenges>(ctx, &[], &request).await {
             Ok(c) => c,
             Err(CallError::Api(ApiError::DeviceUnknown)) => {
                 return Err(self.forget_device(&mut local, &mut state))
             }
             Err(e) => return Err(errors::from_call(e)),
         };
-        let pin_finish = match (exchange, pin, challenge.pin) {
+        let pin_finish = match (exchange, pin, challenge.pin.clone()) {
             (Some((exchange, _)), Some(pin), Some(response)) => Some(
                 pin::finish(exchange, &pin, response)
                     .await
@@ -52,23 +52,11 @@ impl Core {
         let counter = enrollment.counter;
         let key = enrollment.key.clone();
         local.write(&state)?;
-        let proof = pin_finish.as_ref().map(|p| p.proof()).unwrap_or_default();
-        let signed = transcript::otp(
-            &challenge.challenge_id,
-            challenge.nonce.as_slice(),
-            &device_id,
-            counter,
-            proof,
-        );
-        let signature =
-            signer::sign(&key, self.host.device_keys.as_ref(), &signed).map_err(errors::host)?;
-        let request = OtpRequest {
-            challenge_id: challenge.challenge_id,
-            counter,
-            pin: pin_finish,
-            signature: signature.into(),
-        };
-        match self.post::<_, OtpIssued>(ctx, "/v1/otp", &request).await {
+        let otp = pims_device::otp_request(&challenge, &device_id, counter, pin_finish);
+        let signature = signer::sign(&key, self.host.device_keys.as_ref(), &otp.transcript)
+            .map_err(errors::host)?;
+        let request = otp.signed(signature);
+        match self.call::<ep::Otp>(ctx, &[], &request).await {
             Ok(issued) => {
                 Ok(json!({ "otp": issued.otp, "expiresInSeconds": issued.expires_in_seconds }))
             }
