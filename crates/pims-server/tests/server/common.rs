@@ -7,7 +7,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use argon2::{Algorithm, Argon2, Params, Version};
 use base64::{engine::general_purpose::STANDARD, Engine};
 use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{DerSignature, SigningKey};
@@ -22,15 +21,6 @@ use serde::de::DeserializeOwned;
 
 pub const START: i64 = 1_800_000_000;
 pub const PHONE: &str = "+33612345678";
-
-pub fn ksf() -> Argon2<'static> {
-    // Cheap stretching for tests; registration and login must use the same.
-    Argon2::new(
-        Algorithm::Argon2id,
-        Version::V0x13,
-        Params::new(8, 1, 1, None).unwrap(),
-    )
-}
 
 pub struct TestServer {
     pub server: Option<RunningServer>,

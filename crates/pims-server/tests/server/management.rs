@@ -1,11 +1,9 @@
 //! Account management: device list and revocation scoped to the account, removing every
 //! enrollment, and the operations an Active device signs (PIN reset and update, new number).
 
+use pims_device::{PinExchange, Stretching};
 use pims_proto::endpoint::{self as ep, Endpoint};
-use pims_proto::pin::opaque_ke::{
-    ClientLogin, ClientLoginFinishParameters, ClientRegistration,
-    ClientRegistrationFinishParameters, CredentialResponse, Identifiers, RegistrationResponse,
-};
+use pims_proto::pin::opaque_ke::{ClientLogin, ClientRegistration};
 use pims_proto::pin::PinSuite;
 use pims_proto::*;
 use rand::rngs::OsRng;
@@ -49,19 +47,8 @@ pub fn proof(
     payload: &[u8],
 ) -> DeviceProof {
     device.counter += 1;
-    let signature = device.sign(&transcript::device_operation(
-        operation,
-        &challenge.challenge_id,
-        challenge.nonce.as_slice(),
-        &device.id,
-        device.counter,
-        payload,
-    ));
-    DeviceProof {
-        challenge_id: challenge.challenge_id.clone(),
-        counter: device.counter,
-        signature: signature.into(),
-    }
+    pims_device::operation_proof(operation, challenge, &device.id, device.counter, payload)
+        .sign_with(|t| device.sign(t))
 }
 
 /// `POST /v1/pin/change` signed by the device (or by `signer` instead).
@@ -81,16 +68,15 @@ pub async fn start_pin_change(
     };
     req.proof = proof(device, req.operation(), c, &req.signed_payload());
     if let Some(other) = signer {
-        req.proof.signature = other
-            .sign(&transcript::device_operation(
-                req.operation(),
-                &c.challenge_id,
-                c.nonce.as_slice(),
-                &device.id,
-                req.proof.counter,
-                &req.signed_payload(),
-            ))
-            .into();
+        let payload = req.signed_payload();
+        let forged = pims_device::operation_proof(
+            req.operation(),
+            c,
+            &device.id,
+            req.proof.counter,
+            &payload,
+        );
+        req.proof = forged.sign_with(|t| other.sign(t));
     }
     s.call::<ep::PinChange>(&[], token, &req).await
 }
@@ -105,21 +91,15 @@ pub async fn finish_pin_change(
     pin: &str,
 ) -> Result<(), ApiError> {
     let next = started.next.expect("the start answered a registration");
-    let response =
-        RegistrationResponse::deserialize(next.register.as_ref().unwrap().as_slice()).unwrap();
-    let ksf = ksf();
-    let upload: Bytes = registration
-        .finish(
-            &mut OsRng,
-            pin.as_bytes(),
-            response,
-            ClientRegistrationFinishParameters::new(Identifiers::default(), Some(&ksf)),
-        )
-        .unwrap()
-        .message
-        .serialize()
-        .to_vec()
-        .into();
+    let upload = match pims_device::pin::finish(
+        PinExchange::Register(registration),
+        pin.as_bytes(),
+        next.register.as_ref().unwrap().as_slice(),
+        Stretching::Cheap,
+    ) {
+        Ok(PinFinish::Register(upload)) => upload,
+        other => panic!("not a registration: {other:?}"),
+    };
     let req = FinishPinChange {
         proof: proof(
             device,
@@ -164,17 +144,13 @@ pub async fn reset_pin(
 
 /// The device's login finalization for `pin` against a challenge's credential response.
 pub fn finish_login(login: ClientLogin<PinSuite>, pin: &str, c: &DeviceChallenge) -> PinFinish {
-    let ksf = ksf();
-    let response = CredentialResponse::deserialize(c.login.as_ref().unwrap().as_slice()).unwrap();
-    match login.finish(
-        &mut OsRng,
+    pims_device::pin::finish(
+        PinExchange::Login(Box::new(login)),
         pin.as_bytes(),
-        response,
-        ClientLoginFinishParameters::new(None, Identifiers::default(), Some(&ksf)),
-    ) {
-        Ok(done) => PinFinish::Login(done.message.serialize().to_vec().into()),
-        Err(_) => PinFinish::LoginFailed,
-    }
+        c.login.as_ref().unwrap().as_slice(),
+        Stretching::Cheap,
+    )
+    .unwrap()
 }
 
 pub async fn update_pin(
@@ -378,16 +354,14 @@ async fn a_replayed_counter_on_an_operation_disables_the_device() {
     );
     device.counter -= 1;
     p.counter = device.counter;
-    p.signature = device
-        .sign(&transcript::device_operation(
-            transcript::PHONE_NUMBER_MODIFY,
-            &c.challenge_id,
-            c.nonce.as_slice(),
-            &device.id,
-            p.counter,
-            PHONE2.as_bytes(),
-        ))
-        .into();
+    let replayed = pims_device::operation_proof(
+        transcript::PHONE_NUMBER_MODIFY,
+        &c,
+        &device.id,
+        p.counter,
+        PHONE2.as_bytes(),
+    );
+    p = replayed.sign_with(|t| device.sign(t));
     let r = s
         .at(ep::PhoneNumberModify::ROUTE, &[], &token)
         .json(&ModifyPhoneNumber {
