@@ -151,19 +151,14 @@ impl Core {
         local: &mut Local,
         state: &mut VaultState,
     ) -> Result<Value, PimsError> {
-        let Some(enrollment) = state.enrollment.as_mut() else {
+        let Some(device_id) = state.enrollment.as_ref().map(|e| e.device_id.clone()) else {
             return Err(ErrorCode::InternalStateNotCorrect.into());
         };
-        enrollment.counter += 1;
-        let (device_id, counter) = (enrollment.device_id.clone(), enrollment.counter);
-        let activation =
-            pims_device::activation(&device_id, enrollment.activation_nonce.as_slice(), counter);
-        let key = enrollment.key.clone();
-        local.write(state)?;
-        let signature = signer::sign(&key, self.host.device_keys.as_ref(), &activation.transcript)
-            .map_err(errors::host)?;
+        let request = self.sign_next(local, state, |e| {
+            pims_device::activation(&e.device_id, e.activation_nonce.as_slice(), e.counter)
+        })?;
         let outcome = self
-            .call::<ep::DeviceActivate>(ctx, &[&device_id], &activation.signed(signature))
+            .call::<ep::DeviceActivate>(ctx, &[&device_id], &request)
             .await;
         match outcome {
             Ok(Empty {}) => {

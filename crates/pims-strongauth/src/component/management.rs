@@ -301,20 +301,9 @@ impl Core {
         state: &mut VaultState,
         credential_request: &Bytes,
     ) -> Result<LoginProof, PimsError> {
-        let Some(enrollment) = state.enrollment.as_mut() else {
-            return Err(ErrorCode::InternalStateNotCorrect.into());
-        };
-        enrollment.counter += 1;
-        let (device_id, counter, key) = (
-            enrollment.device_id.clone(),
-            enrollment.counter,
-            enrollment.key.clone(),
-        );
-        local.write(state)?;
-        let proof = pims_device::login_proof(&device_id, counter, credential_request.as_slice());
-        let signature = signer::sign(&key, self.host.device_keys.as_ref(), &proof.transcript)
-            .map_err(errors::host)?;
-        Ok(proof.signed(signature))
+        self.sign_next(local, state, |e| {
+            pims_device::login_proof(&e.device_id, e.counter, credential_request.as_slice())
+        })
     }
 
     /// A request on behalf of this device: a server that no longer knows it makes it forget
@@ -344,20 +333,28 @@ impl Core {
         challenge: &DeviceChallenge,
         payload: &[u8],
     ) -> Result<DeviceProof, PimsError> {
+        self.sign_next(local, state, |e| {
+            pims_device::operation_proof(operation, challenge, &e.device_id, e.counter, payload)
+        })
+    }
+
+    /// Signs a device ceremony with the next counter, written to the vault before use so a
+    /// counter is never reused (the server disables a device whose counter does not grow).
+    pub(super) fn sign_next<T>(
+        &self,
+        local: &mut Local,
+        state: &mut VaultState,
+        ceremony: impl FnOnce(&Enrollment) -> pims_device::ToSign<T>,
+    ) -> Result<T, PimsError> {
         let Some(enrollment) = state.enrollment.as_mut() else {
             return Err(ErrorCode::InternalStateNotCorrect.into());
         };
         enrollment.counter += 1;
-        let (device_id, counter, key) = (
-            enrollment.device_id.clone(),
-            enrollment.counter,
-            enrollment.key.clone(),
-        );
+        let to_sign = ceremony(enrollment);
+        let key = enrollment.key.clone();
         local.write(state)?;
-        let proof =
-            pims_device::operation_proof(operation, challenge, &device_id, counter, payload);
-        let signature = signer::sign(&key, self.host.device_keys.as_ref(), &proof.transcript)
+        let signature = signer::sign(&key, self.host.device_keys.as_ref(), &to_sign.transcript)
             .map_err(errors::host)?;
-        Ok(proof.signed(signature))
+        Ok(to_sign.signed(signature))
     }
 }

@@ -47,15 +47,9 @@ impl Core {
             _ => return Err(ErrorCode::NoServiceAvailable.into()),
         };
 
-        let enrollment = state.enrollment.as_mut().expect("checked above");
-        enrollment.counter += 1;
-        let counter = enrollment.counter;
-        let key = enrollment.key.clone();
-        local.write(&state)?;
-        let otp = pims_device::otp_request(&challenge, &device_id, counter, pin_finish);
-        let signature = signer::sign(&key, self.host.device_keys.as_ref(), &otp.transcript)
-            .map_err(errors::host)?;
-        let request = otp.signed(signature);
+        let request = self.sign_next(&mut local, &mut state, |e| {
+            pims_device::otp_request(&challenge, &e.device_id, e.counter, pin_finish)
+        })?;
         match self.call::<ep::Otp>(ctx, &[], &request).await {
             Ok(issued) => {
                 Ok(json!({ "otp": issued.otp, "expiresInSeconds": issued.expires_in_seconds }))
