@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use pims_core::{Message, Pims};
+use pims_proto::endpoint::{self as ep, Endpoint};
 use serde_json::{json, Value};
 
 const SUBJECT: &str = "driver-0001";
@@ -154,7 +155,7 @@ pub async fn run() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     for attempt in ["first use", "second use"] {
         let response = http
-            .post(format!("{url}/v1/otp/verify"))
+            .post(format!("{url}{}", ep::OtpVerify::ROUTE.path))
             .basic_auth(&rp.id, Some(&rp.secret))
             .json(&json!({ "otp": otp }))
             .send()
@@ -175,7 +176,7 @@ pub async fn run() -> anyhow::Result<()> {
 
 async fn dev_token(url: &str, subject: &str) -> anyhow::Result<String> {
     let response: Value = reqwest::Client::new()
-        .post(format!("{url}/v1/dev/tokens"))
+        .post(format!("{url}{}", ep::DevTokens::ROUTE.path))
         .json(&json!({ "subject": subject }))
         .send()
         .await?

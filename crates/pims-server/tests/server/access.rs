@@ -24,7 +24,7 @@ async fn unsupported_or_missing_protocol_version_is_refused() {
     };
     let r = s
         .http
-        .get(format!("{}/v1/account", s.url))
+        .get(format!("{}{}", s.url, ep::Account::ROUTE.path))
         .header(PROTOCOL_HEADER, "3")
         .bearer_auth(&token)
         .send()
@@ -34,7 +34,7 @@ async fn unsupported_or_missing_protocol_version_is_refused() {
     assert_eq!(decode::<AccountStatus>(r).await, Err(expected.clone()));
     let r = s
         .http
-        .get(format!("{}/v1/account", s.url))
+        .get(format!("{}{}", s.url, ep::Account::ROUTE.path))
         .bearer_auth(&token)
         .send()
         .await
@@ -47,7 +47,7 @@ async fn requests_without_a_valid_token_are_unauthenticated() {
     let s = TestServer::start().await;
     let no_token = s
         .http
-        .get(format!("{}/v1/account", s.url))
+        .get(format!("{}{}", s.url, ep::Account::ROUTE.path))
         .header(PROTOCOL_HEADER, "1")
         .send()
         .await
@@ -85,7 +85,7 @@ async fn without_the_development_issuer_no_token_is_minted_or_accepted() {
     let s = TestServer::start_with(|c| c.dev_issuer = false).await;
     let r = s
         .http
-        .post(format!("{}/v1/dev/tokens", s.url))
+        .post(format!("{}{}", s.url, ep::DevTokens::ROUTE.path))
         .json(&DevTokenRequest {
             subject: "alice".into(),
         })
