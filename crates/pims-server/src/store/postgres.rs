@@ -625,18 +625,32 @@ async fn consume_code(tx: &Tx<'_>, code_id: i64, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// `RateLimited` if the sends in the last hour already reached `limit`.
+/// `RateLimited` if the sends of the window (`sql` counts them) already reached `limit`.
 async fn sends_in_window(tx: &Tx<'_>, sql: &str, value: &str, now: i64, limit: u32) -> Result<()> {
-    let row = one(tx, sql, &[&value, &(now - 3600)]).await?;
-    let count = row.get::<_, i64>(0);
-    let oldest: Option<i64> = row.get(1);
-    if count >= i64::from(limit) {
-        let retry = oldest.map_or(3600, |t| t + 3600 - now).max(1);
-        return api(ApiError::RateLimited {
-            retry_after_seconds: retry as u64,
-        });
-    }
-    Ok(())
+    let row = one(tx, sql, &[&value, &send_window_start(now)]).await?;
+    check_sends(row.get(0), row.get(1), now, limit)
+}
+
+/// The per-address limit ([`check_address_sends`]); the ordinal of this send. The caller
+/// holds the address's advisory lock.
+async fn address_sends(tx: &Tx<'_>, address: &str, now: i64, limit: u32) -> Result<i64> {
+    let last = opt(
+        tx,
+        "SELECT seq FROM sms_address_sends WHERE client_address = $1
+         ORDER BY seq DESC LIMIT 1",
+        &[&address],
+    )
+    .await?
+    .map(|r| r.get(0));
+    let first = opt(
+        tx,
+        "SELECT seq, sent_at FROM sms_address_sends WHERE client_address = $1 AND sent_at > $2
+         ORDER BY sent_at, seq LIMIT 1",
+        &[&address, &send_window_start(now)],
+    )
+    .await?
+    .map(|r| (r.get(0), r.get(1)));
+    check_address_sends(last, first, now, limit)
 }
 
 async fn store_outcome(
@@ -708,7 +722,7 @@ async fn prepare_sms_code_tx(tx: &Tx<'_>, req: &SmsSendRequest) -> Result<SmsToS
         req.per_number_per_hour,
     )
     .await?;
-    if let Some(address) = &req.client_address {
+    let address_seq = if let Some(address) = &req.client_address {
         // Also across accounts and numbers; taken last, so locks are always in one order.
         exec(
             tx,
@@ -716,21 +730,23 @@ async fn prepare_sms_code_tx(tx: &Tx<'_>, req: &SmsSendRequest) -> Result<SmsToS
             &[address],
         )
         .await?;
-        sends_in_window(
-            tx,
-            "SELECT COUNT(*), MIN(sent_at) FROM sms_sends
-             WHERE client_address = $1 AND sent_at > $2",
-            address,
-            req.now,
-            req.per_address_per_hour,
-        )
-        .await?;
-    }
+        Some(address_sends(tx, address, req.now, req.per_address_per_hour).await?)
+    } else {
+        None
+    };
     exec(
         tx,
-        "INSERT INTO sms_sends (account, phone_number, sent_at, client_address)
-         VALUES ($1, $2, $3, $4)",
-        &[&req.account, &number, &req.now, &req.client_address],
+        "WITH send AS (INSERT INTO sms_sends (account, phone_number, sent_at, client_address)
+                       VALUES ($1, $2, $3, $4) RETURNING id)
+         INSERT INTO sms_address_sends (send_id, client_address, seq, sent_at)
+         SELECT id, $4, $5, $3 FROM send WHERE $5::BIGINT IS NOT NULL",
+        &[
+            &req.account,
+            &number,
+            &req.now,
+            &req.client_address,
+            &address_seq,
+        ],
     )
     .await?;
     // A live code is resent as is: same code, same expiry.
