@@ -36,9 +36,7 @@ pub const ACCOUNT_INDEXES_AND_ADDRESS_ORDINALS: &str = r#"
         ON sms_address_sends(client_address, sent_at, seq);
     INSERT INTO sms_address_sends (send_id, client_address, seq, sent_at)
         SELECT id, client_address,
-               (SELECT COUNT(*) FROM sms_sends s
-                 WHERE s.client_address = sms_sends.client_address AND s.id <= sms_sends.id),
-               sent_at
+               ROW_NUMBER() OVER (PARTITION BY client_address ORDER BY id), sent_at
         FROM sms_sends
         WHERE client_address IS NOT NULL AND id NOT IN (SELECT send_id FROM sms_address_sends);
     DROP INDEX IF EXISTS sms_sends_by_address;
