@@ -46,7 +46,7 @@ impl AccountRecord {
         else {
             return api(ApiError::NoPin);
         };
-        if self.pin_failures >= pin_attempts {
+        if pin_blocked(self.pin_failures, pin_attempts) {
             return api(ApiError::AccountBlocked);
         }
         Ok(CurrentPin {
@@ -116,6 +116,18 @@ impl DeviceRecord {
         }
     }
 }
+
+impl DeviceRecord {
+    /// The counter rule, one for every path that verifies a device signature: the signed
+    /// counter must be above the last one seen. One that is not is a clone or a replay: the
+    /// store disables the device (audited as [`COUNTER_REPLAYED`]) and answers `DeviceUnknown`.
+    pub fn counter_advances(&self, presented: u64) -> bool {
+        presented > self.counter
+    }
+}
+
+/// Why a device whose counter did not grow was disabled (audit detail).
+pub const COUNTER_REPLAYED: &str = "counter did not increase";
 
 /// Which stored code a check is against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -750,6 +762,13 @@ pub fn registered_pin_origin(had_pin_before: bool) -> PinOrigin {
     } else {
         PinOrigin::Enrollment
     }
+}
+
+/// The lockout rule: an account whose counted PIN attempts reached the limit is blocked (no
+/// new attempt starts). PostgreSQL's attempt counter applies it in its `UPDATE` (`pin_failures
+/// < limit`), so the count and the check are one statement under the account lock.
+pub fn pin_blocked(failures: u32, limit: u32) -> bool {
+    failures >= limit
 }
 
 /// The PIN outcome of a failed login whose start was the `ordinal`-th counted attempt.

@@ -366,6 +366,22 @@ async fn disable_device(
     .await
 }
 
+/// The counter rule ([`DeviceRecord::counter_advances`]) on a step: a counter that does not
+/// grow disables the device, and the step answers `DeviceUnknown`.
+async fn advance_counter(
+    tx: &Tx<'_>,
+    account: &str,
+    device: &DeviceRecord,
+    presented: u64,
+    now: i64,
+) -> Result<()> {
+    if device.counter_advances(presented) {
+        return Ok(());
+    }
+    disable_device(tx, account, &device.id, now, COUNTER_REPLAYED).await?;
+    api(ApiError::DeviceUnknown)
+}
+
 /// Records a failed PIN proof whose start was the `ordinal`-th counted attempt.
 async fn pin_failed(
     tx: &Tx<'_>,
@@ -830,7 +846,7 @@ async fn start_enrollment_tx(tx: &Tx<'_>, step: &StartEnrollmentStep) -> Result<
     {
         return api(ApiError::DeviceLimitReached);
     }
-    if step.login.is_some() && acct.pin_failures >= step.limits.pin_attempts {
+    if step.login.is_some() && pin_blocked(acct.pin_failures, step.limits.pin_attempts) {
         return api(ApiError::AccountBlocked);
     }
     let code_id = check_code(
@@ -1030,17 +1046,7 @@ async fn activate_device_tx(tx: &Tx<'_>, step: &ActivateStep) -> Result<bool> {
         Some(DeviceState::Pending | DeviceState::Active) => {}
         Some(DeviceState::Disabled) | None => return api(ApiError::DeviceUnknown),
     }
-    if step.counter <= device.counter {
-        disable_device(
-            tx,
-            &step.account,
-            &device.id,
-            step.now,
-            "counter did not increase",
-        )
-        .await?;
-        return api(ApiError::DeviceUnknown);
-    }
+    advance_counter(tx, &step.account, &device, step.counter, step.now).await?;
     exec(
         tx,
         "UPDATE devices SET state = 'active', counter = $3,
@@ -1076,18 +1082,8 @@ async fn create_otp_challenge_tx(tx: &Tx<'_>, step: &ChallengeStep) -> Result<()
         return api(ApiError::DeviceUnknown);
     };
     match step.login_counter {
-        Some(counter) if counter <= device.counter => {
-            disable_device(
-                tx,
-                &step.account,
-                &device.id,
-                step.now,
-                "counter did not increase",
-            )
-            .await?;
-            return api(ApiError::DeviceUnknown);
-        }
         Some(counter) => {
+            advance_counter(tx, &step.account, &device, counter, step.now).await?;
             exec(
                 tx,
                 "UPDATE devices SET counter = $2 WHERE id = $1",
@@ -1193,10 +1189,7 @@ async fn issue_otp_tx(tx: &Tx<'_>, step: &IssueOtpStep) -> Result<()> {
     let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
         return api(ApiError::DeviceUnknown);
     };
-    if step.counter <= device.counter {
-        disable_device(tx, account, &device_id, now, "counter did not increase").await?;
-        return api(ApiError::DeviceUnknown);
-    }
+    advance_counter(tx, account, &device, step.counter, now).await?;
     exec(
         tx,
         "UPDATE devices SET counter = $2, last_used_at = $3 WHERE id = $1",
@@ -1315,10 +1308,7 @@ async fn device_operation_tx(tx: &Tx<'_>, step: &DeviceOperationStep) -> Result<
     let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
         return api(ApiError::DeviceUnknown);
     };
-    if step.counter <= device.counter {
-        disable_device(tx, account, device_id, now, "counter did not increase").await?;
-        return api(ApiError::DeviceUnknown);
-    }
+    advance_counter(tx, account, &device, step.counter, now).await?;
     exec(
         tx,
         "UPDATE devices SET counter = $2, last_used_at = $3 WHERE id = $1",

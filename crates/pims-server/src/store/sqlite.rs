@@ -337,6 +337,22 @@ fn disable_device(
     )
 }
 
+/// The counter rule ([`DeviceRecord::counter_advances`]) on a step: a counter that does not
+/// grow disables the device, and the step answers `DeviceUnknown`.
+fn advance_counter(
+    tx: &Transaction,
+    account: &str,
+    device: &DeviceRecord,
+    presented: u64,
+    now: i64,
+) -> Result<()> {
+    if device.counter_advances(presented) {
+        return Ok(());
+    }
+    disable_device(tx, account, &device.id, now, COUNTER_REPLAYED)?;
+    api(ApiError::DeviceUnknown)
+}
+
 /// Records a failed PIN proof whose start was the `ordinal`-th counted attempt.
 fn pin_failed(
     tx: &Transaction,
@@ -369,7 +385,7 @@ fn begin_pin_attempt(tx: &Transaction, account: &str, limit: u32, now: i64) -> R
         [account],
         |r| r.get(0),
     )?;
-    if failures >= limit {
+    if pin_blocked(failures, limit) {
         return api(ApiError::AccountBlocked);
     }
     exec(
@@ -930,7 +946,7 @@ impl Store for SqliteStore {
             {
                 return api(ApiError::DeviceLimitReached);
             }
-            if step.login.is_some() && acct.pin_failures >= step.limits.pin_attempts {
+            if step.login.is_some() && pin_blocked(acct.pin_failures, step.limits.pin_attempts) {
                 return api(ApiError::AccountBlocked);
             }
             let code_id = check_code(
@@ -1045,16 +1061,7 @@ impl Store for SqliteStore {
                 Some(DeviceState::Pending | DeviceState::Active) => {}
                 Some(DeviceState::Disabled) | None => return api(ApiError::DeviceUnknown),
             }
-            if step.counter <= device.counter {
-                disable_device(
-                    tx,
-                    &step.account,
-                    &device.id,
-                    step.now,
-                    "counter did not increase",
-                )?;
-                return api(ApiError::DeviceUnknown);
-            }
+            advance_counter(tx, &step.account, &device, step.counter, step.now)?;
             exec(
                 tx,
                 "UPDATE devices SET state = 'active', counter = ?3,
@@ -1091,17 +1098,8 @@ impl Store for SqliteStore {
                 return api(ApiError::DeviceUnknown);
             };
             match step.login_counter {
-                Some(counter) if counter <= device.counter => {
-                    disable_device(
-                        tx,
-                        &step.account,
-                        &device.id,
-                        step.now,
-                        "counter did not increase",
-                    )?;
-                    return api(ApiError::DeviceUnknown);
-                }
                 Some(counter) => {
+                    advance_counter(tx, &step.account, &device, counter, step.now)?;
                     exec(
                         tx,
                         "UPDATE devices SET counter = ?2 WHERE id = ?1",
@@ -1203,10 +1201,7 @@ impl Store for SqliteStore {
             let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
                 return api(ApiError::DeviceUnknown);
             };
-            if step.counter <= device.counter {
-                disable_device(tx, account, &device_id, now, "counter did not increase")?;
-                return api(ApiError::DeviceUnknown);
-            }
+            advance_counter(tx, account, &device, step.counter, now)?;
             exec(
                 tx,
                 "UPDATE devices SET counter = ?2, last_used_at = ?3 WHERE id = ?1",
@@ -1403,10 +1398,7 @@ impl Store for SqliteStore {
             let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
                 return api(ApiError::DeviceUnknown);
             };
-            if step.counter <= device.counter {
-                disable_device(tx, account, device_id, now, "counter did not increase")?;
-                return api(ApiError::DeviceUnknown);
-            }
+            advance_counter(tx, account, &device, step.counter, now)?;
             exec(
                 tx,
                 "UPDATE devices SET counter = ?2, last_used_at = ?3 WHERE id = ?1",
