@@ -998,7 +998,6 @@ impl Store for SqliteStore {
         id: &str,
         now: i64,
     ) -> Result<Option<EnrollmentSession>> {
-        let (account, id) = (account.to_string(), id.to_string());
         self.read(|c| {
             Ok(query_row(
                 c,
@@ -1162,7 +1161,6 @@ impl Store for SqliteStore {
         id: &str,
         now: i64,
     ) -> Result<Option<OtpChallengeRecord>> {
-        let (account, id) = (account.to_string(), id.to_string());
         self.read(|c| {
             Ok(query_row(
                 c,
@@ -1316,7 +1314,6 @@ impl Store for SqliteStore {
         now: i64,
         pending_ttl: u64,
     ) -> Result<Vec<DeviceSummary>> {
-        let account = account.to_string();
         self.read(|c| {
             let mut stmt = c.prepare_cached(
                 "SELECT id, name, platform, state, created_at, last_used_at FROM devices
