@@ -188,7 +188,7 @@ impl Service {
             .otps_issued
             .with_label_values(&[if with_pin { "true" } else { "false" }])
             .inc();
-        tracing::info!(device_id = %challenge.device_id, with_pin, "OTP issued");
+        tracing::debug!(device_id = %challenge.device_id, with_pin, "OTP issued");
         Ok(OtpIssued {
             otp,
             expires_in_seconds: self.limits.otp_ttl_seconds,
@@ -204,7 +204,7 @@ impl Service {
         match self.store.use_otp(&mac, self.now(), relying_party).await? {
             Some(v) => {
                 self.metrics.otps_verified.inc();
-                tracing::info!(relying_party, device_id = %v.device_id, "OTP verified");
+                tracing::debug!(relying_party, device_id = %v.device_id, "OTP verified");
                 Ok(OtpVerified {
                     subject: v.subject,
                     device_id: v.device_id,

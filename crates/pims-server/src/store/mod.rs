@@ -46,7 +46,7 @@ impl AccountRecord {
         else {
             return api(ApiError::NoPin);
         };
-        if self.pin_failures >= pin_attempts {
+        if pin_blocked(self.pin_failures, pin_attempts) {
             return api(ApiError::AccountBlocked);
         }
         Ok(CurrentPin {
@@ -116,6 +116,18 @@ impl DeviceRecord {
         }
     }
 }
+
+impl DeviceRecord {
+    /// The counter rule, one for every path that verifies a device signature: the signed
+    /// counter must be above the last one seen. One that is not is a clone or a replay: the
+    /// store disables the device (audited as [`COUNTER_REPLAYED`]) and answers `DeviceUnknown`.
+    pub fn counter_advances(&self, presented: u64) -> bool {
+        presented > self.counter
+    }
+}
+
+/// Why a device whose counter did not grow was disabled (audit detail).
+pub const COUNTER_REPLAYED: &str = "counter did not increase";
 
 /// Which stored code a check is against.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -487,6 +499,42 @@ pub struct ChainedAuditRow {
 /// The SMS send limits count sends of the last hour.
 pub const SMS_SEND_WINDOW_SECONDS: u64 = 3600;
 
+/// Where the send window of `now` starts (exclusive).
+pub fn send_window_start(now: i64) -> i64 {
+    now - SMS_SEND_WINDOW_SECONDS as i64
+}
+
+/// The rule of every SMS send limit: `RateLimited` once the `count` sends of the window
+/// reached `limit`, to retry when the `oldest` of them leaves it.
+pub fn check_sends(count: i64, oldest: Option<i64>, now: i64, limit: u32) -> Result<()> {
+    if count >= i64::from(limit) {
+        let window = SMS_SEND_WINDOW_SECONDS as i64;
+        let retry = oldest.map_or(window, |t| t + window - now).max(1);
+        return api(ApiError::RateLimited {
+            retry_after_seconds: retry as u64,
+        });
+    }
+    Ok(())
+}
+
+/// The per-address limit without counting rows: sends of one address carry consecutive
+/// ordinals (`address_seq`, given under the store's lock for the address), so the window holds
+/// `last - first + 1` of them, where `last` is the address's newest ordinal and `first` (with
+/// its time) is the ordinal of its oldest send still in the window. Two index look-ups
+/// whatever the traffic; exact while the clocks of the servers writing do not run backwards.
+/// Returns the ordinal of this send.
+pub fn check_address_sends(
+    last: Option<i64>,
+    first_in_window: Option<(i64, i64)>,
+    now: i64,
+    limit: u32,
+) -> Result<i64> {
+    let last = last.unwrap_or(0);
+    let count = first_in_window.map_or(0, |(first, _)| last - first + 1);
+    check_sends(count, first_in_window.map(|(_, at)| at), now, limit)?;
+    Ok(last + 1)
+}
+
 /// What a purge removes: only rows nothing can use any more. The audit trail, Active and
 /// Disabled devices, and anything live are never purged.
 #[derive(Debug, Clone)]
@@ -714,6 +762,13 @@ pub fn registered_pin_origin(had_pin_before: bool) -> PinOrigin {
     } else {
         PinOrigin::Enrollment
     }
+}
+
+/// The lockout rule: an account whose counted PIN attempts reached the limit is blocked (no
+/// new attempt starts). PostgreSQL's attempt counter applies it in its `UPDATE` (`pin_failures
+/// < limit`), so the count and the check are one statement under the account lock.
+pub fn pin_blocked(failures: u32, limit: u32) -> bool {
+    failures >= limit
 }
 
 /// The PIN outcome of a failed login whose start was the `ordinal`-th counted attempt.

@@ -366,6 +366,22 @@ async fn disable_device(
     .await
 }
 
+/// The counter rule ([`DeviceRecord::counter_advances`]) on a step: a counter that does not
+/// grow disables the device, and the step answers `DeviceUnknown`.
+async fn advance_counter(
+    tx: &Tx<'_>,
+    account: &str,
+    device: &DeviceRecord,
+    presented: u64,
+    now: i64,
+) -> Result<()> {
+    if device.counter_advances(presented) {
+        return Ok(());
+    }
+    disable_device(tx, account, &device.id, now, COUNTER_REPLAYED).await?;
+    api(ApiError::DeviceUnknown)
+}
+
 /// Records a failed PIN proof whose start was the `ordinal`-th counted attempt.
 async fn pin_failed(
     tx: &Tx<'_>,
@@ -625,18 +641,32 @@ async fn consume_code(tx: &Tx<'_>, code_id: i64, now: i64) -> Result<()> {
     Ok(())
 }
 
-/// `RateLimited` if the sends in the last hour already reached `limit`.
+/// `RateLimited` if the sends of the window (`sql` counts them) already reached `limit`.
 async fn sends_in_window(tx: &Tx<'_>, sql: &str, value: &str, now: i64, limit: u32) -> Result<()> {
-    let row = one(tx, sql, &[&value, &(now - 3600)]).await?;
-    let count = row.get::<_, i64>(0);
-    let oldest: Option<i64> = row.get(1);
-    if count >= i64::from(limit) {
-        let retry = oldest.map_or(3600, |t| t + 3600 - now).max(1);
-        return api(ApiError::RateLimited {
-            retry_after_seconds: retry as u64,
-        });
-    }
-    Ok(())
+    let row = one(tx, sql, &[&value, &send_window_start(now)]).await?;
+    check_sends(row.get(0), row.get(1), now, limit)
+}
+
+/// The per-address limit ([`check_address_sends`]); the ordinal of this send. The caller
+/// holds the address's advisory lock.
+async fn address_sends(tx: &Tx<'_>, address: &str, now: i64, limit: u32) -> Result<i64> {
+    let last = opt(
+        tx,
+        "SELECT seq FROM sms_address_sends WHERE client_address = $1
+         ORDER BY seq DESC LIMIT 1",
+        &[&address],
+    )
+    .await?
+    .map(|r| r.get(0));
+    let first = opt(
+        tx,
+        "SELECT seq, sent_at FROM sms_address_sends WHERE client_address = $1 AND sent_at > $2
+         ORDER BY sent_at, seq LIMIT 1",
+        &[&address, &send_window_start(now)],
+    )
+    .await?
+    .map(|r| (r.get(0), r.get(1)));
+    check_address_sends(last, first, now, limit)
 }
 
 async fn store_outcome(
@@ -708,7 +738,7 @@ async fn prepare_sms_code_tx(tx: &Tx<'_>, req: &SmsSendRequest) -> Result<SmsToS
         req.per_number_per_hour,
     )
     .await?;
-    if let Some(address) = &req.client_address {
+    let address_seq = if let Some(address) = &req.client_address {
         // Also across accounts and numbers; taken last, so locks are always in one order.
         exec(
             tx,
@@ -716,21 +746,23 @@ async fn prepare_sms_code_tx(tx: &Tx<'_>, req: &SmsSendRequest) -> Result<SmsToS
             &[address],
         )
         .await?;
-        sends_in_window(
-            tx,
-            "SELECT COUNT(*), MIN(sent_at) FROM sms_sends
-             WHERE client_address = $1 AND sent_at > $2",
-            address,
-            req.now,
-            req.per_address_per_hour,
-        )
-        .await?;
-    }
+        Some(address_sends(tx, address, req.now, req.per_address_per_hour).await?)
+    } else {
+        None
+    };
     exec(
         tx,
-        "INSERT INTO sms_sends (account, phone_number, sent_at, client_address)
-         VALUES ($1, $2, $3, $4)",
-        &[&req.account, &number, &req.now, &req.client_address],
+        "WITH send AS (INSERT INTO sms_sends (account, phone_number, sent_at, client_address)
+                       VALUES ($1, $2, $3, $4) RETURNING id)
+         INSERT INTO sms_address_sends (send_id, client_address, seq, sent_at)
+         SELECT id, $4, $5, $3 FROM send WHERE $5::BIGINT IS NOT NULL",
+        &[
+            &req.account,
+            &number,
+            &req.now,
+            &req.client_address,
+            &address_seq,
+        ],
     )
     .await?;
     // A live code is resent as is: same code, same expiry.
@@ -814,7 +846,7 @@ async fn start_enrollment_tx(tx: &Tx<'_>, step: &StartEnrollmentStep) -> Result<
     {
         return api(ApiError::DeviceLimitReached);
     }
-    if step.login.is_some() && acct.pin_failures >= step.limits.pin_attempts {
+    if step.login.is_some() && pin_blocked(acct.pin_failures, step.limits.pin_attempts) {
         return api(ApiError::AccountBlocked);
     }
     let code_id = check_code(
@@ -1014,17 +1046,7 @@ async fn activate_device_tx(tx: &Tx<'_>, step: &ActivateStep) -> Result<bool> {
         Some(DeviceState::Pending | DeviceState::Active) => {}
         Some(DeviceState::Disabled) | None => return api(ApiError::DeviceUnknown),
     }
-    if step.counter <= device.counter {
-        disable_device(
-            tx,
-            &step.account,
-            &device.id,
-            step.now,
-            "counter did not increase",
-        )
-        .await?;
-        return api(ApiError::DeviceUnknown);
-    }
+    advance_counter(tx, &step.account, &device, step.counter, step.now).await?;
     exec(
         tx,
         "UPDATE devices SET state = 'active', counter = $3,
@@ -1060,18 +1082,8 @@ async fn create_otp_challenge_tx(tx: &Tx<'_>, step: &ChallengeStep) -> Result<()
         return api(ApiError::DeviceUnknown);
     };
     match step.login_counter {
-        Some(counter) if counter <= device.counter => {
-            disable_device(
-                tx,
-                &step.account,
-                &device.id,
-                step.now,
-                "counter did not increase",
-            )
-            .await?;
-            return api(ApiError::DeviceUnknown);
-        }
         Some(counter) => {
+            advance_counter(tx, &step.account, &device, counter, step.now).await?;
             exec(
                 tx,
                 "UPDATE devices SET counter = $2 WHERE id = $1",
@@ -1177,10 +1189,7 @@ async fn issue_otp_tx(tx: &Tx<'_>, step: &IssueOtpStep) -> Result<()> {
     let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
         return api(ApiError::DeviceUnknown);
     };
-    if step.counter <= device.counter {
-        disable_device(tx, account, &device_id, now, "counter did not increase").await?;
-        return api(ApiError::DeviceUnknown);
-    }
+    advance_counter(tx, account, &device, step.counter, now).await?;
     exec(
         tx,
         "UPDATE devices SET counter = $2, last_used_at = $3 WHERE id = $1",
@@ -1299,10 +1308,7 @@ async fn device_operation_tx(tx: &Tx<'_>, step: &DeviceOperationStep) -> Result<
     let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
         return api(ApiError::DeviceUnknown);
     };
-    if step.counter <= device.counter {
-        disable_device(tx, account, device_id, now, "counter did not increase").await?;
-        return api(ApiError::DeviceUnknown);
-    }
+    advance_counter(tx, account, &device, step.counter, now).await?;
     exec(
         tx,
         "UPDATE devices SET counter = $2, last_used_at = $3 WHERE id = $1",

@@ -177,4 +177,6 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE audit ENABLE TRIGGER audit_no_update;
     REVOKE UPDATE, DELETE, TRUNCATE ON audit FROM PUBLIC, CURRENT_USER;
     "#,
+    // 7: shared with SQLite
+    super::schema::ACCOUNT_INDEXES_AND_ADDRESS_ORDINALS,
 ];

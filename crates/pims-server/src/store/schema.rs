@@ -15,6 +15,33 @@ pub fn chain_existing_audit_after() -> usize {
         + 1
 }
 
+/// A migration both dialects run as written (each store appends it to its own list), and may
+/// run again over its own result (an upgrade test replays the migrations after the audit
+/// chain's): steps that close an account's open sessions and challenges find them by account
+/// instead of scanning every account's, and the per-address SMS limit counts sends by ordinal
+/// ([`crate::store::check_address_sends`]) instead of counting every send of the hour. An
+/// ordinal row goes with its send (purged with it).
+pub const ACCOUNT_INDEXES_AND_ADDRESS_ORDINALS: &str = r#"
+    CREATE INDEX IF NOT EXISTS enrollment_sessions_by_account
+        ON enrollment_sessions(account, finished_at);
+    CREATE INDEX IF NOT EXISTS otp_challenges_by_account ON otp_challenges(account, used_at);
+    CREATE TABLE IF NOT EXISTS sms_address_sends (
+        send_id        BIGINT PRIMARY KEY REFERENCES sms_sends(id) ON DELETE CASCADE,
+        client_address TEXT NOT NULL,
+        seq            BIGINT NOT NULL,
+        sent_at        BIGINT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS sms_address_sends_by_seq ON sms_address_sends(client_address, seq);
+    CREATE INDEX IF NOT EXISTS sms_address_sends_by_time
+        ON sms_address_sends(client_address, sent_at, seq);
+    INSERT INTO sms_address_sends (send_id, client_address, seq, sent_at)
+        SELECT id, client_address,
+               ROW_NUMBER() OVER (PARTITION BY client_address ORDER BY id), sent_at
+        FROM sms_sends
+        WHERE client_address IS NOT NULL AND id NOT IN (SELECT send_id FROM sms_address_sends);
+    DROP INDEX IF EXISTS sms_sends_by_address;
+    "#;
+
 pub const MIGRATIONS: &[&str] = &[
     // 1: initial schema
     r#"
@@ -173,4 +200,6 @@ pub const MIGRATIONS: &[&str] = &[
         WHEN EXISTS (SELECT 1 FROM audit WHERE id = NEW.id)
         BEGIN SELECT RAISE(ABORT, 'audit rows are append-only'); END;
     "#,
+    // 6: shared with PostgreSQL
+    ACCOUNT_INDEXES_AND_ADDRESS_ORDINALS,
 ];

@@ -15,7 +15,13 @@ use crate::audit::{link_mac, AuditKey, Chains, Link};
 use crate::error::{api, Error, Result};
 
 pub struct SqliteStore {
+    /// The writer: every step, in an immediate transaction, on the blocking pool (its commit
+    /// waits for an fsync).
     conn: Arc<Mutex<Option<Connection>>>,
+    /// Reads outside a step run on the caller's thread on their own connection: WAL readers
+    /// never wait for the writer or the disk's fsync, and a hand-off to the blocking pool
+    /// would cost more than the read.
+    reader: Mutex<Option<Connection>>,
 }
 
 impl SqliteStore {
@@ -35,11 +41,26 @@ impl SqliteStore {
         // FULL: a commit (a counted wrong PIN, a used code) is on disk before it is answered.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         register_audit_mac(&conn, audit_key.clone())?;
         migrate(&mut conn, &audit_key)?;
+        let reader = Connection::open(path)
+            .with_context(|| format!("opening database {}", path.display()))?;
+        reader.busy_timeout(Duration::from_secs(10))?;
+        reader.pragma_update(None, "query_only", "ON")?;
+        reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(Some(conn))),
+            reader: Mutex::new(Some(reader)),
         })
+    }
+
+    /// Runs a read on the reader connection, here.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let guard = self.reader.lock().unwrap_or_else(|p| p.into_inner());
+        f(guard
+            .as_ref()
+            .ok_or_else(|| anyhow!("the store is closed"))?)
     }
 
     /// A PRAGMA's value on the store's own connection (pragmas are per connection).
@@ -123,7 +144,7 @@ fn register_audit_mac(conn: &Connection, key: AuditKey) -> anyhow::Result<()> {
 /// `CHAIN_EXISTING_AUDIT`); they are as trustworthy as the database at upgrade time.
 fn chain_existing_audit(tx: &Transaction, key: &AuditKey) -> anyhow::Result<()> {
     let rows: Vec<AuditEvent> = tx
-        .prepare("SELECT id, at, account, event, device_id, detail FROM audit ORDER BY id")?
+        .prepare_cached("SELECT id, at, account, event, device_id, detail FROM audit ORDER BY id")?
         .query_map([], |r| {
             Ok(AuditEvent {
                 id: r.get(0)?,
@@ -138,7 +159,8 @@ fn chain_existing_audit(tx: &Transaction, key: &AuditKey) -> anyhow::Result<()> 
     let mut chains = Chains::default();
     for row in &rows {
         let (prev_id, mac) = chains.append(key, row);
-        tx.execute(
+        exec(
+            tx,
             "UPDATE audit SET prev_id = ?2, mac = ?3 WHERE id = ?1",
             params![row.id, prev_id, &mac[..]],
         )?;
@@ -151,7 +173,7 @@ fn chain_existing_audit(tx: &Transaction, key: &AuditKey) -> anyhow::Result<()> 
 
 fn migrate(conn: &mut Connection, audit_key: &AuditKey) -> anyhow::Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version: usize = query_row(&tx, "PRAGMA user_version", [], |r| r.get(0))?;
     anyhow::ensure!(
         version <= MIGRATIONS.len(),
         "database schema version {version} is newer than this server ({})",
@@ -170,6 +192,22 @@ fn migrate(conn: &mut Connection, audit_key: &AuditKey) -> anyhow::Result<()> {
 }
 
 // ---- row helpers ------------------------------------------------------------------------
+
+/// Every statement is compiled once per connection and kept: compiling one costs more than
+/// running it.
+const STATEMENT_CACHE: usize = 256;
+
+fn exec<P: rusqlite::Params>(c: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(params)
+}
+
+fn query_row<T, P, F>(c: &Connection, sql: &str, params: P, f: F) -> rusqlite::Result<T>
+where
+    P: rusqlite::Params,
+    F: FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+{
+    c.prepare_cached(sql)?.query_row(params, f)
+}
 
 fn parse_state(s: &str) -> rusqlite::Result<DeviceState> {
     match s {
@@ -193,7 +231,8 @@ fn counter_to_sql(counter: u64) -> Result<i64> {
 }
 
 fn ensure_account(tx: &Transaction, account: &str, now: i64) -> Result<()> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT OR IGNORE INTO accounts (subject, created_at) VALUES (?1, ?2)",
         params![account, now],
     )?;
@@ -201,22 +240,22 @@ fn ensure_account(tx: &Transaction, account: &str, now: i64) -> Result<()> {
 }
 
 fn read_account(conn: &Connection, account: &str) -> Result<Option<AccountRecord>> {
-    Ok(conn
-        .query_row(
-            "SELECT phone_number, pin_record, pin_credential_id, pin_failures, recovery_held_until
+    Ok(query_row(
+        conn,
+        "SELECT phone_number, pin_record, pin_credential_id, pin_failures, recovery_held_until
              FROM accounts WHERE subject = ?1",
-            [account],
-            |r| {
-                Ok(AccountRecord {
-                    phone_number: r.get(0)?,
-                    pin_record: r.get(1)?,
-                    pin_credential_id: r.get(2)?,
-                    pin_failures: r.get(3)?,
-                    recovery_held_until: r.get(4)?,
-                })
-            },
-        )
-        .optional()?)
+        [account],
+        |r| {
+            Ok(AccountRecord {
+                phone_number: r.get(0)?,
+                pin_record: r.get(1)?,
+                pin_credential_id: r.get(2)?,
+                pin_failures: r.get(3)?,
+                recovery_held_until: r.get(4)?,
+            })
+        },
+    )
+    .optional()?)
 }
 
 fn account_in_tx(tx: &Transaction, account: &str, now: i64) -> Result<AccountRecord> {
@@ -225,23 +264,23 @@ fn account_in_tx(tx: &Transaction, account: &str, now: i64) -> Result<AccountRec
 }
 
 fn read_device(conn: &Connection, account: &str, device_id: &str) -> Result<Option<DeviceRecord>> {
-    Ok(conn
-        .query_row(
-            "SELECT id, public_key, state, counter, activation_nonce, created_at
+    Ok(query_row(
+        conn,
+        "SELECT id, public_key, state, counter, activation_nonce, created_at
              FROM devices WHERE id = ?1 AND account = ?2",
-            params![device_id, account],
-            |r| {
-                Ok(DeviceRecord {
-                    id: r.get(0)?,
-                    public_key: r.get(1)?,
-                    state: parse_state(&r.get::<_, String>(2)?)?,
-                    counter: r.get::<_, i64>(3)? as u64,
-                    activation_nonce: r.get(4)?,
-                    created_at: r.get(5)?,
-                })
-            },
-        )
-        .optional()?)
+        params![device_id, account],
+        |r| {
+            Ok(DeviceRecord {
+                id: r.get(0)?,
+                public_key: r.get(1)?,
+                state: parse_state(&r.get::<_, String>(2)?)?,
+                counter: r.get::<_, i64>(3)? as u64,
+                activation_nonce: r.get(4)?,
+                created_at: r.get(5)?,
+            })
+        },
+    )
+    .optional()?)
 }
 
 fn audit(
@@ -267,7 +306,8 @@ fn audit(
 }
 
 fn live_device_count(tx: &Transaction, account: &str, now: i64, pending_ttl: u64) -> Result<u32> {
-    Ok(tx.query_row(
+    Ok(query_row(
+        tx,
         "SELECT COUNT(*) FROM devices WHERE account = ?1
            AND (state = 'active' OR (state = 'pending' AND created_at > ?2))",
         params![account, now.saturating_sub(pending_ttl as i64)],
@@ -282,7 +322,8 @@ fn disable_device(
     now: i64,
     why: &str,
 ) -> Result<()> {
-    tx.execute(
+    exec(
+        tx,
         "UPDATE devices SET state = 'disabled' WHERE id = ?1 AND account = ?2",
         params![device_id, account],
     )?;
@@ -294,6 +335,22 @@ fn disable_device(
         Some(device_id),
         Some(why),
     )
+}
+
+/// The counter rule ([`DeviceRecord::counter_advances`]) on a step: a counter that does not
+/// grow disables the device, and the step answers `DeviceUnknown`.
+fn advance_counter(
+    tx: &Transaction,
+    account: &str,
+    device: &DeviceRecord,
+    presented: u64,
+    now: i64,
+) -> Result<()> {
+    if device.counter_advances(presented) {
+        return Ok(());
+    }
+    disable_device(tx, account, &device.id, now, COUNTER_REPLAYED)?;
+    api(ApiError::DeviceUnknown)
 }
 
 /// Records a failed PIN proof whose start was the `ordinal`-th counted attempt.
@@ -322,15 +379,17 @@ fn pin_failed(
 /// Rejects a blocked account, else counts (and audits) one more PIN attempt and returns its
 /// ordinal. The attempt counts from its start: an attempt never finished still counts.
 fn begin_pin_attempt(tx: &Transaction, account: &str, limit: u32, now: i64) -> Result<u32> {
-    let failures: u32 = tx.query_row(
+    let failures: u32 = query_row(
+        tx,
         "SELECT pin_failures FROM accounts WHERE subject = ?1",
         [account],
         |r| r.get(0),
     )?;
-    if failures >= limit {
+    if pin_blocked(failures, limit) {
         return api(ApiError::AccountBlocked);
     }
-    tx.execute(
+    exec(
+        tx,
         "UPDATE accounts SET pin_failures = pin_failures + 1 WHERE subject = ?1",
         [account],
     )?;
@@ -354,28 +413,29 @@ fn use_challenge(
     now: i64,
     kind: ChallengeKind,
 ) -> Result<UsedChallenge> {
-    let challenge = tx
-        .query_row(
-            "SELECT device_id, pin_ordinal, pin_change, pin_credential_id, audience
+    let challenge = query_row(
+        tx,
+        "SELECT device_id, pin_ordinal, pin_change, pin_credential_id, audience
              FROM otp_challenges
              WHERE id = ?1 AND account = ?2 AND used_at IS NULL AND expires_at > ?3
                AND (pin_change IS NOT NULL) = ?4",
-            params![challenge_id, account, now, kind == ChallengeKind::PinChange],
-            |r| {
-                Ok(UsedChallenge {
-                    device_id: r.get(0)?,
-                    ordinal: r.get(1)?,
-                    pin_change: r.get(2)?,
-                    credential_id: r.get(3)?,
-                    audience: r.get(4)?,
-                })
-            },
-        )
-        .optional()?;
+        params![challenge_id, account, now, kind == ChallengeKind::PinChange],
+        |r| {
+            Ok(UsedChallenge {
+                device_id: r.get(0)?,
+                ordinal: r.get(1)?,
+                pin_change: r.get(2)?,
+                credential_id: r.get(3)?,
+                audience: r.get(4)?,
+            })
+        },
+    )
+    .optional()?;
     let Some(challenge) = challenge else {
         return api(ApiError::SessionExpired);
     };
-    tx.execute(
+    exec(
+        tx,
         "UPDATE otp_challenges SET used_at = ?2 WHERE id = ?1",
         params![challenge_id, now],
     )?;
@@ -400,7 +460,8 @@ fn set_pin(
     origin: PinOrigin,
     now: i64,
 ) -> Result<()> {
-    tx.execute(
+    exec(
+        tx,
         "UPDATE accounts SET pin_record = ?2, pin_credential_id = ?3, pin_failures = 0,
                 pin_set_at = ?4, pin_set_by = ?5,
                 pin_recovered_at = CASE WHEN ?5 = 'sms_recovery' THEN ?4
@@ -410,13 +471,15 @@ fn set_pin(
     )?;
     // Logins started against the previous PIN and PIN changes authorized before this one
     // must not finish over the new PIN.
-    tx.execute(
+    exec(
+        tx,
         "UPDATE otp_challenges SET used_at = ?2
          WHERE account = ?1 AND used_at IS NULL
            AND (pin_ordinal IS NOT NULL OR pin_change IS NOT NULL)",
         params![account, now],
     )?;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE enrollment_sessions SET finished_at = ?2
          WHERE account = ?1 AND finished_at IS NULL AND login_state IS NOT NULL",
         params![account, now],
@@ -433,7 +496,8 @@ fn open_pin_change(
     next: &PinChangeChallenge,
     now: i64,
 ) -> Result<()> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO otp_challenges (id, account, device_id, nonce, pin_change,
              pin_credential_id, created_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -454,16 +518,19 @@ fn open_pin_change(
 /// Disables every device of the account and closes its open enrollment sessions and
 /// challenges (started against devices or a PIN that no longer count); the number disabled.
 fn disable_every_device(tx: &Transaction, account: &str, now: i64) -> Result<usize> {
-    let disabled = tx.execute(
+    let disabled = exec(
+        tx,
         "UPDATE devices SET state = 'disabled' WHERE account = ?1 AND state != 'disabled'",
         [account],
     )?;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE enrollment_sessions SET finished_at = ?2
          WHERE account = ?1 AND finished_at IS NULL",
         params![account, now],
     )?;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE otp_challenges SET used_at = ?2 WHERE account = ?1 AND used_at IS NULL",
         params![account, now],
     )?;
@@ -471,7 +538,8 @@ fn disable_every_device(tx: &Transaction, account: &str, now: i64) -> Result<usi
 }
 
 fn reset_pin_failures(tx: &Transaction, account: &str) -> Result<()> {
-    tx.execute(
+    exec(
+        tx,
         "UPDATE accounts SET pin_failures = 0 WHERE subject = ?1",
         [account],
     )?;
@@ -501,24 +569,24 @@ fn invalid_code(expired: bool, attempts_remaining: u32) -> Error {
 /// Counts one check of the latest code for the target; returns the code's id if it matched.
 fn check_code(tx: &Transaction, check: &CodeCheck) -> Result<i64> {
     let number = resolve_number(tx, &check.account, &check.target)?;
-    let row = tx
-        .query_row(
-            "SELECT id, phone_number, nonce, expires_at, checks, state FROM sms_codes
+    let row = query_row(
+        tx,
+        "SELECT id, phone_number, nonce, expires_at, checks, state FROM sms_codes
              WHERE account = ?1 AND purpose = ?2 AND (?3 IS NULL OR phone_number = ?3)
              ORDER BY id DESC LIMIT 1",
-            params![check.account, check.purpose.as_str(), number],
-            |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Vec<u8>>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, u32>(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            },
-        )
-        .optional()?;
+        params![check.account, check.purpose.as_str(), number],
+        |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, u32>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        },
+    )
+    .optional()?;
     let Some((id, phone, nonce, expires_at, checks, state)) = row else {
         return Err(invalid_code(false, 0));
     };
@@ -532,7 +600,8 @@ fn check_code(tx: &Transaction, check: &CodeCheck) -> Result<i64> {
         return Err(invalid_code(false, 0));
     }
     let checks = checks + 1;
-    tx.execute(
+    exec(
+        tx,
         "UPDATE sms_codes SET checks = ?2 WHERE id = ?1",
         params![id, checks],
     )?;
@@ -540,7 +609,8 @@ fn check_code(tx: &Transaction, check: &CodeCheck) -> Result<i64> {
         return Ok(id);
     }
     if checks >= check.max_checks {
-        tx.execute(
+        exec(
+            tx,
             "UPDATE sms_codes SET state = 'exhausted' WHERE id = ?1",
             [id],
         )?;
@@ -550,7 +620,8 @@ fn check_code(tx: &Transaction, check: &CodeCheck) -> Result<i64> {
 
 /// Uses up a code that an earlier check accepted, if it is still valid.
 fn consume_code(tx: &Transaction, code_id: i64, now: i64) -> Result<()> {
-    let (expires_at, state): (i64, String) = tx.query_row(
+    let (expires_at, state): (i64, String) = query_row(
+        tx,
         "SELECT expires_at, state FROM sms_codes WHERE id = ?1",
         [code_id],
         |r| Ok((r.get(0)?, r.get(1)?)),
@@ -561,14 +632,15 @@ fn consume_code(tx: &Transaction, code_id: i64, now: i64) -> Result<()> {
     if now >= expires_at {
         return Err(invalid_code(true, 0));
     }
-    tx.execute(
+    exec(
+        tx,
         "UPDATE sms_codes SET state = 'consumed' WHERE id = ?1",
         [code_id],
     )?;
     Ok(())
 }
 
-/// `RateLimited` if `count` sends in the window already reached `limit`.
+/// `RateLimited` if the sends of the window by `column` already reached `limit`.
 fn sends_in_window(
     tx: &Transaction,
     column: &str,
@@ -576,21 +648,34 @@ fn sends_in_window(
     now: i64,
     limit: u32,
 ) -> Result<()> {
-    let window_start = now - 3600;
     let sql = format!(
         "SELECT COUNT(*), MIN(sent_at) FROM sms_sends WHERE {column} = ?1 AND sent_at > ?2"
     );
-    let (count, oldest): (u32, Option<i64>) =
-        tx.query_row(&sql, params![value, window_start], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-    if count >= limit {
-        let retry = oldest.map_or(3600, |t| t + 3600 - now).max(1);
-        return api(ApiError::RateLimited {
-            retry_after_seconds: retry as u64,
-        });
-    }
-    Ok(())
+    let (count, oldest) = query_row(tx, &sql, params![value, send_window_start(now)], |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    check_sends(count, oldest, now, limit)
+}
+
+/// The per-address limit ([`check_address_sends`]); the ordinal of this send.
+fn address_sends(tx: &Transaction, address: &str, now: i64, limit: u32) -> Result<i64> {
+    let last = query_row(
+        tx,
+        "SELECT seq FROM sms_address_sends WHERE client_address = ?1
+         ORDER BY seq DESC LIMIT 1",
+        [address],
+        |r| r.get(0),
+    )
+    .optional()?;
+    let first = query_row(
+        tx,
+        "SELECT seq, sent_at FROM sms_address_sends WHERE client_address = ?1 AND sent_at > ?2
+         ORDER BY sent_at, seq LIMIT 1",
+        params![address, send_window_start(now)],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?;
+    check_address_sends(last, first, now, limit)
 }
 
 fn store_outcome(
@@ -602,7 +687,7 @@ fn store_outcome(
     now: i64,
 ) -> Result<()> {
     let json = serde_json::to_string(outcome).map_err(anyhow::Error::from)?;
-    tx.execute(
+    exec(tx,
         "INSERT INTO idempotency (account, key, scope, outcome, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![account, key, scope, json, now],
     )?;
@@ -614,13 +699,13 @@ fn read_outcome(
     account: &str,
     key: &str,
 ) -> Result<Option<(String, StoredOutcome)>> {
-    let row: Option<(String, String)> = conn
-        .query_row(
-            "SELECT scope, outcome FROM idempotency WHERE account = ?1 AND key = ?2",
-            params![account, key],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
+    let row: Option<(String, String)> = query_row(
+        conn,
+        "SELECT scope, outcome FROM idempotency WHERE account = ?1 AND key = ?2",
+        params![account, key],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()?;
     match row {
         None => Ok(None),
         Some((scope, json)) => {
@@ -636,26 +721,27 @@ fn finish_enrollment_tx(
 ) -> Result<EnrollmentFinished> {
     let account = step.account.as_str();
     let now = step.now;
-    let session = tx
-        .query_row(
-            "SELECT pin_ordinal, sms_code_id, phone_number, pin_credential_id
+    let session = query_row(
+        tx,
+        "SELECT pin_ordinal, sms_code_id, phone_number, pin_credential_id
              FROM enrollment_sessions
              WHERE id = ?1 AND account = ?2 AND finished_at IS NULL AND expires_at > ?3",
-            params![step.enrollment_id, account, now],
-            |r| {
-                Ok((
-                    r.get::<_, Option<u32>>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, Option<String>>(2)?,
-                    r.get::<_, Option<String>>(3)?,
-                ))
-            },
-        )
-        .optional()?;
+        params![step.enrollment_id, account, now],
+        |r| {
+            Ok((
+                r.get::<_, Option<u32>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+            ))
+        },
+    )
+    .optional()?;
     let Some((ordinal, code_id, new_number, credential_id)) = session else {
         return api(ApiError::SessionExpired);
     };
-    tx.execute(
+    exec(
+        tx,
         "UPDATE enrollment_sessions SET finished_at = ?2 WHERE id = ?1",
         params![step.enrollment_id, now],
     )?;
@@ -691,7 +777,8 @@ fn finish_enrollment_tx(
     if let EnrollmentProof::Register { pin_record } = &step.proof {
         let credential_id =
             credential_id.ok_or_else(|| anyhow!("registration session without identifier"))?;
-        let had_pin: bool = tx.query_row(
+        let had_pin: bool = query_row(
+            tx,
             "SELECT pin_set_at IS NOT NULL FROM accounts WHERE subject = ?1",
             [account],
             |r| r.get(0),
@@ -708,14 +795,16 @@ fn finish_enrollment_tx(
         )?;
     }
     if let Some(number) = &new_number {
-        tx.execute(
+        exec(
+            tx,
             "UPDATE accounts SET phone_number = ?2 WHERE subject = ?1",
             params![account, number],
         )?;
         audit(tx, now, account, "phone_number_added", None, None)?;
     }
     let d = &step.device;
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO devices (id, account, public_key, name, platform, state, counter,
                               activation_nonce, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?7)",
@@ -746,14 +835,11 @@ fn finish_enrollment_tx(
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn account(&self, account: &str) -> Result<Option<AccountRecord>> {
-        let account = account.to_string();
-        self.run(move |c| read_account(c, &account)).await
+        self.read(|c| read_account(c, account))
     }
 
     async fn device(&self, account: &str, device_id: &str) -> Result<Option<DeviceRecord>> {
-        let (account, device_id) = (account.to_string(), device_id.to_string());
-        self.run(move |c| read_device(c, &account, &device_id))
-            .await
+        self.read(|c| read_device(c, account, device_id))
     }
 
     async fn prepare_sms_code(&self, req: SmsSendRequest) -> Result<SmsToSend> {
@@ -763,17 +849,26 @@ impl Store for SqliteStore {
                 .ok_or_else(|| anyhow!("an SMS needs a number"))?;
             sends_in_window(tx, "account", &req.account, req.now, req.per_account_per_hour)?;
             sends_in_window(tx, "phone_number", &number, req.now, req.per_number_per_hour)?;
-            if let Some(address) = &req.client_address {
-                sends_in_window(tx, "client_address", address, req.now, req.per_address_per_hour)?;
-            }
-            tx.execute(
+            let address_seq = match &req.client_address {
+                Some(address) => Some(address_sends(tx, address, req.now, req.per_address_per_hour)?),
+                None => None,
+            };
+            exec(
+                tx,
                 "INSERT INTO sms_sends (account, phone_number, sent_at, client_address)
                  VALUES (?1, ?2, ?3, ?4)",
                 params![req.account, number, req.now, req.client_address],
             )?;
+            if let (Some(address), Some(seq)) = (&req.client_address, address_seq) {
+                exec(
+                    tx,
+                    "INSERT INTO sms_address_sends (send_id, client_address, seq, sent_at)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![tx.last_insert_rowid(), address, seq, req.now],
+                )?;
+            }
             // A live code is resent as is: same code, same expiry.
-            let live: Option<(Vec<u8>, i64)> = tx
-                .query_row(
+            let live: Option<(Vec<u8>, i64)> = query_row(tx,
                     "SELECT nonce, expires_at FROM sms_codes
                      WHERE account = ?1 AND purpose = ?2 AND phone_number = ?3
                        AND state = 'live' AND expires_at > ?4 AND checks < ?5
@@ -791,7 +886,7 @@ impl Store for SqliteStore {
                 });
             }
             let expires_at = req.now + req.ttl as i64;
-            tx.execute(
+            exec(tx,
                 "INSERT INTO sms_codes (account, purpose, phone_number, nonce, created_at, expires_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![req.account, req.purpose.as_str(), number, req.new_nonce, req.now, expires_at],
@@ -823,7 +918,8 @@ impl Store for SqliteStore {
             }
             let code_id = check_code(tx, &check)?;
             consume_code(tx, code_id, check.now)?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE accounts SET phone_number = ?2 WHERE subject = ?1",
                 params![check.account, phone_number],
             )?;
@@ -850,7 +946,7 @@ impl Store for SqliteStore {
             {
                 return api(ApiError::DeviceLimitReached);
             }
-            if step.login.is_some() && acct.pin_failures >= step.limits.pin_attempts {
+            if step.login.is_some() && pin_blocked(acct.pin_failures, step.limits.pin_attempts) {
                 return api(ApiError::AccountBlocked);
             }
             let code_id = check_code(
@@ -873,7 +969,8 @@ impl Store for SqliteStore {
                 )?),
                 None => None,
             };
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO enrollment_sessions (id, account, nonce, login_state, pin_ordinal,
                      sms_code_id, phone_number, created_at, expires_at, pin_credential_id)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
@@ -901,9 +998,9 @@ impl Store for SqliteStore {
         id: &str,
         now: i64,
     ) -> Result<Option<EnrollmentSession>> {
-        let (account, id) = (account.to_string(), id.to_string());
-        self.run(move |c| {
-            Ok(c.query_row(
+        self.read(|c| {
+            Ok(query_row(
+                c,
                 "SELECT id, nonce, login_state FROM enrollment_sessions
                  WHERE id = ?1 AND account = ?2 AND finished_at IS NULL AND expires_at > ?3",
                 params![id, account, now],
@@ -917,7 +1014,6 @@ impl Store for SqliteStore {
             )
             .optional()?)
         })
-        .await
     }
 
     async fn idempotent_outcome(
@@ -925,8 +1021,7 @@ impl Store for SqliteStore {
         account: &str,
         key: &str,
     ) -> Result<Option<(String, StoredOutcome)>> {
-        let (account, key) = (account.to_string(), key.to_string());
-        self.run(move |c| read_outcome(c, &account, &key)).await
+        self.read(|c| read_outcome(c, account, key))
     }
 
     async fn finish_enrollment(&self, step: FinishEnrollmentStep) -> Result<EnrollmentFinished> {
@@ -965,17 +1060,9 @@ impl Store for SqliteStore {
                 Some(DeviceState::Pending | DeviceState::Active) => {}
                 Some(DeviceState::Disabled) | None => return api(ApiError::DeviceUnknown),
             }
-            if step.counter <= device.counter {
-                disable_device(
-                    tx,
-                    &step.account,
-                    &device.id,
-                    step.now,
-                    "counter did not increase",
-                )?;
-                return api(ApiError::DeviceUnknown);
-            }
-            tx.execute(
+            advance_counter(tx, &step.account, &device, step.counter, step.now)?;
+            exec(
+                tx,
                 "UPDATE devices SET state = 'active', counter = ?3,
                         activated_at = COALESCE(activated_at, ?4)
                  WHERE id = ?1 AND account = ?2",
@@ -1010,24 +1097,17 @@ impl Store for SqliteStore {
                 return api(ApiError::DeviceUnknown);
             };
             match step.login_counter {
-                Some(counter) if counter <= device.counter => {
-                    disable_device(
-                        tx,
-                        &step.account,
-                        &device.id,
-                        step.now,
-                        "counter did not increase",
-                    )?;
-                    return api(ApiError::DeviceUnknown);
-                }
                 Some(counter) => {
-                    tx.execute(
+                    advance_counter(tx, &step.account, &device, counter, step.now)?;
+                    exec(
+                        tx,
                         "UPDATE devices SET counter = ?2 WHERE id = ?1",
                         params![device.id, counter_to_sql(counter)?],
                     )?;
                 }
                 None => {
-                    let open: u32 = tx.query_row(
+                    let open: u32 = query_row(
+                        tx,
                         "SELECT COUNT(*) FROM otp_challenges
                          WHERE device_id = ?1 AND used_at IS NULL AND expires_at > ?2
                            AND pin_ordinal IS NULL",
@@ -1053,7 +1133,8 @@ impl Store for SqliteStore {
                     )?)
                 }
             };
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO otp_challenges (id, account, device_id, nonce, login_state,
                      pin_ordinal, created_at, expires_at, audience)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -1080,9 +1161,9 @@ impl Store for SqliteStore {
         id: &str,
         now: i64,
     ) -> Result<Option<OtpChallengeRecord>> {
-        let (account, id) = (account.to_string(), id.to_string());
-        self.run(move |c| {
-            Ok(c.query_row(
+        self.read(|c| {
+            Ok(query_row(
+                c,
                 "SELECT c.id, c.device_id, c.nonce, c.login_state, d.public_key
                  FROM otp_challenges c JOIN devices d ON d.id = c.device_id
                  WHERE c.id = ?1 AND c.account = ?2 AND c.used_at IS NULL AND c.expires_at > ?3",
@@ -1099,7 +1180,6 @@ impl Store for SqliteStore {
             )
             .optional()?)
         })
-        .await
     }
 
     async fn issue_otp(&self, step: IssueOtpStep) -> Result<()> {
@@ -1119,11 +1199,9 @@ impl Store for SqliteStore {
             let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
                 return api(ApiError::DeviceUnknown);
             };
-            if step.counter <= device.counter {
-                disable_device(tx, account, &device_id, now, "counter did not increase")?;
-                return api(ApiError::DeviceUnknown);
-            }
-            tx.execute(
+            advance_counter(tx, account, &device, step.counter, now)?;
+            exec(
+                tx,
                 "UPDATE devices SET counter = ?2, last_used_at = ?3 WHERE id = ?1",
                 params![device_id, counter_to_sql(step.counter)?, now],
             )?;
@@ -1142,7 +1220,8 @@ impl Store for SqliteStore {
                     true
                 }
             };
-            tx.execute(
+            exec(
+                tx,
                 "INSERT INTO otps (mac, account, device_id, with_pin, issued_at, expires_at,
                                    audience)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -1176,32 +1255,33 @@ impl Store for SqliteStore {
     ) -> Result<Option<VerifiedOtp>> {
         let (mac, rp) = (otp_mac.to_vec(), relying_party.to_string());
         self.write(move |tx| {
-            let used = tx
-                .query_row(
-                    "UPDATE otps SET used_at = ?2, used_by = ?3
+            let used = query_row(
+                tx,
+                "UPDATE otps SET used_at = ?2, used_by = ?3
                      WHERE mac = ?1 AND used_at IS NULL AND expires_at > ?2 AND audience = ?3
                        AND EXISTS (SELECT 1 FROM devices d
                                    WHERE d.id = otps.device_id AND d.state = 'active')
                      RETURNING account, device_id, with_pin, issued_at",
-                    params![mac, now, rp],
-                    |r| {
-                        Ok(VerifiedOtp {
-                            subject: r.get(0)?,
-                            device_id: r.get(1)?,
-                            with_pin: r.get(2)?,
-                            issued_at: r.get(3)?,
-                            pin_set_at: None,
-                            pin_set_by: None,
-                            pin_recovered_at: None,
-                        })
-                    },
-                )
-                .optional()?;
+                params![mac, now, rp],
+                |r| {
+                    Ok(VerifiedOtp {
+                        subject: r.get(0)?,
+                        device_id: r.get(1)?,
+                        with_pin: r.get(2)?,
+                        issued_at: r.get(3)?,
+                        pin_set_at: None,
+                        pin_set_by: None,
+                        pin_recovered_at: None,
+                    })
+                },
+            )
+            .optional()?;
             let used = match used {
                 None => None,
                 Some(mut v) => {
-                    let (at, by, recovered): (Option<i64>, Option<String>, Option<i64>) = tx
-                        .query_row(
+                    let (at, by, recovered): (Option<i64>, Option<String>, Option<i64>) =
+                        query_row(
+                            tx,
                             "SELECT pin_set_at, pin_set_by, pin_recovered_at FROM accounts
                              WHERE subject = ?1",
                             [&v.subject],
@@ -1234,9 +1314,8 @@ impl Store for SqliteStore {
         now: i64,
         pending_ttl: u64,
     ) -> Result<Vec<DeviceSummary>> {
-        let account = account.to_string();
-        self.run(move |c| {
-            let mut stmt = c.prepare(
+        self.read(|c| {
+            let mut stmt = c.prepare_cached(
                 "SELECT id, name, platform, state, created_at, last_used_at FROM devices
                  WHERE account = ?1
                    AND (state = 'active' OR (state = 'pending' AND created_at > ?2))
@@ -1264,7 +1343,6 @@ impl Store for SqliteStore {
             )?;
             Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
-        .await
     }
 
     async fn revoke_device(&self, account: &str, device_id: &str, now: i64) -> Result<()> {
@@ -1284,7 +1362,8 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             let had_pin = account_in_tx(tx, &account, now)?.pin_record.is_some();
             let disabled = disable_every_device(tx, &account, now)?;
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE accounts SET pin_record = NULL, pin_credential_id = NULL, pin_failures = 0
                  WHERE subject = ?1",
                 [&account],
@@ -1316,11 +1395,9 @@ impl Store for SqliteStore {
             let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
                 return api(ApiError::DeviceUnknown);
             };
-            if step.counter <= device.counter {
-                disable_device(tx, account, device_id, now, "counter did not increase")?;
-                return api(ApiError::DeviceUnknown);
-            }
-            tx.execute(
+            advance_counter(tx, account, &device, step.counter, now)?;
+            exec(
+                tx,
                 "UPDATE devices SET counter = ?2, last_used_at = ?3 WHERE id = ?1",
                 params![device_id, counter_to_sql(step.counter)?, now],
             )?;
@@ -1378,7 +1455,8 @@ impl Store for SqliteStore {
                     let previous = account_in_tx(tx, account, now)?.phone_number;
                     let code_id = check_code(tx, code)?;
                     consume_code(tx, code_id, now)?;
-                    tx.execute(
+                    exec(
+                        tx,
                         "UPDATE accounts SET phone_number = ?2, recovery_held_until = ?3,
                                 previous_phone_number = phone_number
                          WHERE subject = ?1",
@@ -1407,7 +1485,7 @@ impl Store for SqliteStore {
     async fn admin_list_devices(&self, account: &str) -> Result<Vec<AdminDeviceSummary>> {
         let account = account.to_string();
         self.run(move |c| {
-            let mut stmt = c.prepare(
+            let mut stmt = c.prepare_cached(
                 "SELECT id, name, platform, state, created_at, activated_at, last_used_at
                  FROM devices WHERE account = ?1 ORDER BY created_at, rowid",
             )?;
@@ -1442,7 +1520,8 @@ impl Store for SqliteStore {
         let account = account.to_string();
         self.write(move |tx| {
             ensure_account(tx, &account, now)?;
-            let restored = tx.execute(
+            let restored = exec(
+                tx,
                 "UPDATE accounts SET phone_number = previous_phone_number,
                         previous_phone_number = NULL, recovery_held_until = NULL
                  WHERE subject = ?1 AND previous_phone_number IS NOT NULL",
@@ -1482,7 +1561,7 @@ impl Store for SqliteStore {
     ) -> Result<Vec<AuditEvent>> {
         let account = account.map(str::to_string);
         self.run(move |c| {
-            let mut stmt = c.prepare(
+            let mut stmt = c.prepare_cached(
                 "SELECT id, at, account, event, device_id, detail FROM audit
                  WHERE (?1 IS NULL OR account = ?1) AND id > ?2 ORDER BY id LIMIT ?3",
             )?;
@@ -1532,7 +1611,7 @@ impl Store for SqliteStore {
         self.write(move |tx| {
             let mut counts = [0u64; 7];
             for (n, (sql, bound)) in counts.iter_mut().zip(step.statements()) {
-                *n = tx.execute(sql, [bound])? as u64;
+                *n = exec(tx, sql, [bound])? as u64;
             }
             Ok(PurgeCounts::from_statement_counts(counts))
         })
@@ -1540,11 +1619,12 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+        self.run(|c| Ok(query_row(c, "SELECT 1", [], |_| Ok(()))?))
             .await
     }
 
     async fn close(&self) {
+        drop(self.reader.lock().unwrap_or_else(|p| p.into_inner()).take());
         let conn = self.conn.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let taken = conn.lock().unwrap_or_else(|p| p.into_inner()).take();
