@@ -32,6 +32,12 @@ pub struct BenchArgs {
     /// Simulated devices (each its own account and phone number).
     #[arg(long, default_value_t = 200)]
     devices: usize,
+    /// Accounts to enroll before the timed phases, so that they run against a larger table.
+    /// Each gets what a real enrollment leaves (a certified number, the PIN, one active
+    /// device), through the same API calls as the enroll phase; not counted in any figure.
+    /// Raise the servers' `sms_sends_per_hour_per_address`: every account takes two SMS.
+    #[arg(long, default_value_t = 0)]
+    accounts: usize,
     /// Requests in flight at once.
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
@@ -52,6 +58,9 @@ pub struct BenchArgs {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.devices + args.accounts > NUMBERS_PER_RUN {
+        bail!("--devices plus --accounts may not exceed {NUMBERS_PER_RUN}");
+    }
     let inbox = SmsInbox::start(args.sms_listen).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency * 2)
@@ -76,6 +85,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             format!("of pids {:?}", args.server_pids)
         }
     );
+    if args.accounts > 0 {
+        prepopulate(&bench, args.devices, args.accounts, args.concurrency).await?;
+    }
     println!(
         "{:<16} {:>8} {:>7} {:>10} {:>9} {:>9} {:>9} {:>14}",
         "operation", "ops", "errors", "ops/s", "p50 ms", "p90 ms", "p99 ms", "server µs/op"
@@ -177,6 +189,40 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
 /// A worker's devices and the index of the next one to use.
 type DevicePool = (Vec<SimDevice>, usize);
+
+/// Enrolls `count` accounts, numbered after the `devices` simulated devices, `concurrency` at a
+/// time; stops at the first failure, since a partial table would mislabel the figures.
+async fn prepopulate(
+    bench: &Arc<Bench>,
+    devices: usize,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    let started = Instant::now();
+    futures::stream::iter(devices..devices + count)
+        .map(Ok)
+        .try_for_each_concurrent(concurrency.max(1), |i| {
+            let bench = bench.clone();
+            async move {
+                let url = bench.urls[i % bench.urls.len()].clone();
+                let token = bench
+                    .token(&url, &format!("bench-{}-{i}", std::process::id()))
+                    .await?;
+                let mut account = SimDevice::new(url, token, i);
+                bench
+                    .enroll(&mut account)
+                    .await
+                    .with_context(|| format!("pre-populating account {i}"))
+            }
+        })
+        .await?;
+    println!(
+        "pre-populated {count} accounts in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
 // ---- phases and figures ------------------------------------------------------------------
 
@@ -398,12 +444,10 @@ struct SimDevice {
 
 impl SimDevice {
     fn new(url: String, token: String, i: usize) -> SimDevice {
-        // Distinct numbers per run too, so the per-number SMS limit never binds.
-        let run = std::process::id() % 1000;
         SimDevice {
             url,
             token,
-            phone: format!("+336{run:03}{i:05}"),
+            phone: phone_number(std::process::id(), i),
             key: SigningKey::random(&mut OsRng),
             id: String::new(),
             activation_nonce: Vec::new(),
@@ -425,6 +469,24 @@ impl SimDevice {
         let sig = sig.normalize_s().unwrap_or(sig);
         DerSignature::from(sig).as_bytes().to_vec()
     }
+}
+
+/// Numbers available to one run (simulated devices plus pre-populated accounts).
+const NUMBERS_PER_RUN: usize = 100_000;
+/// Runs that get numbers of their own; runs are told apart by process id.
+const RUNS: u32 = 800;
+/// The digits that may follow `+33 6` with any seven digits after them: libphonenumber's French
+/// mobile pattern is `6(?:[0-24-8]\d|3[0-8]|9[589])\d{6}`, so 63x and 69x are left out.
+const FRENCH_MOBILE_SECOND_DIGITS: &[u8; 8] = b"01245678";
+
+/// A valid French mobile number, distinct for each `(pid % RUNS, index)` so that the
+/// per-number SMS limit never binds across runs: `+33 6 D SSSSSSS`, where the serial
+/// `run * NUMBERS_PER_RUN + index` (below 8 × 10^7) picks D and the seven digits S.
+fn phone_number(pid: u32, index: usize) -> String {
+    assert!(index < NUMBERS_PER_RUN, "index {index} out of range");
+    let serial = (pid % RUNS) as usize * NUMBERS_PER_RUN + index;
+    let second = FRENCH_MOBILE_SECOND_DIGITS[serial / 10_000_000] as char;
+    format!("+336{second}{:07}", serial % 10_000_000)
 }
 
 struct Bench {
@@ -606,5 +668,32 @@ impl Bench {
             bail!("verify answered {}", r.status());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every run's first and last number, hence every second digit the numbers can start with,
+    /// passes the server's own check (the `phonenumber` crate), and no two coincide.
+    #[test]
+    fn every_generated_number_is_a_distinct_valid_french_mobile() {
+        let mut seen = std::collections::HashSet::new();
+        for run in 0..RUNS {
+            for index in [0, 1, NUMBERS_PER_RUN - 1] {
+                let number = phone_number(run, index);
+                assert_eq!(
+                    pims_server::service::phone::parse_e164(&number).as_deref(),
+                    Ok(number.as_str()),
+                    "run {run}, index {index}"
+                );
+                assert!(seen.insert(number), "run {run}, index {index} repeats");
+            }
+        }
+        // A process id past RUNS wraps onto a run's numbers rather than leaving the range.
+        assert_eq!(phone_number(RUNS + 7, 3), phone_number(7, 3));
+        let seconds: std::collections::HashSet<_> = seen.iter().map(|n| &n[4..5]).collect();
+        assert_eq!(seconds.len(), FRENCH_MOBILE_SECOND_DIGITS.len());
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP client for the PIMS server `/v1` API.
 
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use pims_proto::endpoint::{self, Endpoint};
 use pims_proto::{ApiError, ErrorBody, PROTOCOL_HEADER, PROTOCOL_VERSION, TRANSACTION_HEADER};
@@ -20,9 +21,14 @@ pub enum CallError {
     Unexpected(u16),
 }
 
+/// How long a refused connection is remembered (see [`ServerClient::known_unreachable`]).
+const UNREACHABLE_MEMORY: Duration = Duration::from_secs(2);
+
 pub struct ServerClient {
     http: reqwest::Client,
     base_url: String,
+    /// When a connection to the server last failed; cleared by any answer.
+    connect_failed_at: Mutex<Option<Instant>>,
 }
 
 impl ServerClient {
@@ -39,7 +45,18 @@ impl ServerClient {
         ServerClient {
             http,
             base_url: base_url.to_owned(),
+            connect_failed_at: Mutex::new(None),
         }
+    }
+
+    /// Whether a connection failed within the last [`UNREACHABLE_MEMORY`] and nothing answered
+    /// since. Reads that fall back to local state anyway skip the server then, rather than
+    /// paying a connection attempt on every call; every other request still tries.
+    pub fn known_unreachable(&self) -> bool {
+        self.connect_failed_at
+            .lock()
+            .expect("not poisoned")
+            .is_some_and(|at| at.elapsed() < UNREACHABLE_MEMORY)
     }
 
     /// Calls operation `E` of the endpoint table: `values` fill its path parameters in order,
@@ -80,7 +97,12 @@ impl ServerClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(transport)?;
+        let sent = request.send().await;
+        *self.connect_failed_at.lock().expect("not poisoned") = match &sent {
+            Err(e) if e.is_connect() => Some(Instant::now()),
+            _ => None,
+        };
+        let response = sent.map_err(transport)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(transport)?;
         if status.is_success() {
@@ -120,6 +142,37 @@ mod tests {
     use tokio::net::TcpListener;
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_is_remembered_until_the_server_answers() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = port.local_addr().unwrap();
+        drop(port);
+        let client = ServerClient::new(&format!("http://{addr}"), Duration::from_secs(5));
+        assert!(!client.known_unreachable());
+        let answer = client
+            .get::<serde_json::Value>("/v1/account", "token", "tx")
+            .await;
+        assert!(matches!(answer, Err(CallError::Transport(_))), "{answer:?}");
+        assert!(client.known_unreachable());
+
+        // The server comes up on that port: a request still reaches it and clears the memory.
+        let server = TcpListener::bind(addr).await.unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = server.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let answer =
+                    "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnull";
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        let answer = client
+            .get::<serde_json::Value>("/v1/account", "token", "tx")
+            .await;
+        assert!(matches!(answer, Ok(serde_json::Value::Null)), "{answer:?}");
+        assert!(!client.known_unreachable());
+    }
 
     #[tokio::test]
     async fn a_redirect_is_never_followed() {

@@ -22,6 +22,11 @@ impl Core {
         local: &mut Local,
         state: &mut VaultState,
     ) -> Result<(), PimsError> {
+        // A server that refused a connection moments ago is not asked again: the local state
+        // stands, exactly as after another failed attempt.
+        if self.client.known_unreachable() {
+            return Ok(());
+        }
         self.resume(ctx, local, state).await;
         let query = state
             .enrollment
