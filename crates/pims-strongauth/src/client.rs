@@ -151,7 +151,7 @@ mod tests {
         let client = ServerClient::new(&format!("http://{addr}"), Duration::from_secs(5));
         assert!(!client.known_unreachable());
         let answer = client
-            .get::<serde_json::Value>("/v1/account", "token", "tx")
+            .call::<endpoint::Account>(&[], None, "token", "tx", &endpoint::Empty {})
             .await;
         assert!(matches!(answer, Err(CallError::Transport(_))), "{answer:?}");
         assert!(client.known_unreachable());
@@ -163,14 +163,17 @@ mod tests {
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf).await;
                 let answer =
-                    "HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnull";
+                    "HTTP/1.1 418 I'm a teapot\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
                 let _ = stream.write_all(answer.as_bytes()).await;
             }
         });
         let answer = client
-            .get::<serde_json::Value>("/v1/account", "token", "tx")
+            .call::<endpoint::Account>(&[], None, "token", "tx", &endpoint::Empty {})
             .await;
-        assert!(matches!(answer, Ok(serde_json::Value::Null)), "{answer:?}");
+        assert!(
+            matches!(answer, Err(CallError::Unexpected(418))),
+            "{answer:?}"
+        );
         assert!(!client.known_unreachable());
     }
 
