@@ -6,6 +6,7 @@
 //! reaches the server.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
@@ -24,8 +25,10 @@ pub struct AccessTokenConfig {
     pub issuer: String,
     /// Expected `aud` (the token may list several).
     pub audience: String,
-    /// The provider's JWKS document (`jwks_uri` of its discovery document).
-    pub jwks_url: String,
+    /// The provider's JWKS document; when absent, the `jwks_uri` of the issuer's discovery
+    /// document (`{issuer}/.well-known/openid-configuration`).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
     /// Accepted `alg` values; only asymmetric ones are supported.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
@@ -83,6 +86,38 @@ pub struct JwksVerifier {
     cache: RwLock<Cached>,
     /// Serialises refetches and remembers when the last one started.
     refetch: Mutex<Option<Instant>>,
+    /// `jwks_url`, or the one the discovery document named.
+    jwks_url: OnceLock<String>,
+}
+
+/// The fields of an OpenID provider's discovery document the server uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Discovery {
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+}
+
+/// Reads `{issuer}/.well-known/openid-configuration`; its `issuer` must be the one asked for
+/// (OpenID Connect Discovery 4.3), so a document cannot point at another provider's keys.
+pub async fn discover(http: &reqwest::Client, issuer: &str) -> anyhow::Result<Discovery> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let doc: Discovery = http
+        .get(&url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        doc.issuer == issuer,
+        "the discovery document of {issuer} names another issuer"
+    );
+    Ok(doc)
 }
 
 impl JwksVerifier {
@@ -100,6 +135,7 @@ impl JwksVerifier {
                 fetched_at: None,
             }),
             refetch: Mutex::new(None),
+            jwks_url: OnceLock::new(),
         })
     }
 
@@ -143,14 +179,23 @@ impl JwksVerifier {
                 cache.fetched_at = Some(Instant::now());
             }
             // Keep serving the keys we have; the provider may be briefly down.
-            Err(e) => tracing::warn!(error = %e, url = %self.config.jwks_url, "JWKS fetch failed"),
+            Err(e) => tracing::warn!(error = %e, issuer = %self.config.issuer, "JWKS fetch failed"),
         }
     }
 
+    async fn jwks_url(&self) -> anyhow::Result<String> {
+        if let Some(url) = self.config.jwks_url.as_ref().or(self.jwks_url.get()) {
+            return Ok(url.clone());
+        }
+        let found = discover(&self.http, &self.config.issuer).await?.jwks_uri;
+        Ok(self.jwks_url.get_or_init(|| found).clone())
+    }
+
     async fn fetch(&self) -> anyhow::Result<HashMap<String, (Jwk, DecodingKey)>> {
+        let url = self.jwks_url().await?;
         let set: JwkSet = self
             .http
-            .get(&self.config.jwks_url)
+            .get(&url)
             .send()
             .await?
             .error_for_status()?
