@@ -40,6 +40,7 @@ pub(crate) struct Inner {
     pub admin_token: Option<AdminToken>,
     pub admin_failures: crate::admin::AdminFailures,
     pub trust_forwarded_for: bool,
+    pub console: Option<Arc<crate::console::Console>>,
 }
 
 impl AppState {
@@ -62,8 +63,17 @@ impl AppState {
                 admin_token,
                 admin_failures: Default::default(),
                 trust_forwarded_for,
+                console: None,
             }),
         }
+    }
+
+    /// Adds the console; only while building the state (before it is shared).
+    pub(crate) fn with_console(mut self, console: crate::console::Console) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("the state is not shared yet")
+            .console = Some(Arc::new(console));
+        self
     }
 
     fn service(&self) -> &Service {
@@ -71,8 +81,29 @@ impl AppState {
     }
 }
 
-/// The whole HTTP API.
+/// The whole HTTP API, operators' routes included.
 pub fn router(state: AppState) -> Router {
+    public_router(state.clone()).merge(operations_router(state))
+}
+
+/// What operators use: `/metrics`, the admin API and the console, when configured. Served on
+/// `admin_listen` when set, else with the rest.
+pub fn operations_router(state: AppState) -> Router {
+    let mut app = Router::new().route("/metrics", get(metrics));
+    if state.inner.admin_token.is_some() {
+        app = app.merge(crate::admin::routes());
+    }
+    let app = app
+        .layer(middleware::from_fn_with_state(state.clone(), request_span))
+        .with_state(state.clone());
+    match state.inner.console.clone() {
+        Some(console) => app.merge(crate::console::routes(state, console)),
+        None => app,
+    }
+}
+
+/// The API apps and relying parties use.
+pub fn public_router(state: AppState) -> Router {
     let sdk = Router::new()
         .route("/v1/account", get(account_status))
         .route("/v1/sms-codes", post(send_sms_code))
@@ -104,14 +135,10 @@ pub fn router(state: AppState) -> Router {
             "/openapi.json",
             get(|| async { axum::Json(crate::openapi::document()) }),
         )
-        .route("/metrics", get(metrics))
         .route("/v1/otp/verify", post(verify_otp))
         .merge(sdk);
     if state.inner.dev_issuer.is_some() {
         app = app.route("/v1/dev/tokens", post(dev_token));
-    }
-    if state.inner.admin_token.is_some() {
-        app = app.merge(crate::admin::routes());
     }
     app.layer(middleware::from_fn_with_state(state.clone(), request_span))
         .with_state(state)

@@ -238,9 +238,14 @@ fn key_fits(jwk: &Jwk, alg: Algorithm) -> bool {
     }
 }
 
-#[async_trait::async_trait]
-impl TokenVerifier for JwksVerifier {
-    async fn verify(&self, token: &str, now: i64) -> Result<String, ApiError> {
+impl JwksVerifier {
+    /// Every claim of a token that passes the checks of [`TokenVerifier::verify`] (used for
+    /// the console's ID tokens, whose nonce and groups matter too).
+    pub async fn verify_claims(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
         let unauthenticated = ApiError::Unauthenticated;
         // `alg: none` and unknown algorithms fail to parse here already.
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauthenticated.clone())?;
@@ -259,9 +264,15 @@ impl TokenVerifier for JwksVerifier {
         // Times are checked below against the server clock (which tests move).
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+        let all = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &key,
+            &validation,
+        )
+        .map_err(|_| unauthenticated.clone())?
+        .claims;
+        let claims: Claims = serde_json::from_value(serde_json::Value::Object(all.clone()))
             .map_err(|_| unauthenticated.clone())?;
-        let claims = data.claims;
         let leeway = self.config.leeway_seconds as i64;
         if claims.exp + leeway <= now
             || claims.nbf.is_some_and(|nbf| nbf - leeway > now)
@@ -269,6 +280,14 @@ impl TokenVerifier for JwksVerifier {
         {
             return Err(unauthenticated);
         }
-        Ok(claims.sub)
+        Ok(all)
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenVerifier for JwksVerifier {
+    async fn verify(&self, token: &str, now: i64) -> Result<String, ApiError> {
+        let claims = self.verify_claims(token, now).await?;
+        Ok(claims["sub"].as_str().unwrap_or_default().to_string())
     }
 }

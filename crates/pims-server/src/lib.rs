@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod error;
 mod files;
 pub mod http;

@@ -7,6 +7,7 @@ mod admin;
 mod attacks;
 mod attacks_transport;
 mod common;
+mod console;
 mod enrollment;
 mod lockout;
 mod management;

@@ -104,11 +104,7 @@ impl Provider {
         .into_iter()
         .collect();
         std::fs::write(&file, serde_json::Value::Object(map).to_string()).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut child = tokio::process::Command::new("node")
             .arg(dir.join("provider.mjs"))
             .arg(port.to_string())
@@ -241,4 +237,22 @@ impl Drop for Provider {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// Moves a test server's manual clock to the real time: the provider's tokens carry real times.
+pub fn to_real_time(clock: &pims_server::Clock) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    clock.advance(now - clock.now());
+}
+
+/// A free loopback port (for a listener whose address must be known before it starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }

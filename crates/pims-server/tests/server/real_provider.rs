@@ -24,11 +24,7 @@ async fn server(provider: &Provider, jwks_cache_seconds: u64) -> TestServer {
         });
     })
     .await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    s.clock.advance(now - s.clock.now());
+    to_real_time(&s.clock);
     s
 }
 
