@@ -8,6 +8,7 @@ mod attacks;
 mod attacks_transport;
 mod common;
 mod console;
+mod console_browser;
 mod enrollment;
 mod lockout;
 mod management;
