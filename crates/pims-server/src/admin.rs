@@ -120,7 +120,7 @@ async fn disable_device(
     let service = &s.inner.service;
     service
         .store
-        .admin_disable_device(&account, &device_id, service.now())
+        .admin_disable_device(&account, &device_id, "admin", service.now())
         .await?;
     tracing::info!(%device_id, "admin disabled a device");
     Ok(StatusCode::NO_CONTENT)
@@ -134,7 +134,7 @@ async fn unblock(
     let service = &s.inner.service;
     service
         .store
-        .unblock_account(&account, service.now())
+        .unblock_account(&account, "admin", service.now())
         .await?;
     tracing::info!("admin unblocked an account");
     Ok(StatusCode::NO_CONTENT)

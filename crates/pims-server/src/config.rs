@@ -15,6 +15,11 @@ use crate::store::{PurgeStep, SMS_SEND_WINDOW_SECONDS};
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
+    /// A second listener for operators: when set, `/metrics`, the admin API and the console
+    /// are served there and no longer on `listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// The helpdesk console (`/console/`), signed in through an OpenID provider.
+    pub console: Option<crate::console::ConsoleConfig>,
     /// SQLite database file (created if absent); used when `database_url` is not set.
     pub database_path: PathBuf,
     /// PostgreSQL connection (`postgres://user:password@host:port/db`): when set, the server
@@ -188,6 +193,8 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 8080)),
+            admin_listen: None,
+            console: None,
             database_path: PathBuf::from("pims.sqlite3"),
             database_url: None,
             database_pool_size: 16,
@@ -302,6 +309,9 @@ impl ServerConfig {
             l.sms_code_max_checks >= 1,
             "limits.sms_code_max_checks must be at least 1"
         );
+        if let Some(console) = &self.console {
+            console.validate()?;
+        }
         if let Some(tokens) = &self.access_tokens {
             anyhow::ensure!(
                 !self.dev_issuer,

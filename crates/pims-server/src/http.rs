@@ -42,6 +42,7 @@ pub(crate) struct Inner {
     pub admin_token: Option<AdminToken>,
     pub admin_failures: crate::net::AdminFailures,
     pub trust_forwarded_for: bool,
+    pub console: Option<Arc<crate::console::Console>>,
 }
 
 impl AppState {
@@ -64,8 +65,17 @@ impl AppState {
                 admin_token,
                 admin_failures: Default::default(),
                 trust_forwarded_for,
+                console: None,
             }),
         }
+    }
+
+    /// Adds the console; only while building the state (before it is shared).
+    pub(crate) fn with_console(mut self, console: crate::console::Console) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("the state is not shared yet")
+            .console = Some(Arc::new(console));
+        self
     }
 
     fn service(&self) -> &Service {
@@ -73,9 +83,29 @@ impl AppState {
     }
 }
 
-/// The whole HTTP API: each handler at its operation of the endpoint table, and the admin
-/// API's routes (`admin`) when an admin token is configured.
-pub fn router(state: AppState, admin: Router<AppState>) -> Router {
+/// What operators use: `/metrics`, and the admin API (`admin`, when an admin token is
+/// configured) and the console (`console`, when configured) that the server layer above hands
+/// in. Served on `admin_listen` when set, else with the public API.
+pub fn operations_router(
+    state: AppState,
+    admin: Router<AppState>,
+    console: Option<Router>,
+) -> Router {
+    let mut app = Router::new().route("/metrics", get(metrics));
+    if state.inner.admin_token.is_some() {
+        app = app.merge(admin);
+    }
+    let app = app
+        .layer(middleware::from_fn_with_state(state.clone(), request_span))
+        .with_state(state);
+    match console {
+        Some(console) => app.merge(console),
+        None => app,
+    }
+}
+
+/// The API apps and relying parties use: each handler at its operation of the endpoint table.
+pub fn public_router(state: AppState) -> Router {
     let sdk = Router::new()
         .serve(ep::Account::ROUTE, account_status)
         .serve(ep::SmsCodes::ROUTE, send_sms_code)
@@ -104,14 +134,10 @@ pub fn router(state: AppState, admin: Router<AppState>) -> Router {
             "/openapi.json",
             get(|| async { axum::Json(crate::openapi::document()) }),
         )
-        .route("/metrics", get(metrics))
         .serve(ep::OtpVerify::ROUTE, verify_otp)
         .merge(sdk);
     if state.inner.dev_issuer.is_some() {
         app = app.serve(ep::DevTokens::ROUTE, dev_token);
-    }
-    if state.inner.admin_token.is_some() {
-        app = app.merge(admin);
     }
     app.layer(middleware::from_fn_with_state(state.clone(), request_span))
         .with_state(state)

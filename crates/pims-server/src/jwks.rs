@@ -6,6 +6,7 @@
 //! reaches the server.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
@@ -24,8 +25,10 @@ pub struct AccessTokenConfig {
     pub issuer: String,
     /// Expected `aud` (the token may list several).
     pub audience: String,
-    /// The provider's JWKS document (`jwks_uri` of its discovery document).
-    pub jwks_url: String,
+    /// The provider's JWKS document; when absent, the `jwks_uri` of the issuer's discovery
+    /// document (`{issuer}/.well-known/openid-configuration`).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
     /// Accepted `alg` values; only asymmetric ones are supported.
     #[serde(default = "default_algorithms")]
     pub algorithms: Vec<String>,
@@ -83,6 +86,38 @@ pub struct JwksVerifier {
     cache: RwLock<Cached>,
     /// Serialises refetches and remembers when the last one started.
     refetch: Mutex<Option<Instant>>,
+    /// `jwks_url`, or the one the discovery document named.
+    jwks_url: OnceLock<String>,
+}
+
+/// The fields of an OpenID provider's discovery document the server uses.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Discovery {
+    pub issuer: String,
+    pub jwks_uri: String,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+}
+
+/// Reads `{issuer}/.well-known/openid-configuration`; its `issuer` must be the one asked for
+/// (OpenID Connect Discovery 4.3), so a document cannot point at another provider's keys.
+pub async fn discover(http: &reqwest::Client, issuer: &str) -> anyhow::Result<Discovery> {
+    let url = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    );
+    let doc: Discovery = http
+        .get(&url)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        doc.issuer == issuer,
+        "the discovery document of {issuer} names another issuer"
+    );
+    Ok(doc)
 }
 
 impl JwksVerifier {
@@ -100,6 +135,7 @@ impl JwksVerifier {
                 fetched_at: None,
             }),
             refetch: Mutex::new(None),
+            jwks_url: OnceLock::new(),
         })
     }
 
@@ -143,14 +179,23 @@ impl JwksVerifier {
                 cache.fetched_at = Some(Instant::now());
             }
             // Keep serving the keys we have; the provider may be briefly down.
-            Err(e) => tracing::warn!(error = %e, url = %self.config.jwks_url, "JWKS fetch failed"),
+            Err(e) => tracing::warn!(error = %e, issuer = %self.config.issuer, "JWKS fetch failed"),
         }
     }
 
+    async fn jwks_url(&self) -> anyhow::Result<String> {
+        if let Some(url) = self.config.jwks_url.as_ref().or(self.jwks_url.get()) {
+            return Ok(url.clone());
+        }
+        let found = discover(&self.http, &self.config.issuer).await?.jwks_uri;
+        Ok(self.jwks_url.get_or_init(|| found).clone())
+    }
+
     async fn fetch(&self) -> anyhow::Result<HashMap<String, (Jwk, DecodingKey)>> {
+        let url = self.jwks_url().await?;
         let set: JwkSet = self
             .http
-            .get(&self.config.jwks_url)
+            .get(&url)
             .send()
             .await?
             .error_for_status()?
@@ -193,9 +238,14 @@ fn key_fits(jwk: &Jwk, alg: Algorithm) -> bool {
     }
 }
 
-#[async_trait::async_trait]
-impl TokenVerifier for JwksVerifier {
-    async fn verify(&self, token: &str, now: i64) -> Result<String, ApiError> {
+impl JwksVerifier {
+    /// Every claim of a token that passes the checks of [`TokenVerifier::verify`] (used for
+    /// the console's ID tokens, whose nonce and groups matter too).
+    pub async fn verify_claims(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
         let unauthenticated = ApiError::Unauthenticated;
         // `alg: none` and unknown algorithms fail to parse here already.
         let header = jsonwebtoken::decode_header(token).map_err(|_| unauthenticated.clone())?;
@@ -214,9 +264,15 @@ impl TokenVerifier for JwksVerifier {
         // Times are checked below against the server clock (which tests move).
         validation.validate_exp = false;
         validation.validate_nbf = false;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation)
+        let all = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            &key,
+            &validation,
+        )
+        .map_err(|_| unauthenticated.clone())?
+        .claims;
+        let claims: Claims = serde_json::from_value(serde_json::Value::Object(all.clone()))
             .map_err(|_| unauthenticated.clone())?;
-        let claims = data.claims;
         let leeway = self.config.leeway_seconds as i64;
         if claims.exp + leeway <= now
             || claims.nbf.is_some_and(|nbf| nbf - leeway > now)
@@ -224,6 +280,14 @@ impl TokenVerifier for JwksVerifier {
         {
             return Err(unauthenticated);
         }
-        Ok(claims.sub)
+        Ok(all)
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenVerifier for JwksVerifier {
+    async fn verify(&self, token: &str, now: i64) -> Result<String, ApiError> {
+        let claims = self.verify_claims(token, now).await?;
+        Ok(claims["sub"].as_str().unwrap_or_default().to_string())
     }
 }

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod error;
 mod files;
 pub mod http;
@@ -29,5 +30,5 @@ pub mod testing;
 
 pub use clock::Clock;
 pub use config::{Limits, RelyingParty, ServerConfig};
-pub use http::{router, AppState};
+pub use http::AppState;
 pub use server::{app_state, open_store, start, RunningServer};

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use crate::audit::AuditKey;
 use crate::auth::{DevIssuer, NoIssuer, TokenVerifier};
 use crate::config::ServerConfig;
-use crate::http::{router, AppState};
+use crate::http::{operations_router, public_router, AppState};
 use crate::jwks::JwksVerifier;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
@@ -23,6 +23,9 @@ use crate::store::Store;
 /// A server accepting requests until [`RunningServer::shutdown`].
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The `admin_listen` listener's address, when configured.
+    pub admin_addr: Option<SocketAddr>,
+    admin: Option<(oneshot::Sender<()>, JoinHandle<std::io::Result<()>>)>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     purge: Option<JoinHandle<()>>,
@@ -40,6 +43,10 @@ impl RunningServer {
     pub async fn shutdown(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some((tx, task)) = self.admin.take() {
+            let _ = tx.send(());
+            let _ = task.await;
         }
         match (&mut self.task).await {
             Ok(Ok(())) => {}
@@ -109,6 +116,10 @@ pub async fn app_state(config: &ServerConfig) -> anyhow::Result<(AppState, Arc<d
         config.admin_token.clone(),
         config.trust_forwarded_for,
     );
+    let state = match &config.console {
+        Some(console) => state.with_console(crate::console::Console::new(console.clone())?),
+        None => state,
+    };
     Ok((state, store))
 }
 
@@ -153,7 +164,46 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
-    let app = crate::net::bounded(router(state, crate::admin::routes()), &config.http);
+    let admin = match config.admin_listen {
+        Some(admin_listen) => {
+            let listener = tokio::net::TcpListener::bind(admin_listen)
+                .await
+                .with_context(|| format!("binding {admin_listen}"))?;
+            Some(listener)
+        }
+        None => None,
+    };
+    let console = state
+        .inner
+        .console
+        .clone()
+        .map(|console| crate::console::routes(state.clone(), console));
+    let operations = operations_router(state.clone(), crate::admin::routes(), console);
+    let app = public_router(state);
+    let (app, admin) = match admin {
+        Some(listener) => (app, Some((listener, operations))),
+        None => (app.merge(operations), None),
+    };
+    let (admin_addr, admin_task) = match admin {
+        Some((listener, app)) => {
+            let addr = listener.local_addr()?;
+            let (tx, rx) = oneshot::channel::<()>();
+            let app = crate::net::bounded(app, &config.http);
+            let task = tokio::spawn(crate::net::serve(
+                listener,
+                app,
+                config.http.clone(),
+                config.trust_forwarded_for,
+                async {
+                    let _ = rx.await;
+                },
+            ));
+            tracing::info!(%addr, "admin listener (metrics, admin API, console)");
+            (Some(addr), Some((tx, task)))
+        }
+        None => (None, None),
+    };
+    let app = crate::net::bounded(app, &config.http);
     let task = tokio::spawn(crate::net::serve(
         listener,
         app,
@@ -167,6 +217,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let purge = spawn_purge(&config, store.clone());
     Ok(RunningServer {
         addr,
+        admin_addr,
+        admin: admin_task,
         shutdown: Some(tx),
         task,
         purge,

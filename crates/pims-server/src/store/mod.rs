@@ -632,6 +632,10 @@ pub trait Store: Send + Sync + 'static {
     /// `None` when the account was never seen (accounts are created lazily by writes).
     async fn account(&self, account: &str) -> Result<Option<AccountRecord>>;
 
+    /// The accounts whose trusted number is `phone_number` (E.164), in subject order (the
+    /// helpdesk's search).
+    async fn accounts_with_phone_number(&self, phone_number: &str) -> Result<Vec<String>>;
+
     /// The account's device with this id, in any state; another account's device is `None`.
     async fn device(&self, account: &str, device_id: &str) -> Result<Option<DeviceRecord>>;
 
@@ -721,8 +725,15 @@ pub trait Store: Send + Sync + 'static {
     /// Every device of the account in any state, oldest first (admin API).
     async fn admin_list_devices(&self, account: &str) -> Result<Vec<AdminDeviceSummary>>;
 
-    /// Disables a device for an administrator, audited as an admin action. `DeviceUnknown`.
-    async fn admin_disable_device(&self, account: &str, device_id: &str, now: i64) -> Result<()>;
+    /// Disables a device for an administrator, audited as done `by` them (`admin` for the
+    /// admin API, the operator for the console). `DeviceUnknown`.
+    async fn admin_disable_device(
+        &self,
+        account: &str,
+        device_id: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<()>;
 
     /// Helpdesk answer to a number change its owner did not make: the number trusted before
     /// the last change becomes the trusted one again, the recovery hold ends, and every device
@@ -730,8 +741,9 @@ pub trait Store: Send + Sync + 'static {
     /// Audited as an admin action. `NoPhoneNumber` when there is no earlier number.
     async fn restore_phone_number(&self, account: &str, now: i64) -> Result<()>;
 
-    /// Clears the PIN failure count (lifting a PIN block), audited as an admin action.
-    async fn unblock_account(&self, account: &str, now: i64) -> Result<()>;
+    /// Clears the PIN failure count (lifting a PIN block), audited as done `by` the
+    /// administrator.
+    async fn unblock_account(&self, account: &str, by: &str, now: i64) -> Result<()>;
 
     /// Audit events after `after_id`, oldest first, of one account or of all.
     async fn audit_trail(

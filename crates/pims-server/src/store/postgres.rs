@@ -1412,6 +1412,18 @@ impl Store for PostgresStore {
         read_account(&self.client().await?, account).await
     }
 
+    async fn accounts_with_phone_number(&self, phone_number: &str) -> Result<Vec<String>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT subject FROM accounts WHERE phone_number = $1 ORDER BY subject",
+                &[&phone_number],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn device(&self, account: &str, device_id: &str) -> Result<Option<DeviceRecord>> {
         read_device(&self.client().await?, account, device_id).await
     }
@@ -1591,13 +1603,19 @@ impl Store for PostgresStore {
             .collect()
     }
 
-    async fn admin_disable_device(&self, account: &str, device_id: &str, now: i64) -> Result<()> {
+    async fn admin_disable_device(
+        &self,
+        account: &str,
+        device_id: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<()> {
         step!(self, |tx| async {
             lock_existing_account(&tx, account).await?;
             if read_device(&tx, account, device_id).await?.is_none() {
                 return api(ApiError::DeviceUnknown);
             }
-            disable_device(&tx, account, device_id, now, "admin").await
+            disable_device(&tx, account, device_id, now, by).await
         })
     }
 
@@ -1628,11 +1646,11 @@ impl Store for PostgresStore {
         })
     }
 
-    async fn unblock_account(&self, account: &str, now: i64) -> Result<()> {
+    async fn unblock_account(&self, account: &str, by: &str, now: i64) -> Result<()> {
         step!(self, |tx| async {
             lock_account(&tx, account, now).await?;
             reset_pin_failures(&tx, account).await?;
-            audit(&tx, now, account, "account_unblocked", None, Some("admin")).await
+            audit(&tx, now, account, "account_unblocked", None, Some(by)).await
         })
     }
 

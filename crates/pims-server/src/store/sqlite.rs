@@ -838,6 +838,18 @@ impl Store for SqliteStore {
         self.read(|c| read_account(c, account))
     }
 
+    async fn accounts_with_phone_number(&self, phone_number: &str) -> Result<Vec<String>> {
+        let phone_number = phone_number.to_string();
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT subject FROM accounts WHERE phone_number = ?1 ORDER BY subject",
+            )?;
+            let rows = stmt.query_map([&phone_number], |r| r.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<String>>>()?)
+        })
+        .await
+    }
+
     async fn device(&self, account: &str, device_id: &str) -> Result<Option<DeviceRecord>> {
         self.read(|c| read_device(c, account, device_id))
     }
@@ -1505,13 +1517,19 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn admin_disable_device(&self, account: &str, device_id: &str, now: i64) -> Result<()> {
-        let (account, device_id) = (account.to_string(), device_id.to_string());
+    async fn admin_disable_device(
+        &self,
+        account: &str,
+        device_id: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<()> {
+        let (account, device_id, by) = (account.to_string(), device_id.to_string(), by.to_string());
         self.write(move |tx| {
             if read_device(tx, &account, &device_id)?.is_none() {
                 return api(ApiError::DeviceUnknown);
             }
-            disable_device(tx, &account, &device_id, now, "admin")
+            disable_device(tx, &account, &device_id, now, &by)
         })
         .await
     }
@@ -1543,12 +1561,12 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn unblock_account(&self, account: &str, now: i64) -> Result<()> {
-        let account = account.to_string();
+    async fn unblock_account(&self, account: &str, by: &str, now: i64) -> Result<()> {
+        let (account, by) = (account.to_string(), by.to_string());
         self.write(move |tx| {
             ensure_account(tx, &account, now)?;
             reset_pin_failures(tx, &account)?;
-            audit(tx, now, &account, "account_unblocked", None, Some("admin"))
+            audit(tx, now, &account, "account_unblocked", None, Some(&by))
         })
         .await
     }

@@ -107,7 +107,7 @@ async fn server(provider: &Provider) -> TestServer {
         c.access_tokens = Some(AccessTokenConfig {
             issuer: ISSUER.into(),
             audience: AUDIENCE.into(),
-            jwks_url: url,
+            jwks_url: Some(url),
             algorithms: vec!["ES256".into()],
             leeway_seconds: 30,
             jwks_cache_seconds: 300,

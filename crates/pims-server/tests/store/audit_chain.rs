@@ -100,7 +100,7 @@ impl Raw {
 async fn trail(store: &Arc<dyn Store>) {
     for (i, account) in ["alice", "bob", "alice", "bob", "alice"].iter().enumerate() {
         store
-            .unblock_account(account, NOW + i as i64)
+            .unblock_account(account, "admin", NOW + i as i64)
             .await
             .unwrap();
     }
@@ -163,7 +163,10 @@ async fn an_untouched_trail_verifies_with_its_head(db: &Db) {
         format!("5 rows verified, head id=5 mac={}", head.mac_hex())
     );
     // A recorded head still holds once the trail grew.
-    db.store.unblock_account("bob", NOW + 9).await.unwrap();
+    db.store
+        .unblock_account("bob", "admin", NOW + 9)
+        .await
+        .unwrap();
     assert!(matches!(
         verified(&db.store, Some(&head)).await,
         Verification::Verified { rows: 6, .. }
@@ -350,7 +353,10 @@ async fn rows_written_before_the_chain_are_chained_at_upgrade(db: &Db) {
         .collect();
     assert_eq!(links, vec![None, None, Some(1), Some(2), Some(3)]);
     // New rows continue the chains, and the guards are back.
-    store.unblock_account("bob", NOW + 9).await.unwrap();
+    store
+        .unblock_account("bob", "admin", NOW + 9)
+        .await
+        .unwrap();
     assert!(matches!(
         verified(&store, None).await,
         Verification::Verified { rows: 6, .. }
@@ -388,7 +394,7 @@ async fn concurrent_steps_of_one_account_keep_one_chain(db: &Db) {
             tokio::spawn(async move {
                 let used = store.use_otp(&i.to_be_bytes(), NOW, "rp").await.unwrap();
                 assert!(used.is_some());
-                store.unblock_account("alice", NOW).await.unwrap();
+                store.unblock_account("alice", "admin", NOW).await.unwrap();
             })
         })
         .collect();

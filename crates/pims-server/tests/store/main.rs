@@ -117,6 +117,7 @@ store_suite!(
     every_pin_attempt_is_audited_when_it_starts,
     the_number_before_a_change_is_restored_once,
     the_audit_trail_pages_in_order,
+    accounts_are_found_by_their_trusted_number,
 );
 
 mod audit_chain;
@@ -889,7 +890,10 @@ async fn admin_actions_change_state_and_are_audited(store: Arc<dyn Store>) {
         .unwrap_err();
     }
     assert_eq!(failures(&store, "alice").await, 5);
-    store.unblock_account("alice", NOW + 5).await.unwrap();
+    store
+        .unblock_account("alice", "admin", NOW + 5)
+        .await
+        .unwrap();
     assert_eq!(failures(&store, "alice").await, 0);
 
     let listed = store.admin_list_devices("alice").await.unwrap();
@@ -900,7 +904,7 @@ async fn admin_actions_change_state_and_are_audited(store: Arc<dyn Store>) {
     );
     assert_eq!(listed[0].platform, "android");
     store
-        .admin_disable_device("alice", &device, NOW + 6)
+        .admin_disable_device("alice", &device, "admin", NOW + 6)
         .await
         .unwrap();
     assert_eq!(
@@ -909,7 +913,7 @@ async fn admin_actions_change_state_and_are_audited(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .admin_disable_device("bob", &device, NOW)
+            .admin_disable_device("bob", &device, "admin", NOW)
             .await
             .err()
             .map(api_error),
@@ -1513,4 +1517,24 @@ async fn a_device_operation_moves_the_trusted_number(store: Arc<dyn Store>) {
             .as_deref(),
         Some(NEW)
     );
+}
+
+async fn accounts_are_found_by_their_trusted_number(store: Arc<dyn Store>) {
+    assert!(store
+        .accounts_with_phone_number(PHONE)
+        .await
+        .unwrap()
+        .is_empty());
+    certify(&store, "bob").await;
+    certify(&store, "alice").await;
+    store.account("carol").await.unwrap();
+    assert_eq!(
+        store.accounts_with_phone_number(PHONE).await.unwrap(),
+        ["alice", "bob"]
+    );
+    assert!(store
+        .accounts_with_phone_number("+33699999999")
+        .await
+        .unwrap()
+        .is_empty());
 }

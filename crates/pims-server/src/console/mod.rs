@@ -1,0 +1,127 @@
+//! The helpdesk console under `/console/`: server-rendered pages for operators, who sign in
+//! with OpenID Connect (authorization code + PKCE, `state` and `nonce` checked) at the
+//! configured provider and must carry the operator claim. Every change goes through the same
+//! store steps as the admin API and is audited with the operator's subject.
+//!
+//! Sessions and pending sign-ins live in this process (one replica); a restart signs operators
+//! out. The session cookie is `HttpOnly`, `SameSite=Strict`, `Secure` unless the console is on
+//! loopback; every form carries the session's CSRF token; every page is sent with a strict
+//! Content-Security-Policy and uses nothing but what this binary embeds.
+
+mod oidc;
+mod pages;
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde::Deserialize;
+
+pub use oidc::Console;
+pub(crate) use pages::routes;
+
+/// `[console]` of the server configuration.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// The OpenID provider staff sign in at; its discovery document names the endpoints.
+    pub issuer: String,
+    pub client_id: String,
+    /// The console's client secret at the provider (`client_secret_basic`).
+    pub client_secret: String,
+    /// `…/console/callback` as the browser reaches it (registered at the provider).
+    pub redirect_url: String,
+    /// The ID-token claim naming operators: a string or list of strings containing
+    /// `operator_value`.
+    #[serde(default = "default_operator_claim")]
+    pub operator_claim: String,
+    pub operator_value: String,
+    #[serde(default = "default_session_seconds")]
+    pub session_seconds: u64,
+}
+
+fn default_operator_claim() -> String {
+    "groups".into()
+}
+fn default_session_seconds() -> u64 {
+    8 * 3600
+}
+
+impl std::fmt::Debug for ConsoleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("redirect_url", &self.redirect_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConsoleConfig {
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let url = reqwest::Url::parse(&self.redirect_url)
+            .map_err(|e| anyhow::anyhow!("console.redirect_url: {e}"))?;
+        anyhow::ensure!(
+            url.path() == "/console/callback",
+            "console.redirect_url must end in /console/callback"
+        );
+        anyhow::ensure!(
+            url.scheme() == "https" || is_loopback(&url),
+            "console.redirect_url must be https (or on loopback)"
+        );
+        anyhow::ensure!(
+            !self.operator_value.is_empty(),
+            "console.operator_value must not be empty"
+        );
+        Ok(())
+    }
+}
+
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host_str() {
+        Some("localhost") => true,
+        Some(host) => host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback()),
+        None => false,
+    }
+}
+
+/// Entries with an expiry, swept when they grow past a bound so nobody can fill memory.
+struct Expiring<T> {
+    entries: Mutex<HashMap<String, (i64, T)>>,
+}
+
+const SWEEP_ABOVE: usize = 10_000;
+
+impl<T: Clone> Expiring<T> {
+    fn new() -> Self {
+        Expiring {
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn insert(&self, key: String, until: i64, value: T, now: i64) {
+        let mut entries = self.entries.lock().unwrap();
+        if entries.len() > SWEEP_ABOVE {
+            entries.retain(|_, (until, _)| *until > now);
+        }
+        entries.insert(key, (until, value));
+    }
+
+    fn get(&self, key: &str, now: i64) -> Option<T> {
+        let entries = self.entries.lock().unwrap();
+        entries
+            .get(key)
+            .filter(|(until, _)| *until > now)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn take(&self, key: &str, now: i64) -> Option<T> {
+        let mut entries = self.entries.lock().unwrap();
+        entries
+            .remove(key)
+            .filter(|(until, _)| *until > now)
+            .map(|(_, v)| v)
+    }
+}

@@ -1,0 +1,658 @@
+//! The console's routes and pages.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Form, Router};
+use pims_proto::{ApiError, DeviceState};
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::oidc::{Session, SignIn};
+use super::Console;
+use crate::error::Error;
+use crate::http::AppState;
+
+const SESSION_COOKIE: &str = "pims_console";
+const SIGN_IN_COOKIE: &str = "pims_console_sign_in";
+const AUDIT_PAGE: u32 = 20;
+/// Digits of a trusted number the console shows.
+const SHOWN_DIGITS: usize = 2;
+
+/// Nothing from elsewhere, no inline script or style, no framing, forms post here only.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+pub(crate) fn routes(state: AppState, console: Arc<Console>) -> Router {
+    Router::new()
+        .route("/console/", get(home))
+        .route("/console/style.css", get(style))
+        .route("/console/login", get(login))
+        .route("/console/callback", get(callback))
+        .route("/console/logout", post(logout))
+        .route("/console/search", get(search))
+        .route("/console/accounts/{account}", get(account))
+        .route("/console/accounts/{account}/audit", get(audit))
+        .route("/console/accounts/{account}/unblock", post(unblock))
+        .route(
+            "/console/accounts/{account}/devices/{device_id}/disable",
+            post(disable_device),
+        )
+        .layer(axum::middleware::map_response(security_headers))
+        .layer(Extension(console))
+        .with_state(state)
+}
+
+async fn security_headers(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
+}
+
+async fn style() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("../../templates/console/style.css"),
+    )
+        .into_response()
+}
+
+// ---- pages ------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "console/message.html")]
+struct MessagePage<'a> {
+    title: &'a str,
+    message: &'a str,
+    operator: Option<String>,
+    csrf: String,
+    refresh: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console/home.html")]
+struct HomePage {
+    operator: Option<String>,
+    csrf: String,
+    query: String,
+    not_found: bool,
+}
+
+struct DeviceRow {
+    id: String,
+    name: String,
+    platform: String,
+    created: String,
+    last_used: String,
+    state: &'static str,
+    can_disable: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console/account.html")]
+struct AccountPage {
+    operator: Option<String>,
+    csrf: String,
+    account: String,
+    phone: String,
+    pin_set: bool,
+    blocked: bool,
+    attempts_left: u32,
+    devices: Vec<DeviceRow>,
+    notice: String,
+}
+
+struct AuditRow {
+    id: i64,
+    at: String,
+    event: String,
+    device_id: String,
+    detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/audit.html")]
+struct AuditPage {
+    operator: Option<String>,
+    csrf: String,
+    account: String,
+    event: String,
+    events: Vec<AuditRow>,
+    next: Option<String>,
+}
+
+fn html(status: StatusCode, page: impl Template) -> Response {
+    match page.render() {
+        Ok(body) => (
+            status,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            body,
+        )
+            .into_response(),
+        Err(e) => Error::Internal(anyhow::anyhow!("console template: {e}")).into_response(),
+    }
+}
+
+fn message(status: StatusCode, title: &str, text: &str, session: Option<&Session>) -> Response {
+    html(
+        status,
+        MessagePage {
+            title,
+            message: text,
+            operator: session.map(|s| s.subject.clone()),
+            csrf: session.map(|s| s.csrf.clone()).unwrap_or_default(),
+            refresh: false,
+        },
+    )
+}
+
+// ---- sessions ---------------------------------------------------------------------------
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn set_cookie(
+    console: &Console,
+    name: &str,
+    value: &str,
+    path: &str,
+    max_age: i64,
+    same_site: &str,
+) -> String {
+    let secure = if console.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!(
+        "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite={same_site}{secure}"
+    )
+}
+
+/// The signed-in operator, or the response to send instead (to the sign-in page).
+fn operator(console: &Console, headers: &HeaderMap, now: i64) -> Result<Session, Box<Response>> {
+    cookie(headers, SESSION_COOKIE)
+        .and_then(|id| console.session(id, now))
+        .ok_or_else(|| Box::new(Redirect::to("/console/login").into_response()))
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+/// An operator posting a form with their session's CSRF token; anything else is 403.
+fn operator_posting(
+    console: &Console,
+    headers: &HeaderMap,
+    form: &CsrfForm,
+    now: i64,
+) -> Result<Session, Box<Response>> {
+    let forbidden = || {
+        Box::new(message(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "This form has expired or did not come from the console. Reload the page and try again.",
+            None,
+        ))
+    };
+    let session = cookie(headers, SESSION_COOKIE)
+        .and_then(|id| console.session(id, now))
+        .ok_or_else(forbidden)?;
+    if !bool::from(form.csrf.as_bytes().ct_eq(session.csrf.as_bytes())) {
+        tracing::warn!(subject = %session.subject, "console: a form without its CSRF token");
+        return Err(forbidden());
+    }
+    Ok(session)
+}
+
+async fn login(State(s): State<AppState>, Extension(console): Extension<Arc<Console>>) -> Response {
+    let now = s.inner.service.now();
+    match console.start_sign_in(now).await {
+        Ok((url, state)) => {
+            // Lax, not Strict: it must come back on the provider's redirect.
+            let c = set_cookie(
+                &console,
+                SIGN_IN_COOKIE,
+                &state,
+                "/console/callback",
+                600,
+                "Lax",
+            );
+            ([(header::SET_COOKIE, c)], Redirect::to(&url)).into_response()
+        }
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "console: the provider is unreachable");
+            message(
+                StatusCode::BAD_GATEWAY,
+                "Sign-in unavailable",
+                "The identity provider cannot be reached. Try again later.",
+                None,
+            )
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+}
+
+async fn callback(
+    State(s): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    Query(q): Query<Callback>,
+) -> Response {
+    let now = s.inner.service.now();
+    let clear = set_cookie(&console, SIGN_IN_COOKIE, "", "/console/callback", 0, "Lax");
+    let refused = || {
+        message(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            "This sign-in could not be completed. Start again.",
+            None,
+        )
+    };
+    let (Some(code), Some(state)) = (q.code, q.state) else {
+        return ([(header::SET_COOKIE, clear)], refused()).into_response();
+    };
+    let result = console
+        .finish_sign_in(&state, cookie(&headers, SIGN_IN_COOKIE), &code, now)
+        .await;
+    let response = match result {
+        Ok(SignIn::Operator(id)) => {
+            let max_age = console.config.session_seconds as i64;
+            let session = set_cookie(&console, SESSION_COOKIE, &id, "/console", max_age, "Strict");
+            // A page, not a redirect: a Strict cookie is not sent on a redirect chain that
+            // began at the provider's site; this page's own navigation is same-site.
+            let page = html(
+                StatusCode::OK,
+                MessagePage {
+                    title: "Signed in",
+                    message: "You are signed in.",
+                    operator: None,
+                    csrf: String::new(),
+                    refresh: true,
+                },
+            );
+            ([(header::SET_COOKIE, session)], page).into_response()
+        }
+        Ok(SignIn::NotOperator) => message(
+            StatusCode::FORBIDDEN,
+            "Not an operator",
+            "Your account may not use the helpdesk console.",
+            None,
+        ),
+        Ok(SignIn::Refused) => refused(),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "console: finishing a sign-in failed");
+            refused()
+        }
+    };
+    let mut response = response;
+    if let Ok(clear) = HeaderValue::from_str(&clear) {
+        response.headers_mut().append(header::SET_COOKIE, clear);
+    }
+    response
+}
+
+async fn logout(
+    State(s): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    let now = s.inner.service.now();
+    if let Err(r) = operator_posting(&console, &headers, &form, now) {
+        return *r;
+    }
+    if let Some(id) = cookie(&headers, SESSION_COOKIE) {
+        console.sign_out(id, now);
+    }
+    let clear = set_cookie(&console, SESSION_COOKIE, "", "/console", 0, "Strict");
+    (
+        [(header::SET_COOKIE, clear)],
+        message(StatusCode::OK, "Signed out", "You are signed out.", None),
+    )
+        .into_response()
+}
+
+async fn home(
+    State(s): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+) -> Response {
+    let session = match operator(&console, &headers, s.inner.service.now()) {
+        Ok(session) => session,
+        Err(r) => return *r,
+    };
+    html(
+        StatusCode::OK,
+        HomePage {
+            operator: Some(session.subject),
+            csrf: session.csrf,
+            query: String::new(),
+            not_found: false,
+        },
+    )
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+async fn search(
+    State(s): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    Query(q): Query<SearchQuery>,
+) -> Result<Response, Error> {
+    let service = &s.inner.service;
+    let session = match operator(&console, &headers, service.now()) {
+        Ok(session) => session,
+        Err(r) => return Ok(*r),
+    };
+    let query = q.q.trim().to_string();
+    let found = if query.starts_with('+') {
+        service
+            .store
+            .accounts_with_phone_number(&query)
+            .await?
+            .into_iter()
+            .next()
+    } else if !query.is_empty() && service.store.account(&query).await?.is_some() {
+        Some(query.clone())
+    } else {
+        None
+    };
+    Ok(match found {
+        Some(account) => Redirect::to(&account_url(&account)).into_response(),
+        None => html(
+            StatusCode::NOT_FOUND,
+            HomePage {
+                operator: Some(session.subject),
+                csrf: session.csrf,
+                query,
+                not_found: true,
+            },
+        ),
+    })
+}
+
+fn account_url(account: &str) -> String {
+    format!("/console/accounts/{}", encode(account))
+}
+
+fn encode(s: &str) -> String {
+    let mut url = reqwest::Url::parse("http://x/").unwrap();
+    url.path_segments_mut().unwrap().push(s);
+    url.path()[1..].to_string()
+}
+
+#[derive(Deserialize)]
+struct Notice {
+    #[serde(default)]
+    done: String,
+}
+
+async fn account(
+    State(s): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    Query(notice): Query<Notice>,
+) -> Result<Response, Error> {
+    let service = &s.inner.service;
+    let now = service.now();
+    let session = match operator(&console, &headers, now) {
+        Ok(session) => session,
+        Err(r) => return Ok(*r),
+    };
+    let Some(record) = service.store.account(&account).await? else {
+        return Ok(message(
+            StatusCode::NOT_FOUND,
+            "No such account",
+            "There is no account with this subject.",
+            Some(&session),
+        ));
+    };
+    let devices = service.store.admin_list_devices(&account).await?;
+    let limit = service.limits.pin_attempts;
+    let devices = devices
+        .into_iter()
+        .map(|d| DeviceRow {
+            can_disable: matches!(d.state, DeviceState::Active | DeviceState::Pending),
+            state: device_state(d.state),
+            created: time(d.created_at),
+            last_used: d.last_used_at.map_or_else(|| "never".into(), time),
+            id: d.id,
+            name: d.name,
+            platform: d.platform,
+        })
+        .collect();
+    let notice = match notice.done.as_str() {
+        "disabled" => "The device was disabled.",
+        "unblocked" => "The PIN was unblocked.",
+        _ => "",
+    };
+    Ok(html(
+        StatusCode::OK,
+        AccountPage {
+            operator: Some(session.subject),
+            csrf: session.csrf,
+            phone: record
+                .phone_number
+                .as_deref()
+                .map_or_else(|| "none".into(), mask),
+            pin_set: record.pin_record.is_some(),
+            blocked: record.pin_failures >= limit,
+            attempts_left: limit.saturating_sub(record.pin_failures),
+            devices,
+            account,
+            notice: notice.into(),
+        },
+    ))
+}
+
+fn device_state(state: DeviceState) -> &'static str {
+    match state {
+        DeviceState::Pending => "pending",
+        DeviceState::Active => "active",
+        DeviceState::Disabled => "disabled",
+    }
+}
+
+/// `+33612345678` → `•••••••••78`: enough to confirm with a caller, not to learn the number.
+fn mask(number: &str) -> String {
+    let chars: Vec<char> = number.chars().collect();
+    let shown = chars.len().min(SHOWN_DIGITS);
+    let hidden = chars.len() - shown;
+    "•".repeat(hidden) + &chars[hidden..].iter().collect::<String>()
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM UTC` (days to civil date: H. Hinnant's algorithm).
+fn time(t: i64) -> String {
+    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60
+    )
+}
+
+/// How the audit trail names what an operator did.
+fn by(session: &Session) -> String {
+    format!("console operator {}", session.subject)
+}
+
+async fn disable_device(
+    State(s): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    Path((account, device_id)): Path<(String, String)>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, Error> {
+    let service = &s.inner.service;
+    let now = service.now();
+    let session = match operator_posting(&console, &headers, &form, now) {
+        Ok(session) => session,
+        Err(r) => return Ok(*r),
+    };
+    match service
+        .store
+        .admin_disable_device(&account, &device_id, &by(&session), now)
+        .await
+    {
+        Ok(()) => {}
+        Err(Error::Api(ApiError::DeviceUnknown)) => {
+            return Ok(message(
+                StatusCode::NOT_FOUND,
+                "No such device",
+                "This account has no such device.",
+                Some(&session),
+            ))
+        }
+        Err(e) => return Err(e),
+    }
+    tracing::info!(operator = %session.subject, %device_id, "console: device disabled");
+    Ok(Redirect::to(&format!("{}?done=disabled", account_url(&account))).into_response())
+}
+
+async fn unblock(
+    State(s): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, Error> {
+    let service = &s.inner.service;
+    let now = service.now();
+    let session = match operator_posting(&console, &headers, &form, now) {
+        Ok(session) => session,
+        Err(r) => return Ok(*r),
+    };
+    if service.store.account(&account).await?.is_none() {
+        return Ok(message(
+            StatusCode::NOT_FOUND,
+            "No such account",
+            "There is no account with this subject.",
+            Some(&session),
+        ));
+    }
+    service
+        .store
+        .unblock_account(&account, &by(&session), now)
+        .await?;
+    tracing::info!(operator = %session.subject, "console: account unblocked");
+    Ok(Redirect::to(&format!("{}?done=unblocked", account_url(&account))).into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    event: String,
+    #[serde(default)]
+    after: i64,
+}
+
+async fn audit(
+    State(s): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, Error> {
+    let service = &s.inner.service;
+    let session = match operator(&console, &headers, service.now()) {
+        Ok(session) => session,
+        Err(r) => return Ok(*r),
+    };
+    let event = q.event.trim().to_string();
+    // Pages of the account's trail, filtered here, until a page is full or the trail ends.
+    let mut events = Vec::new();
+    let mut after = q.after.max(0);
+    let mut more = false;
+    loop {
+        let page = service
+            .store
+            .audit_trail(Some(&account), after, AUDIT_PAGE)
+            .await?;
+        let full = page.len() as u32 == AUDIT_PAGE;
+        for e in page {
+            after = e.id;
+            if event.is_empty() || e.event == event {
+                events.push(AuditRow {
+                    id: e.id,
+                    at: time(e.at),
+                    event: e.event,
+                    device_id: e.device_id.unwrap_or_default(),
+                    detail: e.detail.unwrap_or_default(),
+                });
+                if events.len() as u32 == AUDIT_PAGE {
+                    more = true;
+                    break;
+                }
+            }
+        }
+        if more || !full {
+            break;
+        }
+    }
+    let next = more.then(|| {
+        format!(
+            "{}/audit?event={}&after={after}",
+            account_url(&account),
+            encode(&event)
+        )
+    });
+    Ok(html(
+        StatusCode::OK,
+        AuditPage {
+            operator: Some(session.subject),
+            csrf: session.csrf,
+            account,
+            event,
+            events,
+            next,
+        },
+    ))
+}

@@ -1,0 +1,280 @@
+//! The helpdesk console over HTTP, signed in on the real provider's login page (`oidc.rs`),
+//! on a separate admin listener. The same flows in a real browser: `console_browser.rs`.
+
+use pims_proto::*;
+use pims_server::console::ConsoleConfig;
+
+use crate::common::*;
+use crate::oidc::*;
+
+pub struct Setup {
+    pub provider: Provider,
+    pub server: TestServer,
+    /// `http://127.0.0.1:port` of the admin listener.
+    pub admin: String,
+}
+
+/// A provider, and a server whose console on its own admin listener signs in there.
+pub async fn setup() -> Option<Setup> {
+    let port = free_port();
+    let admin = format!("http://127.0.0.1:{port}");
+    let redirect = format!("{admin}/console/callback");
+    let provider = Provider::start(&redirect).await?;
+    let issuer = provider.issuer.clone();
+    let server = TestServer::start_with(move |c| {
+        c.admin_listen = Some(([127, 0, 0, 1], port).into());
+        c.console = Some(ConsoleConfig {
+            issuer,
+            client_id: "console".into(),
+            client_secret: "console-secret".into(),
+            redirect_url: redirect,
+            operator_claim: "groups".into(),
+            operator_value: OPERATOR_GROUP.into(),
+            session_seconds: 3600,
+        });
+    })
+    .await;
+    to_real_time(&server.clock);
+    Some(Setup {
+        provider,
+        server,
+        admin,
+    })
+}
+
+/// `alice` with a trusted number, an enrolled device and her PIN blocked by wrong PINs.
+pub async fn blocked_alice(s: &TestServer) -> Device {
+    let (token, device) = enrolled_account(s, "alice", PHONE, "1234").await;
+    for _ in 0..s.config.limits.pin_attempts {
+        s.send_code(&token, SmsPurpose::Enrollment, None)
+            .await
+            .unwrap();
+        let code = s.last_code(PHONE);
+        let _ = s.start_enrollment(&token, &code, "0000", None).await;
+    }
+    assert_eq!(s.status(&token, None).await.pin_attempts_remaining, 0);
+    device
+}
+
+/// Signs `user` in to the console with `client`; returns the callback's response.
+async fn sign_in(setup: &Setup, client: &reqwest::Client, user: (&str, &str)) -> reqwest::Response {
+    let callback = format!("{}/console/callback", setup.admin);
+    let back = setup
+        .provider
+        .sign_in(
+            client,
+            &format!("{}/console/", setup.admin),
+            user,
+            &callback,
+        )
+        .await;
+    client.get(back).send().await.unwrap()
+}
+
+fn csrf(page: &str) -> String {
+    let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+    page[at..at + page[at..].find('"').unwrap()].to_string()
+}
+
+async fn page(client: &reqwest::Client, url: &str) -> (u16, String) {
+    let r = client.get(url).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn an_operator_finds_an_account_disables_a_device_unblocks_it_and_reads_the_audit() {
+    let Some(setup) = setup().await else { return };
+    let s = &setup.server;
+    let device = blocked_alice(s).await;
+    let client = Provider::browser();
+    let r = sign_in(&setup, &client, OLGA).await;
+    assert_eq!(r.status(), 200);
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|c| c.to_str().unwrap().to_string())
+        .find(|c| c.starts_with("pims_console="))
+        .expect("a session cookie");
+    assert!(cookie.starts_with("pims_console="), "{cookie}");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    // Loopback: no Secure, or the browser would drop it on plain http.
+    assert!(!cookie.contains("Secure"), "{cookie}");
+    let csp = r.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.starts_with("default-src 'none'"), "{csp}");
+
+    // Found by trusted number.
+    let r = client
+        .get(format!("{}/console/search?q=%2B33612345678", setup.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/accounts/alice");
+    let account = format!("{}/console/accounts/alice", setup.admin);
+    let (status, html) = page(&client, &account).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains(&format!("{}78", "•".repeat(PHONE.len() - 2))),
+        "number masked"
+    );
+    assert!(!html.contains("612345678"), "number masked");
+    assert!(html.contains("<dt>PIN blocked</dt><dd><strong>yes</strong>"));
+    assert!(html.contains("Test phone"));
+    let token = csrf(&html);
+
+    let r = client
+        .post(format!("{account}/devices/{}/disable", device.id))
+        .form(&[("csrf", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = client
+        .post(format!("{account}/unblock"))
+        .form(&[("csrf", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let user = s.token("alice").await;
+    let status = s.status(&user, Some(&device.id)).await;
+    assert_eq!(status.device, Some(DeviceState::Disabled));
+    assert_eq!(status.pin_attempts_remaining, s.config.limits.pin_attempts);
+
+    let (_, html) = page(&client, &format!("{account}/audit?event=device_disabled")).await;
+    assert!(html.contains("<td>device_disabled</td>"));
+    assert!(html.contains("console operator olga"));
+    assert!(!html.contains("<td>account_unblocked</td>"), "filtered out");
+    let (_, html) = page(&client, &format!("{account}/audit?event=account_unblocked")).await;
+    assert!(html.contains("<td>account_unblocked</td>"));
+    assert!(html.contains("console operator olga"));
+}
+
+#[tokio::test]
+async fn the_console_metrics_and_admin_api_are_on_the_admin_listener_only() {
+    let Some(setup) = setup().await else { return };
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in ["/console/", "/metrics"] {
+        let public = client
+            .get(format!("{}{path}", setup.server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(public.status(), 404, "{path} on the public listener");
+    }
+    let metrics = client
+        .get(format!("{}/metrics", setup.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    // Not signed in: to the provider.
+    let r = client
+        .get(format!("{}/console/", setup.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/login");
+    let r = client
+        .get(format!("{}/console/login", setup.admin))
+        .send()
+        .await
+        .unwrap();
+    let location = r.headers()["location"].to_str().unwrap();
+    assert!(
+        location.starts_with(&format!("{}/auth?", setup.provider.issuer)),
+        "{location}"
+    );
+    for part in [
+        "code_challenge_method=S256",
+        "code_challenge=",
+        "state=",
+        "nonce=",
+    ] {
+        assert!(location.contains(part), "{location}");
+    }
+}
+
+#[tokio::test]
+async fn someone_without_the_operator_group_is_refused() {
+    let Some(setup) = setup().await else { return };
+    let client = Provider::browser();
+    let r = sign_in(&setup, &client, NINA).await;
+    assert_eq!(r.status(), 403);
+    assert!(r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .all(|c| !c.to_str().unwrap().starts_with("pims_console=")));
+    let r = client
+        .get(format!("{}/console/", setup.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/console/login", "no session");
+}
+
+#[tokio::test]
+async fn a_form_post_without_the_csrf_token_or_session_is_refused() {
+    let Some(setup) = setup().await else { return };
+    let device = blocked_alice(&setup.server).await;
+    let client = Provider::browser();
+    assert_eq!(sign_in(&setup, &client, OLGA).await.status(), 200);
+    let account = format!("{}/console/accounts/alice", setup.admin);
+    let (_, html) = page(&client, &account).await;
+    let token = csrf(&html);
+    let disable = format!("{account}/devices/{}/disable", device.id);
+    for form in [vec![], vec![("csrf", "forged")]] {
+        let r = client.post(&disable).form(&form).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    // The right token from a client without the session cookie.
+    let r = reqwest::Client::new()
+        .post(&disable)
+        .form(&[("csrf", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let user = setup.server.token("alice").await;
+    assert_eq!(
+        setup.server.status(&user, Some(&device.id)).await.device,
+        Some(DeviceState::Active)
+    );
+}
+
+#[tokio::test]
+async fn a_sign_in_callback_is_good_once_and_only_in_the_browser_that_started_it() {
+    let Some(setup) = setup().await else { return };
+    let client = Provider::browser();
+    let callback = format!("{}/console/callback", setup.admin);
+    let back = setup
+        .provider
+        .sign_in(
+            &client,
+            &format!("{}/console/", setup.admin),
+            OLGA,
+            &callback,
+        )
+        .await;
+    // Another browser (an attacker's link) cannot finish it: no sign-in cookie.
+    assert_eq!(
+        Provider::browser()
+            .get(back.clone())
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        400
+    );
+    assert_eq!(client.get(back.clone()).send().await.unwrap().status(), 200);
+    // Replayed: refused.
+    assert_eq!(client.get(back).send().await.unwrap().status(), 400);
+}
