@@ -48,10 +48,15 @@ pub fn missing(what: &str) -> Option<std::convert::Infallible> {
 fn installed() -> &'static Option<PathBuf> {
     static DIR: OnceLock<Option<PathBuf>> = OnceLock::new();
     DIR.get_or_init(|| {
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/oidc");
+        // This file also serves the workspace's end-to-end tests: paths from the workspace root.
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .ancestors()
+            .find(|dir| dir.join("Cargo.lock").exists())
+            .expect("inside the workspace");
+        let source = root.join("crates/pims-server/tests/oidc");
         let target = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target"));
+            .unwrap_or_else(|| root.join("target"));
         let dir = target.join("oidc-provider");
         std::fs::create_dir_all(&dir).unwrap();
         let lock = std::fs::read(source.join("package-lock.json")).unwrap();
