@@ -508,6 +508,7 @@ impl Bench {
                 &SendSmsCode {
                     purpose: SmsPurpose::PhoneCertification,
                     phone_number: Some(d.phone.clone()),
+                    region: None,
                 },
             )
             .await?;
@@ -518,6 +519,7 @@ impl Bench {
                 "/v1/phone-number",
                 &AddPhoneNumber {
                     phone_number: d.phone.clone(),
+                    region: None,
                     sms_code: code,
                 },
             )
@@ -529,6 +531,7 @@ impl Bench {
                 &SendSmsCode {
                     purpose: SmsPurpose::Enrollment,
                     phone_number: None,
+                    region: None,
                 },
             )
             .await?;
@@ -542,6 +545,7 @@ impl Bench {
                 &StartEnrollment {
                     sms_code: code,
                     phone_number: None,
+                    region: None,
                     pin: PinStart::Register(registration.message.serialize().to_vec().into()),
                 },
             )

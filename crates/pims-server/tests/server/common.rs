@@ -195,6 +195,7 @@ impl TestServer {
             &SendSmsCode {
                 purpose,
                 phone_number: phone.map(str::to_string),
+                region: None,
             },
         )
         .await
@@ -216,6 +217,7 @@ impl TestServer {
             .request(reqwest::Method::POST, "/v1/phone-number", token)
             .json(&AddPhoneNumber {
                 phone_number: phone.into(),
+                region: None,
                 sms_code: code.into(),
             })
             .send()
@@ -301,6 +303,7 @@ impl TestServer {
                 &StartEnrollment {
                     sms_code: code.into(),
                     phone_number: phone.map(str::to_string),
+                    region: None,
                     pin: start,
                 },
             )

@@ -78,8 +78,12 @@ impl Core {
         &self,
         ctx: &Ctx,
         purpose: SmsPurpose,
-        phone_number: Option<String>,
+        phone_number: Option<PhoneNumber>,
     ) -> Result<Value, PimsError> {
+        let (phone_number, region) = match phone_number {
+            Some(p) => (Some(p.number), p.region),
+            None => (None, None),
+        };
         let _: SmsCodeSent = self
             .post(
                 ctx,
@@ -87,6 +91,7 @@ impl Core {
                 &SendSmsCode {
                     purpose,
                     phone_number,
+                    region,
                 },
             )
             .await
@@ -120,7 +125,7 @@ impl Core {
     pub(super) async fn add_phone_number(
         &self,
         ctx: &Ctx,
-        phone_number: String,
+        phone_number: PhoneNumber,
         sms_code: Secret,
     ) -> Result<Value, PimsError> {
         let () = self
@@ -128,7 +133,8 @@ impl Core {
                 ctx,
                 "/v1/phone-number",
                 &AddPhoneNumber {
-                    phone_number,
+                    phone_number: phone_number.number,
+                    region: phone_number.region,
                     sms_code: sms_code.expose().to_owned(),
                 },
             )
