@@ -556,6 +556,7 @@ impl Bench {
             &SendSmsCode {
                 purpose: SmsPurpose::PhoneCertification,
                 phone_number: Some(d.phone.clone()),
+                region: None,
             },
         )
         .await?;
@@ -565,6 +566,7 @@ impl Bench {
             &[],
             &AddPhoneNumber {
                 phone_number: d.phone.clone(),
+                region: None,
                 sms_code: code,
             },
         )
@@ -575,11 +577,13 @@ impl Bench {
             &SendSmsCode {
                 purpose: SmsPurpose::Enrollment,
                 phone_number: None,
+                region: None,
             },
         )
         .await?;
         let code = self.inbox.code(&d.phone)?;
-        let (enrollment, start) = pims_device::start_enrollment(code, None, PIN.as_bytes(), true);
+        let (enrollment, start) =
+            pims_device::start_enrollment(code, None, None, PIN.as_bytes(), true);
         let started = self.call::<ep::EnrollmentStart>(d, &[], &start).await?;
         let device = NewDevice {
             public_key: d.public_key().into(),
@@ -684,7 +688,7 @@ mod tests {
             for index in [0, 1, NUMBERS_PER_RUN - 1] {
                 let number = phone_number(run, index);
                 assert_eq!(
-                    pims_server::service::phone::parse_e164(&number).as_deref(),
+                    pims_server::service::phone::parse_e164(&number, None).as_deref(),
                     Ok(number.as_str()),
                     "run {run}, index {index}"
                 );

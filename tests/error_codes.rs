@@ -366,17 +366,18 @@ async fn e2316_activation_not_confirmed_then_finished_by_a_later_call() {
 }
 
 #[tokio::test]
-async fn e2317_enrolling_an_already_enrolled_device() {
+async fn enrolling_an_active_device_again_validates_the_pin() {
     let server = TestServer::start().await;
     let phone = Phone::new(&server.url(), Some(server.token("u").await)).await;
     phone.enroll_first_device(&server).await;
-    phone.request_enrollment_code().await;
-    let code = server.last_code(NUMBER);
-    failed(
-        &phone.enroll(PIN, &code).await,
-        2317,
-        "inwebo: forbidden operation (due to activated state/blocked state/upgradable state)",
+    // The tutorial's step 8: the same call again needs no new code and adds no device.
+    ok(&phone.enroll(PIN, " ").await);
+    let e = failed(
+        &phone.enroll("9999", " ").await,
+        2308,
+        "inwebo: access refused",
     );
+    assert_eq!(e["details"]["attemptsRemaining"], 4);
     assert_eq!(server.devices("u"), 1);
 }
 

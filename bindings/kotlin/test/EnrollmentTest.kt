@@ -5,6 +5,7 @@
 // PIMS_DATA_DIR (a fresh directory), PIMS_RP_CREDENTIALS ("id:secret" of a relying party).
 
 import com.pims.sdk.Pims
+import com.pims.sdk.SmsCodeReader
 import com.pims.sdk.ffi.AccessTokenProvider
 import com.pims.sdk.ffi.LogLevel
 import com.pims.sdk.ffi.LogSink
@@ -104,15 +105,107 @@ fun lastCode(number: String): String {
         .last()
 }
 
-fun config(dir: String) = mapOf(
+fun config(dir: String, platform: String = "desktop", smsCodeTimeoutSeconds: Int = 10) = mapOf(
     "components" to mapOf(
         "strongAuthentication" to mapOf(
             "serverUrl" to serverUrl,
             "dataDirectory" to File(dataDir, dir).path,
-            "platform" to "desktop",
+            "platform" to platform,
+            "smsCodeTimeoutSeconds" to smsCodeTimeoutSeconds,
+            "defaultRegion" to "FR",
         ),
     ),
 )
+
+/** An SMS Retriever stand-in: the SMS arrives (from the server's outbox) a moment later. */
+class OutboxSmsReader(private val number: String) : SmsCodeReader {
+    @Volatile var asked = 0
+    override fun requestSmsCode(timeoutMillis: Long, deliver: (String?) -> Unit) {
+        asked++
+        Thread {
+            Thread.sleep(200)
+            deliver(lastCode(number))
+        }.start()
+    }
+}
+
+/** A new account whose trusted number is `typed` (the national form people type). */
+fun withTrustedNumber(pims: Pims, typed: String, e164: String) {
+    succeeded(call { cb -> pims.get("pims.authentication.smscode", mapOf("type" to "phoneNumberCertification", "phoneNumber" to typed), cb) }, null)
+    succeeded(call { cb -> pims.set("pims.authentication.smscode", mapOf("type" to "addPhoneNumber", "smsCode" to lastCode(e164), "phoneNumber" to typed), cb) }, null)
+    succeeded(call { cb -> pims.get("pims.authentication.trustedphonenumber", mapOf(), cb) }, mapOf("phoneNumber" to e164))
+}
+
+fun verifyOtp(pims: Pims, pin: String) {
+    val m = call { cb -> pims.get("pims.authentication.otp", mapOf("action" to "withPIN", "pinCode" to pin), cb) }
+    assertEq("SUCCEEDED", m["status"], "status of $m")
+    val otp = (m["result"] as Map<*, *>)["otp"] as String
+    assertEq(200, post("/v1/otp/verify", """{"otp":"$otp"}""", env("PIMS_RP_CREDENTIALS")).first, "verification")
+}
+
+fun androidScenarios() {
+    check("android: the reference's example verbatim, the SMS read by the app's reader") {
+        val phone = "+33612340002"
+        val reader = OutboxSmsReader(phone)
+        val token = mintToken("kotlin-android-${UUID.randomUUID()}")
+        Pims(reader) { token }.use { pims ->
+            succeeded(call { cb -> pims.initialize(config("android", "android"), cb) }, null)
+            withTrustedNumber(pims, "06 12 34 00 02", phone)
+            succeeded(call { cb -> pims.get("pims.authentication.smscode", mapOf("type" to "enrollment"), cb) }, null)
+            val recording = Recording(pims)
+            referenceExample(recording)
+            succeeded(recording.next(), null)
+            assertEq("SUCCEEDED", recording.branch, "branch the example's `when` took")
+            assertEq(1, reader.asked, "reader asked")
+            verifyOtp(pims, "1234")
+        }
+    }
+    check("android: a reader that gets no SMS gives 2101 once its timeout passes") {
+        val token = mintToken("kotlin-android-${UUID.randomUUID()}")
+        val silent = SmsCodeReader { _, _ -> }
+        Pims(silent) { token }.use { pims ->
+            succeeded(call { cb -> pims.initialize(config("android-silent", "android", 1), cb) }, null)
+            withTrustedNumber(pims, "0612340004", "+33612340004")
+            succeeded(call { cb -> pims.get("pims.authentication.smscode", mapOf("type" to "enrollment"), cb) }, null)
+            val recording = Recording(pims)
+            referenceExample(recording)
+            failedWith(recording.next(), mapOf("code" to 2101, "label" to "Missing smsCode parameter", "details" to mapOf("retryable" to false)))
+        }
+    }
+    check("android: without a reader, the blank smsCode gives 2101") {
+        val token = mintToken("kotlin-android-${UUID.randomUUID()}")
+        Pims { token }.use { pims ->
+            succeeded(call { cb -> pims.initialize(config("android-none", "android", 1), cb) }, null)
+            val recording = Recording(pims)
+            referenceExample(recording)
+            failedWith(recording.next(), mapOf("code" to 2101, "label" to "Missing smsCode parameter", "details" to mapOf("retryable" to false)))
+        }
+    }
+    check("tutorial shortcut 1 → 4·1 with the documentation's national number") {
+        val token = mintToken("kotlin-shortcut-${UUID.randomUUID()}")
+        Pims { token }.use { pims ->
+            succeeded(call { cb -> pims.initialize(config("shortcut", "ios"), cb) }, null)
+            succeeded(call { cb -> pims.get("pims.authentication.account", mapOf("actionType" to "strong", "type" to "isDeviceActivated"), cb) }, mapOf("isDeviceActivated" to false))
+            succeeded(call { cb -> pims.get("pims.authentication.account", mapOf("actionType" to "strong", "type" to "isAccountBlocked"), cb) }, mapOf("isAccountBlocked" to "NotBlocked"))
+            failedWith(call { cb -> pims.get("pims.authentication.trustedphonenumber", mapOf(), cb) }, mapOf("code" to 2307, "label" to "User dont have a phone number", "details" to mapOf("retryable" to false)))
+            succeeded(call { cb -> pims.get("pims.authentication.smscode", mapOf("type" to "phoneNumberCertification", "phoneNumber" to "0612340003"), cb) }, null)
+            val m = call { cb -> pims.set("pims.authentication.enrollment", mapOf("action" to "enrollWithPhoneNumber", "pinCode" to "424242", "smsCode" to lastCode("+33612340003"), "phoneNumber" to "0612340003"), cb) }
+            succeeded(m, null)
+            succeeded(call { cb -> pims.get("pims.authentication.trustedphonenumber", mapOf(), cb) }, mapOf("phoneNumber" to "+33612340003"))
+            verifyOtp(pims, "424242")
+        }
+    }
+    check("a parameter with no SDK form is answered once: FAILED 2102 naming it") {
+        val token = mintToken("kotlin-values-${UUID.randomUUID()}")
+        Pims { token }.use { pims ->
+            succeeded(call { cb -> pims.initialize(config("values"), cb) }, null)
+            val m = call { cb -> pims.get("pims.authentication.otp", mapOf("action" to "withPIN", "pinCode" to java.util.Date()), cb) }
+            failedWith(m, mapOf("code" to 2102, "label" to "Invalid pinCode parameter", "details" to mapOf("retryable" to false)))
+            val n = call { cb -> pims.get("pims.authentication.otp", mapOf("action" to "withPIN", "pinCode" to Double.NaN), cb) }
+            failedWith(n, mapOf("code" to 2102, "label" to "Invalid pinCode parameter", "details" to mapOf("retryable" to false)))
+        }
+    }
+}
 
 fun main() {
     val logs = CopyOnWriteArrayList<String>()
@@ -210,9 +303,11 @@ fun main() {
         val m = call { cb -> pims.get("pims.authentication.account", mapOf("actionType" to "strong", "type" to "isDeviceActivated"), cb) }
         succeeded(m, mapOf("isDeviceActivated" to true))
     }
-    check("enrolling again is a forbidden operation: 2317") {
-        val m = call { cb -> pims.set("pims.authentication.enrollment", mapOf("action" to "enroll", "pinCode" to PIN, "smsCode" to "123456"), cb) }
-        failedWith(m, mapOf("code" to 2317, "label" to "inwebo: forbidden operation (due to activated state/blocked state/upgradable state)", "details" to mapOf("retryable" to false)))
+    check("8 the same enroll call again validates the PIN: SUCCEEDED, no new device") {
+        val m = call { cb -> pims.set("pims.authentication.enrollment", mapOf("action" to "enroll", "pinCode" to PIN, "smsCode" to lastCode(PHONE)), cb) }
+        succeeded(m, null)
+        val devices = call { cb -> pims.get("pims.authentication.devices", mapOf(), cb) }
+        assertEq(1, ((devices["result"] as Map<*, *>)["devices"] as List<*>).size, "devices in $devices")
     }
     check("an OTP with the PIN, verified once by a relying party") {
         val m = call { cb -> pims.get("pims.authentication.otp", mapOf("action" to "withPIN", "pinCode" to PIN), cb) }
@@ -255,6 +350,7 @@ fun main() {
         }
     }
     pims.close()
+    androidScenarios()
     println("kotlin: $passed passed, $failed failed")
     if (failed > 0 || passed == 0) kotlin.system.exitProcess(1)
 }

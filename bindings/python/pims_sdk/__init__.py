@@ -14,7 +14,7 @@ Callbacks run on an SDK thread.
 
 import asyncio
 import atexit
-import json
+import math
 import sys
 import weakref
 from typing import Any, Callable, Dict, Optional
@@ -31,11 +31,20 @@ from .pims_ffi import (  # noqa: F401  (host capabilities the app implements)
 
 Message = Dict[str, Any]
 Callback = Callable[[Message], None]
+# Android's SMS reader: called with the timeout in seconds, returns the code or None.
+SmsCodeReader = Callable[[float], Optional[str]]
 
 __all__ = [
     "Pims", "Message", "AccessTokenProvider", "DeviceKeys", "HostFailure", "LogLevel",
-    "LogSink", "VaultKeyStore", "set_log_sink",
+    "LogSink", "VaultKeyStore", "SmsCodeReader", "set_log_sink", "round_trip",
 ]
+
+
+def round_trip(value: Any) -> Any:
+    """``value`` converted to the SDK's typed form, through its JSON form and back: what a
+    parameter becomes. For tests of the conversions."""
+    back = _ffi.round_trip(_to_value(value))
+    return None if back is None else _from_value(back)
 
 
 _live: "weakref.WeakSet[Pims]" = weakref.WeakSet()
@@ -67,15 +76,67 @@ class _StaticToken(AccessTokenProvider):
         return self._token
 
 
+class _NotRepresentable(Exception):
+    """A value with no PimsValue form (a set, bytes, an object, a non-string key)."""
+
+
+def _to_value(value: Any) -> "_ffi.PimsValue":
+    V = _ffi.PimsValue
+    if value is None:
+        return V.NULL()
+    if isinstance(value, bool):
+        return V.BOOL(value)
+    if isinstance(value, int):
+        if not -(2**63) <= value < 2**63:
+            raise _NotRepresentable()
+        return V.INTEGER(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise _NotRepresentable()
+        return V.REAL(value)
+    if isinstance(value, str):
+        return V.TEXT(value)
+    if isinstance(value, (list, tuple)):
+        return V.ITEMS([_to_value(v) for v in value])
+    if isinstance(value, dict):
+        return V.ENTRIES(_to_entries(value))
+    raise _NotRepresentable()
+
+
+def _to_entries(mapping: Dict[Any, Any]) -> Dict[str, "_ffi.PimsValue"]:
+    if not all(isinstance(k, str) for k in mapping):
+        raise _NotRepresentable()
+    return {k: _to_value(v) for k, v in mapping.items()}
+
+
+def _from_value(value: "_ffi.PimsValue") -> Any:
+    V = _ffi.PimsValue
+    if value.is_NULL():
+        return None
+    if value.is_ITEMS():
+        return [_from_value(v) for v in value.items]
+    if value.is_ENTRIES():
+        return {k: _from_value(v) for k, v in value.entries.items()}
+    return value.value
+
+
 class _Handler(_ffi.MessageHandler):
     def __init__(self, callback: Callback):
         self._callback = callback
 
-    def on_message(self, message: str) -> None:
+    def on_message(self, message) -> None:
         try:
-            self._callback(json.loads(message))
+            self._callback({k: _from_value(v) for k, v in message.items()})
         except Exception as e:  # an app bug must not reach the SDK thread
             print(f"pims: the app's callback raised {type(e).__name__}", file=sys.stderr)
+
+
+class _SmsCodes(_ffi.SmsCodeProvider):
+    def __init__(self, reader: SmsCodeReader):
+        self._reader = reader
+
+    def sms_code(self, timeout_millis: int) -> Optional[str]:
+        return self._reader(timeout_millis / 1000)
 
 
 class Pims:
@@ -84,14 +145,19 @@ class Pims:
     Give either ``access_token`` (a fixed token) or ``token_provider`` (an
     ``AccessTokenProvider``). ``device_keys`` (a P-256 signer) and ``vault_key_store`` are
     optional: without them the SDK keeps its keys in software, in the data directory.
+    ``sms_code_reader`` (Android) is called with a timeout in seconds when ``enroll`` has no
+    ``smsCode`` and returns the code from the SMS, or ``None``. A parameter with no SDK form (a
+    set, bytes, an object) is answered FAILED 2102 naming it, like any wrong value.
     """
 
     def __init__(self, access_token: Optional[str] = None, *,
                  token_provider: Optional[AccessTokenProvider] = None,
                  device_keys: Optional[DeviceKeys] = None,
-                 vault_key_store: Optional[VaultKeyStore] = None):
+                 vault_key_store: Optional[VaultKeyStore] = None,
+                 sms_code_reader: Optional[SmsCodeReader] = None):
         tokens = token_provider if token_provider is not None else _StaticToken(access_token)
-        self._sdk = _ffi.PimsSdk(tokens, device_keys, vault_key_store)
+        sms_codes = _SmsCodes(sms_code_reader) if sms_code_reader is not None else None
+        self._sdk = _ffi.PimsSdk(tokens, device_keys, vault_key_store, sms_codes)
         _live.add(self)
 
     def close(self) -> None:
@@ -107,21 +173,32 @@ class Pims:
 
     # ---- callback form ------------------------------------------------------------------
 
+    def _call(self, parameters: Optional[Dict[str, Any]], callback: Callback, start) -> None:
+        converted = {}
+        for name, value in (parameters or {}).items():
+            try:
+                converted[name] = _to_value(value)
+            except _NotRepresentable:
+                # Still exactly one answer, from the SDK's own catalogue.
+                self._sdk.refuse_parameter(str(name), _Handler(callback))
+                return
+        start(converted, _Handler(callback))
+
     def initialize(self, configuration: Dict[str, Any], callback: Callback) -> None:
-        self._sdk.initialize(json.dumps(configuration), _Handler(callback))
+        self._call(configuration, callback, self._sdk.initialize)
 
     def release(self, callback: Callback) -> None:
         self._sdk.release(_Handler(callback))
 
     def get(self, api: str, parameters: Optional[Dict[str, Any]], callback: Callback) -> None:
-        self._sdk.get(api, json.dumps(parameters or {}), _Handler(callback))
+        self._call(parameters, callback, lambda p, h: self._sdk.get(api, p, h))
 
     def set(self, api: str, parameters: Optional[Dict[str, Any]], callback: Callback) -> None:
-        self._sdk.set(api, json.dumps(parameters or {}), _Handler(callback))
+        self._call(parameters, callback, lambda p, h: self._sdk.set(api, p, h))
 
     def subscribe(self, api: str, parameters: Optional[Dict[str, Any]], callback: Callback) -> None:
         """One SUCCEEDED or FAILED acknowledgement, then one RESULT message per event."""
-        self._sdk.subscribe(api, json.dumps(parameters or {}), _Handler(callback))
+        self._call(parameters, callback, lambda p, h: self._sdk.subscribe(api, p, h))
 
     def unsubscribe(self, api: str, callback: Callback) -> None:
         self._sdk.unsubscribe(api, _Handler(callback))

@@ -410,7 +410,11 @@ impl Inner {
         if outcome.is_err() {
             active.store(false, Ordering::Release);
         }
-        let _ = ack_tx.send(Message::from_outcome(transaction_id, outcome));
+        let ack = match outcome {
+            Ok(_) => Message::acknowledged(transaction_id),
+            Err(e) => Message::failed(transaction_id, e),
+        };
+        let _ = ack_tx.send(ack);
     }
 
     async fn start_subscription(

@@ -41,6 +41,16 @@ impl Message {
         }
     }
 
+    /// A subscription's acknowledgement: SUCCEEDED with no `result` (SDK-API.md §1).
+    pub fn acknowledged(transaction_id: String) -> Self {
+        Message {
+            transaction_id,
+            status: Status::Succeeded,
+            result: None,
+            error: None,
+        }
+    }
+
     pub fn failed(transaction_id: String, error: PimsError) -> Self {
         Message {
             transaction_id,

@@ -47,6 +47,7 @@ pub struct Enrollment {
 pub fn start_enrollment(
     sms_code: String,
     phone_number: Option<String>,
+    region: Option<String>,
     pin: &[u8],
     register: bool,
 ) -> (Enrollment, StartEnrollment) {
@@ -59,6 +60,7 @@ pub fn start_enrollment(
     let request = StartEnrollment {
         sms_code,
         phone_number,
+        region,
         pin,
     };
     (Enrollment { exchange }, request)

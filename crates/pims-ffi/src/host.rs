@@ -63,6 +63,14 @@ pub trait VaultKeyStore: Send + Sync {
     fn load_or_create(&self) -> Result<Vec<u8>, HostFailure>;
 }
 
+/// Reads the enrollment SMS on Android (SMS Retriever or User Consent API): `enroll` without
+/// `smsCode` calls it on an SDK thread, and it may block up to `timeout_millis`. Returns the
+/// code's digits, or null when none arrived.
+#[uniffi::export(with_foreign)]
+pub trait SmsCodeProvider: Send + Sync {
+    fn sms_code(&self, timeout_millis: u64) -> Result<Option<String>, HostFailure>;
+}
+
 pub(crate) struct Tokens(pub Arc<dyn AccessTokenProvider>);
 
 impl core::AccessTokenProvider for Tokens {
@@ -108,16 +116,34 @@ impl core::VaultKeyStore for VaultKey {
     }
 }
 
+pub(crate) struct SmsCodes(pub Arc<dyn SmsCodeProvider>);
+
+impl core::SmsCodeProvider for SmsCodes {
+    fn sms_code(&self, timeout: std::time::Duration) -> Option<String> {
+        let millis = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX);
+        match self.0.sms_code(millis) {
+            Ok(code) => code,
+            Err(failure) => {
+                // The SDK then answers 2101 Missing smsCode parameter, as with no reader.
+                tracing::warn!(reason = %failure, "SMS code provider failed");
+                None
+            }
+        }
+    }
+}
+
 /// The `Host` of the component from what the app supplied; absent capabilities keep the
 /// software defaults (key in the vault, vault key in a file in the data directory).
 pub(crate) fn host(
     tokens: Arc<dyn AccessTokenProvider>,
     device_keys: Option<Arc<dyn DeviceKeys>>,
     vault_key: Option<Arc<dyn VaultKeyStore>>,
+    sms_codes: Option<Arc<dyn SmsCodeProvider>>,
 ) -> core::Host {
     let mut host = core::Host::new(Arc::new(Tokens(tokens)));
     host.device_keys = device_keys.map(|k| Arc::new(Keys(k)) as Arc<dyn core::DeviceKeys>);
     host.vault_key = vault_key.map(|k| Arc::new(VaultKey(k)) as Arc<dyn core::VaultKeyStore>);
+    host.sms_codes = sms_codes.map(|p| Arc::new(SmsCodes(p)) as Arc<dyn core::SmsCodeProvider>);
     host
 }
 

@@ -74,6 +74,10 @@ pub struct SendSmsCode {
     /// Required for `PhoneCertification`; ignored for `Enrollment` and `ResetPin` (the trusted
     /// number is used).
     pub phone_number: Option<String>,
+    /// ISO 3166-1 alpha-2 region in which a `phone_number` written nationally (no leading
+    /// `+`) is read; absent: the number must be international.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +117,10 @@ pub enum EnrollmentStatus {
 #[serde(rename_all = "camelCase")]
 pub struct AddPhoneNumber {
     pub phone_number: String,
+    /// ISO 3166-1 alpha-2 region in which a `phone_number` written nationally (no leading
+    /// `+`) is read; absent: the number must be international.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     pub sms_code: String,
 }
 
@@ -129,6 +137,10 @@ pub struct StartEnrollment {
     /// `enrollWithPhoneNumber`: the code was sent to this number for certification, and the
     /// number becomes the trusted one when the enrollment finishes.
     pub phone_number: Option<String>,
+    /// ISO 3166-1 alpha-2 region in which a `phone_number` written nationally (no leading
+    /// `+`) is read; absent: the number must be international.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     pub pin: PinStart,
 }
 
@@ -547,6 +559,10 @@ pub struct FinishPinChange {
 pub struct ModifyPhoneNumber {
     pub proof: DeviceProof,
     pub phone_number: String,
+    /// ISO 3166-1 alpha-2 region in which a `phone_number` written nationally (no leading
+    /// `+`) is read; absent: the number must be international.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     pub sms_code: String,
     /// The current PIN proven for the challenge's login (`Login` or `LoginFailed`), when the app
     /// gave `pinCode`; the challenge must then carry a login.
@@ -555,9 +571,14 @@ pub struct ModifyPhoneNumber {
 }
 
 impl ModifyPhoneNumber {
-    /// The bytes the device signature binds to: the new number and the PIN proof, if any.
+    /// The bytes the device signature binds to: the new number (with its region, which gives
+    /// it its meaning) and the PIN proof, if any.
     pub fn signed_payload(&self) -> Vec<u8> {
         let mut out = self.phone_number.clone().into_bytes();
+        if let Some(region) = &self.region {
+            // A number is digits after an optional `+`, a region letters: no ambiguity.
+            out.extend_from_slice(region.as_bytes());
+        }
         if let Some(login) = &self.login {
             out.extend_from_slice(&crate::transcript::digest(login.proof()));
         }

@@ -423,7 +423,13 @@ async fn send_sms_code(
     Json(req): Json<SendSmsCode>,
 ) -> ApiResult<SmsCodeSent> {
     ok(s.service()
-        .send_sms_code(&account, req.purpose, req.phone_number.as_deref(), client)
+        .send_sms_code(
+            &account,
+            req.purpose,
+            req.phone_number.as_deref(),
+            req.region.as_deref(),
+            client,
+        )
         .await?)
 }
 
@@ -443,7 +449,12 @@ async fn add_phone_number(
     Json(req): Json<AddPhoneNumber>,
 ) -> Result<StatusCode, Error> {
     s.service()
-        .add_phone_number(&account, &req.phone_number, &req.sms_code)
+        .add_phone_number(
+            &account,
+            &req.phone_number,
+            req.region.as_deref(),
+            &req.sms_code,
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -18,6 +18,7 @@ const PREFIX: &str = "components.strongAuthentication";
 /// | `requestTimeoutSeconds` | no | per-request timeout (default 15) |
 /// | `eventPollSeconds` | no | how often a `pims.authentication.enrollment` subscription asks the server for changes (default 60) |
 /// | `smsCodeTimeoutSeconds` | no | Android: how long `enroll` without `smsCode` waits for the host's SMS reader (default 60) |
+/// | `defaultRegion` | no | ISO 3166-1 alpha-2 region in which a `phoneNumber` written nationally (`0612345678`) is read (default `FR`, the reference documentation's numbers) |
 #[derive(Debug, Clone)]
 pub struct StrongAuthConfig {
     pub server_url: String,
@@ -27,6 +28,8 @@ pub struct StrongAuthConfig {
     pub request_timeout: Duration,
     pub event_poll: Duration,
     pub sms_code_timeout: Duration,
+    /// Upper-case ISO 3166-1 alpha-2; the server's numbering plan decides what is valid in it.
+    pub default_region: String,
 }
 
 impl StrongAuthConfig {
@@ -48,6 +51,15 @@ impl StrongAuthConfig {
         let request_timeout = seconds(tree, "requestTimeoutSeconds", 15.0, 300.0)?;
         let event_poll = seconds(tree, "eventPollSeconds", 60.0, 86_400.0)?;
         let sms_code_timeout = seconds(tree, "smsCodeTimeoutSeconds", 60.0, 600.0)?;
+        let default_region = match tree.get("defaultRegion") {
+            None | Some(Value::Null) => "FR".to_owned(),
+            Some(Value::String(s))
+                if s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()) =>
+            {
+                s.to_ascii_uppercase()
+            }
+            Some(_) => return Err(invalid("defaultRegion")),
+        };
         Ok(StrongAuthConfig {
             server_url,
             data_directory,
@@ -56,6 +68,7 @@ impl StrongAuthConfig {
             request_timeout,
             event_poll,
             sms_code_timeout,
+            default_region,
         })
     }
 }

@@ -6,8 +6,9 @@
 //     }
 //
 // Compiled together with the generated `PimsFfi.swift` (same module), or in a package that
-// depends on a `PimsFfi` module. Messages are `[String: AnyHashable]` so that the reference's
-// `message["status"] == "…"` compiles; `error["code"]` is an integer (NSNumber bridged).
+// depends on a `PimsFfi` module. Values cross as the typed `PimsValue` (no JSON text). Messages
+// are `[String: AnyHashable]` so that the reference's `message["status"] == "…"` compiles;
+// `error["code"]` is an Int. A parameter with no SDK form is answered FAILED 2102 naming it.
 
 import Foundation
 #if canImport(PimsFfi)
@@ -23,8 +24,10 @@ public final class Pims: @unchecked Sendable {
     ///   - tokens: the signed-in user's access token, or nil when signed out.
     ///   - deviceKeys: a Secure Enclave P-256 key store; nil keeps a software key in the vault.
     ///   - vaultKeyStore: Keychain storage for the vault key; nil keeps it in the data directory.
-    public init(tokens: AccessTokenProvider, deviceKeys: DeviceKeys? = nil, vaultKeyStore: VaultKeyStore? = nil) {
-        sdk = PimsSdk(tokens: tokens, deviceKeys: deviceKeys, vaultKey: vaultKeyStore)
+    ///   - smsCodeProvider: only for `platform: android`; iOS apps pass `smsCode` themselves.
+    public init(tokens: AccessTokenProvider, deviceKeys: DeviceKeys? = nil, vaultKeyStore: VaultKeyStore? = nil,
+                smsCodeProvider: SmsCodeProvider? = nil) {
+        sdk = PimsSdk(tokens: tokens, deviceKeys: deviceKeys, vaultKey: vaultKeyStore, smsCodes: smsCodeProvider)
     }
 
     public convenience init(accessToken: @escaping () -> String?) {
@@ -32,7 +35,7 @@ public final class Pims: @unchecked Sendable {
     }
 
     public func initialize(configuration: [String: Any], callback: @escaping (Message) -> Void) {
-        sdk.initialize(config: Pims.encode(configuration), handler: Handler(callback))
+        call(configuration, callback) { p, h in self.sdk.initialize(config: p, handler: h) }
     }
 
     public func release(callback: @escaping (Message) -> Void) {
@@ -40,16 +43,16 @@ public final class Pims: @unchecked Sendable {
     }
 
     public func get(api: String, parameters: [String: Any] = [:], callback: @escaping (Message) -> Void) {
-        sdk.get(api: api, parameters: Pims.encode(parameters), handler: Handler(callback))
+        call(parameters, callback) { p, h in self.sdk.get(api: api, parameters: p, handler: h) }
     }
 
     public func set(api: String, parameters: [String: Any] = [:], callback: @escaping (Message) -> Void) {
-        sdk.set(api: api, parameters: Pims.encode(parameters), handler: Handler(callback))
+        call(parameters, callback) { p, h in self.sdk.set(api: api, parameters: p, handler: h) }
     }
 
     /// One SUCCEEDED or FAILED acknowledgement, then one RESULT message per event.
     public func subscribe(api: String, parameters: [String: Any] = [:], callback: @escaping (Message) -> Void) {
-        sdk.subscribe(api: api, parameters: Pims.encode(parameters), handler: Handler(callback))
+        call(parameters, callback) { p, h in self.sdk.subscribe(api: api, parameters: p, handler: h) }
     }
 
     public func unsubscribe(api: String, callback: @escaping (Message) -> Void) {
@@ -76,13 +79,56 @@ public final class Pims: @unchecked Sendable {
         PimsFfi.setLogSink(sink: sink, maxLevel: maxLevel)
     }
 
-    /// Values the app passes that JSON cannot carry become a non-object, which the SDK answers
-    /// with 2102 "Invalid parameters parameter" rather than a crash.
-    private static func encode(_ value: [String: Any]) -> String {
-        guard JSONSerialization.isValidJSONObject(value),
-              let data = try? JSONSerialization.data(withJSONObject: value),
-              let text = String(data: data, encoding: .utf8) else { return "false" }
-        return text
+    private func call(_ parameters: [String: Any], _ callback: @escaping (Message) -> Void,
+                      _ start: ([String: PimsValue], Handler) -> Void) {
+        var converted: [String: PimsValue] = [:]
+        for (name, value) in parameters {
+            guard let typed = Values.from(value) else {
+                // Still exactly one answer, from the SDK's own catalogue.
+                return sdk.refuseParameter(name: name, handler: Handler(callback))
+            }
+            converted[name] = typed
+        }
+        start(converted, Handler(callback))
+    }
+}
+
+enum Values {
+    /// nil for a value with no `PimsValue` form (a Date, an object, a non-finite number).
+    static func from(_ value: Any) -> PimsValue? {
+        switch value {
+        case is NSNull: return .null
+        case let b as Bool: return .bool(value: b)
+        case let i as Int: return .integer(value: Int64(i))
+        case let i as Int64: return .integer(value: i)
+        case let i as Int32: return .integer(value: Int64(i))
+        case let d as Double: return d.isFinite ? .real(value: d) : nil
+        case let s as String: return .text(value: s)
+        case let list as [Any]:
+            var items: [PimsValue] = []
+            for v in list { guard let t = from(v) else { return nil }; items.append(t) }
+            return .items(items: items)
+        case let map as [String: Any]:
+            var entries: [String: PimsValue] = [:]
+            for (k, v) in map { guard let t = from(v) else { return nil }; entries[k] = t }
+            return .entries(entries: entries)
+        default:
+            if case Optional<Any>.none = value { return .null }
+            return nil
+        }
+    }
+
+    /// Every `PimsValue` has a native form: nothing is dropped on the way back.
+    static func native(_ value: PimsValue) -> AnyHashable {
+        switch value {
+        case .null: return NSNull()
+        case .bool(let b): return b
+        case .integer(let i): return Int(exactly: i).map(AnyHashable.init) ?? AnyHashable(i)
+        case .real(let d): return d
+        case .text(let s): return s
+        case .items(let items): return items.map(native)
+        case .entries(let entries): return entries.mapValues(native)
+        }
     }
 }
 
@@ -92,11 +138,8 @@ private final class Handler: MessageHandler, @unchecked Sendable {
 
     init(_ callback: @escaping (Message) -> Void) { self.callback = callback }
 
-    func onMessage(message: String) {
-        guard let data = message.data(using: .utf8),
-              let object = try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed]),
-              let dictionary = object as? [String: AnyHashable] else { return }
-        callback(dictionary)
+    func onMessage(message: [String: PimsValue]) {
+        callback(message.mapValues(Values.native))
     }
 }
 

@@ -29,9 +29,10 @@ impl Service {
         &self,
         account: &str,
         number: &str,
+        region: Option<&str>,
         sms_code: &str,
     ) -> Result<()> {
-        let number = phone::parse_e164(number)?;
+        let number = phone::parse_e164(number, region)?;
         let purpose = pims_proto::SmsPurpose::PhoneCertification;
         let check = CodeCheck {
             account: account.to_string(),

@@ -23,7 +23,7 @@ impl Service {
         let phone_number = req
             .phone_number
             .as_deref()
-            .map(phone::parse_e164)
+            .map(|n| phone::parse_e164(n, req.region.as_deref()))
             .transpose()?;
         let record = self.store.account(account).await?.unwrap_or_default();
         // Cheap early answers; the store step re-checks all of them atomically.

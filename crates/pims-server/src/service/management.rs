@@ -179,7 +179,7 @@ impl Service {
 
     /// `POST /v1/phone-number/modify`.
     pub async fn modify_phone_number(&self, account: &str, req: ModifyPhoneNumber) -> Result<()> {
-        let number = phone::parse_e164(&req.phone_number)?;
+        let number = phone::parse_e164(&req.phone_number, req.region.as_deref())?;
         let code = self.code_check(
             account,
             SmsPurpose::PhoneCertification,

@@ -12,6 +12,7 @@ impl Service {
         account: &str,
         purpose: SmsPurpose,
         phone_number: Option<&str>,
+        region: Option<&str>,
         client_address: Option<std::net::IpAddr>,
     ) -> Result<SmsCodeSent> {
         let target = match purpose {
@@ -20,7 +21,7 @@ impl Service {
                 let number = phone_number.ok_or(ApiError::InvalidParameter {
                     name: "phoneNumber".into(),
                 })?;
-                CodeTarget::Number(phone::parse_e164(number)?)
+                CodeTarget::Number(phone::parse_e164(number, region)?)
             }
         };
         let now = self.now();

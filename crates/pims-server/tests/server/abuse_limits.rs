@@ -18,6 +18,7 @@ async fn send_from(
             .json(&SendSmsCode {
                 purpose: SmsPurpose::PhoneCertification,
                 phone_number: Some(phone.into()),
+                region: None,
             })
             .send()
             .await

@@ -152,6 +152,7 @@ async fn no_oprf_oracle(s: TestServer) {
             &StartEnrollment {
                 sms_code: s.last_code(PHONE),
                 phone_number: None,
+                region: None,
                 pin: PinStart::Register(blinded.clone().into()),
             },
         )
@@ -600,6 +601,7 @@ async fn stale_authorizations_die_with_the_pin(s: TestServer) {
     let mut req = ModifyPhoneNumber {
         proof: DeviceProof::default(),
         phone_number: PHONE2.into(),
+        region: None,
         sms_code: "000000".into(),
         login: Some(stale),
     };

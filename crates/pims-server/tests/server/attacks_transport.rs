@@ -590,6 +590,7 @@ async fn send_code_as(s: &TestServer, subject: &str, from: &str, phone: &str) ->
         .json(&SendSmsCode {
             purpose: SmsPurpose::PhoneCertification,
             phone_number: Some(phone.into()),
+            region: None,
         })
         .send()
         .await

@@ -191,6 +191,7 @@ impl TestServer {
             &SendSmsCode {
                 purpose,
                 phone_number: phone.map(str::to_string),
+                region: None,
             },
         )
         .await
@@ -212,6 +213,7 @@ impl TestServer {
             .at(ep::PhoneNumberAdd::ROUTE, &[], token)
             .json(&AddPhoneNumber {
                 phone_number: phone.into(),
+                region: None,
                 sms_code: code.into(),
             })
             .send()
@@ -271,6 +273,7 @@ impl TestServer {
         let (client, start) = pims_device::start_enrollment(
             code.into(),
             phone.map(str::to_string),
+            None,
             pin.as_bytes(),
             register,
         );

@@ -201,6 +201,7 @@ pub async fn modify_phone_number(
     let mut req = ModifyPhoneNumber {
         proof: DeviceProof::default(),
         phone_number: number.into(),
+        region: None,
         sms_code: code.into(),
         login: login.map(|(p, l)| finish_login(l.state, p, &c)),
     };
@@ -367,6 +368,7 @@ async fn a_replayed_counter_on_an_operation_disables_the_device() {
         .json(&ModifyPhoneNumber {
             proof: p,
             phone_number: PHONE2.into(),
+            region: None,
             sms_code: code,
             login: None,
         })

@@ -82,6 +82,7 @@ async fn shutdown_lets_a_request_in_flight_finish() {
         .json(&SendSmsCode {
             purpose: SmsPurpose::PhoneCertification,
             phone_number: Some(PHONE.into()),
+            region: None,
         })
         .send();
     let in_flight =

@@ -87,14 +87,19 @@ impl Core {
         &self,
         ctx: &Ctx,
         purpose: SmsPurpose,
-        phone_number: Option<String>,
+        phone_number: Option<PhoneNumber>,
     ) -> Result<Value, PimsError> {
+        let (phone_number, region) = match phone_number {
+            Some(p) => (Some(p.number), p.region),
+            None => (None, None),
+        };
         self.call::<ep::SmsCodes>(
             ctx,
             &[],
             &SendSmsCode {
                 purpose,
                 phone_number,
+                region,
             },
         )
         .await
@@ -128,14 +133,15 @@ impl Core {
     pub(super) async fn add_phone_number(
         &self,
         ctx: &Ctx,
-        phone_number: String,
+        phone_number: PhoneNumber,
         sms_code: Secret,
     ) -> Result<Value, PimsError> {
         self.call::<ep::PhoneNumberAdd>(
             ctx,
             &[],
             &AddPhoneNumber {
-                phone_number,
+                phone_number: phone_number.number,
+                region: phone_number.region,
                 sms_code: sms_code.expose().to_owned(),
             },
         )

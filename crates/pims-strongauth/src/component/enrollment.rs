@@ -5,13 +5,14 @@ use super::*;
 
 impl Core {
     /// `enroll` (phone_number `None`) and `enrollWithPhoneNumber`. The first device of an
-    /// account registers the PIN; a further device proves it.
+    /// account registers the PIN; a further device proves it; on a device already active it
+    /// is a PIN validation (the tutorial's step 8 after step 7), which needs no SMS code.
     pub(super) async fn enroll(
         &self,
         ctx: &Ctx,
         pin: Secret,
-        sms_code: Secret,
-        phone_number: Option<String>,
+        sms_code: Option<Secret>,
+        phone_number: Option<PhoneNumber>,
     ) -> Result<Value, PimsError> {
         let mut local = self.local.lock().await;
         let mut state = local.read_or_replace()?;
@@ -21,11 +22,18 @@ impl Core {
         match &state.enrollment {
             // An earlier enroll whose answer was lost has now completed: that is this request.
             Some(e) if e.activated && had_unconfirmed && !had_enrollment => return Ok(Value::Null),
+            Some(e) if e.activated && phone_number.is_none() => {
+                self.validate_pin(ctx, &mut local, &mut state, &pin).await?;
+                return Ok(Value::Null);
+            }
             Some(e) if e.activated => return Err(ErrorCode::ForbiddenOperation.into()),
             Some(_) => return Err(ErrorCode::PostSynchronizationFailed.into()),
             None if state.unconfirmed.is_some() => return Err(ErrorCode::NoServiceAvailable.into()),
             None => {}
         }
+        let Some(sms_code) = sms_code else {
+            return Err(PimsError::missing("smsCode"));
+        };
 
         let status = self.account_status(ctx).await?;
         if status.pin == PinState::Blocked {
@@ -38,9 +46,14 @@ impl Core {
         }
 
         let register = status.pin == PinState::NotSet;
+        let (phone_number, region) = match phone_number {
+            Some(p) => (Some(p.number), p.region),
+            None => (None, None),
+        };
         let (enrollment, start) = pims_device::start_enrollment(
             sms_code.expose().to_owned(),
             phone_number,
+            region,
             pin.expose().as_bytes(),
             register,
         );
@@ -199,6 +212,14 @@ impl Core {
             Ok(()) => ErrorCode::DeviceDisabledOrUnknown.into(),
             Err(e) => e,
         }
+    }
+
+    /// Whether the vault holds an active enrollment (without asking the server).
+    pub(super) async fn activated_locally(&self) -> bool {
+        let mut local = self.local.lock().await;
+        local
+            .read()
+            .is_ok_and(|state| state.enrollment.is_some_and(|e| e.activated))
     }
 
     /// Android without `smsCode`: the host's SMS reader, for at most the configured timeout.

@@ -70,24 +70,64 @@ impl Core {
             .await
             .map_err(|_| PimsError::from(ErrorCode::NoServiceAvailable))?;
         let proven = matches!(login, PinFinish::Login(_));
-        let authorization = PinAuthorization::Pin(login);
         if same || !proven {
-            // Only the PIN proof goes: a wrong old PIN is counted (2308/2310), a right one
-            // equal to the new PIN is 2315; nothing is registered.
-            let request = StartPinChange {
-                proof: DeviceProof::default(),
-                authorization,
-                registration: None,
-            };
-            let _: PinChangeStarted = self
-                .signed_pin_change_start(ctx, &mut local, &mut state, &challenge, request)
+            // A wrong old PIN is 2308/2310, a right one equal to the new PIN is 2315.
+            self.prove_pin_only(ctx, &mut local, &mut state, &challenge, login)
                 .await?;
             return Err(ErrorCode::NewPinEqualsPrevious.into());
         }
+        let authorization = PinAuthorization::Pin(login);
         self.change_pin(ctx, &mut local, &mut state, &challenge, authorization, &new)
             .await?;
         tracing::info!(transaction_id = %ctx.transaction_id, "PIN updated");
         Ok(Value::Null)
+    }
+
+    /// `enroll` on an active device: proves `pin` through the PIN update's authorization
+    /// step, counted by the server like any PIN check (2308/2310 when wrong); nothing changes.
+    pub(super) async fn validate_pin(
+        &self,
+        ctx: &Ctx,
+        local: &mut Local,
+        state: &mut VaultState,
+        pin: &Secret,
+    ) -> Result<(), PimsError> {
+        let device_id = self.active_device(ctx, local, state).await?;
+        let (exchange, login_message) = pin::start(pin, false);
+        let challenge = self
+            .device_challenge(ctx, local, state, &device_id, Some(login_message))
+            .await?;
+        let Some(login_response) = challenge.login.clone() else {
+            return Err(ErrorCode::NoServiceAvailable.into());
+        };
+        let login = pin::finish(exchange, pin, login_response)
+            .await
+            .map_err(|_| PimsError::from(ErrorCode::NoServiceAvailable))?;
+        self.prove_pin_only(ctx, local, state, &challenge, login)
+            .await?;
+        tracing::info!(transaction_id = %ctx.transaction_id, "PIN validated");
+        Ok(())
+    }
+
+    /// Sends a PIN-change start with only the PIN proof (device-signed, counted by the
+    /// server): nothing is registered or changed.
+    async fn prove_pin_only(
+        &self,
+        ctx: &Ctx,
+        local: &mut Local,
+        state: &mut VaultState,
+        challenge: &DeviceChallenge,
+        login: PinFinish,
+    ) -> Result<(), PimsError> {
+        let request = StartPinChange {
+            proof: DeviceProof::default(),
+            authorization: PinAuthorization::Pin(login),
+            registration: None,
+        };
+        let _: PinChangeStarted = self
+            .signed_pin_change_start(ctx, local, state, challenge, request)
+            .await?;
+        Ok(())
     }
 
     /// The two halves of a PIN change: the authorized start answers the new PIN's OPAQUE
@@ -162,7 +202,7 @@ impl Core {
     pub(super) async fn modify_phone_number(
         &self,
         ctx: &Ctx,
-        phone_number: String,
+        phone_number: PhoneNumber,
         sms_code: Secret,
         pin: Option<Secret>,
     ) -> Result<Value, PimsError> {
@@ -185,7 +225,8 @@ impl Core {
         };
         let mut request = ModifyPhoneNumber {
             proof: DeviceProof::default(),
-            phone_number,
+            phone_number: phone_number.number,
+            region: phone_number.region,
             sms_code: sms_code.expose().to_owned(),
             login,
         };

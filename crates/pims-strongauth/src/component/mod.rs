@@ -126,13 +126,22 @@ impl Core {
     }
 }
 
+/// A phone number as the app typed it: international (`+…`), or national, which the server
+/// reads in the configured `defaultRegion` with its numbering plan (the SDK library stays small).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PhoneNumber {
+    pub number: String,
+    pub region: Option<String>,
+}
+
 /// `phoneNumber` as digits with an optional leading `+` (spaces, dots, dashes and brackets
-/// ignored), or an integer; normalised to `+<digits>`. The server validates it fully.
-fn phone_number(params: &Params) -> Result<String, PimsError> {
+/// ignored), or an integer (international digits: leading zeros cannot survive an integer).
+/// The server validates it fully and answers E.164.
+fn phone_number(params: &Params, default_region: &str) -> Result<PhoneNumber, PimsError> {
     const NAME: &str = "phoneNumber";
     let raw = match params.get(NAME) {
         None => return Err(PimsError::missing(NAME)),
-        Some(Value::Number(n)) if n.is_u64() => n.to_string(),
+        Some(Value::Number(n)) if n.is_u64() => format!("+{n}"),
         Some(Value::String(s)) if s.trim().is_empty() => return Err(PimsError::missing(NAME)),
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(PimsError::invalid(NAME)),
@@ -141,20 +150,36 @@ fn phone_number(params: &Params) -> Result<String, PimsError> {
         .chars()
         .filter(|c| !matches!(c, ' ' | '.' | '-' | '(' | ')'))
         .collect();
-    let digits = compact.strip_prefix('+').unwrap_or(&compact);
-    if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let (digits, region) = match compact.strip_prefix('+') {
+        Some(digits) => (digits, None),
+        None => (compact.as_str(), Some(default_region.to_owned())),
+    };
+    // E.164 has at most 15 digits; a national form may add an international prefix (`00`).
+    if !(4..=18).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(PimsError::invalid(NAME));
     }
-    Ok(format!("+{digits}"))
+    let number = match region {
+        None => format!("+{digits}"),
+        Some(_) => digits.to_owned(),
+    };
+    Ok(PhoneNumber { number, region })
 }
 
-/// `action`, or `type` where the reference uses that name for the same selector.
+/// The selector of SET `smscode`: `type` (SDK-API.md), or the reference's `action` as its
+/// alias. Missing, it is named `type`; invalid, the errors name the parameter the app gave.
 fn selector(params: &Params) -> Result<&str, PimsError> {
-    match params.optional_str("action")? {
-        Some(action) => Ok(action),
-        None => params
-            .optional_str("type")?
-            .ok_or_else(|| PimsError::missing("action")),
+    const SELECTORS: [&str; 3] = ["enrollment", "addPhoneNumber", "modifyPhoneNumber"];
+    let (name, chosen) = match params.optional_str("type")? {
+        Some(kind) => ("type", kind),
+        None => match params.optional_str("action")? {
+            Some(action) => ("action", action),
+            None => return Err(PimsError::missing("type")),
+        },
+    };
+    if SELECTORS.contains(&chosen) {
+        Ok(chosen)
+    } else {
+        Err(PimsError::invalid(name))
     }
 }
 
@@ -181,7 +206,7 @@ impl Core {
                     &["phoneNumberCertification", "enrollment", "resetPIN"],
                 )? {
                     "phoneNumberCertification" => {
-                        let number = phone_number(p)?;
+                        let number = phone_number(p, &self.config.default_region)?;
                         let ctx = self.ctx(call)?;
                         self.send_sms_code(&ctx, SmsPurpose::PhoneCertification, Some(number))
                             .await
@@ -203,18 +228,18 @@ impl Core {
                 }
                 "addPhoneNumber" => {
                     let code = p.required_digits("smsCode", SMS_DIGITS)?;
-                    let number = phone_number(p)?;
+                    let number = phone_number(p, &self.config.default_region)?;
                     self.add_phone_number(&self.ctx(call)?, number, code).await
                 }
-                "modifyPhoneNumber" => {
+                _ => {
+                    // modifyPhoneNumber, the last one selector() accepts.
                     let code = p.required_digits("smsCode", SMS_DIGITS)?;
-                    let number = phone_number(p)?;
+                    let number = phone_number(p, &self.config.default_region)?;
                     // Additive: with the current PIN the change is proven by both factors.
                     let pin = p.optional_digits("pinCode", PIN_DIGITS)?;
                     self.modify_phone_number(&self.ctx(call)?, number, code, pin)
                         .await
                 }
-                _ => Err(PimsError::invalid("action")),
             },
             (Verb::Set, "pims.authentication.enrollment") => {
                 let action = p.required_choice(
@@ -233,14 +258,16 @@ impl Core {
                 let code = p.optional_digits("smsCode", SMS_DIGITS)?;
                 let number = match action {
                     "enroll" => None,
-                    _ => Some(phone_number(p)?),
+                    _ => Some(phone_number(p, &self.config.default_region)?),
                 };
                 let ctx = self.ctx(call)?;
                 let code = match code {
-                    Some(code) => code,
-                    // Only `enroll` goes to the trusted number, which the SMS reader watches.
-                    None if number.is_none() => self.sms_code_from_host().await?,
-                    None => return Err(PimsError::missing("smsCode")),
+                    Some(code) => Some(code),
+                    None if number.is_some() => return Err(PimsError::missing("smsCode")),
+                    // An active device's `enroll` validates the PIN and needs no code.
+                    None if self.activated_locally().await => None,
+                    // `enroll` goes to the trusted number, which the SMS reader watches.
+                    None => Some(self.sms_code_from_host().await?),
                 };
                 self.enroll(&ctx, pin, code, number).await
             }
@@ -364,20 +391,34 @@ mod tests {
     #[test]
     fn phone_numbers_are_normalised_or_rejected() {
         let p = |v: Value| Params::from_value(json!({ "phoneNumber": v })).unwrap();
+        let parse = |v: Value| phone_number(&p(v), "FR");
+        let international = |n: &str| PhoneNumber {
+            number: n.into(),
+            region: None,
+        };
         assert_eq!(
-            phone_number(&p(json!("+33 6 12-34.56 78"))).unwrap(),
-            "+33612345678"
+            parse(json!("+33 6 12-34.56 78")).unwrap(),
+            international("+33612345678")
         );
         assert_eq!(
-            phone_number(&p(json!(33612345678u64))).unwrap(),
-            "+33612345678"
+            parse(json!(33612345678u64)).unwrap(),
+            international("+33612345678")
         );
+        for national in ["0612345678", "06 12 34 56 78", "06.12.34.56.78"] {
+            assert_eq!(
+                parse(json!(national)).unwrap(),
+                PhoneNumber {
+                    number: "0612345678".into(),
+                    region: Some("FR".into())
+                }
+            );
+        }
         assert_eq!(
-            phone_number(&p(json!("+33 abc"))).unwrap_err().label,
+            parse(json!("+33 abc")).unwrap_err().label,
             "Invalid phoneNumber parameter"
         );
         assert_eq!(
-            phone_number(&p(json!(" "))).unwrap_err().label,
+            parse(json!(" ")).unwrap_err().label,
             "Missing phoneNumber parameter"
         );
     }
