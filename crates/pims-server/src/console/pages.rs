@@ -8,6 +8,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
+use pims_proto::endpoint::encode_segment;
 use pims_proto::{ApiError, DeviceState};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -96,7 +97,8 @@ struct HomePage {
 }
 
 struct DeviceRow {
-    id: String,
+    /// Where its Disable form posts (path-encoded).
+    disable_url: String,
     name: String,
     platform: String,
     created: String,
@@ -111,6 +113,8 @@ struct AccountPage {
     operator: Option<String>,
     csrf: String,
     account: String,
+    /// `/console/accounts/…` with the subject path-encoded: the base of every link and form.
+    account_url: String,
     phone: String,
     pin_set: bool,
     blocked: bool,
@@ -133,6 +137,7 @@ struct AuditPage {
     operator: Option<String>,
     csrf: String,
     account: String,
+    account_url: String,
     event: String,
     events: Vec<AuditRow>,
     next: Option<String>,
@@ -409,14 +414,10 @@ async fn search(
     })
 }
 
+/// The account's page; subjects may hold `/`, so it is encoded as one path segment (never
+/// `urlencode` in a template, which leaves `/` as it is).
 fn account_url(account: &str) -> String {
-    format!("/console/accounts/{}", encode(account))
-}
-
-fn encode(s: &str) -> String {
-    let mut url = reqwest::Url::parse("http://x/").unwrap();
-    url.path_segments_mut().unwrap().push(s);
-    url.path()[1..].to_string()
+    format!("/console/accounts/{}", encode_segment(account))
 }
 
 #[derive(Deserialize)]
@@ -448,6 +449,7 @@ async fn account(
     };
     let devices = service.store.admin_list_devices(&account).await?;
     let limit = service.limits.pin_attempts;
+    let url = account_url(&account);
     let devices = devices
         .into_iter()
         .map(|d| DeviceRow {
@@ -455,7 +457,7 @@ async fn account(
             state: device_state(d.state),
             created: time(d.created_at),
             last_used: d.last_used_at.map_or_else(|| "never".into(), time),
-            id: d.id,
+            disable_url: format!("{url}/devices/{}/disable", encode_segment(&d.id)),
             name: d.name,
             platform: d.platform,
         })
@@ -479,6 +481,7 @@ async fn account(
             attempts_left: limit.saturating_sub(record.pin_failures),
             devices,
             account,
+            account_url: url,
             notice: notice.into(),
         },
     ))
@@ -638,10 +641,15 @@ async fn audit(
         }
     }
     let next = more.then(|| {
+        // The query built by a query encoder (a path encoder leaves `&`, `=`, `+` as they are).
+        let mut url = reqwest::Url::parse("http://console/").expect("a fixed URL");
+        url.query_pairs_mut()
+            .append_pair("event", &event)
+            .append_pair("after", &after.to_string());
         format!(
-            "{}/audit?event={}&after={after}",
+            "{}/audit?{}",
             account_url(&account),
-            encode(&event)
+            url.query().unwrap_or_default()
         )
     });
     Ok(html(
@@ -649,6 +657,7 @@ async fn audit(
         AuditPage {
             operator: Some(session.subject),
             csrf: session.csrf,
+            account_url: account_url(&account),
             account,
             event,
             events,

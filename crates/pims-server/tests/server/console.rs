@@ -44,12 +44,17 @@ pub async fn setup() -> Option<Setup> {
 
 /// `alice` with a trusted number, an enrolled device and her PIN blocked by wrong PINs.
 pub async fn blocked_alice(s: &TestServer) -> Device {
-    let (token, device) = enrolled_account(s, "alice", PHONE, "1234").await;
+    blocked(s, "alice", PHONE).await
+}
+
+/// `subject` with the trusted number `phone`, an enrolled device and its PIN blocked.
+async fn blocked(s: &TestServer, subject: &str, phone: &str) -> Device {
+    let (token, device) = enrolled_account(s, subject, phone, "1234").await;
     for _ in 0..s.config.limits.pin_attempts {
         s.send_code(&token, SmsPurpose::Enrollment, None)
             .await
             .unwrap();
-        let code = s.last_code(PHONE);
+        let code = s.last_code(phone);
         let _ = s.start_enrollment(&token, &code, "0000", None).await;
     }
     assert_eq!(s.status(&token, None).await.pin_attempts_remaining, 0);
@@ -277,4 +282,63 @@ async fn a_sign_in_callback_is_good_once_and_only_in_the_browser_that_started_it
     assert_eq!(client.get(back.clone()).send().await.unwrap().status(), 200);
     // Replayed: refused.
     assert_eq!(client.get(back).send().await.unwrap().status(), 400);
+}
+
+/// The `action` of the page's form whose action ends in `tail`.
+fn form_action(page: &str, tail: &str) -> String {
+    page.split("action=\"")
+        .skip(1)
+        .map(|rest| &rest[..rest.find('"').unwrap()])
+        .find(|action| action.ends_with(tail))
+        .unwrap_or_else(|| panic!("no form posting to …{tail}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_subject_with_dot_segments_cannot_aim_the_console_forms_at_another_account() {
+    let Some(setup) = setup().await else { return };
+    let s = &setup.server;
+    blocked(s, "victim", PHONE).await;
+    blocked(s, "x/../victim", "+33698765432").await;
+    let client = Provider::browser();
+    assert_eq!(sign_in(&setup, &client, OLGA).await.status(), 200);
+    let (status, html) = page(
+        &client,
+        &format!("{}/console/accounts/x%2F..%2Fvictim", setup.admin),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let unblock = form_action(&html, "/unblock");
+    assert_eq!(unblock, "/console/accounts/x%2F..%2Fvictim/unblock");
+    assert!(
+        form_action(&html, "/disable").starts_with("/console/accounts/x%2F..%2Fvictim/devices/")
+    );
+    assert!(html.contains("href=\"/console/accounts/x%2F..%2Fvictim/audit\""));
+    let r = client
+        .post(format!("{}{unblock}", setup.admin))
+        .form(&[("csrf", csrf(&html))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/console/accounts/x%2F..%2Fvictim?done=unblocked"
+    );
+    let limit = s.config.limits.pin_attempts;
+    let remaining = |subject: &'static str| async move {
+        s.status(&s.token(subject).await, None)
+            .await
+            .pin_attempts_remaining
+    };
+    assert_eq!(
+        remaining("x/../victim").await,
+        limit,
+        "the account shown was unblocked"
+    );
+    assert_eq!(
+        remaining("victim").await,
+        0,
+        "the other account stays blocked"
+    );
 }
