@@ -87,31 +87,62 @@ fn is_loopback(url: &reqwest::Url) -> bool {
     }
 }
 
-/// Entries with an expiry, swept when they grow past a bound so nobody can fill memory.
+/// Entries with an expiry, at most `cap` of them live, so nobody can fill memory.
 struct Expiring<T> {
-    entries: Mutex<HashMap<String, (i64, T)>>,
+    entries: Mutex<Entries<T>>,
+    cap: usize,
 }
 
-const SWEEP_ABOVE: usize = 10_000;
+struct Entries<T> {
+    map: HashMap<String, (i64, T)>,
+    /// How many entries the last sweep left: the next sweep waits until the map has doubled
+    /// (or is full), so sweeping costs O(1) per insert on average.
+    after_sweep: usize,
+    /// The earliest expiry in the map: when full, a sweep before it would free nothing.
+    earliest: i64,
+}
+
+/// The map is full of live entries; try again once some have expired.
+pub(crate) struct Full;
 
 impl<T: Clone> Expiring<T> {
-    fn new() -> Self {
+    fn new(cap: usize) -> Self {
         Expiring {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries {
+                map: HashMap::new(),
+                after_sweep: 0,
+                earliest: i64::MAX,
+            }),
+            cap,
         }
     }
 
-    fn insert(&self, key: String, until: i64, value: T, now: i64) {
+    fn insert(&self, key: String, until: i64, value: T, now: i64) -> Result<(), Full> {
         let mut entries = self.entries.lock().unwrap();
-        if entries.len() > SWEEP_ABOVE {
-            entries.retain(|_, (until, _)| *until > now);
+        let len = entries.map.len();
+        let full = len >= self.cap && now >= entries.earliest;
+        if full || len >= 2 * entries.after_sweep.max(16) {
+            entries.map.retain(|_, (until, _)| *until > now);
+            entries.after_sweep = entries.map.len();
+            entries.earliest = entries
+                .map
+                .values()
+                .map(|(u, _)| *u)
+                .min()
+                .unwrap_or(i64::MAX);
         }
-        entries.insert(key, (until, value));
+        if entries.map.len() >= self.cap {
+            return Err(Full);
+        }
+        entries.earliest = entries.earliest.min(until);
+        entries.map.insert(key, (until, value));
+        Ok(())
     }
 
     fn get(&self, key: &str, now: i64) -> Option<T> {
         let entries = self.entries.lock().unwrap();
         entries
+            .map
             .get(key)
             .filter(|(until, _)| *until > now)
             .map(|(_, v)| v.clone())
@@ -120,6 +151,7 @@ impl<T: Clone> Expiring<T> {
     fn take(&self, key: &str, now: i64) -> Option<T> {
         let mut entries = self.entries.lock().unwrap();
         entries
+            .map
             .remove(key)
             .filter(|(until, _)| *until > now)
             .map(|(_, v)| v)

@@ -13,8 +13,8 @@ use pims_proto::{ApiError, DeviceState};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::oidc::{Session, SignIn};
-use super::Console;
+use super::oidc::{Session, SignIn, MAX_SIGN_INS};
+use super::{Console, Full};
 use crate::error::Error;
 use crate::http::AppState;
 
@@ -240,7 +240,7 @@ fn operator_posting(
 async fn login(State(s): State<AppState>, Extension(console): Extension<Arc<Console>>) -> Response {
     let now = s.inner.service.now();
     match console.start_sign_in(now).await {
-        Ok((url, state)) => {
+        Ok(Ok((url, state))) => {
             // Lax, not Strict: it must come back on the provider's redirect.
             let c = set_cookie(
                 &console,
@@ -251,6 +251,18 @@ async fn login(State(s): State<AppState>, Extension(console): Extension<Arc<Cons
                 "Lax",
             );
             ([(header::SET_COOKIE, c)], Redirect::to(&url)).into_response()
+        }
+        Ok(Err(Full)) => {
+            tracing::warn!("console: {MAX_SIGN_INS} sign-ins pending, refusing more");
+            let mut page = message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in unavailable",
+                "Too many sign-ins are under way. Try again in a minute.",
+                None,
+            );
+            page.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            page
         }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "console: the provider is unreachable");

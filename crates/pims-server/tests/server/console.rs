@@ -342,3 +342,48 @@ async fn a_subject_with_dot_segments_cannot_aim_the_console_forms_at_another_acc
         "the other account stays blocked"
     );
 }
+
+#[tokio::test]
+async fn sign_ins_started_past_the_cap_are_refused_until_they_expire() {
+    let Some(setup) = setup().await else { return };
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = format!("{}/console/login", setup.admin);
+    // Anyone can start a sign-in; each is kept until it expires or is finished.
+    for _ in 0..1_000 {
+        assert_eq!(client.get(&login).send().await.unwrap().status(), 303);
+    }
+    let r = client.get(&login).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "60");
+    // Ten minutes later the abandoned ones are gone and sign-in works again.
+    setup.server.clock.advance(601);
+    assert_eq!(client.get(&login).send().await.unwrap().status(), 303);
+}
+
+#[test]
+fn a_console_on_a_public_listen_address_needs_an_admin_listener() {
+    let console = ConsoleConfig {
+        issuer: "http://127.0.0.1:1".into(),
+        client_id: "console".into(),
+        client_secret: "console-secret".into(),
+        redirect_url: "https://console.example/console/callback".into(),
+        operator_claim: "groups".into(),
+        operator_value: OPERATOR_GROUP.into(),
+        session_seconds: 3600,
+    };
+    let mut config = pims_server::ServerConfig {
+        listen: ([0, 0, 0, 0], 8080).into(),
+        console: Some(console),
+        ..Default::default()
+    };
+    let refused = config.validate().unwrap_err().to_string();
+    assert!(refused.contains("needs admin_listen"), "{refused}");
+    config.admin_listen = Some(([10, 0, 0, 5], 9090).into());
+    config.validate().unwrap();
+    config.admin_listen = None;
+    config.listen = ([127, 0, 0, 1], 8080).into();
+    config.validate().unwrap();
+}
