@@ -94,6 +94,13 @@ struct HomePage {
     csrf: String,
     query: String,
     not_found: bool,
+    /// Accounts sharing the number searched for, when there are several.
+    matches: Vec<Match>,
+}
+
+struct Match {
+    account: String,
+    url: String,
 }
 
 struct DeviceRow {
@@ -378,6 +385,7 @@ async fn home(
             csrf: session.csrf,
             query: String::new(),
             not_found: false,
+            matches: Vec::new(),
         },
     )
 }
@@ -400,30 +408,37 @@ async fn search(
         Err(r) => return Ok(*r),
     };
     let query = q.q.trim().to_string();
-    let found = if query.starts_with('+') {
-        service
-            .store
-            .accounts_with_phone_number(&query)
-            .await?
-            .into_iter()
-            .next()
+    let mut found = if query.starts_with('+') {
+        service.store.accounts_with_phone_number(&query).await?
     } else if !query.is_empty() && service.store.account(&query).await?.is_some() {
-        Some(query.clone())
+        vec![query.clone()]
     } else {
-        None
+        Vec::new()
     };
-    Ok(match found {
-        Some(account) => Redirect::to(&account_url(&account)).into_response(),
-        None => html(
-            StatusCode::NOT_FOUND,
-            HomePage {
-                operator: Some(session.subject),
-                csrf: session.csrf,
-                query,
-                not_found: true,
-            },
-        ),
-    })
+    if found.len() == 1 {
+        return Ok(Redirect::to(&account_url(&found.remove(0))).into_response());
+    }
+    let status = if found.is_empty() {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
+    Ok(html(
+        status,
+        HomePage {
+            operator: Some(session.subject),
+            csrf: session.csrf,
+            not_found: found.is_empty(),
+            matches: found
+                .into_iter()
+                .map(|account| Match {
+                    url: account_url(&account),
+                    account,
+                })
+                .collect(),
+            query,
+        },
+    ))
 }
 
 /// The account's page; subjects may hold `/`, so it is encoded as one path segment (never

@@ -387,3 +387,29 @@ fn a_console_on_a_public_listen_address_needs_an_admin_listener() {
     config.listen = ([127, 0, 0, 1], 8080).into();
     config.validate().unwrap();
 }
+
+#[tokio::test]
+async fn a_console_search_by_a_shared_number_lists_every_account_with_it() {
+    let Some(setup) = setup().await else { return };
+    let s = &setup.server;
+    enrolled_account(s, "alice", PHONE, "1234").await;
+    enrolled_account(s, "bob/2", PHONE, "1234").await;
+    let client = Provider::browser();
+    assert_eq!(sign_in(&setup, &client, OLGA).await.status(), 200);
+    let (status, html) = page(
+        &client,
+        &format!("{}/console/search?q=%2B33612345678", setup.admin),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("2 accounts have this trusted number"),
+        "{html}"
+    );
+    for link in ["/console/accounts/alice", "/console/accounts/bob%2F2"] {
+        assert!(
+            html.contains(&format!("href=\"{link}\"")),
+            "{link} in {html}"
+        );
+    }
+}
