@@ -35,6 +35,7 @@ pub struct ConsoleConfig {
     #[serde(default = "default_operator_claim")]
     pub operator_claim: String,
     pub operator_value: String,
+    /// How long a sign-in lasts; it is not rechecked at the provider meanwhile, so keep it short.
     #[serde(default = "default_session_seconds")]
     pub session_seconds: u64,
 }
@@ -43,7 +44,7 @@ fn default_operator_claim() -> String {
     "groups".into()
 }
 fn default_session_seconds() -> u64 {
-    8 * 3600
+    3600
 }
 
 impl std::fmt::Debug for ConsoleConfig {

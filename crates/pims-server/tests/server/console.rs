@@ -413,3 +413,25 @@ async fn a_console_search_by_a_shared_number_lists_every_account_with_it() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_console_session_ends_after_session_seconds_which_default_to_an_hour() {
+    let defaults: ConsoleConfig = toml::from_str(
+        r#"issuer = "https://id.example"
+client_id = "console"
+client_secret = "s"
+redirect_url = "https://console.example/console/callback"
+operator_value = "pims-operators""#,
+    )
+    .unwrap();
+    assert_eq!(defaults.session_seconds, 3600);
+    let Some(setup) = setup().await else { return };
+    let client = Provider::browser();
+    assert_eq!(sign_in(&setup, &client, OLGA).await.status(), 200);
+    let home = format!("{}/console/", setup.admin);
+    assert_eq!(page(&client, &home).await.0, 200);
+    setup.server.clock.advance(3600);
+    let r = client.get(&home).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/login");
+}
