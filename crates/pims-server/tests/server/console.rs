@@ -205,6 +205,23 @@ async fn the_console_metrics_and_admin_api_are_on_the_admin_listener_only() {
     ] {
         assert!(location.contains(part), "{location}");
     }
+    // The console's requests pass through the request span, which counts them.
+    let metrics = client
+        .get(format!("{}/metrics", setup.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pims_http_requests_total")
+                && l.contains("route=\"/console/login\"")
+                && l.contains("status=\"303\"")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
