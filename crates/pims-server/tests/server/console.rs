@@ -452,3 +452,39 @@ operator_value = "pims-operators""#,
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/console/login");
 }
+
+#[tokio::test]
+async fn the_console_audit_next_link_keeps_the_filter_and_pages_on() {
+    let Some(setup) = setup().await else { return };
+    enrolled_account(&setup.server, "a/b", PHONE, "1234").await;
+    let client = Provider::browser();
+    assert_eq!(sign_in(&setup, &client, OLGA).await.status(), 200);
+    let account = format!("{}/console/accounts/a%2Fb", setup.admin);
+    let (_, html) = page(&client, &account).await;
+    let token = csrf(&html);
+    for _ in 0..21 {
+        let r = client
+            .post(format!("{account}/unblock"))
+            .form(&[("csrf", &token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+    }
+    let (_, html) = page(&client, &format!("{account}/audit?event=account_unblocked")).await;
+    assert_eq!(html.matches("<td>account_unblocked</td>").count(), 20);
+    let at = html.find("rel=\"next\"").expect("a next link");
+    let href = &html[..at];
+    let href = &href[href.rfind("href=\"").unwrap() + 6..];
+    let href = href[..href.find('"').unwrap()]
+        .replace("&amp;", "&")
+        .replace("&#38;", "&");
+    assert!(
+        href.starts_with("/console/accounts/a%2Fb/audit?event=account_unblocked&after="),
+        "{href}"
+    );
+    let (status, html) = page(&client, &format!("{}{href}", setup.admin)).await;
+    assert_eq!(status, 200);
+    assert_eq!(html.matches("<td>account_unblocked</td>").count(), 1);
+    assert!(!html.contains("rel=\"next\""));
+}
