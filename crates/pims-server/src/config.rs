@@ -311,6 +311,13 @@ impl ServerConfig {
         );
         if let Some(console) = &self.console {
             console.validate()?;
+            // Without an admin listener the console (and its unauthenticated sign-in start)
+            // would be served with the public API: only when that is reachable from here alone.
+            anyhow::ensure!(
+                self.admin_listen.is_some() || self.listen.ip().is_loopback(),
+                "[console] needs admin_listen, or a loopback listen address, not {}",
+                self.listen
+            );
         }
         if let Some(tokens) = &self.access_tokens {
             anyhow::ensure!(

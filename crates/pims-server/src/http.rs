@@ -95,13 +95,12 @@ pub fn operations_router(
     if state.inner.admin_token.is_some() {
         app = app.merge(admin);
     }
-    let app = app
-        .layer(middleware::from_fn_with_state(state.clone(), request_span))
-        .with_state(state);
-    match console {
-        Some(console) => app.merge(console),
-        None => app,
+    let mut app = app.with_state(state.clone());
+    if let Some(console) = console {
+        app = app.merge(console);
     }
+    // Last, so the console's requests are spanned, logged and counted too.
+    app.layer(middleware::from_fn_with_state(state, request_span))
 }
 
 /// The API apps and relying parties use: each handler at its operation of the endpoint table.

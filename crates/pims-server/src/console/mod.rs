@@ -35,6 +35,7 @@ pub struct ConsoleConfig {
     #[serde(default = "default_operator_claim")]
     pub operator_claim: String,
     pub operator_value: String,
+    /// How long a sign-in lasts; it is not rechecked at the provider meanwhile, so keep it short.
     #[serde(default = "default_session_seconds")]
     pub session_seconds: u64,
 }
@@ -43,7 +44,7 @@ fn default_operator_claim() -> String {
     "groups".into()
 }
 fn default_session_seconds() -> u64 {
-    8 * 3600
+    3600
 }
 
 impl std::fmt::Debug for ConsoleConfig {
@@ -87,31 +88,62 @@ fn is_loopback(url: &reqwest::Url) -> bool {
     }
 }
 
-/// Entries with an expiry, swept when they grow past a bound so nobody can fill memory.
+/// Entries with an expiry, at most `cap` of them live, so nobody can fill memory.
 struct Expiring<T> {
-    entries: Mutex<HashMap<String, (i64, T)>>,
+    entries: Mutex<Entries<T>>,
+    cap: usize,
 }
 
-const SWEEP_ABOVE: usize = 10_000;
+struct Entries<T> {
+    map: HashMap<String, (i64, T)>,
+    /// How many entries the last sweep left: the next sweep waits until the map has doubled
+    /// (or is full), so sweeping costs O(1) per insert on average.
+    after_sweep: usize,
+    /// The earliest expiry in the map: when full, a sweep before it would free nothing.
+    earliest: i64,
+}
+
+/// The map is full of live entries; try again once some have expired.
+pub(crate) struct Full;
 
 impl<T: Clone> Expiring<T> {
-    fn new() -> Self {
+    fn new(cap: usize) -> Self {
         Expiring {
-            entries: Mutex::new(HashMap::new()),
+            entries: Mutex::new(Entries {
+                map: HashMap::new(),
+                after_sweep: 0,
+                earliest: i64::MAX,
+            }),
+            cap,
         }
     }
 
-    fn insert(&self, key: String, until: i64, value: T, now: i64) {
+    fn insert(&self, key: String, until: i64, value: T, now: i64) -> Result<(), Full> {
         let mut entries = self.entries.lock().unwrap();
-        if entries.len() > SWEEP_ABOVE {
-            entries.retain(|_, (until, _)| *until > now);
+        let len = entries.map.len();
+        let full = len >= self.cap && now >= entries.earliest;
+        if full || len >= 2 * entries.after_sweep.max(16) {
+            entries.map.retain(|_, (until, _)| *until > now);
+            entries.after_sweep = entries.map.len();
+            entries.earliest = entries
+                .map
+                .values()
+                .map(|(u, _)| *u)
+                .min()
+                .unwrap_or(i64::MAX);
         }
-        entries.insert(key, (until, value));
+        if entries.map.len() >= self.cap {
+            return Err(Full);
+        }
+        entries.earliest = entries.earliest.min(until);
+        entries.map.insert(key, (until, value));
+        Ok(())
     }
 
     fn get(&self, key: &str, now: i64) -> Option<T> {
         let entries = self.entries.lock().unwrap();
         entries
+            .map
             .get(key)
             .filter(|(until, _)| *until > now)
             .map(|(_, v)| v.clone())
@@ -120,6 +152,7 @@ impl<T: Clone> Expiring<T> {
     fn take(&self, key: &str, now: i64) -> Option<T> {
         let mut entries = self.entries.lock().unwrap();
         entries
+            .map
             .remove(key)
             .filter(|(until, _)| *until > now)
             .map(|(_, v)| v)

@@ -11,11 +11,14 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
-use super::{ConsoleConfig, Expiring};
+use super::{ConsoleConfig, Expiring, Full};
 use crate::jwks::{discover, AccessTokenConfig, Discovery, JwksVerifier};
 
 /// A sign-in may take this long at the provider.
 const SIGN_IN_SECONDS: i64 = 600;
+/// Live pending sign-ins (anyone can start one) and sessions (operators only) at most.
+pub(crate) const MAX_SIGN_INS: usize = 1_000;
+const MAX_SESSIONS: usize = 1_000;
 
 #[derive(Clone)]
 struct PendingSignIn {
@@ -81,8 +84,8 @@ impl Console {
                 .build()?,
             id_tokens,
             discovery: OnceCell::new(),
-            sign_ins: Expiring::new(),
-            sessions: Expiring::new(),
+            sign_ins: Expiring::new(MAX_SIGN_INS),
+            sessions: Expiring::new(MAX_SESSIONS),
             secure_cookies,
             config,
         })
@@ -95,8 +98,12 @@ impl Console {
     }
 
     /// The provider's authorization URL for a new sign-in, and its `state` (kept in a cookie
-    /// of the browser that started it, so a sign-in cannot be finished in another one).
-    pub(crate) async fn start_sign_in(&self, now: i64) -> anyhow::Result<(String, String)> {
+    /// of the browser that started it, so a sign-in cannot be finished in another one);
+    /// [`Full`] when [`MAX_SIGN_INS`] are pending.
+    pub(crate) async fn start_sign_in(
+        &self,
+        now: i64,
+    ) -> anyhow::Result<Result<(String, String), Full>> {
         let endpoint = self
             .discovery()
             .await?
@@ -115,13 +122,15 @@ impl Console {
             .append_pair("nonce", &nonce)
             .append_pair("code_challenge", &challenge)
             .append_pair("code_challenge_method", "S256");
-        self.sign_ins.insert(
-            state.clone(),
-            now + SIGN_IN_SECONDS,
-            PendingSignIn { verifier, nonce },
-            now,
-        );
-        Ok((url.into(), state))
+        Ok(self
+            .sign_ins
+            .insert(
+                state.clone(),
+                now + SIGN_IN_SECONDS,
+                PendingSignIn { verifier, nonce },
+                now,
+            )
+            .map(|()| (url.into(), state)))
     }
 
     /// The provider sent the browser back with `code` for `state`; `cookie_state` is what the
@@ -182,15 +191,17 @@ impl Console {
             return Ok(SignIn::NotOperator);
         }
         let id = random_token();
-        self.sessions.insert(
-            session_key(&id),
-            now + self.config.session_seconds as i64,
-            Session {
-                subject: subject.clone(),
-                csrf: random_token(),
-            },
-            now,
-        );
+        self.sessions
+            .insert(
+                session_key(&id),
+                now + self.config.session_seconds as i64,
+                Session {
+                    subject: subject.clone(),
+                    csrf: random_token(),
+                },
+                now,
+            )
+            .map_err(|Full| anyhow::anyhow!("{MAX_SESSIONS} console sessions are open"))?;
         tracing::info!(%subject, "console: operator signed in");
         Ok(SignIn::Operator(id))
     }

@@ -8,12 +8,13 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
+use pims_proto::endpoint::encode_segment;
 use pims_proto::{ApiError, DeviceState};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::oidc::{Session, SignIn};
-use super::Console;
+use super::oidc::{Session, SignIn, MAX_SIGN_INS};
+use super::{Console, Full};
 use crate::error::Error;
 use crate::http::AppState;
 
@@ -93,10 +94,18 @@ struct HomePage {
     csrf: String,
     query: String,
     not_found: bool,
+    /// Accounts sharing the number searched for, when there are several.
+    matches: Vec<Match>,
+}
+
+struct Match {
+    account: String,
+    url: String,
 }
 
 struct DeviceRow {
-    id: String,
+    /// Where its Disable form posts (path-encoded).
+    disable_url: String,
     name: String,
     platform: String,
     created: String,
@@ -111,6 +120,8 @@ struct AccountPage {
     operator: Option<String>,
     csrf: String,
     account: String,
+    /// `/console/accounts/…` with the subject path-encoded: the base of every link and form.
+    account_url: String,
     phone: String,
     pin_set: bool,
     blocked: bool,
@@ -133,6 +144,7 @@ struct AuditPage {
     operator: Option<String>,
     csrf: String,
     account: String,
+    account_url: String,
     event: String,
     events: Vec<AuditRow>,
     next: Option<String>,
@@ -235,7 +247,7 @@ fn operator_posting(
 async fn login(State(s): State<AppState>, Extension(console): Extension<Arc<Console>>) -> Response {
     let now = s.inner.service.now();
     match console.start_sign_in(now).await {
-        Ok((url, state)) => {
+        Ok(Ok((url, state))) => {
             // Lax, not Strict: it must come back on the provider's redirect.
             let c = set_cookie(
                 &console,
@@ -246,6 +258,18 @@ async fn login(State(s): State<AppState>, Extension(console): Extension<Arc<Cons
                 "Lax",
             );
             ([(header::SET_COOKIE, c)], Redirect::to(&url)).into_response()
+        }
+        Ok(Err(Full)) => {
+            tracing::warn!("console: {MAX_SIGN_INS} sign-ins pending, refusing more");
+            let mut page = message(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Sign-in unavailable",
+                "Too many sign-ins are under way. Try again in a minute.",
+                None,
+            );
+            page.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            page
         }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "console: the provider is unreachable");
@@ -361,6 +385,7 @@ async fn home(
             csrf: session.csrf,
             query: String::new(),
             not_found: false,
+            matches: Vec::new(),
         },
     )
 }
@@ -383,40 +408,43 @@ async fn search(
         Err(r) => return Ok(*r),
     };
     let query = q.q.trim().to_string();
-    let found = if query.starts_with('+') {
-        service
-            .store
-            .accounts_with_phone_number(&query)
-            .await?
-            .into_iter()
-            .next()
+    let mut found = if query.starts_with('+') {
+        service.store.accounts_with_phone_number(&query).await?
     } else if !query.is_empty() && service.store.account(&query).await?.is_some() {
-        Some(query.clone())
+        vec![query.clone()]
     } else {
-        None
+        Vec::new()
     };
-    Ok(match found {
-        Some(account) => Redirect::to(&account_url(&account)).into_response(),
-        None => html(
-            StatusCode::NOT_FOUND,
-            HomePage {
-                operator: Some(session.subject),
-                csrf: session.csrf,
-                query,
-                not_found: true,
-            },
-        ),
-    })
+    if found.len() == 1 {
+        return Ok(Redirect::to(&account_url(&found.remove(0))).into_response());
+    }
+    let status = if found.is_empty() {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::OK
+    };
+    Ok(html(
+        status,
+        HomePage {
+            operator: Some(session.subject),
+            csrf: session.csrf,
+            not_found: found.is_empty(),
+            matches: found
+                .into_iter()
+                .map(|account| Match {
+                    url: account_url(&account),
+                    account,
+                })
+                .collect(),
+            query,
+        },
+    ))
 }
 
+/// The account's page; subjects may hold `/`, so it is encoded as one path segment (never
+/// `urlencode` in a template, which leaves `/` as it is).
 fn account_url(account: &str) -> String {
-    format!("/console/accounts/{}", encode(account))
-}
-
-fn encode(s: &str) -> String {
-    let mut url = reqwest::Url::parse("http://x/").unwrap();
-    url.path_segments_mut().unwrap().push(s);
-    url.path()[1..].to_string()
+    format!("/console/accounts/{}", encode_segment(account))
 }
 
 #[derive(Deserialize)]
@@ -448,6 +476,7 @@ async fn account(
     };
     let devices = service.store.admin_list_devices(&account).await?;
     let limit = service.limits.pin_attempts;
+    let url = account_url(&account);
     let devices = devices
         .into_iter()
         .map(|d| DeviceRow {
@@ -455,7 +484,7 @@ async fn account(
             state: device_state(d.state),
             created: time(d.created_at),
             last_used: d.last_used_at.map_or_else(|| "never".into(), time),
-            id: d.id,
+            disable_url: format!("{url}/devices/{}/disable", encode_segment(&d.id)),
             name: d.name,
             platform: d.platform,
         })
@@ -479,6 +508,7 @@ async fn account(
             attempts_left: limit.saturating_sub(record.pin_failures),
             devices,
             account,
+            account_url: url,
             notice: notice.into(),
         },
     ))
@@ -638,10 +668,15 @@ async fn audit(
         }
     }
     let next = more.then(|| {
+        // The query built by a query encoder (a path encoder leaves `&`, `=`, `+` as they are).
+        let mut url = reqwest::Url::parse("http://console/").expect("a fixed URL");
+        url.query_pairs_mut()
+            .append_pair("event", &event)
+            .append_pair("after", &after.to_string());
         format!(
-            "{}/audit?event={}&after={after}",
+            "{}/audit?{}",
             account_url(&account),
-            encode(&event)
+            url.query().unwrap_or_default()
         )
     });
     Ok(html(
@@ -649,6 +684,7 @@ async fn audit(
         AuditPage {
             operator: Some(session.subject),
             csrf: session.csrf,
+            account_url: account_url(&account),
             account,
             event,
             events,

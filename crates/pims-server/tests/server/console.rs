@@ -44,12 +44,17 @@ pub async fn setup() -> Option<Setup> {
 
 /// `alice` with a trusted number, an enrolled device and her PIN blocked by wrong PINs.
 pub async fn blocked_alice(s: &TestServer) -> Device {
-    let (token, device) = enrolled_account(s, "alice", PHONE, "1234").await;
+    blocked(s, "alice", PHONE).await
+}
+
+/// `subject` with the trusted number `phone`, an enrolled device and its PIN blocked.
+async fn blocked(s: &TestServer, subject: &str, phone: &str) -> Device {
+    let (token, device) = enrolled_account(s, subject, phone, "1234").await;
     for _ in 0..s.config.limits.pin_attempts {
         s.send_code(&token, SmsPurpose::Enrollment, None)
             .await
             .unwrap();
-        let code = s.last_code(PHONE);
+        let code = s.last_code(phone);
         let _ = s.start_enrollment(&token, &code, "0000", None).await;
     }
     assert_eq!(s.status(&token, None).await.pin_attempts_remaining, 0);
@@ -200,6 +205,23 @@ async fn the_console_metrics_and_admin_api_are_on_the_admin_listener_only() {
     ] {
         assert!(location.contains(part), "{location}");
     }
+    // The console's requests pass through the request span, which counts them.
+    let metrics = client
+        .get(format!("{}/metrics", setup.admin))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pims_http_requests_total")
+                && l.contains("route=\"/console/login\"")
+                && l.contains("status=\"303\"")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -277,4 +299,192 @@ async fn a_sign_in_callback_is_good_once_and_only_in_the_browser_that_started_it
     assert_eq!(client.get(back.clone()).send().await.unwrap().status(), 200);
     // Replayed: refused.
     assert_eq!(client.get(back).send().await.unwrap().status(), 400);
+}
+
+/// The `action` of the page's form whose action ends in `tail`.
+fn form_action(page: &str, tail: &str) -> String {
+    page.split("action=\"")
+        .skip(1)
+        .map(|rest| &rest[..rest.find('"').unwrap()])
+        .find(|action| action.ends_with(tail))
+        .unwrap_or_else(|| panic!("no form posting to …{tail}"))
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_subject_with_dot_segments_cannot_aim_the_console_forms_at_another_account() {
+    let Some(setup) = setup().await else { return };
+    let s = &setup.server;
+    blocked(s, "victim", PHONE).await;
+    blocked(s, "x/../victim", "+33698765432").await;
+    let client = Provider::browser();
+    assert_eq!(sign_in(&setup, &client, OLGA).await.status(), 200);
+    let (status, html) = page(
+        &client,
+        &format!("{}/console/accounts/x%2F..%2Fvictim", setup.admin),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let unblock = form_action(&html, "/unblock");
+    assert_eq!(unblock, "/console/accounts/x%2F..%2Fvictim/unblock");
+    assert!(
+        form_action(&html, "/disable").starts_with("/console/accounts/x%2F..%2Fvictim/devices/")
+    );
+    assert!(html.contains("href=\"/console/accounts/x%2F..%2Fvictim/audit\""));
+    let r = client
+        .post(format!("{}{unblock}", setup.admin))
+        .form(&[("csrf", csrf(&html))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/console/accounts/x%2F..%2Fvictim?done=unblocked"
+    );
+    let limit = s.config.limits.pin_attempts;
+    let remaining = |subject: &'static str| async move {
+        s.status(&s.token(subject).await, None)
+            .await
+            .pin_attempts_remaining
+    };
+    assert_eq!(
+        remaining("x/../victim").await,
+        limit,
+        "the account shown was unblocked"
+    );
+    assert_eq!(
+        remaining("victim").await,
+        0,
+        "the other account stays blocked"
+    );
+}
+
+#[tokio::test]
+async fn sign_ins_started_past_the_cap_are_refused_until_they_expire() {
+    let Some(setup) = setup().await else { return };
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = format!("{}/console/login", setup.admin);
+    // Anyone can start a sign-in; each is kept until it expires or is finished.
+    for _ in 0..1_000 {
+        assert_eq!(client.get(&login).send().await.unwrap().status(), 303);
+    }
+    let r = client.get(&login).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "60");
+    // Ten minutes later the abandoned ones are gone and sign-in works again.
+    setup.server.clock.advance(601);
+    assert_eq!(client.get(&login).send().await.unwrap().status(), 303);
+}
+
+#[test]
+fn a_console_on_a_public_listen_address_needs_an_admin_listener() {
+    let console = ConsoleConfig {
+        issuer: "http://127.0.0.1:1".into(),
+        client_id: "console".into(),
+        client_secret: "console-secret".into(),
+        redirect_url: "https://console.example/console/callback".into(),
+        operator_claim: "groups".into(),
+        operator_value: OPERATOR_GROUP.into(),
+        session_seconds: 3600,
+    };
+    let mut config = pims_server::ServerConfig {
+        listen: ([0, 0, 0, 0], 8080).into(),
+        console: Some(console),
+        ..Default::default()
+    };
+    let refused = config.validate().unwrap_err().to_string();
+    assert!(refused.contains("needs admin_listen"), "{refused}");
+    config.admin_listen = Some(([10, 0, 0, 5], 9090).into());
+    config.validate().unwrap();
+    config.admin_listen = None;
+    config.listen = ([127, 0, 0, 1], 8080).into();
+    config.validate().unwrap();
+}
+
+#[tokio::test]
+async fn a_console_search_by_a_shared_number_lists_every_account_with_it() {
+    let Some(setup) = setup().await else { return };
+    let s = &setup.server;
+    enrolled_account(s, "alice", PHONE, "1234").await;
+    enrolled_account(s, "bob/2", PHONE, "1234").await;
+    let client = Provider::browser();
+    assert_eq!(sign_in(&setup, &client, OLGA).await.status(), 200);
+    let (status, html) = page(
+        &client,
+        &format!("{}/console/search?q=%2B33612345678", setup.admin),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("2 accounts have this trusted number"),
+        "{html}"
+    );
+    for link in ["/console/accounts/alice", "/console/accounts/bob%2F2"] {
+        assert!(
+            html.contains(&format!("href=\"{link}\"")),
+            "{link} in {html}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_console_session_ends_after_session_seconds_which_default_to_an_hour() {
+    let defaults: ConsoleConfig = toml::from_str(
+        r#"issuer = "https://id.example"
+client_id = "console"
+client_secret = "s"
+redirect_url = "https://console.example/console/callback"
+operator_value = "pims-operators""#,
+    )
+    .unwrap();
+    assert_eq!(defaults.session_seconds, 3600);
+    let Some(setup) = setup().await else { return };
+    let client = Provider::browser();
+    assert_eq!(sign_in(&setup, &client, OLGA).await.status(), 200);
+    let home = format!("{}/console/", setup.admin);
+    assert_eq!(page(&client, &home).await.0, 200);
+    setup.server.clock.advance(3600);
+    let r = client.get(&home).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/login");
+}
+
+#[tokio::test]
+async fn the_console_audit_next_link_keeps_the_filter_and_pages_on() {
+    let Some(setup) = setup().await else { return };
+    enrolled_account(&setup.server, "a/b", PHONE, "1234").await;
+    let client = Provider::browser();
+    assert_eq!(sign_in(&setup, &client, OLGA).await.status(), 200);
+    let account = format!("{}/console/accounts/a%2Fb", setup.admin);
+    let (_, html) = page(&client, &account).await;
+    let token = csrf(&html);
+    for _ in 0..21 {
+        let r = client
+            .post(format!("{account}/unblock"))
+            .form(&[("csrf", &token)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+    }
+    let (_, html) = page(&client, &format!("{account}/audit?event=account_unblocked")).await;
+    assert_eq!(html.matches("<td>account_unblocked</td>").count(), 20);
+    let at = html.find("rel=\"next\"").expect("a next link");
+    let href = &html[..at];
+    let href = &href[href.rfind("href=\"").unwrap() + 6..];
+    let href = href[..href.find('"').unwrap()]
+        .replace("&amp;", "&")
+        .replace("&#38;", "&");
+    assert!(
+        href.starts_with("/console/accounts/a%2Fb/audit?event=account_unblocked&after="),
+        "{href}"
+    );
+    let (status, html) = page(&client, &format!("{}{href}", setup.admin)).await;
+    assert_eq!(status, 200);
+    assert_eq!(html.matches("<td>account_unblocked</td>").count(), 1);
+    assert!(!html.contains("rel=\"next\""));
 }
