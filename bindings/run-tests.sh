@@ -23,12 +23,12 @@ echo "== building the Python wheel (maturin: the library in profile release-ffi,
 "$PYTHON" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$WORK"/wheel/pims_sdk-*.whl
 "$PYTHON" -m zipfile -e "$WORK"/wheel/pims_sdk-*.whl "$WORK/wheel/contents"
 LIB="$WORK/wheel/contents/pims_sdk/_native/libpims_ffi.so"
-echo "== building the generator and the server"
-# The generator and the server in the dev profile: cargo test --workspace has built both
-# already (dependencies at opt-level 2), so this is free in CI. PIMS_SERVER_BIN may name
-# another build of `pims`.
-cargo build -p pims-ffi --bin uniffi-bindgen
+echo "== building the server"
+# The generator: maturin has just built it (dev profile) with `cargo run --bin uniffi-bindgen`.
+# The server in the dev profile: cargo test --workspace has built it already (dependencies at
+# opt-level 2), so this is free in CI. PIMS_SERVER_BIN may name another build of `pims`.
 BINDGEN="$ROOT/target/debug/uniffi-bindgen"
+[ -x "$BINDGEN" ] || { echo "maturin did not build $BINDGEN" >&2; exit 1; }
 SERVER_BIN="${PIMS_SERVER_BIN:-}"
 if [ -z "$SERVER_BIN" ]; then
     cargo build --bin pims
