@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Binding tests: build the release library, check its size, generate the Kotlin, Swift and
-# Python bindings with the crate's own uniffi-bindgen, start a PIMS server on loopback, then run
+# Binding tests: build the Python wheel with maturin (the release library and its Python module),
+# install it, check the library's size, generate the Kotlin and Swift bindings from that same
+# library with the crate's own uniffi-bindgen, start a PIMS server on loopback, then run
 # the Kotlin program and the pytest suite against it. Called by .ci/run after cargo test.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -16,14 +17,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "== building the library (profile release-ffi), the generator and the server"
-cargo build --profile release-ffi -p pims-ffi --lib
-# The generator and the server in the dev profile: cargo test --workspace has built both
-# already (dependencies at opt-level 2), so this is free in CI. PIMS_SERVER_BIN may name
-# another build of `pims`.
-cargo build -p pims-ffi --bin uniffi-bindgen
-LIB="$ROOT/target/release-ffi/libpims_ffi.so"
+echo "== building the Python wheel (maturin: the library in profile release-ffi, its Python module)"
+# The wheel's library is the one every binding test uses: one release build, in target/release-ffi.
+"$PYTHON" -m pip wheel -q --disable-pip-version-check --no-deps -w "$WORK/wheel" ./bindings/python
+"$PYTHON" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps "$WORK"/wheel/pims_sdk-*.whl
+"$PYTHON" -m zipfile -e "$WORK"/wheel/pims_sdk-*.whl "$WORK/wheel/contents"
+LIB="$WORK/wheel/contents/pims_sdk/_native/libpims_ffi.so"
+echo "== building the server"
+# The generator: maturin has just built it (dev profile) with `cargo run --bin uniffi-bindgen`.
+# The server in the dev profile: cargo test --workspace has built it already (dependencies at
+# opt-level 2), so this is free in CI. PIMS_SERVER_BIN may name another build of `pims`.
 BINDGEN="$ROOT/target/debug/uniffi-bindgen"
+[ -x "$BINDGEN" ] || { echo "maturin did not build $BINDGEN" >&2; exit 1; }
 SERVER_BIN="${PIMS_SERVER_BIN:-}"
 if [ -z "$SERVER_BIN" ]; then
     cargo build --bin pims
@@ -40,10 +45,10 @@ if [ "$SIZE" -ge $((4 * 1024 * 1024)) ]; then
 fi
 
 echo "== generating bindings"
-for language in kotlin swift python; do
+for language in kotlin swift; do
     "$BINDGEN" generate --library "$LIB" --no-format --language "$language" --out-dir "$WORK/gen/$language" >/dev/null
 done
-for f in kotlin/com/pims/sdk/ffi/pims_ffi.kt swift/PimsFfi.swift swift/PimsFfiFFI.h swift/PimsFfiFFI.modulemap python/pims_ffi.py; do
+for f in kotlin/com/pims/sdk/ffi/pims_ffi.kt swift/PimsFfi.swift swift/PimsFfiFFI.h swift/PimsFfiFFI.modulemap; do
     [ -s "$WORK/gen/$f" ] || { echo "missing generated file $f" >&2; exit 1; }
 done
 echo "swift: generated $(ls "$WORK/gen/swift" | tr '\n' ' ')+ wrapper bindings/swift/Sources/Pims/Pims.swift"
@@ -103,9 +108,8 @@ mkdir -p "$WORK/devices/kotlin"
 PIMS_DATA_DIR="$WORK/devices/kotlin" java -Djna.library.path="$(dirname "$LIB")" \
     -cp "$WORK/kotlin-test.jar:$JNA_JAR" EnrollmentTestKt
 
-echo "== Python"
-PIMS_FFI_LIBRARY="$LIB" PIMS_UNIFFI_BINDGEN="$BINDGEN" "$PYTHON" -m pip install -q --disable-pip-version-check --force-reinstall --no-deps ./bindings/python
-rm -rf bindings/python/build bindings/python/*.egg-info
+echo "== Python (the installed wheel, away from the source tree)"
+(cd "$WORK" && "$PYTHON" -c 'import pims_sdk, sys; assert "site-packages" in pims_sdk.__file__, pims_sdk.__file__; print("pims_sdk from", pims_sdk.__file__)')
 set +e
 (cd bindings/python/tests && "$PYTHON" -m pytest -q -p no:cacheprovider .)
 status=$?

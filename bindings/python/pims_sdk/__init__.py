@@ -19,8 +19,8 @@ import sys
 import weakref
 from typing import Any, Callable, Dict, Optional
 
-from . import pims_ffi as _ffi
-from .pims_ffi import (  # noqa: F401  (host capabilities the app implements)
+from ._native import pims_ffi as _ffi
+from ._native.pims_ffi import (  # noqa: F401  (host capabilities the app implements)
     AccessTokenProvider,
     DeviceKeys,
     HostFailure,
