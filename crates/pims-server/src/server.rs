@@ -157,13 +157,33 @@ fn spawn_purge(config: &ServerConfig, store: Arc<dyn Store>) -> Option<JoinHandl
 }
 
 /// Binds `config.listen`, migrates the database and serves until shut down.
+/// Serves `app` on `listener` within the configured HTTP limits until the returned sender
+/// fires (or is dropped).
+fn spawn_listener(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    config: &ServerConfig,
+) -> (oneshot::Sender<()>, JoinHandle<std::io::Result<()>>) {
+    let (tx, rx) = oneshot::channel::<()>();
+    let app = crate::net::bounded(app, &config.http);
+    let task = tokio::spawn(crate::net::serve(
+        listener,
+        app,
+        config.http.clone(),
+        config.trust_forwarded_for,
+        async {
+            let _ = rx.await;
+        },
+    ));
+    (tx, task)
+}
+
 pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let (state, store) = app_state(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let (tx, rx) = oneshot::channel::<()>();
     let admin = match config.admin_listen {
         Some(admin_listen) => {
             let listener = tokio::net::TcpListener::bind(admin_listen)
@@ -187,32 +207,12 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let (admin_addr, admin_task) = match admin {
         Some((listener, app)) => {
             let addr = listener.local_addr()?;
-            let (tx, rx) = oneshot::channel::<()>();
-            let app = crate::net::bounded(app, &config.http);
-            let task = tokio::spawn(crate::net::serve(
-                listener,
-                app,
-                config.http.clone(),
-                config.trust_forwarded_for,
-                async {
-                    let _ = rx.await;
-                },
-            ));
             tracing::info!(%addr, "admin listener (metrics, admin API, console)");
-            (Some(addr), Some((tx, task)))
+            (Some(addr), Some(spawn_listener(listener, app, &config)))
         }
         None => (None, None),
     };
-    let app = crate::net::bounded(app, &config.http);
-    let task = tokio::spawn(crate::net::serve(
-        listener,
-        app,
-        config.http.clone(),
-        config.trust_forwarded_for,
-        async {
-            let _ = rx.await;
-        },
-    ));
+    let (tx, task) = spawn_listener(listener, app, &config);
     tracing::info!(%addr, "server listening");
     let purge = spawn_purge(&config, store.clone());
     Ok(RunningServer {
