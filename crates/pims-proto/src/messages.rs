@@ -41,6 +41,18 @@ pub enum DeviceState {
     Disabled,
 }
 
+impl DeviceState {
+    /// The state as stored.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(DeviceState::Pending),
+            "active" => Some(DeviceState::Active),
+            "disabled" => Some(DeviceState::Disabled),
+            _ => None,
+        }
+    }
+}
+
 // ---- SMS codes --------------------------------------------------------------------------
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

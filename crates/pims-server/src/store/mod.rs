@@ -15,8 +15,10 @@ use crate::error::{api, Result};
 
 pub mod postgres;
 mod postgres_schema;
+mod rows;
 mod schema;
 pub mod sqlite;
+mod steps;
 
 /// Whether a candidate SMS code matches the code derived for `(phone, nonce)`; the account and
 /// purpose are bound by the caller. Lets the store check codes without holding the MAC key.
