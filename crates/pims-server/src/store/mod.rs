@@ -33,6 +33,8 @@ pub struct AccountRecord {
     pub pin_failures: u32,
     /// Until when (Unix seconds) a PIN may not be set by SMS alone: set by a number change.
     pub recovery_held_until: Option<i64>,
+    /// Whether a PIN was ever set, even if removed since.
+    pub pin_ever_set: bool,
 }
 
 /// The PIN of a login to start: the record and the identifier it was registered under.

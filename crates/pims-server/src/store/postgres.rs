@@ -254,7 +254,8 @@ fn audit_event(r: &Row) -> AuditEvent {
 
 /// The columns [`account_record`] reads, in order.
 const ACCOUNT_COLUMNS: &str =
-    "phone_number, pin_record, pin_credential_id, pin_failures, recovery_held_until";
+    "phone_number, pin_record, pin_credential_id, pin_failures, recovery_held_until,
+     pin_set_at IS NOT NULL";
 
 fn account_record(r: &Row) -> AccountRecord {
     AccountRecord {
@@ -263,6 +264,7 @@ fn account_record(r: &Row) -> AccountRecord {
         pin_credential_id: r.get(2),
         pin_failures: small(r.get(3)),
         recovery_held_until: r.get(4),
+        pin_ever_set: r.get(5),
     }
 }
 
@@ -323,16 +325,6 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
             )
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
-    }
-
-    async fn pin_was_set(&self, account: &str) -> Result<bool> {
-        let row = self
-            .one(
-                "SELECT pin_set_at IS NOT NULL FROM accounts WHERE subject = $1",
-                &[&account],
-            )
-            .await?;
-        Ok(row.get(0))
     }
 
     async fn add_pin_attempt(&self, account: &str) -> Result<u32> {

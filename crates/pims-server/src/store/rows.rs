@@ -95,8 +95,6 @@ pub trait Rows {
     async fn lock_existing_account(&self, account: &str) -> Result<()>;
     async fn account(&self, account: &str) -> Result<Option<AccountRecord>>;
     async fn accounts_with_phone_number(&self, phone_number: &str) -> Result<Vec<String>>;
-    /// Whether a PIN was ever set on the account (even if removed since).
-    async fn pin_was_set(&self, account: &str) -> Result<bool>;
     /// Adds one to the PIN failure count; the new count.
     async fn add_pin_attempt(&self, account: &str) -> Result<u32>;
     async fn reset_pin_failures(&self, account: &str) -> Result<()>;

@@ -313,7 +313,8 @@ fn audit_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
 }
 
 const ACCOUNT: &str =
-    "SELECT phone_number, pin_record, pin_credential_id, pin_failures, recovery_held_until
+    "SELECT phone_number, pin_record, pin_credential_id, pin_failures, recovery_held_until,
+            pin_set_at IS NOT NULL
      FROM accounts WHERE subject = ?1";
 
 fn account_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRecord> {
@@ -323,6 +324,7 @@ fn account_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRecord> {
         pin_credential_id: r.get(2)?,
         pin_failures: r.get(3)?,
         recovery_held_until: r.get(4)?,
+        pin_ever_set: r.get(5)?,
     })
 }
 
@@ -362,14 +364,6 @@ impl Rows for SqliteRows<'_> {
         self.all(
             "SELECT subject FROM accounts WHERE phone_number = ?1 ORDER BY subject",
             [phone_number],
-            |r| r.get(0),
-        )
-    }
-
-    async fn pin_was_set(&self, account: &str) -> Result<bool> {
-        self.one(
-            "SELECT pin_set_at IS NOT NULL FROM accounts WHERE subject = ?1",
-            [account],
             |r| r.get(0),
         )
     }

@@ -3,9 +3,16 @@
 //! only here; each database supplies the rows. [`store_over_steps!`] makes the [`Store`] of a
 //! database from these steps.
 //!
+//! Row operations that do not depend on each other's answers are awaited together
+//! (`try_join!`): on PostgreSQL they then share one round trip (tokio-postgres pipelines the
+//! statements, which the backend still runs in order); SQLite's are ready at once, in order.
+//! Rows only fail internally, and an internal failure rolls the whole step back, so a joined
+//! write never commits half a decision.
+//!
 //! [`Store`]: super::Store
 
 use anyhow::anyhow;
+use futures::try_join;
 use pims_proto::{ApiError, DeviceState, EnrollmentFinished, PinOrigin};
 
 use super::rows::{
@@ -76,25 +83,28 @@ async fn advance_counter<R: Rows>(
 
 /// The Active device a signed step names, else `DeviceUnknown`.
 async fn active_device<R: Rows>(r: &R, account: &str, device_id: &str) -> Result<DeviceRecord> {
-    match r.device(account, device_id).await? {
+    only_active(r.device(account, device_id).await?)
+}
+
+fn only_active(device: Option<DeviceRecord>) -> Result<DeviceRecord> {
+    match device {
         Some(d) if d.state == DeviceState::Active => Ok(d),
         _ => api(ApiError::DeviceUnknown),
     }
 }
 
-/// The lockout rule on a login's start: a blocked account starts none, else the attempt is
-/// counted (and audited) from its start, so one never finished still counts. `account` was
-/// read under the step's lock. Returns the attempt's ordinal.
-async fn begin_pin_attempt<R: Rows>(
-    r: &R,
-    account: &str,
-    record: &AccountRecord,
-    limit: u32,
-    now: i64,
-) -> Result<u32> {
+/// The lockout rule on a login's start: a blocked account (`record` as the step locked it)
+/// starts none.
+fn check_not_blocked(record: &AccountRecord, limit: u32) -> Result<()> {
     if pin_blocked(record.pin_failures, limit) {
         return api(ApiError::AccountBlocked);
     }
+    Ok(())
+}
+
+/// Counts (and audits) a login's attempt from its start, so one never finished still counts;
+/// after [`check_not_blocked`]. Returns the attempt's ordinal.
+async fn count_pin_attempt<R: Rows>(r: &R, account: &str, limit: u32, now: i64) -> Result<u32> {
     let ordinal = r.add_pin_attempt(account).await?;
     let detail = pin_attempt_detail(ordinal, limit);
     r.audit(now, account, "pin_attempt", None, Some(&detail))
@@ -147,17 +157,14 @@ async fn disable_every_device<R: Rows>(r: &R, account: &str, now: i64) -> Result
     Ok(disabled)
 }
 
-async fn resolve_number<R: Rows>(
-    r: &R,
-    account: &str,
-    target: &CodeTarget,
-) -> Result<Option<String>> {
+/// The number a code check is for, from the account as the step locked it.
+fn code_number<'a>(record: &'a AccountRecord, target: &'a CodeTarget) -> Result<Option<&'a str>> {
     match target {
-        CodeTarget::TrustedNumber => match r.account(account).await?.and_then(|a| a.phone_number) {
+        CodeTarget::TrustedNumber => match &record.phone_number {
             Some(n) => Ok(Some(n)),
             None => api(ApiError::NoPhoneNumber),
         },
-        CodeTarget::Number(n) => Ok(Some(n.clone())),
+        CodeTarget::Number(n) => Ok(Some(n)),
         CodeTarget::Latest => Ok(None),
     }
 }
@@ -170,13 +177,10 @@ fn invalid_code(expired: bool, attempts_remaining: u32) -> Error {
 }
 
 /// Counts one check of the latest code for the target; returns the code's id if it matched.
-/// The last allowed check that fails exhausts the code.
-async fn check_code<R: Rows>(r: &R, check: &CodeCheck) -> Result<i64> {
-    let number = resolve_number(r, &check.account, &check.target).await?;
-    let Some(code) = r
-        .latest_code(&check.account, check.purpose, number.as_deref())
-        .await?
-    else {
+/// The last allowed check that fails exhausts the code. `record` is the account as locked.
+async fn check_code<R: Rows>(r: &R, record: &AccountRecord, check: &CodeCheck) -> Result<i64> {
+    let number = code_number(record, &check.target)?;
+    let Some(code) = r.latest_code(&check.account, check.purpose, number).await? else {
         return Err(invalid_code(false, 0));
     };
     if code.state != CODE_LIVE {
@@ -212,8 +216,8 @@ async fn consume_code<R: Rows>(r: &R, code_id: i64, now: i64) -> Result<()> {
 }
 
 /// Checks and consumes a code in one go (a step that acts on it at once).
-async fn use_code<R: Rows>(r: &R, check: &CodeCheck) -> Result<()> {
-    let code_id = check_code(r, check).await?;
+async fn use_code<R: Rows>(r: &R, record: &AccountRecord, check: &CodeCheck) -> Result<()> {
+    let code_id = check_code(r, record, check).await?;
     consume_code(r, code_id, check.now).await
 }
 
@@ -263,18 +267,20 @@ async fn open_pin_change<R: Rows>(
 
 pub async fn prepare_sms_code<R: Rows>(r: &R, req: &SmsSendRequest) -> Result<SmsToSend> {
     let now = req.now;
-    r.lock_account(&req.account, now).await?;
-    let number = resolve_number(r, &req.account, &req.target)
-        .await?
-        .ok_or_else(|| anyhow!("an SMS needs a number"))?;
+    let record = r.lock_account(&req.account, now).await?;
+    let number = code_number(&record, &req.target)?
+        .ok_or_else(|| anyhow!("an SMS needs a number"))?
+        .to_string();
     // Sends to one number are counted across accounts, sends from one address across numbers:
     // both are serialised, always in this order.
     r.lock_number(&number).await?;
     let since = send_window_start(now);
-    let (count, oldest) = r.sends(SendsOf::Account(&req.account), since).await?;
-    check_sends(count, oldest, now, req.per_account_per_hour)?;
-    let (count, oldest) = r.sends(SendsOf::Number(&number), since).await?;
-    check_sends(count, oldest, now, req.per_number_per_hour)?;
+    let (of_account, of_number) = try_join!(
+        r.sends(SendsOf::Account(&req.account), since),
+        r.sends(SendsOf::Number(&number), since)
+    )?;
+    check_sends(of_account.0, of_account.1, now, req.per_account_per_hour)?;
+    check_sends(of_number.0, of_number.1, now, req.per_number_per_hour)?;
     let address = match &req.client_address {
         Some(address) => {
             r.lock_address(address).await?;
@@ -322,7 +328,7 @@ pub async fn prepare_sms_code<R: Rows>(r: &R, req: &SmsSendRequest) -> Result<Sm
 
 pub async fn check_sms_code<R: Rows>(r: &R, check: &CodeCheck) -> Result<bool> {
     let record = r.lock_account(&check.account, check.now).await?;
-    check_code(r, check).await?;
+    check_code(r, &record, check).await?;
     Ok(record.pin_record.is_some())
 }
 
@@ -331,7 +337,7 @@ pub async fn add_phone_number<R: Rows>(r: &R, check: &CodeCheck, phone_number: &
     if record.phone_number.is_some() {
         return api(ApiError::PhoneNumberAlreadyRegistered);
     }
-    use_code(r, check).await?;
+    use_code(r, &record, check).await?;
     r.set_phone_number(&check.account, phone_number).await?;
     r.audit(check.now, &check.account, "phone_number_added", None, None)
         .await
@@ -352,11 +358,12 @@ pub async fn start_enrollment<R: Rows>(r: &R, step: &StartEnrollmentStep) -> Res
     )
     .await?;
     // A blocked account is refused before its code is counted.
-    if step.login.is_some() && pin_blocked(record.pin_failures, limits.pin_attempts) {
-        return api(ApiError::AccountBlocked);
+    if step.login.is_some() {
+        check_not_blocked(&record, limits.pin_attempts)?;
     }
     let code_id = check_code(
         r,
+        &record,
         &CodeCheck {
             account: step.account.clone(),
             purpose,
@@ -368,7 +375,7 @@ pub async fn start_enrollment<R: Rows>(r: &R, step: &StartEnrollmentStep) -> Res
     )
     .await?;
     let ordinal = match &step.login {
-        Some(_) => Some(begin_pin_attempt(r, account, &record, limits.pin_attempts, now).await?),
+        Some(_) => Some(count_pin_attempt(r, account, limits.pin_attempts, now).await?),
         None => None,
     };
     r.insert_session(step, ordinal, code_id).await
@@ -379,13 +386,14 @@ pub async fn finish_enrollment<R: Rows>(
     r: &R,
     step: &FinishEnrollmentStep,
 ) -> Result<EnrollmentFinished> {
-    r.lock_account(&step.account, step.now).await?;
-    if let Some((scope, outcome)) =
-        idempotent_outcome(r, &step.account, &step.idempotency_key).await?
-    {
+    let (record, earlier) = try_join!(
+        r.lock_account(&step.account, step.now),
+        idempotent_outcome(r, &step.account, &step.idempotency_key)
+    )?;
+    if let Some((scope, outcome)) = earlier {
         return replay_scoped(&step.enrollment_id, &scope, outcome);
     }
-    let result = finish_session(r, step).await;
+    let result = finish_session(r, &record, step).await;
     let outcome = match &result {
         Ok(v) => StoredOutcome::Ok(v.clone()),
         Err(Error::Api(e)) => StoredOutcome::Error(e.clone()),
@@ -417,7 +425,12 @@ pub async fn idempotent_outcome<R: Rows>(
     }
 }
 
-async fn finish_session<R: Rows>(r: &R, step: &FinishEnrollmentStep) -> Result<EnrollmentFinished> {
+/// `record` is the account as the step locked it.
+async fn finish_session<R: Rows>(
+    r: &R,
+    record: &AccountRecord,
+    step: &FinishEnrollmentStep,
+) -> Result<EnrollmentFinished> {
     let account = step.account.as_str();
     let now = step.now;
     let limits = &step.limits;
@@ -435,10 +448,6 @@ async fn finish_session<R: Rows>(r: &R, step: &FinishEnrollmentStep) -> Result<E
         EnrollmentProof::Register { .. } => {}
     }
 
-    let record = r
-        .account(account)
-        .await?
-        .ok_or_else(|| anyhow!("account row vanished"))?;
     if session.phone_number.is_some() && record.phone_number.is_some() {
         return api(ApiError::PhoneNumberAlreadyRegistered);
     }
@@ -462,7 +471,7 @@ async fn finish_session<R: Rows>(r: &R, step: &FinishEnrollmentStep) -> Result<E
         let credential_id = session
             .pin_credential_id
             .ok_or_else(|| anyhow!("registration session without identifier"))?;
-        let origin = registered_pin_origin(r.pin_was_set(account).await?);
+        let origin = registered_pin_origin(record.pin_ever_set);
         set_pin(r, account, pin_record, &credential_id, origin, now).await?;
         r.audit(now, account, "pin_registered", None, Some(origin.as_str()))
             .await?;
@@ -490,8 +499,11 @@ async fn finish_session<R: Rows>(r: &R, step: &FinishEnrollmentStep) -> Result<E
 
 pub async fn activate_device<R: Rows>(r: &R, step: &ActivateStep) -> Result<bool> {
     let (account, now) = (step.account.as_str(), step.now);
-    r.lock_existing_account(account).await?;
-    let Some(device) = r.device(account, &step.device_id).await? else {
+    let (_, device) = try_join!(
+        r.lock_existing_account(account),
+        r.device(account, &step.device_id)
+    )?;
+    let Some(device) = device else {
         return api(ApiError::DeviceUnknown);
     };
     match device.live_state(now, step.pending_device_ttl) {
@@ -510,28 +522,51 @@ pub async fn activate_device<R: Rows>(r: &R, step: &ActivateStep) -> Result<bool
 
 pub async fn create_otp_challenge<R: Rows>(r: &R, step: &ChallengeStep) -> Result<()> {
     let (account, now) = (step.account.as_str(), step.now);
-    let record = r.lock_account(account, now).await?;
-    let device = active_device(r, account, &step.device_id).await?;
-    match step.login_counter {
-        Some(counter) => advance_counter(r, account, &device, counter, None, now).await?,
+    let (record, device) = try_join!(
+        r.lock_account(account, now),
+        r.device(account, &step.device_id)
+    )?;
+    let device = only_active(device)?;
+    let counter = match step.login_counter {
+        Some(counter) => Some(verified_counter(r, account, &device, counter, now).await?),
         None => {
             let open = r.open_unsigned_challenges(&device.id, now).await?;
             check_open_challenges(open, step.max_open, step.ttl)?;
-        }
-    }
-    let ordinal = match &step.login {
-        None => None,
-        Some(login) => {
-            match &record.pin_record {
-                None => return api(ApiError::NoPin),
-                Some(current) if *current != login.pin_record => {
-                    return api(ApiError::PinStateChanged)
-                }
-                Some(_) => {}
-            }
-            Some(begin_pin_attempt(r, account, &record, step.pin_attempts, now).await?)
+            None
         }
     };
+    let store_counter = async {
+        match counter {
+            Some(counter) => r.set_device_counter(&device.id, counter, None).await,
+            None => Ok(()),
+        }
+    };
+    // The login's checks come after the counter's (a replay disables the device whatever
+    // it asks) and are decided before any write, which then only fail internally.
+    let login = match &step.login {
+        None => Ok(false),
+        Some(login) => match &record.pin_record {
+            None => api(ApiError::NoPin),
+            Some(current) if *current != login.pin_record => api(ApiError::PinStateChanged),
+            Some(_) => check_not_blocked(&record, step.pin_attempts).map(|()| true),
+        },
+    };
+    let with_login = match login {
+        Ok(with_login) => with_login,
+        Err(refused) => {
+            store_counter.await?;
+            return Err(refused);
+        }
+    };
+    let attempt = async {
+        match with_login {
+            true => Ok(Some(
+                count_pin_attempt(r, account, step.pin_attempts, now).await?,
+            )),
+            false => Ok(None),
+        }
+    };
+    let (_, ordinal) = try_join!(store_counter, attempt)?;
     r.insert_challenge(&NewChallenge {
         id: &step.challenge_id,
         account,
@@ -550,15 +585,16 @@ pub async fn create_otp_challenge<R: Rows>(r: &R, step: &ChallengeStep) -> Resul
 
 pub async fn issue_otp<R: Rows>(r: &R, step: &IssueOtpStep) -> Result<()> {
     let (account, now) = (step.account.as_str(), step.now);
-    r.lock_existing_account(account).await?;
+    let (_, challenge) = try_join!(
+        r.lock_existing_account(account),
+        r.take_challenge(account, &step.challenge_id, now, ChallengeKind::Device)
+    )?;
     let Some(UsedChallenge {
         device_id,
         ordinal,
         audience,
         ..
-    }) = r
-        .take_challenge(account, &step.challenge_id, now, ChallengeKind::Device)
-        .await?
+    }) = challenge
     else {
         return api(ApiError::SessionExpired);
     };
@@ -568,14 +604,20 @@ pub async fn issue_otp<R: Rows>(r: &R, step: &IssueOtpStep) -> Result<()> {
         OtpProof::Pin { .. } => true,
     };
     let device = active_device(r, account, &device_id).await?;
-    advance_counter(r, account, &device, step.counter, Some(now), now).await?;
-    if let OtpProof::Pin { ok } = step.proof {
-        if !ok {
-            return Err(pin_failed(r, account, ordinal, step.pin_attempts, now).await?);
-        }
-        r.reset_pin_failures(account).await?;
+    let counter = verified_counter(r, account, &device, step.counter, now).await?;
+    let store_counter = r.set_device_counter(&device_id, counter, Some(now));
+    if let OtpProof::Pin { ok: false } = step.proof {
+        let failed = pin_failed(r, account, ordinal, step.pin_attempts, now);
+        let (_, failed) = try_join!(store_counter, failed)?;
+        return Err(failed);
     }
-    r.insert_otp(&NewOtp {
+    let reset_failures = async {
+        match with_pin {
+            true => r.reset_pin_failures(account).await,
+            false => Ok(()),
+        }
+    };
+    let otp = NewOtp {
         mac: &step.otp_mac,
         account,
         device_id: &device_id,
@@ -583,11 +625,15 @@ pub async fn issue_otp<R: Rows>(r: &R, step: &IssueOtpStep) -> Result<()> {
         issued_at: now,
         expires_at: now + step.otp_ttl as i64,
         audience: audience.as_deref(),
-    })
-    .await?;
+    };
     let detail = if with_pin { "with_pin" } else { "without_pin" };
-    r.audit(now, account, "otp_issued", Some(&device_id), Some(detail))
-        .await
+    try_join!(
+        store_counter,
+        reset_failures,
+        r.insert_otp(&otp),
+        r.audit(now, account, "otp_issued", Some(&device_id), Some(detail))
+    )?;
+    Ok(())
 }
 
 pub async fn use_otp<R: Rows>(
@@ -634,12 +680,12 @@ pub async fn device_operation<R: Rows>(
     step: &DeviceOperationStep,
 ) -> Result<OperationOutcome> {
     let (account, now) = (step.account.as_str(), step.now);
-    let record = r.lock_account(account, now).await?;
     let kind = step.operation.challenge_kind();
-    let Some(challenge) = r
-        .take_challenge(account, &step.challenge_id, now, kind)
-        .await?
-    else {
+    let (record, challenge) = try_join!(
+        r.lock_account(account, now),
+        r.take_challenge(account, &step.challenge_id, now, kind)
+    )?;
+    let Some(challenge) = challenge else {
         return api(ApiError::SessionExpired);
     };
     let device_id = challenge.device_id.as_str();
@@ -671,7 +717,7 @@ pub async fn device_operation<R: Rows>(
         }
         DeviceOperation::StartPinReset { code, next } => {
             record.check_recovery_allowed(now)?;
-            use_code(r, code).await?;
+            use_code(r, &record, code).await?;
             open_pin_change(r, account, device_id, "reset", next, now).await?;
         }
         DeviceOperation::FinishPinChange { pin_record } => {
@@ -698,7 +744,7 @@ pub async fn device_operation<R: Rows>(
             phone_number,
             recovery_hold,
         } => {
-            use_code(r, code).await?;
+            use_code(r, &record, code).await?;
             r.change_phone_number(account, phone_number, now + *recovery_hold as i64)
                 .await?;
             let detail = if challenge.ordinal.is_some() {
