@@ -17,6 +17,7 @@ pub mod postgres;
 mod postgres_schema;
 mod rows;
 mod schema;
+mod sql;
 pub mod sqlite;
 mod steps;
 

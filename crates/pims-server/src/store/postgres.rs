@@ -18,6 +18,7 @@ use super::postgres_schema::{chain_existing_audit_after, MIGRATIONS};
 use super::rows::{
     AddressSends, CodeRow, NewChallenge, NewOtp, Rows, SendsOf, SessionRow, UsedChallenge,
 };
+use super::sql;
 use super::steps::store_over_steps;
 use super::{
     AccountRecord, AdminDeviceSummary, AuditEvent, ChainedAuditRow, ChallengeKind, DeviceRecord,
@@ -120,15 +121,8 @@ impl PostgresStore {
 /// Chains the rows written before the chain existed, in id order (see
 /// `CHAIN_EXISTING_AUDIT`); they are as trustworthy as the database at upgrade time.
 async fn chain_existing_audit(tx: &Tx<'_>, key: &AuditKey) -> anyhow::Result<()> {
-    let rows = tx
-        .query(
-            &format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id"),
-            &[],
-        )
-        .await?;
-    let update = tx
-        .prepare("UPDATE audit SET prev_id = $2, mac = $3 WHERE id = $1")
-        .await?;
+    let rows = tx.query(sql::pg::AUDIT_ROWS, &[]).await?;
+    let update = tx.prepare(sql::pg::SET_AUDIT_LINK).await?;
     let mut chains = Chains::default();
     for r in &rows {
         let row = audit_event(r);
@@ -191,6 +185,10 @@ impl PostgresStore {
 
 // ---- rows ------------------------------------------------------------------------------------
 
+/// [`sql::pg::ACCOUNT`] under the account's row lock.
+static ACCOUNT_FOR_UPDATE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{} FOR UPDATE", sql::pg::ACCOUNT));
+
 /// The rows of a pooled connection: its transaction in a step, the connection outside one.
 /// Every statement is prepared once per connection.
 struct PgRows<'a, C> {
@@ -238,9 +236,7 @@ fn int(v: u32) -> i32 {
     i32::try_from(v).unwrap_or(i32::MAX)
 }
 
-/// The columns [`audit_event`] reads, in order.
-const AUDIT_COLUMNS: &str = "id, at, account, event, device_id, detail";
-
+/// Maps the columns of [`sql::pg::AUDIT_ROWS`] and its kin.
 fn audit_event(r: &Row) -> AuditEvent {
     AuditEvent {
         id: r.get(0),
@@ -252,11 +248,6 @@ fn audit_event(r: &Row) -> AuditEvent {
     }
 }
 
-/// The columns [`account_record`] reads, in order.
-const ACCOUNT_COLUMNS: &str =
-    "phone_number, pin_record, pin_credential_id, pin_failures, recovery_held_until,
-     pin_set_at IS NOT NULL";
-
 fn account_record(r: &Row) -> AccountRecord {
     AccountRecord {
         phone_number: r.get(0),
@@ -267,8 +258,6 @@ fn account_record(r: &Row) -> AccountRecord {
         pin_ever_set: r.get(5),
     }
 }
-
-const CODE_COLUMNS: &str = "id, phone_number, nonce, expires_at, checks, state";
 
 fn code_row(r: &Row) -> CodeRow {
     CodeRow {
@@ -287,16 +276,13 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     /// The lock is tried first: accounts exist on almost every step, which then costs one
     /// round trip.
     async fn lock_account(&self, account: &str, now: i64) -> Result<AccountRecord> {
-        let lock = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE subject = $1 FOR UPDATE");
-        if let Some(row) = self.opt(&lock, &[&account]).await? {
+        let lock = ACCOUNT_FOR_UPDATE.as_str();
+        if let Some(row) = self.opt(lock, &[&account]).await? {
             return Ok(account_record(&row));
         }
-        self.exec(
-            "INSERT INTO accounts (subject, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&account, &now],
-        )
-        .await?;
-        Ok(account_record(&self.one(&lock, &[&account]).await?))
+        self.exec(sql::pg::INSERT_ACCOUNT, &[&account, &now])
+            .await?;
+        Ok(account_record(&self.one(lock, &[&account]).await?))
     }
 
     async fn lock_existing_account(&self, account: &str) -> Result<()> {
@@ -309,41 +295,24 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     }
 
     async fn account(&self, account: &str) -> Result<Option<AccountRecord>> {
-        let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE subject = $1");
-        Ok(self
-            .opt(&sql, &[&account])
-            .await?
-            .as_ref()
-            .map(account_record))
+        let row = self.opt(sql::pg::ACCOUNT, &[&account]).await?;
+        Ok(row.as_ref().map(account_record))
     }
 
     async fn accounts_with_phone_number(&self, phone_number: &str) -> Result<Vec<String>> {
         let rows = self
-            .all(
-                "SELECT subject FROM accounts WHERE phone_number = $1 ORDER BY subject",
-                &[&phone_number],
-            )
+            .all(sql::pg::ACCOUNTS_WITH_PHONE_NUMBER, &[&phone_number])
             .await?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     async fn add_pin_attempt(&self, account: &str) -> Result<u32> {
-        let row = self
-            .one(
-                "UPDATE accounts SET pin_failures = pin_failures + 1 WHERE subject = $1
-                 RETURNING pin_failures",
-                &[&account],
-            )
-            .await?;
+        let row = self.one(sql::pg::ADD_PIN_ATTEMPT, &[&account]).await?;
         Ok(small(row.get(0)))
     }
 
     async fn reset_pin_failures(&self, account: &str) -> Result<()> {
-        self.exec(
-            "UPDATE accounts SET pin_failures = 0 WHERE subject = $1",
-            &[&account],
-        )
-        .await?;
+        self.exec(sql::pg::RESET_PIN_FAILURES, &[&account]).await?;
         Ok(())
     }
 
@@ -356,11 +325,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         now: i64,
     ) -> Result<()> {
         self.exec(
-            "UPDATE accounts SET pin_record = $2, pin_credential_id = $3, pin_failures = 0,
-                    pin_set_at = $4, pin_set_by = $5,
-                    pin_recovered_at = CASE WHEN $5 = 'sms_recovery' THEN $4
-                                            ELSE pin_recovered_at END
-             WHERE subject = $1",
+            sql::pg::STORE_PIN,
             &[&account, &record, &credential_id, &now, &origin.as_str()],
         )
         .await?;
@@ -368,21 +333,13 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     }
 
     async fn clear_pin(&self, account: &str) -> Result<()> {
-        self.exec(
-            "UPDATE accounts SET pin_record = NULL, pin_credential_id = NULL, pin_failures = 0
-             WHERE subject = $1",
-            &[&account],
-        )
-        .await?;
+        self.exec(sql::pg::CLEAR_PIN, &[&account]).await?;
         Ok(())
     }
 
     async fn set_phone_number(&self, account: &str, phone_number: &str) -> Result<()> {
-        self.exec(
-            "UPDATE accounts SET phone_number = $2 WHERE subject = $1",
-            &[&account, &phone_number],
-        )
-        .await?;
+        self.exec(sql::pg::SET_PHONE_NUMBER, &[&account, &phone_number])
+            .await?;
         Ok(())
     }
 
@@ -393,9 +350,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         held_until: i64,
     ) -> Result<()> {
         self.exec(
-            "UPDATE accounts SET phone_number = $2, recovery_held_until = $3,
-                    previous_phone_number = phone_number
-             WHERE subject = $1",
+            sql::pg::CHANGE_PHONE_NUMBER,
             &[&account, &phone_number, &held_until],
         )
         .await?;
@@ -404,12 +359,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
 
     async fn restore_previous_phone_number(&self, account: &str) -> Result<bool> {
         let restored = self
-            .exec(
-                "UPDATE accounts SET phone_number = previous_phone_number,
-                        previous_phone_number = NULL, recovery_held_until = NULL
-                 WHERE subject = $1 AND previous_phone_number IS NOT NULL",
-                &[&account],
-            )
+            .exec(sql::pg::RESTORE_PREVIOUS_PHONE_NUMBER, &[&account])
             .await?;
         Ok(restored > 0)
     }
@@ -480,21 +430,19 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<AuditEvent>> {
-        let sql = format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit
-             WHERE ($1::TEXT IS NULL OR account = $1) AND id > $2 ORDER BY id LIMIT $3"
-        );
         let rows = self
-            .all(&sql, &[&account, &after_id, &i64::from(limit)])
+            .all(
+                sql::pg::AUDIT_TRAIL,
+                &[&account, &after_id, &i64::from(limit)],
+            )
             .await?;
         Ok(rows.iter().map(audit_event).collect())
     }
 
     async fn audit_chain(&self, after_id: i64, limit: u32) -> Result<Vec<ChainedAuditRow>> {
-        let sql = format!(
-            "SELECT {AUDIT_COLUMNS}, prev_id, mac FROM audit WHERE id > $1 ORDER BY id LIMIT $2"
-        );
-        let rows = self.all(&sql, &[&after_id, &i64::from(limit)]).await?;
+        let rows = self
+            .all(sql::pg::AUDIT_CHAIN, &[&after_id, &i64::from(limit)])
+            .await?;
         Ok(rows
             .iter()
             .map(|r| ChainedAuditRow {
@@ -506,13 +454,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     }
 
     async fn device(&self, account: &str, device_id: &str) -> Result<Option<DeviceRecord>> {
-        let row = self
-            .opt(
-                "SELECT id, public_key, state, counter, activation_nonce, created_at
-                 FROM devices WHERE id = $1 AND account = $2",
-                &[&device_id, &account],
-            )
-            .await?;
+        let row = self.opt(sql::pg::DEVICE, &[&device_id, &account]).await?;
         row.map(|r| {
             Ok(DeviceRecord {
                 id: r.get(0),
@@ -528,24 +470,14 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
 
     async fn live_device_count(&self, account: &str, pending_since: i64) -> Result<u32> {
         let row = self
-            .one(
-                "SELECT COUNT(*) FROM devices WHERE account = $1
-                   AND (state = 'active' OR (state = 'pending' AND created_at > $2))",
-                &[&account, &pending_since],
-            )
+            .one(sql::pg::LIVE_DEVICE_COUNT, &[&account, &pending_since])
             .await?;
         Ok(row.get::<_, i64>(0) as u32)
     }
 
     async fn live_devices(&self, account: &str, pending_since: i64) -> Result<Vec<DeviceSummary>> {
         let rows = self
-            .all(
-                "SELECT id, name, platform, state, created_at, last_used_at FROM devices
-                 WHERE account = $1
-                   AND (state = 'active' OR (state = 'pending' AND created_at > $2))
-                 ORDER BY created_at, seq",
-                &[&account, &pending_since],
-            )
+            .all(sql::pg::LIVE_DEVICES, &[&account, &pending_since])
             .await?;
         rows.iter()
             .map(|r| {
@@ -564,13 +496,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     }
 
     async fn all_devices(&self, account: &str) -> Result<Vec<AdminDeviceSummary>> {
-        let rows = self
-            .all(
-                "SELECT id, name, platform, state, created_at, activated_at, last_used_at
-                 FROM devices WHERE account = $1 ORDER BY created_at, seq",
-                &[&account],
-            )
-            .await?;
+        let rows = self.all(sql::pg::ALL_DEVICES, &[&account]).await?;
         rows.iter()
             .map(|r| {
                 Ok(AdminDeviceSummary {
@@ -588,9 +514,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
 
     async fn insert_device(&self, account: &str, device: &NewDeviceRecord, now: i64) -> Result<()> {
         self.exec(
-            "INSERT INTO devices (id, account, public_key, name, platform, state, counter,
-                                  activation_nonce, created_at)
-             VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7)",
+            sql::pg::INSERT_DEVICE,
             &[
                 &device.id,
                 &account,
@@ -613,9 +537,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         now: i64,
     ) -> Result<()> {
         self.exec(
-            "UPDATE devices SET state = 'active', counter = $3,
-                    activated_at = COALESCE(activated_at, $4)
-             WHERE id = $1 AND account = $2",
+            sql::pg::ACTIVATE_DEVICE,
             &[&device_id, &account, &counter, &now],
         )
         .await?;
@@ -629,8 +551,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         used_at: Option<i64>,
     ) -> Result<()> {
         self.exec(
-            "UPDATE devices SET counter = $2, last_used_at = COALESCE($3, last_used_at)
-             WHERE id = $1",
+            sql::pg::SET_DEVICE_COUNTER,
             &[&device_id, &counter, &used_at],
         )
         .await?;
@@ -638,20 +559,13 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     }
 
     async fn disable_device(&self, account: &str, device_id: &str) -> Result<()> {
-        self.exec(
-            "UPDATE devices SET state = 'disabled' WHERE id = $1 AND account = $2",
-            &[&device_id, &account],
-        )
-        .await?;
+        self.exec(sql::pg::DISABLE_DEVICE, &[&device_id, &account])
+            .await?;
         Ok(())
     }
 
     async fn disable_devices(&self, account: &str) -> Result<u64> {
-        self.exec(
-            "UPDATE devices SET state = 'disabled' WHERE account = $1 AND state != 'disabled'",
-            &[&account],
-        )
-        .await
+        self.exec(sql::pg::DISABLE_DEVICES, &[&account]).await
     }
 
     async fn insert_session(
@@ -661,9 +575,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         sms_code_id: i64,
     ) -> Result<()> {
         self.exec(
-            "INSERT INTO enrollment_sessions (id, account, nonce, login_state, pin_ordinal,
-                 sms_code_id, phone_number, created_at, expires_at, pin_credential_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            sql::pg::INSERT_SESSION,
             &[
                 &step.session_id,
                 &step.account,
@@ -683,12 +595,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
 
     async fn take_session(&self, account: &str, id: &str, now: i64) -> Result<Option<SessionRow>> {
         let row = self
-            .opt(
-                "UPDATE enrollment_sessions SET finished_at = $3
-                 WHERE id = $1 AND account = $2 AND finished_at IS NULL AND expires_at > $3
-                 RETURNING pin_ordinal, sms_code_id, phone_number, pin_credential_id",
-                &[&id, &account, &now],
-            )
+            .opt(sql::pg::TAKE_SESSION, &[&id, &account, &now])
             .await?;
         Ok(row.map(|r| SessionRow {
             pin_ordinal: small_opt(r.get(0)),
@@ -705,11 +612,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         now: i64,
     ) -> Result<Option<EnrollmentSession>> {
         let row = self
-            .opt(
-                "SELECT id, nonce, login_state FROM enrollment_sessions
-                 WHERE id = $1 AND account = $2 AND finished_at IS NULL AND expires_at > $3",
-                &[&id, &account, &now],
-            )
+            .opt(sql::pg::OPEN_SESSION, &[&id, &account, &now])
             .await?;
         Ok(row.map(|r| EnrollmentSession {
             id: r.get(0),
@@ -719,20 +622,14 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     }
 
     async fn close_sessions(&self, account: &str, now: i64, logins_only: bool) -> Result<()> {
-        self.exec(
-            "UPDATE enrollment_sessions SET finished_at = $2
-             WHERE account = $1 AND finished_at IS NULL AND (NOT $3 OR login_state IS NOT NULL)",
-            &[&account, &now, &logins_only],
-        )
-        .await?;
+        self.exec(sql::pg::CLOSE_SESSIONS, &[&account, &now, &logins_only])
+            .await?;
         Ok(())
     }
 
     async fn insert_challenge(&self, c: &NewChallenge<'_>) -> Result<()> {
         self.exec(
-            "INSERT INTO otp_challenges (id, account, device_id, nonce, login_state, pin_ordinal,
-                 pin_change, pin_credential_id, audience, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            sql::pg::INSERT_CHALLENGE,
             &[
                 &c.id,
                 &c.account,
@@ -760,10 +657,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     ) -> Result<Option<UsedChallenge>> {
         let row = self
             .opt(
-                "UPDATE otp_challenges SET used_at = $3
-                 WHERE id = $1 AND account = $2 AND used_at IS NULL AND expires_at > $3
-                   AND (pin_change IS NOT NULL) = $4
-                 RETURNING device_id, pin_ordinal, pin_change, pin_credential_id, audience",
+                sql::pg::TAKE_CHALLENGE,
                 &[&id, &account, &now, &(kind == ChallengeKind::PinChange)],
             )
             .await?;
@@ -783,12 +677,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         now: i64,
     ) -> Result<Option<OtpChallengeRecord>> {
         let row = self
-            .opt(
-                "SELECT c.id, c.device_id, c.nonce, c.login_state, d.public_key
-                 FROM otp_challenges c JOIN devices d ON d.id = c.device_id
-                 WHERE c.id = $1 AND c.account = $2 AND c.used_at IS NULL AND c.expires_at > $3",
-                &[&id, &account, &now],
-            )
+            .opt(sql::pg::OPEN_CHALLENGE, &[&id, &account, &now])
             .await?;
         Ok(row.map(|r| OtpChallengeRecord {
             id: r.get(0),
@@ -801,24 +690,14 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
 
     async fn open_unsigned_challenges(&self, device_id: &str, now: i64) -> Result<u32> {
         let row = self
-            .one(
-                "SELECT COUNT(*) FROM otp_challenges
-                 WHERE device_id = $1 AND used_at IS NULL AND expires_at > $2
-                   AND pin_ordinal IS NULL",
-                &[&device_id, &now],
-            )
+            .one(sql::pg::OPEN_UNSIGNED_CHALLENGES, &[&device_id, &now])
             .await?;
         Ok(row.get::<_, i64>(0) as u32)
     }
 
     async fn close_challenges(&self, account: &str, now: i64, pin_only: bool) -> Result<()> {
-        self.exec(
-            "UPDATE otp_challenges SET used_at = $2
-             WHERE account = $1 AND used_at IS NULL
-               AND (NOT $3 OR pin_ordinal IS NOT NULL OR pin_change IS NOT NULL)",
-            &[&account, &now, &pin_only],
-        )
-        .await?;
+        self.exec(sql::pg::CLOSE_CHALLENGES, &[&account, &now, &pin_only])
+            .await?;
         Ok(())
     }
 
@@ -828,37 +707,27 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         purpose: SmsPurpose,
         phone_number: Option<&str>,
     ) -> Result<Option<CodeRow>> {
-        let sql = format!(
-            "SELECT {CODE_COLUMNS} FROM sms_codes
-             WHERE account = $1 AND purpose = $2 AND ($3::TEXT IS NULL OR phone_number = $3)
-             ORDER BY id DESC LIMIT 1"
-        );
         let row = self
-            .opt(&sql, &[&account, &purpose.as_str(), &phone_number])
+            .opt(
+                sql::pg::LATEST_CODE,
+                &[&account, &purpose.as_str(), &phone_number],
+            )
             .await?;
         Ok(row.as_ref().map(code_row))
     }
 
     async fn code(&self, id: i64) -> Result<CodeRow> {
-        let sql = format!("SELECT {CODE_COLUMNS} FROM sms_codes WHERE id = $1");
-        Ok(code_row(&self.one(&sql, &[&id]).await?))
+        Ok(code_row(&self.one(sql::pg::CODE, &[&id]).await?))
     }
 
     async fn set_code_checks(&self, id: i64, checks: u32) -> Result<()> {
-        self.exec(
-            "UPDATE sms_codes SET checks = $2 WHERE id = $1",
-            &[&id, &int(checks)],
-        )
-        .await?;
+        self.exec(sql::pg::SET_CODE_CHECKS, &[&id, &int(checks)])
+            .await?;
         Ok(())
     }
 
     async fn set_code_state(&self, id: i64, state: &str) -> Result<()> {
-        self.exec(
-            "UPDATE sms_codes SET state = $2 WHERE id = $1",
-            &[&id, &state],
-        )
-        .await?;
+        self.exec(sql::pg::SET_CODE_STATE, &[&id, &state]).await?;
         Ok(())
     }
 
@@ -872,10 +741,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     ) -> Result<Option<(Vec<u8>, i64)>> {
         let row = self
             .opt(
-                "SELECT nonce, expires_at FROM sms_codes
-                 WHERE account = $1 AND purpose = $2 AND phone_number = $3
-                   AND state = 'live' AND expires_at > $4 AND checks < $5
-                 ORDER BY id DESC LIMIT 1",
+                sql::pg::RESENDABLE_CODE,
                 &[
                     &account,
                     &purpose.as_str(),
@@ -898,8 +764,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         expires_at: i64,
     ) -> Result<()> {
         self.exec(
-            "INSERT INTO sms_codes (account, purpose, phone_number, nonce, created_at, expires_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            sql::pg::INSERT_CODE,
             &[
                 &account,
                 &purpose.as_str(),
@@ -933,15 +798,8 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
 
     async fn sends(&self, of: SendsOf<'_>, since: i64) -> Result<(i64, Option<i64>)> {
         let (sql, value) = match of {
-            SendsOf::Account(account) => (
-                "SELECT COUNT(*), MIN(sent_at) FROM sms_sends WHERE account = $1 AND sent_at > $2",
-                account,
-            ),
-            SendsOf::Number(number) => (
-                "SELECT COUNT(*), MIN(sent_at) FROM sms_sends
-                 WHERE phone_number = $1 AND sent_at > $2",
-                number,
-            ),
+            SendsOf::Account(account) => (sql::pg::SENDS_OF_ACCOUNT, account),
+            SendsOf::Number(number) => (sql::pg::SENDS_TO_NUMBER, number),
         };
         let row = self.one(sql, &[&value, &since]).await?;
         Ok((row.get(0), row.get(1)))
@@ -949,20 +807,11 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
 
     async fn address_sends(&self, address: &str, since: i64) -> Result<AddressSends> {
         let last = self
-            .opt(
-                "SELECT seq FROM sms_address_sends WHERE client_address = $1
-                 ORDER BY seq DESC LIMIT 1",
-                &[&address],
-            )
+            .opt(sql::pg::LAST_ADDRESS_SEND, &[&address])
             .await?
             .map(|r| r.get(0));
         let first_in_window = self
-            .opt(
-                "SELECT seq, sent_at FROM sms_address_sends
-                 WHERE client_address = $1 AND sent_at > $2
-                 ORDER BY sent_at, seq LIMIT 1",
-                &[&address, &since],
-            )
+            .opt(sql::pg::FIRST_ADDRESS_SEND_IN_WINDOW, &[&address, &since])
             .await?
             .map(|r| (r.get(0), r.get(1)));
         Ok(AddressSends {
@@ -991,12 +840,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     }
 
     async fn outcome(&self, account: &str, key: &str) -> Result<Option<(String, String)>> {
-        let row = self
-            .opt(
-                "SELECT scope, outcome FROM idempotency WHERE account = $1 AND key = $2",
-                &[&account, &key],
-            )
-            .await?;
+        let row = self.opt(sql::pg::OUTCOME, &[&account, &key]).await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
@@ -1009,8 +853,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         now: i64,
     ) -> Result<()> {
         self.exec(
-            "INSERT INTO idempotency (account, key, scope, outcome, created_at)
-             VALUES ($1, $2, $3, $4, $5)",
+            sql::pg::STORE_OUTCOME,
             &[&account, &key, &scope, &outcome, &now],
         )
         .await?;
@@ -1019,8 +862,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
 
     async fn insert_otp(&self, otp: &NewOtp<'_>) -> Result<()> {
         self.exec(
-            "INSERT INTO otps (mac, account, device_id, with_pin, issued_at, expires_at, audience)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            sql::pg::INSERT_OTP,
             &[
                 &otp.mac,
                 &otp.account,
@@ -1042,16 +884,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         relying_party: &str,
     ) -> Result<Option<VerifiedOtp>> {
         let row = self
-            .opt(
-                "UPDATE otps SET used_at = $2, used_by = $3
-                 FROM accounts a, devices d
-                 WHERE otps.mac = $1 AND otps.used_at IS NULL AND otps.expires_at > $2
-                   AND otps.audience = $3
-                   AND a.subject = otps.account AND d.id = otps.device_id AND d.state = 'active'
-                 RETURNING otps.account, otps.device_id, otps.with_pin, otps.issued_at,
-                           a.pin_set_at, a.pin_set_by, a.pin_recovered_at",
-                &[&mac, &now, &relying_party],
-            )
+            .opt(sql::pg::USE_OTP, &[&mac, &now, &relying_party])
             .await?;
         Ok(row.map(|r| VerifiedOtp {
             subject: r.get(0),

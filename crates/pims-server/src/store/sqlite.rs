@@ -17,6 +17,7 @@ use super::rows::{
     AddressSends, CodeRow, NewChallenge, NewOtp, Rows, SendsOf, SessionRow, UsedChallenge,
 };
 use super::schema::{chain_existing_audit_after, MIGRATIONS};
+use super::sql;
 use super::steps::store_over_steps;
 use super::{
     AccountRecord, AdminDeviceSummary, AuditEvent, ChainedAuditRow, ChallengeKind, DeviceRecord,
@@ -156,14 +157,14 @@ fn register_audit_mac(conn: &Connection, key: AuditKey) -> anyhow::Result<()> {
 /// `CHAIN_EXISTING_AUDIT`); they are as trustworthy as the database at upgrade time.
 fn chain_existing_audit(tx: &Transaction, key: &AuditKey) -> anyhow::Result<()> {
     let rows: Vec<AuditEvent> = tx
-        .prepare_cached(&format!("SELECT {AUDIT_COLUMNS} FROM audit ORDER BY id"))?
+        .prepare_cached(sql::sqlite::AUDIT_ROWS)?
         .query_map([], audit_event)?
         .collect::<rusqlite::Result<_>>()?;
     let mut chains = Chains::default();
     for row in &rows {
         let (prev_id, mac) = chains.append(key, row);
         tx.execute(
-            "UPDATE audit SET prev_id = ?2, mac = ?3 WHERE id = ?1",
+            sql::sqlite::SET_AUDIT_LINK,
             params![row.id, prev_id, &mac[..]],
         )?;
     }
@@ -298,9 +299,7 @@ fn parse_state(index: usize, s: &str) -> rusqlite::Result<DeviceState> {
     DeviceState::parse(s).ok_or_else(|| invalid_column(index, format!("device state {s}")))
 }
 
-/// The columns [`audit_event`] reads, in order.
-const AUDIT_COLUMNS: &str = "id, at, account, event, device_id, detail";
-
+/// Maps the columns of [`sql::sqlite::AUDIT_ROWS`] and its kin.
 fn audit_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
     Ok(AuditEvent {
         id: r.get(0)?,
@@ -312,11 +311,6 @@ fn audit_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditEvent> {
     })
 }
 
-const ACCOUNT: &str =
-    "SELECT phone_number, pin_record, pin_credential_id, pin_failures, recovery_held_until,
-            pin_set_at IS NOT NULL
-     FROM accounts WHERE subject = ?1";
-
 fn account_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRecord> {
     Ok(AccountRecord {
         phone_number: r.get(0)?,
@@ -327,8 +321,6 @@ fn account_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRecord> {
         pin_ever_set: r.get(5)?,
     })
 }
-
-const CODE_COLUMNS: &str = "id, phone_number, nonce, expires_at, checks, state";
 
 fn code_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CodeRow> {
     Ok(CodeRow {
@@ -345,11 +337,8 @@ fn code_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CodeRow> {
 /// no-ops here.
 impl Rows for SqliteRows<'_> {
     async fn lock_account(&self, account: &str, now: i64) -> Result<AccountRecord> {
-        self.exec(
-            "INSERT OR IGNORE INTO accounts (subject, created_at) VALUES (?1, ?2)",
-            params![account, now],
-        )?;
-        self.one(ACCOUNT, [account], account_record)
+        self.exec(sql::sqlite::INSERT_ACCOUNT, params![account, now])?;
+        self.one(sql::sqlite::ACCOUNT, [account], account_record)
     }
 
     async fn lock_existing_account(&self, _account: &str) -> Result<()> {
@@ -357,31 +346,23 @@ impl Rows for SqliteRows<'_> {
     }
 
     async fn account(&self, account: &str) -> Result<Option<AccountRecord>> {
-        self.opt(ACCOUNT, [account], account_record)
+        self.opt(sql::sqlite::ACCOUNT, [account], account_record)
     }
 
     async fn accounts_with_phone_number(&self, phone_number: &str) -> Result<Vec<String>> {
         self.all(
-            "SELECT subject FROM accounts WHERE phone_number = ?1 ORDER BY subject",
+            sql::sqlite::ACCOUNTS_WITH_PHONE_NUMBER,
             [phone_number],
             |r| r.get(0),
         )
     }
 
     async fn add_pin_attempt(&self, account: &str) -> Result<u32> {
-        self.one(
-            "UPDATE accounts SET pin_failures = pin_failures + 1 WHERE subject = ?1
-             RETURNING pin_failures",
-            [account],
-            |r| r.get(0),
-        )
+        self.one(sql::sqlite::ADD_PIN_ATTEMPT, [account], |r| r.get(0))
     }
 
     async fn reset_pin_failures(&self, account: &str) -> Result<()> {
-        self.exec(
-            "UPDATE accounts SET pin_failures = 0 WHERE subject = ?1",
-            [account],
-        )?;
+        self.exec(sql::sqlite::RESET_PIN_FAILURES, [account])?;
         Ok(())
     }
 
@@ -394,28 +375,20 @@ impl Rows for SqliteRows<'_> {
         now: i64,
     ) -> Result<()> {
         self.exec(
-            "UPDATE accounts SET pin_record = ?2, pin_credential_id = ?3, pin_failures = 0,
-                    pin_set_at = ?4, pin_set_by = ?5,
-                    pin_recovered_at = CASE WHEN ?5 = 'sms_recovery' THEN ?4
-                                            ELSE pin_recovered_at END
-             WHERE subject = ?1",
+            sql::sqlite::STORE_PIN,
             params![account, record, credential_id, now, origin.as_str()],
         )?;
         Ok(())
     }
 
     async fn clear_pin(&self, account: &str) -> Result<()> {
-        self.exec(
-            "UPDATE accounts SET pin_record = NULL, pin_credential_id = NULL, pin_failures = 0
-             WHERE subject = ?1",
-            [account],
-        )?;
+        self.exec(sql::sqlite::CLEAR_PIN, [account])?;
         Ok(())
     }
 
     async fn set_phone_number(&self, account: &str, phone_number: &str) -> Result<()> {
         self.exec(
-            "UPDATE accounts SET phone_number = ?2 WHERE subject = ?1",
+            sql::sqlite::SET_PHONE_NUMBER,
             params![account, phone_number],
         )?;
         Ok(())
@@ -428,21 +401,14 @@ impl Rows for SqliteRows<'_> {
         held_until: i64,
     ) -> Result<()> {
         self.exec(
-            "UPDATE accounts SET phone_number = ?2, recovery_held_until = ?3,
-                    previous_phone_number = phone_number
-             WHERE subject = ?1",
+            sql::sqlite::CHANGE_PHONE_NUMBER,
             params![account, phone_number, held_until],
         )?;
         Ok(())
     }
 
     async fn restore_previous_phone_number(&self, account: &str) -> Result<bool> {
-        let restored = self.exec(
-            "UPDATE accounts SET phone_number = previous_phone_number,
-                    previous_phone_number = NULL, recovery_held_until = NULL
-             WHERE subject = ?1 AND previous_phone_number IS NOT NULL",
-            [account],
-        )?;
+        let restored = self.exec(sql::sqlite::RESTORE_PREVIOUS_PHONE_NUMBER, [account])?;
         Ok(restored > 0)
     }
 
@@ -474,53 +440,38 @@ impl Rows for SqliteRows<'_> {
         limit: u32,
     ) -> Result<Vec<AuditEvent>> {
         self.all(
-            &format!(
-                "SELECT {AUDIT_COLUMNS} FROM audit
-                 WHERE (?1 IS NULL OR account = ?1) AND id > ?2 ORDER BY id LIMIT ?3"
-            ),
+            sql::sqlite::AUDIT_TRAIL,
             params![account, after_id, limit],
             audit_event,
         )
     }
 
     async fn audit_chain(&self, after_id: i64, limit: u32) -> Result<Vec<ChainedAuditRow>> {
-        self.all(
-            &format!(
-                "SELECT {AUDIT_COLUMNS}, prev_id, mac FROM audit WHERE id > ?1 ORDER BY id LIMIT ?2"
-            ),
-            params![after_id, limit],
-            |r| {
-                Ok(ChainedAuditRow {
-                    event: audit_event(r)?,
-                    prev_id: r.get(6)?,
-                    mac: r.get(7)?,
-                })
-            },
-        )
+        self.all(sql::sqlite::AUDIT_CHAIN, params![after_id, limit], |r| {
+            Ok(ChainedAuditRow {
+                event: audit_event(r)?,
+                prev_id: r.get(6)?,
+                mac: r.get(7)?,
+            })
+        })
     }
 
     async fn device(&self, account: &str, device_id: &str) -> Result<Option<DeviceRecord>> {
-        self.opt(
-            "SELECT id, public_key, state, counter, activation_nonce, created_at
-             FROM devices WHERE id = ?1 AND account = ?2",
-            params![device_id, account],
-            |r| {
-                Ok(DeviceRecord {
-                    id: r.get(0)?,
-                    public_key: r.get(1)?,
-                    state: parse_state(2, &r.get::<_, String>(2)?)?,
-                    counter: r.get::<_, i64>(3)? as u64,
-                    activation_nonce: r.get(4)?,
-                    created_at: r.get(5)?,
-                })
-            },
-        )
+        self.opt(sql::sqlite::DEVICE, params![device_id, account], |r| {
+            Ok(DeviceRecord {
+                id: r.get(0)?,
+                public_key: r.get(1)?,
+                state: parse_state(2, &r.get::<_, String>(2)?)?,
+                counter: r.get::<_, i64>(3)? as u64,
+                activation_nonce: r.get(4)?,
+                created_at: r.get(5)?,
+            })
+        })
     }
 
     async fn live_device_count(&self, account: &str, pending_since: i64) -> Result<u32> {
         self.one(
-            "SELECT COUNT(*) FROM devices WHERE account = ?1
-               AND (state = 'active' OR (state = 'pending' AND created_at > ?2))",
+            sql::sqlite::LIVE_DEVICE_COUNT,
             params![account, pending_since],
             |r| r.get(0),
         )
@@ -528,10 +479,7 @@ impl Rows for SqliteRows<'_> {
 
     async fn live_devices(&self, account: &str, pending_since: i64) -> Result<Vec<DeviceSummary>> {
         self.all(
-            "SELECT id, name, platform, state, created_at, last_used_at FROM devices
-             WHERE account = ?1
-               AND (state = 'active' OR (state = 'pending' AND created_at > ?2))
-             ORDER BY created_at, rowid",
+            sql::sqlite::LIVE_DEVICES,
             params![account, pending_since],
             |r| {
                 let platform: String = r.get(2)?;
@@ -549,29 +497,22 @@ impl Rows for SqliteRows<'_> {
     }
 
     async fn all_devices(&self, account: &str) -> Result<Vec<AdminDeviceSummary>> {
-        self.all(
-            "SELECT id, name, platform, state, created_at, activated_at, last_used_at
-             FROM devices WHERE account = ?1 ORDER BY created_at, rowid",
-            [account],
-            |r| {
-                Ok(AdminDeviceSummary {
-                    id: r.get(0)?,
-                    name: r.get(1)?,
-                    platform: r.get(2)?,
-                    state: parse_state(3, &r.get::<_, String>(3)?)?,
-                    created_at: r.get(4)?,
-                    activated_at: r.get(5)?,
-                    last_used_at: r.get(6)?,
-                })
-            },
-        )
+        self.all(sql::sqlite::ALL_DEVICES, [account], |r| {
+            Ok(AdminDeviceSummary {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                platform: r.get(2)?,
+                state: parse_state(3, &r.get::<_, String>(3)?)?,
+                created_at: r.get(4)?,
+                activated_at: r.get(5)?,
+                last_used_at: r.get(6)?,
+            })
+        })
     }
 
     async fn insert_device(&self, account: &str, device: &NewDeviceRecord, now: i64) -> Result<()> {
         self.exec(
-            "INSERT INTO devices (id, account, public_key, name, platform, state, counter,
-                                  activation_nonce, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', 0, ?6, ?7)",
+            sql::sqlite::INSERT_DEVICE,
             params![
                 device.id,
                 account,
@@ -593,9 +534,7 @@ impl Rows for SqliteRows<'_> {
         now: i64,
     ) -> Result<()> {
         self.exec(
-            "UPDATE devices SET state = 'active', counter = ?3,
-                    activated_at = COALESCE(activated_at, ?4)
-             WHERE id = ?1 AND account = ?2",
+            sql::sqlite::ACTIVATE_DEVICE,
             params![device_id, account, counter, now],
         )?;
         Ok(())
@@ -608,26 +547,19 @@ impl Rows for SqliteRows<'_> {
         used_at: Option<i64>,
     ) -> Result<()> {
         self.exec(
-            "UPDATE devices SET counter = ?2, last_used_at = COALESCE(?3, last_used_at)
-             WHERE id = ?1",
+            sql::sqlite::SET_DEVICE_COUNTER,
             params![device_id, counter, used_at],
         )?;
         Ok(())
     }
 
     async fn disable_device(&self, account: &str, device_id: &str) -> Result<()> {
-        self.exec(
-            "UPDATE devices SET state = 'disabled' WHERE id = ?1 AND account = ?2",
-            params![device_id, account],
-        )?;
+        self.exec(sql::sqlite::DISABLE_DEVICE, params![device_id, account])?;
         Ok(())
     }
 
     async fn disable_devices(&self, account: &str) -> Result<u64> {
-        self.exec(
-            "UPDATE devices SET state = 'disabled' WHERE account = ?1 AND state != 'disabled'",
-            [account],
-        )
+        self.exec(sql::sqlite::DISABLE_DEVICES, [account])
     }
 
     async fn insert_session(
@@ -637,9 +569,7 @@ impl Rows for SqliteRows<'_> {
         sms_code_id: i64,
     ) -> Result<()> {
         self.exec(
-            "INSERT INTO enrollment_sessions (id, account, nonce, login_state, pin_ordinal,
-                 sms_code_id, phone_number, created_at, expires_at, pin_credential_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            sql::sqlite::INSERT_SESSION,
             params![
                 step.session_id,
                 step.account,
@@ -657,20 +587,14 @@ impl Rows for SqliteRows<'_> {
     }
 
     async fn take_session(&self, account: &str, id: &str, now: i64) -> Result<Option<SessionRow>> {
-        self.opt(
-            "UPDATE enrollment_sessions SET finished_at = ?3
-             WHERE id = ?1 AND account = ?2 AND finished_at IS NULL AND expires_at > ?3
-             RETURNING pin_ordinal, sms_code_id, phone_number, pin_credential_id",
-            params![id, account, now],
-            |r| {
-                Ok(SessionRow {
-                    pin_ordinal: r.get(0)?,
-                    sms_code_id: r.get(1)?,
-                    phone_number: r.get(2)?,
-                    pin_credential_id: r.get(3)?,
-                })
-            },
-        )
+        self.opt(sql::sqlite::TAKE_SESSION, params![id, account, now], |r| {
+            Ok(SessionRow {
+                pin_ordinal: r.get(0)?,
+                sms_code_id: r.get(1)?,
+                phone_number: r.get(2)?,
+                pin_credential_id: r.get(3)?,
+            })
+        })
     }
 
     async fn open_session(
@@ -679,24 +603,18 @@ impl Rows for SqliteRows<'_> {
         id: &str,
         now: i64,
     ) -> Result<Option<EnrollmentSession>> {
-        self.opt(
-            "SELECT id, nonce, login_state FROM enrollment_sessions
-             WHERE id = ?1 AND account = ?2 AND finished_at IS NULL AND expires_at > ?3",
-            params![id, account, now],
-            |r| {
-                Ok(EnrollmentSession {
-                    id: r.get(0)?,
-                    nonce: r.get(1)?,
-                    login_state: r.get(2)?,
-                })
-            },
-        )
+        self.opt(sql::sqlite::OPEN_SESSION, params![id, account, now], |r| {
+            Ok(EnrollmentSession {
+                id: r.get(0)?,
+                nonce: r.get(1)?,
+                login_state: r.get(2)?,
+            })
+        })
     }
 
     async fn close_sessions(&self, account: &str, now: i64, logins_only: bool) -> Result<()> {
         self.exec(
-            "UPDATE enrollment_sessions SET finished_at = ?2
-             WHERE account = ?1 AND finished_at IS NULL AND (NOT ?3 OR login_state IS NOT NULL)",
+            sql::sqlite::CLOSE_SESSIONS,
             params![account, now, logins_only],
         )?;
         Ok(())
@@ -704,9 +622,7 @@ impl Rows for SqliteRows<'_> {
 
     async fn insert_challenge(&self, c: &NewChallenge<'_>) -> Result<()> {
         self.exec(
-            "INSERT INTO otp_challenges (id, account, device_id, nonce, login_state, pin_ordinal,
-                 pin_change, pin_credential_id, audience, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            sql::sqlite::INSERT_CHALLENGE,
             params![
                 c.id,
                 c.account,
@@ -732,10 +648,7 @@ impl Rows for SqliteRows<'_> {
         kind: ChallengeKind,
     ) -> Result<Option<UsedChallenge>> {
         self.opt(
-            "UPDATE otp_challenges SET used_at = ?3
-             WHERE id = ?1 AND account = ?2 AND used_at IS NULL AND expires_at > ?3
-               AND (pin_change IS NOT NULL) = ?4
-             RETURNING device_id, pin_ordinal, pin_change, pin_credential_id, audience",
+            sql::sqlite::TAKE_CHALLENGE,
             params![id, account, now, kind == ChallengeKind::PinChange],
             |r| {
                 Ok(UsedChallenge {
@@ -756,9 +669,7 @@ impl Rows for SqliteRows<'_> {
         now: i64,
     ) -> Result<Option<OtpChallengeRecord>> {
         self.opt(
-            "SELECT c.id, c.device_id, c.nonce, c.login_state, d.public_key
-             FROM otp_challenges c JOIN devices d ON d.id = c.device_id
-             WHERE c.id = ?1 AND c.account = ?2 AND c.used_at IS NULL AND c.expires_at > ?3",
+            sql::sqlite::OPEN_CHALLENGE,
             params![id, account, now],
             |r| {
                 Ok(OtpChallengeRecord {
@@ -774,9 +685,7 @@ impl Rows for SqliteRows<'_> {
 
     async fn open_unsigned_challenges(&self, device_id: &str, now: i64) -> Result<u32> {
         self.one(
-            "SELECT COUNT(*) FROM otp_challenges
-             WHERE device_id = ?1 AND used_at IS NULL AND expires_at > ?2
-               AND pin_ordinal IS NULL",
+            sql::sqlite::OPEN_UNSIGNED_CHALLENGES,
             params![device_id, now],
             |r| r.get(0),
         )
@@ -784,9 +693,7 @@ impl Rows for SqliteRows<'_> {
 
     async fn close_challenges(&self, account: &str, now: i64, pin_only: bool) -> Result<()> {
         self.exec(
-            "UPDATE otp_challenges SET used_at = ?2
-             WHERE account = ?1 AND used_at IS NULL
-               AND (NOT ?3 OR pin_ordinal IS NOT NULL OR pin_change IS NOT NULL)",
+            sql::sqlite::CLOSE_CHALLENGES,
             params![account, now, pin_only],
         )?;
         Ok(())
@@ -799,37 +706,23 @@ impl Rows for SqliteRows<'_> {
         phone_number: Option<&str>,
     ) -> Result<Option<CodeRow>> {
         self.opt(
-            &format!(
-                "SELECT {CODE_COLUMNS} FROM sms_codes
-                 WHERE account = ?1 AND purpose = ?2 AND (?3 IS NULL OR phone_number = ?3)
-                 ORDER BY id DESC LIMIT 1"
-            ),
+            sql::sqlite::LATEST_CODE,
             params![account, purpose.as_str(), phone_number],
             code_row,
         )
     }
 
     async fn code(&self, id: i64) -> Result<CodeRow> {
-        self.one(
-            &format!("SELECT {CODE_COLUMNS} FROM sms_codes WHERE id = ?1"),
-            [id],
-            code_row,
-        )
+        self.one(sql::sqlite::CODE, [id], code_row)
     }
 
     async fn set_code_checks(&self, id: i64, checks: u32) -> Result<()> {
-        self.exec(
-            "UPDATE sms_codes SET checks = ?2 WHERE id = ?1",
-            params![id, checks],
-        )?;
+        self.exec(sql::sqlite::SET_CODE_CHECKS, params![id, checks])?;
         Ok(())
     }
 
     async fn set_code_state(&self, id: i64, state: &str) -> Result<()> {
-        self.exec(
-            "UPDATE sms_codes SET state = ?2 WHERE id = ?1",
-            params![id, state],
-        )?;
+        self.exec(sql::sqlite::SET_CODE_STATE, params![id, state])?;
         Ok(())
     }
 
@@ -842,10 +735,7 @@ impl Rows for SqliteRows<'_> {
         max_checks: u32,
     ) -> Result<Option<(Vec<u8>, i64)>> {
         self.opt(
-            "SELECT nonce, expires_at FROM sms_codes
-             WHERE account = ?1 AND purpose = ?2 AND phone_number = ?3
-               AND state = 'live' AND expires_at > ?4 AND checks < ?5
-             ORDER BY id DESC LIMIT 1",
+            sql::sqlite::RESENDABLE_CODE,
             params![account, purpose.as_str(), phone_number, now, max_checks],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -861,8 +751,7 @@ impl Rows for SqliteRows<'_> {
         expires_at: i64,
     ) -> Result<()> {
         self.exec(
-            "INSERT INTO sms_codes (account, purpose, phone_number, nonce, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            sql::sqlite::INSERT_CODE,
             params![
                 account,
                 purpose.as_str(),
@@ -885,31 +774,17 @@ impl Rows for SqliteRows<'_> {
 
     async fn sends(&self, of: SendsOf<'_>, since: i64) -> Result<(i64, Option<i64>)> {
         let (sql, value) = match of {
-            SendsOf::Account(account) => (
-                "SELECT COUNT(*), MIN(sent_at) FROM sms_sends WHERE account = ?1 AND sent_at > ?2",
-                account,
-            ),
-            SendsOf::Number(number) => (
-                "SELECT COUNT(*), MIN(sent_at) FROM sms_sends
-                 WHERE phone_number = ?1 AND sent_at > ?2",
-                number,
-            ),
+            SendsOf::Account(account) => (sql::sqlite::SENDS_OF_ACCOUNT, account),
+            SendsOf::Number(number) => (sql::sqlite::SENDS_TO_NUMBER, number),
         };
         self.one(sql, params![value, since], |r| Ok((r.get(0)?, r.get(1)?)))
     }
 
     async fn address_sends(&self, address: &str, since: i64) -> Result<AddressSends> {
         Ok(AddressSends {
-            last: self.opt(
-                "SELECT seq FROM sms_address_sends WHERE client_address = ?1
-                 ORDER BY seq DESC LIMIT 1",
-                [address],
-                |r| r.get(0),
-            )?,
+            last: self.opt(sql::sqlite::LAST_ADDRESS_SEND, [address], |r| r.get(0))?,
             first_in_window: self.opt(
-                "SELECT seq, sent_at FROM sms_address_sends
-                 WHERE client_address = ?1 AND sent_at > ?2
-                 ORDER BY sent_at, seq LIMIT 1",
+                sql::sqlite::FIRST_ADDRESS_SEND_IN_WINDOW,
                 params![address, since],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?,
@@ -939,11 +814,9 @@ impl Rows for SqliteRows<'_> {
     }
 
     async fn outcome(&self, account: &str, key: &str) -> Result<Option<(String, String)>> {
-        self.opt(
-            "SELECT scope, outcome FROM idempotency WHERE account = ?1 AND key = ?2",
-            params![account, key],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
+        self.opt(sql::sqlite::OUTCOME, params![account, key], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
     }
 
     async fn store_outcome(
@@ -955,8 +828,7 @@ impl Rows for SqliteRows<'_> {
         now: i64,
     ) -> Result<()> {
         self.exec(
-            "INSERT INTO idempotency (account, key, scope, outcome, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            sql::sqlite::STORE_OUTCOME,
             params![account, key, scope, outcome, now],
         )?;
         Ok(())
@@ -964,8 +836,7 @@ impl Rows for SqliteRows<'_> {
 
     async fn insert_otp(&self, otp: &NewOtp<'_>) -> Result<()> {
         self.exec(
-            "INSERT INTO otps (mac, account, device_id, with_pin, issued_at, expires_at, audience)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            sql::sqlite::INSERT_OTP,
             params![
                 otp.mac,
                 otp.account,
@@ -988,14 +859,7 @@ impl Rows for SqliteRows<'_> {
         // SQLite's UPDATE … FROM cannot return the joined account's columns: the RETURNING
         // subqueries read them.
         self.opt(
-            "UPDATE otps SET used_at = ?2, used_by = ?3
-             WHERE mac = ?1 AND used_at IS NULL AND expires_at > ?2 AND audience = ?3
-               AND EXISTS (SELECT 1 FROM devices d
-                           WHERE d.id = otps.device_id AND d.state = 'active')
-             RETURNING account, device_id, with_pin, issued_at,
-               (SELECT pin_set_at FROM accounts a WHERE a.subject = otps.account),
-               (SELECT pin_set_by FROM accounts a WHERE a.subject = otps.account),
-               (SELECT pin_recovered_at FROM accounts a WHERE a.subject = otps.account)",
+            sql::sqlite::USE_OTP,
             params![mac, now, relying_party],
             |r| {
                 Ok(VerifiedOtp {
