@@ -1,8 +1,9 @@
 //! [`Store`] on SQLite: one connection (SQLite serialises writers anyway), WAL, every
 //! read-modify-write in a `BEGIN IMMEDIATE` transaction, run on the blocking thread pool.
 
+use std::panic::AssertUnwindSafe;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 use std::future::Future;
@@ -12,6 +13,7 @@ use std::task::{Context as TaskContext, Poll, Waker};
 use anyhow::{anyhow, Context};
 use pims_proto::{DeviceState, PinOrigin, Platform, SmsPurpose};
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use tokio::sync::oneshot;
 
 use super::rows::{
     AddressSends, CodeRow, NewChallenge, NewOtp, Rows, SendsOf, SessionRow, UsedChallenge,
@@ -28,9 +30,9 @@ use crate::audit::{link_mac, AuditKey, Chains, Link};
 use crate::error::{Error, Result};
 
 pub struct SqliteStore {
-    /// The writer: every step, in an immediate transaction, on the blocking pool (its commit
-    /// waits for an fsync).
-    conn: Arc<Mutex<Option<Connection>>>,
+    /// The writer thread's queue: every step runs there, on the one writing connection.
+    writer: Mutex<Option<mpsc::Sender<Job>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Reads outside a step run on the caller's thread on their own connection: WAL readers
     /// never wait for the writer or the disk's fsync, and a hand-off to the blocking pool
     /// would cost more than the read.
@@ -62,8 +64,14 @@ impl SqliteStore {
         reader.busy_timeout(Duration::from_secs(10))?;
         reader.pragma_update(None, "query_only", "ON")?;
         reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        let (writer, jobs) = mpsc::channel();
+        let writer_thread = std::thread::Builder::new()
+            .name("pims-sqlite-writer".into())
+            .spawn(move || write_batches(conn, jobs))
+            .context("starting the SQLite writer thread")?;
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(Some(conn))),
+            writer: Mutex::new(Some(writer)),
+            writer_thread: Mutex::new(Some(writer_thread)),
             reader: Mutex::new(Some(reader)),
         })
     }
@@ -78,7 +86,7 @@ impl SqliteStore {
 
     /// A PRAGMA's value on the store's own connection (pragmas are per connection).
     pub async fn pragma(&self, name: &'static str) -> Result<i64> {
-        self.run(move |conn| Ok(conn.pragma_query_value(None, name, |row| row.get(0))?))
+        self.write(move |conn| Ok(conn.pragma_query_value(None, name, |row| row.get(0))?))
             .await
     }
 
@@ -87,40 +95,100 @@ impl SqliteStore {
         chain_existing_audit_after()
     }
 
-    async fn run<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
-    {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|p| p.into_inner());
-            let conn = guard
-                .as_mut()
-                .ok_or_else(|| anyhow!("the store is closed"))?;
-            f(conn)
-        })
-        .await
-        .map_err(|e| anyhow!("store task failed: {e}"))?
-    }
-
-    /// Runs `f` in an immediate transaction; commits unless it fails internally.
+    /// Runs `f` as one step on the writer: its writes commit unless it fails internally, and
+    /// its answer comes once they are on disk.
     async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.run(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let result = f(&tx);
-            match result {
-                Err(Error::Internal(_)) => tx.rollback()?,
-                _ => tx.commit()?,
-            }
-            result
-        })
-        .await
+        let (answer, answered) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let failed = matches!(result, Err(Error::Internal(_)));
+            let deliver: Deliver = Box::new(move |committed| {
+                let result = match committed {
+                    Ok(()) => result,
+                    Err(e) => Err(anyhow!("committing the step: {e}").into()),
+                };
+                let _ = answer.send(result);
+            });
+            (failed, deliver)
+        });
+        let sent = match &*self.writer.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(writer) => writer.send(job).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(anyhow!("the store is closed").into());
+        }
+        answered
+            .await
+            .map_err(|_| anyhow!("the store's writer stopped"))?
     }
+}
+
+/// A step for the writer: runs over the connection and says whether it failed internally,
+/// with how to deliver its answer once the batch's commit is known.
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
+type Deliver = Box<dyn FnOnce(std::result::Result<(), &rusqlite::Error>) + Send>;
+
+/// Steps waiting together, at most, in one transaction.
+const MAX_BATCH: usize = 64;
+
+/// The writer thread: takes every step waiting (group commit), runs each in its own
+/// savepoint of one immediate transaction (a step that fails internally rolls back to it, so
+/// each keeps its own all-or-nothing) and commits them together: one fsync for the batch,
+/// and every answer waits for it. Under load this is what keeps fsyncs and thread wake-ups
+/// from growing with the requests; alone, a step commits as before.
+fn write_batches(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut delivers = Vec::with_capacity(batch.len());
+        let outcome = run_batch(&mut conn, batch, &mut delivers);
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, steps = delivers.len(), "a batch of store steps failed");
+        }
+        for deliver in delivers {
+            deliver(outcome.as_ref().map(|_| ()));
+        }
+    }
+    if let Err((_, e)) = conn.close() {
+        tracing::warn!(error = %e, "closing the database failed");
+    }
+}
+
+fn run_batch(
+    conn: &mut Connection,
+    batch: Vec<Job>,
+    delivers: &mut Vec<Deliver>,
+) -> rusqlite::Result<()> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for job in batch {
+        let mut step = tx.savepoint()?;
+        // A panicking step is an internal failure of its own; its caller sees the writer drop
+        // its answer.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| job(&step))) {
+            Ok((failed, deliver)) => {
+                delivers.push(deliver);
+                if failed {
+                    step.rollback()?;
+                }
+            }
+            Err(_) => {
+                tracing::error!("a store step panicked");
+                step.rollback()?;
+            }
+        }
+        step.commit()?;
+    }
+    tx.commit()
 }
 
 /// `pims_audit_mac(prev_mac, id, prev_id, at, account, event, device_id, detail)`: the chain
@@ -233,22 +301,22 @@ store_over_steps!(SqliteStore, step: sqlite_step, read: sqlite_read);
 
 impl SqliteStore {
     async fn ping_db(&self) -> Result<()> {
-        self.run(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+        self.write(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
     }
 
+    /// Closes the reader, then lets the writer finish the steps already queued and close.
     async fn close_db(&self) {
         drop(self.reader.lock().unwrap_or_else(|p| p.into_inner()).take());
-        let conn = self.conn.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            let taken = conn.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(c) = taken {
-                if let Err((_, e)) = c.close() {
-                    tracing::warn!(error = %e, "closing the database failed");
-                }
-            }
-        })
-        .await;
+        drop(self.writer.lock().unwrap_or_else(|p| p.into_inner()).take());
+        let thread = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
     }
 }
 

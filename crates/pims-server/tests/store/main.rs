@@ -118,6 +118,7 @@ store_suite!(
     the_number_before_a_change_is_restored_once,
     the_audit_trail_pages_in_order,
     accounts_are_found_by_their_trusted_number,
+    an_internal_failure_undoes_its_own_step_only,
 );
 
 mod audit_chain;
@@ -1537,4 +1538,67 @@ async fn accounts_are_found_by_their_trusted_number(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// A step that fails internally (here a device id already taken, as a database error) leaves
+/// nothing behind: its session stays open and its SMS code unused. Steps running beside it
+/// (on SQLite, committed in the same batch) keep every write.
+async fn an_internal_failure_undoes_its_own_step_only(store: Arc<dyn Store>) {
+    enrolled(&store, "alice").await;
+    send_enrollment_code(&store, "alice").await;
+    let session = new_id();
+    store
+        .start_enrollment(start_step("alice", &session, Some(login())))
+        .await
+        .unwrap();
+    let taken = store.admin_list_devices("alice").await.unwrap()[0]
+        .id
+        .clone();
+    let mut clash = finish_step(
+        "alice",
+        &session,
+        &new_id(),
+        EnrollmentProof::Login { pin_ok: true },
+    );
+    clash.device.id = taken;
+
+    let beside: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .unblock_account(&format!("user-{i}"), "admin", NOW)
+                    .await
+            })
+        })
+        .collect();
+    let failed = store.finish_enrollment(clash).await;
+    for step in beside {
+        step.await.unwrap().unwrap();
+    }
+    assert!(
+        matches!(failed, Err(pims_server::error::Error::Internal(_))),
+        "{failed:?}"
+    );
+    for i in 0..16 {
+        let trail = store
+            .audit_trail(Some(&format!("user-{i}")), 0, 10)
+            .await
+            .unwrap();
+        assert_eq!(trail.len(), 1, "user-{i}");
+        assert_eq!(trail[0].event, "account_unblocked");
+    }
+
+    // Nothing of the failed finish stayed: the same session finishes, consuming the same code.
+    let finished = store
+        .finish_enrollment(finish_step(
+            "alice",
+            &session,
+            &new_id(),
+            EnrollmentProof::Login { pin_ok: true },
+        ))
+        .await
+        .unwrap();
+    assert_eq!(finished.device_id, format!("device-of-{session}"));
+    assert_eq!(store.admin_list_devices("alice").await.unwrap().len(), 2);
 }
