@@ -1,6 +1,7 @@
 //! Persistence at the level of the domain: each method is one atomic step of the security
-//! design (one transaction), so both implementations (SQLite, PostgreSQL) must give
-//! the same answers under concurrency, including across server replicas.
+//! design (one transaction), written once in `steps` over the row operations of `rows`
+//! (statements in `sql`), which SQLite and PostgreSQL implement; both must give the same
+//! answers under concurrency, including across server replicas.
 //!
 //! Methods return `Err(Error::Api(..))` for outcomes the client sees. Such an outcome still
 //! commits what the step wrote before deciding it (a counted SMS check, a consumed session, a
@@ -782,8 +783,8 @@ pub fn registered_pin_origin(had_pin_before: bool) -> PinOrigin {
 }
 
 /// The lockout rule: an account whose counted PIN attempts reached the limit is blocked (no
-/// new attempt starts). PostgreSQL's attempt counter applies it in its `UPDATE` (`pin_failures
-/// < limit`), so the count and the check are one statement under the account lock.
+/// new attempt starts). Every step reads the count under the account's lock before it counts
+/// one more (`steps`), so the check and the count cannot interleave with another step's.
 pub fn pin_blocked(failures: u32, limit: u32) -> bool {
     failures >= limit
 }

@@ -1,4 +1,4 @@
-//! [`Store`] on PostgreSQL, for many replicas on one database. Each step is one READ COMMITTED
+//! [`Store`](super::Store) on PostgreSQL, for many replicas on one database. Each step is one READ COMMITTED
 //! transaction that first locks the account row (`SELECT … FOR UPDATE`): every step of one
 //! account is then serialised across all replicas, and because each later statement of a READ
 //! COMMITTED transaction reads the latest committed rows, counters read after the lock are

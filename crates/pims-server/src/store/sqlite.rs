@@ -1,5 +1,6 @@
-//! [`Store`] on SQLite: one connection (SQLite serialises writers anyway), WAL, every
-//! read-modify-write in a `BEGIN IMMEDIATE` transaction, run on the blocking thread pool.
+//! [`Store`](super::Store) on SQLite, WAL: one writing connection on its own thread (SQLite
+//! serialises writers anyway) that commits the steps waiting together in one `BEGIN IMMEDIATE`
+//! transaction, each in its savepoint; reads outside a step on a second, read-only connection.
 
 use std::panic::AssertUnwindSafe;
 use std::path::Path;
