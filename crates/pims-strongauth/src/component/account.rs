@@ -3,14 +3,18 @@
 use super::*;
 
 impl Core {
-    /// The local state after [`Core::refresh`]. An unreadable vault stays 2311 (only `enroll`
-    /// and `remove` replace it), so the app learns why it must enroll again.
-    pub(super) async fn is_device_activated(&self, ctx: &Ctx) -> Result<Value, PimsError> {
+    pub(super) async fn is_device_activated(&self, ctx: &Ctx) -> Result<Value, Error> {
+        let activated = self.activation(ctx).await?;
+        Ok(json!({ "isDeviceActivated": activated }))
+    }
+
+    /// Whether this device is active, after [`Core::refresh`]. An unreadable vault stays 2311
+    /// (only `enroll` and `remove` replace it), so the app learns why it must enroll again.
+    pub(super) async fn activation(&self, ctx: &Ctx) -> Result<bool, Error> {
         let mut local = self.local.lock().await;
         let mut state = local.read()?;
         self.refresh(ctx, &mut local, &mut state).await?;
-        let activated = state.enrollment.as_ref().is_some_and(|e| e.activated);
-        Ok(json!({ "isDeviceActivated": activated }))
+        Ok(state.enrollment.as_ref().is_some_and(|e| e.activated))
     }
 
     /// Brings the local state up to date with the server when it answers: a pending activation
@@ -21,7 +25,7 @@ impl Core {
         ctx: &Ctx,
         local: &mut Local,
         state: &mut VaultState,
-    ) -> Result<(), PimsError> {
+    ) -> Result<(), Error> {
         // A server that refused a connection moments ago is not asked again: the local state
         // stands, exactly as after another failed attempt.
         if self.client.known_unreachable() {
@@ -45,20 +49,17 @@ impl Core {
                     Some(DeviceState::Active | DeviceState::Pending)
                 );
                 if state.enrollment.is_some() && !known {
-                    let e = self.forget_device(local, state);
-                    if e.code != ErrorCode::DeviceDisabledOrUnknown {
-                        return Err(e);
-                    }
+                    self.forget_device(local, state)?;
                     tracing::info!(transaction_id = %ctx.transaction_id, "device no longer known to the server; local enrollment cleared");
                 }
                 Ok(())
             }
             Err(CallError::Transport(_) | CallError::Unexpected(_)) => Ok(()),
-            Err(e) => Err(errors::from_call(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
-    pub(super) async fn is_account_blocked(&self, ctx: &Ctx) -> Result<Value, PimsError> {
+    pub(super) async fn is_account_blocked(&self, ctx: &Ctx) -> Result<Value, Error> {
         let verdict = match self.call::<ep::Account>(ctx, &[], &Empty {}).await {
             Ok(s) if s.pin == PinState::Blocked => {
                 self.events.observe(None, Some(true));
@@ -69,15 +70,15 @@ impl Core {
                 "NotBlocked"
             }
             Err(CallError::Transport(_) | CallError::Unexpected(_)) => "Unknown",
-            Err(e) => return Err(errors::from_call(e)),
+            Err(e) => return Err(e.into()),
         };
         Ok(json!({ "isAccountBlocked": verdict }))
     }
 
-    pub(super) async fn trusted_phone_number(&self, ctx: &Ctx) -> Result<Value, PimsError> {
+    pub(super) async fn trusted_phone_number(&self, ctx: &Ctx) -> Result<Value, Error> {
         match self.account_status(ctx).await?.phone_number {
             Some(number) => Ok(json!({ "phoneNumber": number })),
-            None => Err(ErrorCode::NoPhoneNumber.into()),
+            None => Err(Error::Api(ApiError::NoPhoneNumber)),
         }
     }
 
@@ -88,7 +89,7 @@ impl Core {
         ctx: &Ctx,
         purpose: SmsPurpose,
         phone_number: Option<PhoneNumber>,
-    ) -> Result<Value, PimsError> {
+    ) -> Result<Value, Error> {
         let (phone_number, region) = match phone_number {
             Some(p) => (Some(p.number), p.region),
             None => (None, None),
@@ -102,8 +103,7 @@ impl Core {
                 region,
             },
         )
-        .await
-        .map_err(errors::from_call)?;
+        .await?;
         Ok(Value::Null)
     }
 
@@ -111,7 +111,7 @@ impl Core {
         &self,
         ctx: &Ctx,
         sms_code: Secret,
-    ) -> Result<Value, PimsError> {
+    ) -> Result<Value, Error> {
         let checked = self
             .call::<ep::SmsCodeCheck>(
                 ctx,
@@ -121,8 +121,7 @@ impl Core {
                     sms_code: sms_code.expose().to_owned(),
                 },
             )
-            .await
-            .map_err(errors::from_call)?;
+            .await?;
         let status = match checked.enrollment_status {
             EnrollmentStatus::NotEnrolled => "NotEnrolled",
             EnrollmentStatus::AlreadyEnrolled => "AlreadyEnrolled",
@@ -135,7 +134,7 @@ impl Core {
         ctx: &Ctx,
         phone_number: PhoneNumber,
         sms_code: Secret,
-    ) -> Result<Value, PimsError> {
+    ) -> Result<Value, Error> {
         self.call::<ep::PhoneNumberAdd>(
             ctx,
             &[],
@@ -145,8 +144,7 @@ impl Core {
                 sms_code: sms_code.expose().to_owned(),
             },
         )
-        .await
-        .map_err(errors::from_call)?;
+        .await?;
         Ok(Value::Null)
     }
 }

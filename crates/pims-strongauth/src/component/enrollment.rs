@@ -13,7 +13,15 @@ impl Core {
         pin: Secret,
         sms_code: Option<Secret>,
         phone_number: Option<PhoneNumber>,
-    ) -> Result<Value, PimsError> {
+    ) -> Result<Value, Error> {
+        let sms_code = match sms_code {
+            Some(code) => Some(code),
+            None if phone_number.is_some() => return Err(Error::MissingParameter("smsCode")),
+            // An active device's `enroll` validates the PIN and needs no code.
+            None if self.activated_locally().await => None,
+            // `enroll` goes to the trusted number, which the SMS reader watches.
+            None => Some(self.sms_code_from_host().await?),
+        };
         let mut local = self.local.lock().await;
         let mut state = local.read_or_replace()?;
         let had_enrollment = state.enrollment.is_some();
@@ -26,22 +34,22 @@ impl Core {
                 self.validate_pin(ctx, &mut local, &mut state, &pin).await?;
                 return Ok(Value::Null);
             }
-            Some(e) if e.activated => return Err(ErrorCode::ForbiddenOperation.into()),
-            Some(_) => return Err(ErrorCode::PostSynchronizationFailed.into()),
-            None if state.unconfirmed.is_some() => return Err(ErrorCode::NoServiceAvailable.into()),
+            Some(e) if e.activated => return Err(Error::AlreadyEnrolled),
+            Some(_) => return Err(Error::ActivationPending),
+            None if state.unconfirmed.is_some() => return Err(Error::FinishPending),
             None => {}
         }
         let Some(sms_code) = sms_code else {
-            return Err(PimsError::missing("smsCode"));
+            return Err(Error::MissingParameter("smsCode"));
         };
 
         let status = self.account_status(ctx).await?;
         if status.pin == PinState::Blocked {
-            return Err(ErrorCode::ForbiddenOperation.into());
+            return Err(Error::Api(ApiError::AccountBlocked));
         }
         match (&phone_number, &status.phone_number) {
-            (Some(_), Some(_)) => return Err(ErrorCode::PhoneNumberAlreadyRegistered.into()),
-            (None, None) => return Err(ErrorCode::PriorAuthenticatorRequired.into()),
+            (Some(_), Some(_)) => return Err(Error::Api(ApiError::PhoneNumberAlreadyRegistered)),
+            (None, None) => return Err(Error::Api(ApiError::NoPhoneNumber)),
             _ => {}
         }
 
@@ -57,12 +65,9 @@ impl Core {
             pin.expose().as_bytes(),
             register,
         );
-        let started = self
-            .call::<ep::EnrollmentStart>(ctx, &[], &start)
-            .await
-            .map_err(enrollment_error)?;
+        let started = self.call::<ep::EnrollmentStart>(ctx, &[], &start).await?;
 
-        let new_key = signer::generate(self.host.device_keys.as_ref()).map_err(errors::host)?;
+        let new_key = signer::generate(self.host.device_keys.as_ref())?;
         let device = NewDevice {
             public_key: new_key.public_key.clone().into(),
             name: self.config.device_name.clone(),
@@ -82,17 +87,16 @@ impl Core {
         .await;
         let finish = match finish {
             Ok(finish) => finish,
-            Err(pin::MalformedResponse) => {
+            Err(malformed) => {
                 signer::discard(&new_key.key, self.host.device_keys.as_ref());
-                return Err(ErrorCode::NoServiceAvailable.into());
+                return Err(malformed.into());
             }
         };
         let signature = signer::sign(
             &new_key.key,
             self.host.device_keys.as_ref(),
             &finish.transcript,
-        )
-        .map_err(errors::host)?;
+        )?;
         state.unconfirmed = Some(UnconfirmedEnrollment {
             enrollment_id,
             request: finish.signed(signature),
@@ -112,7 +116,7 @@ impl Core {
         local: &mut Local,
         state: &mut VaultState,
         attempts: u32,
-    ) -> Result<Value, PimsError> {
+    ) -> Result<Value, Error> {
         let Some(unconfirmed) = state.unconfirmed.clone() else {
             return Ok(Value::Null);
         };
@@ -150,9 +154,9 @@ impl Core {
                 state.unconfirmed = None;
                 local.write(state)?;
                 signer::discard(&unconfirmed.key, self.host.device_keys.as_ref());
-                Err(enrollment_error(CallError::Api(error)))
+                Err(Error::Api(error))
             }
-            Err(other) => Err(errors::from_call(other)),
+            Err(other) => Err(other.into()),
         }
     }
 
@@ -163,15 +167,15 @@ impl Core {
         ctx: &Ctx,
         local: &mut Local,
         state: &mut VaultState,
-    ) -> Result<Value, PimsError> {
+    ) -> Result<Value, Error> {
         let Some(device_id) = state.enrollment.as_ref().map(|e| e.device_id.clone()) else {
-            return Err(ErrorCode::InternalStateNotCorrect.into());
+            return Err(Error::NoLocalEnrollment);
         };
         let request = self.sign_next(local, state, |e| {
             pims_device::activation(&e.device_id, e.activation_nonce.as_slice(), e.counter)
         })?;
         let outcome = self
-            .call::<ep::DeviceActivate>(ctx, &[&device_id], &request)
+            .device_call::<ep::DeviceActivate>(ctx, local, state, &[&device_id], &request)
             .await;
         match outcome {
             Ok(Empty {}) => {
@@ -182,9 +186,9 @@ impl Core {
                 tracing::info!(transaction_id = %ctx.transaction_id, "device activated");
                 Ok(Value::Null)
             }
-            Err(CallError::Api(ApiError::DeviceUnknown)) => Err(self.forget_device(local, state)),
-            Err(CallError::Api(error)) => Err(errors::from_api(error)),
-            Err(_) => Err(ErrorCode::PostSynchronizationFailed.into()),
+            // The device is committed; only its activation is not confirmed.
+            Err(Error::Transport(_) | Error::Unexpected(_)) => Err(Error::ActivationPending),
+            Err(e) => Err(e),
         }
     }
 
@@ -197,25 +201,26 @@ impl Core {
         } else {
             return;
         };
-        if let Err(e) = outcome {
-            tracing::info!(transaction_id = %ctx.transaction_id, code = e.code.code(), "pending enrollment not completed yet");
+        if let Err(error) = outcome {
+            tracing::info!(transaction_id = %ctx.transaction_id, %error, "pending enrollment not completed yet");
         }
     }
 
     /// The server no longer knows this device (revoked, expired, disabled as a clone): clear
-    /// the local enrollment so the device can enroll again, and report 2312.
-    pub(super) fn forget_device(&self, local: &mut Local, state: &mut VaultState) -> PimsError {
+    /// the local enrollment so the device can enroll again.
+    pub(super) fn forget_device(
+        &self,
+        local: &mut Local,
+        state: &mut VaultState,
+    ) -> Result<(), Error> {
         if let Some(enrollment) = state.enrollment.take() {
             signer::discard(&enrollment.key, self.host.device_keys.as_ref());
         }
-        match local.write(state) {
-            Ok(()) => ErrorCode::DeviceDisabledOrUnknown.into(),
-            Err(e) => e,
-        }
+        local.write(state)
     }
 
     /// Whether the vault holds an active enrollment (without asking the server).
-    pub(super) async fn activated_locally(&self) -> bool {
+    async fn activated_locally(&self) -> bool {
         let mut local = self.local.lock().await;
         local
             .read()
@@ -223,10 +228,10 @@ impl Core {
     }
 
     /// Android without `smsCode`: the host's SMS reader, for at most the configured timeout.
-    pub(super) async fn sms_code_from_host(&self) -> Result<Secret, PimsError> {
+    async fn sms_code_from_host(&self) -> Result<Secret, Error> {
         let provider = match (&self.host.sms_codes, self.config.platform) {
             (Some(p), Platform::Android) => p.clone(),
-            _ => return Err(PimsError::missing("smsCode")),
+            _ => return Err(Error::MissingParameter("smsCode")),
         };
         let timeout = self.config.sms_code_timeout;
         let read = tokio::task::spawn_blocking(move || provider.sms_code(timeout));
@@ -234,22 +239,13 @@ impl Core {
             Ok(Ok(Some(code))) => zeroize::Zeroizing::new(code),
             _ => {
                 tracing::info!("no SMS code from the host's reader in time");
-                return Err(PimsError::missing("smsCode"));
+                return Err(Error::MissingParameter("smsCode"));
             }
         };
         let code = code.trim();
         if !SMS_DIGITS.contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(PimsError::invalid("smsCode"));
+            return Err(Error::InvalidParameter("smsCode"));
         }
         Ok(Secret::new(code.to_owned()))
-    }
-}
-
-/// Enrollment-specific meanings: a missing trusted number means "activate a prior
-/// authenticator first" rather than "no phone number".
-pub(super) fn enrollment_error(error: CallError) -> PimsError {
-    match error {
-        CallError::Api(ApiError::NoPhoneNumber) => ErrorCode::PriorAuthenticatorRequired.into(),
-        other => errors::from_call(other),
     }
 }

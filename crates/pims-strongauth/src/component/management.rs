@@ -7,12 +7,11 @@ impl Core {
     /// `enrollment remove`: every enrollment of the account and its PIN, on the server first,
     /// then here. Needs no enrolled device and works while PIN-blocked: it is the way out of
     /// 2317. An unreadable local vault is replaced too.
-    pub(super) async fn remove(&self, ctx: &Ctx) -> Result<Value, PimsError> {
+    pub(super) async fn remove(&self, ctx: &Ctx) -> Result<Value, Error> {
         let mut local = self.local.lock().await;
         let state = local.read_or_replace()?;
         self.call::<ep::EnrollmentsRemove>(ctx, &[], &Empty {})
-            .await
-            .map_err(errors::from_call)?;
+            .await?;
         if let Some(e) = &state.enrollment {
             signer::discard(&e.key, self.host.device_keys.as_ref());
         }
@@ -31,7 +30,7 @@ impl Core {
         ctx: &Ctx,
         pin: Secret,
         sms_code: Secret,
-    ) -> Result<Value, PimsError> {
+    ) -> Result<Value, Error> {
         let mut local = self.local.lock().await;
         let mut state = local.read()?;
         let device_id = self.active_device(ctx, &mut local, &mut state).await?;
@@ -54,7 +53,7 @@ impl Core {
         ctx: &Ctx,
         old: Secret,
         new: Secret,
-    ) -> Result<Value, PimsError> {
+    ) -> Result<Value, Error> {
         let mut local = self.local.lock().await;
         let mut state = local.read()?;
         let device_id = self.active_device(ctx, &mut local, &mut state).await?;
@@ -64,17 +63,15 @@ impl Core {
             .device_challenge(ctx, &mut local, &mut state, &device_id, Some(login_message))
             .await?;
         let Some(login_response) = challenge.login.clone() else {
-            return Err(ErrorCode::NoServiceAvailable.into());
+            return Err(Error::Malformed);
         };
-        let login = pin::finish(login, &old, login_response)
-            .await
-            .map_err(|_| PimsError::from(ErrorCode::NoServiceAvailable))?;
+        let login = pin::finish(login, &old, login_response).await?;
         let proven = matches!(login, PinFinish::Login(_));
         if same || !proven {
             // A wrong old PIN is 2308/2310, a right one equal to the new PIN is 2315.
             self.prove_pin_only(ctx, &mut local, &mut state, &challenge, login)
                 .await?;
-            return Err(ErrorCode::NewPinEqualsPrevious.into());
+            return Err(Error::SamePin);
         }
         let authorization = PinAuthorization::Pin(login);
         self.change_pin(ctx, &mut local, &mut state, &challenge, authorization, &new)
@@ -91,18 +88,16 @@ impl Core {
         local: &mut Local,
         state: &mut VaultState,
         pin: &Secret,
-    ) -> Result<(), PimsError> {
+    ) -> Result<(), Error> {
         let device_id = self.active_device(ctx, local, state).await?;
         let (exchange, login_message) = pin::start(pin, false);
         let challenge = self
             .device_challenge(ctx, local, state, &device_id, Some(login_message))
             .await?;
         let Some(login_response) = challenge.login.clone() else {
-            return Err(ErrorCode::NoServiceAvailable.into());
+            return Err(Error::Malformed);
         };
-        let login = pin::finish(exchange, pin, login_response)
-            .await
-            .map_err(|_| PimsError::from(ErrorCode::NoServiceAvailable))?;
+        let login = pin::finish(exchange, pin, login_response).await?;
         self.prove_pin_only(ctx, local, state, &challenge, login)
             .await?;
         tracing::info!(transaction_id = %ctx.transaction_id, "PIN validated");
@@ -118,7 +113,7 @@ impl Core {
         state: &mut VaultState,
         challenge: &DeviceChallenge,
         login: PinFinish,
-    ) -> Result<(), PimsError> {
+    ) -> Result<(), Error> {
         let request = StartPinChange {
             proof: DeviceProof::default(),
             authorization: PinAuthorization::Pin(login),
@@ -140,7 +135,7 @@ impl Core {
         challenge: &DeviceChallenge,
         authorization: PinAuthorization,
         new_pin: &Secret,
-    ) -> Result<(), PimsError> {
+    ) -> Result<(), Error> {
         let (exchange, registration) = pin::start(new_pin, true);
         let request = StartPinChange {
             proof: DeviceProof::default(),
@@ -151,14 +146,13 @@ impl Core {
             .signed_pin_change_start(ctx, local, state, challenge, request)
             .await?;
         let Some(next) = started.next else {
-            return Err(ErrorCode::NoServiceAvailable.into());
+            return Err(Error::Malformed);
         };
         let Some(response) = next.register.clone() else {
-            return Err(ErrorCode::NoServiceAvailable.into());
+            return Err(Error::Malformed);
         };
-        let upload = match pin::finish(exchange, new_pin, response).await {
-            Ok(PinFinish::Register(upload)) => upload,
-            _ => return Err(ErrorCode::NoServiceAvailable.into()),
+        let PinFinish::Register(upload) = pin::finish(exchange, new_pin, response).await? else {
+            return Err(Error::Malformed);
         };
         let proof = self.sign_operation(
             local,
@@ -184,7 +178,7 @@ impl Core {
         state: &mut VaultState,
         challenge: &DeviceChallenge,
         mut request: StartPinChange,
-    ) -> Result<PinChangeStarted, PimsError> {
+    ) -> Result<PinChangeStarted, Error> {
         request.proof = self.sign_operation(
             local,
             state,
@@ -205,7 +199,7 @@ impl Core {
         phone_number: PhoneNumber,
         sms_code: Secret,
         pin: Option<Secret>,
-    ) -> Result<Value, PimsError> {
+    ) -> Result<Value, Error> {
         let mut local = self.local.lock().await;
         let mut state = local.read()?;
         let device_id = self.active_device(ctx, &mut local, &mut state).await?;
@@ -215,13 +209,11 @@ impl Core {
             .device_challenge(ctx, &mut local, &mut state, &device_id, login_message)
             .await?;
         let login = match (exchange, &pin, challenge.login.clone()) {
-            (Some((exchange, _)), Some(pin), Some(response)) => Some(
-                pin::finish(exchange, pin, response)
-                    .await
-                    .map_err(|_| PimsError::from(ErrorCode::NoServiceAvailable))?,
-            ),
+            (Some((exchange, _)), Some(pin), Some(response)) => {
+                Some(pin::finish(exchange, pin, response).await?)
+            }
             (None, None, None) => None,
-            _ => return Err(ErrorCode::NoServiceAvailable.into()),
+            _ => return Err(Error::Malformed),
         };
         let mut request = ModifyPhoneNumber {
             proof: DeviceProof::default(),
@@ -244,7 +236,7 @@ impl Core {
     }
 
     /// GET `pims.authentication.devices`.
-    pub(super) async fn list_devices(&self, ctx: &Ctx) -> Result<Value, PimsError> {
+    pub(super) async fn list_devices(&self, ctx: &Ctx) -> Result<Value, Error> {
         let this_device = {
             let mut local = self.local.lock().await;
             local
@@ -252,10 +244,7 @@ impl Core {
                 .ok()
                 .and_then(|s| s.enrollment.map(|e| e.device_id))
         };
-        let list = self
-            .call::<ep::Devices>(ctx, &[], &Empty {})
-            .await
-            .map_err(errors::from_call)?;
+        let list = self.call::<ep::Devices>(ctx, &[], &Empty {}).await?;
         let devices: Vec<Value> = list
             .devices
             .into_iter()
@@ -280,21 +269,18 @@ impl Core {
 
     /// SET `pims.authentication.devices` `action=remove`: revokes one device of the account
     /// (this one included, which then forgets its enrollment).
-    pub(super) async fn revoke_device(
-        &self,
-        ctx: &Ctx,
-        device_id: &str,
-    ) -> Result<Value, PimsError> {
+    pub(super) async fn revoke_device(&self, ctx: &Ctx, device_id: &str) -> Result<Value, Error> {
         let mut local = self.local.lock().await;
         self.call::<ep::DeviceRevoke>(ctx, &[device_id], &Empty {})
-            .await
-            .map_err(errors::from_call)?;
+            .await?;
         if let Ok(mut state) = local.read() {
             if state
                 .enrollment
                 .as_ref()
                 .is_some_and(|e| e.device_id == device_id)
             {
+                // Revoked on the server already; a vault that cannot be written is found
+                // out, and cleared, by the next call.
                 let _ = self.forget_device(&mut local, &mut state);
             }
         }
@@ -308,12 +294,12 @@ impl Core {
         ctx: &Ctx,
         local: &mut Local,
         state: &mut VaultState,
-    ) -> Result<String, PimsError> {
+    ) -> Result<String, Error> {
         self.resume(ctx, local, state).await;
         match &state.enrollment {
             Some(e) if e.activated => Ok(e.device_id.clone()),
-            Some(_) => Err(ErrorCode::PostSynchronizationFailed.into()),
-            None => Err(ErrorCode::PriorAuthenticatorRequired.into()),
+            Some(_) => Err(Error::ActivationPending),
+            None => Err(Error::NotEnrolled),
         }
     }
 
@@ -324,7 +310,7 @@ impl Core {
         state: &mut VaultState,
         device_id: &str,
         login: Option<Bytes>,
-    ) -> Result<DeviceChallenge, PimsError> {
+    ) -> Result<DeviceChallenge, Error> {
         let proof = login
             .as_ref()
             .map(|request| self.sign_login_start(local, state, request))
@@ -341,7 +327,7 @@ impl Core {
         local: &mut Local,
         state: &mut VaultState,
         credential_request: &Bytes,
-    ) -> Result<LoginProof, PimsError> {
+    ) -> Result<LoginProof, Error> {
         self.sign_next(local, state, |e| {
             pims_device::login_proof(&e.device_id, e.counter, credential_request.as_slice())
         })
@@ -356,11 +342,14 @@ impl Core {
         state: &mut VaultState,
         values: &[&str],
         body: &E::Request,
-    ) -> Result<E::Response, PimsError> {
+    ) -> Result<E::Response, Error> {
         match self.call::<E>(ctx, values, body).await {
             Ok(v) => Ok(v),
-            Err(CallError::Api(ApiError::DeviceUnknown)) => Err(self.forget_device(local, state)),
-            Err(e) => Err(errors::from_call(e)),
+            Err(CallError::Api(ApiError::DeviceUnknown)) => {
+                self.forget_device(local, state)?;
+                Err(Error::Api(ApiError::DeviceUnknown))
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -373,7 +362,7 @@ impl Core {
         operation: &str,
         challenge: &DeviceChallenge,
         payload: &[u8],
-    ) -> Result<DeviceProof, PimsError> {
+    ) -> Result<DeviceProof, Error> {
         self.sign_next(local, state, |e| {
             pims_device::operation_proof(operation, challenge, &e.device_id, e.counter, payload)
         })
@@ -386,16 +375,15 @@ impl Core {
         local: &mut Local,
         state: &mut VaultState,
         ceremony: impl FnOnce(&Enrollment) -> pims_device::ToSign<T>,
-    ) -> Result<T, PimsError> {
+    ) -> Result<T, Error> {
         let Some(enrollment) = state.enrollment.as_mut() else {
-            return Err(ErrorCode::InternalStateNotCorrect.into());
+            return Err(Error::NoLocalEnrollment);
         };
         enrollment.counter += 1;
         let to_sign = ceremony(enrollment);
         let key = enrollment.key.clone();
         local.write(state)?;
-        let signature = signer::sign(&key, self.host.device_keys.as_ref(), &to_sign.transcript)
-            .map_err(errors::host)?;
+        let signature = signer::sign(&key, self.host.device_keys.as_ref(), &to_sign.transcript)?;
         Ok(to_sign.signed(signature))
     }
 }

@@ -8,15 +8,10 @@ impl Core {
         ctx: &Ctx,
         pin: Option<Secret>,
         audience: Option<String>,
-    ) -> Result<Value, PimsError> {
+    ) -> Result<Value, Error> {
         let mut local = self.local.lock().await;
         let mut state = local.read()?;
-        self.resume(ctx, &mut local, &mut state).await;
-        let device_id = match &state.enrollment {
-            Some(e) if e.activated => e.device_id.clone(),
-            Some(_) => return Err(ErrorCode::PostSynchronizationFailed.into()),
-            None => return Err(ErrorCode::PriorAuthenticatorRequired.into()),
-        };
+        let device_id = self.active_device(ctx, &mut local, &mut state).await?;
 
         let exchange = pin.as_ref().map(|p| pin::start(p, false));
         let login = exchange.as_ref().map(|(_, message)| message.clone());
@@ -30,34 +25,23 @@ impl Core {
             audience,
             proof,
         };
-        let challenge = match self.call::<ep::OtpChallenges>(ctx, &[], &request).await {
-            Ok(c) => c,
-            Err(CallError::Api(ApiError::DeviceUnknown)) => {
-                return Err(self.forget_device(&mut local, &mut state))
-            }
-            Err(e) => return Err(errors::from_call(e)),
-        };
+        let challenge = self
+            .device_call::<ep::OtpChallenges>(ctx, &mut local, &mut state, &[], &request)
+            .await?;
         let pin_finish = match (exchange, pin, challenge.pin.clone()) {
-            (Some((exchange, _)), Some(pin), Some(response)) => Some(
-                pin::finish(exchange, &pin, response)
-                    .await
-                    .map_err(|_| PimsError::from(ErrorCode::NoServiceAvailable))?,
-            ),
+            (Some((exchange, _)), Some(pin), Some(response)) => {
+                Some(pin::finish(exchange, &pin, response).await?)
+            }
             (None, None, None) => None,
-            _ => return Err(ErrorCode::NoServiceAvailable.into()),
+            _ => return Err(Error::Malformed),
         };
 
         let request = self.sign_next(&mut local, &mut state, |e| {
             pims_device::otp_request(&challenge, &e.device_id, e.counter, pin_finish)
         })?;
-        match self.call::<ep::Otp>(ctx, &[], &request).await {
-            Ok(issued) => {
-                Ok(json!({ "otp": issued.otp, "expiresInSeconds": issued.expires_in_seconds }))
-            }
-            Err(CallError::Api(ApiError::DeviceUnknown)) => {
-                Err(self.forget_device(&mut local, &mut state))
-            }
-            Err(e) => Err(errors::from_call(e)),
-        }
+        let issued = self
+            .device_call::<ep::Otp>(ctx, &mut local, &mut state, &[], &request)
+            .await?;
+        Ok(json!({ "otp": issued.otp, "expiresInSeconds": issued.expires_in_seconds }))
     }
 }
