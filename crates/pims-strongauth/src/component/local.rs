@@ -1,11 +1,17 @@
 //! The vault and its cached state.
 
-use super::*;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::error::Error;
+use super::events::Events;
+use crate::host::{FileVaultKey, Host, VaultKeyStore};
+use crate::vault::{Vault, VaultError, VaultState};
 
 /// The vault, opened on first use (so a failing key store is a 2311 on a call, not a crash at
 /// `initialize`), and the last state read or written.
 pub(super) struct Local {
-    data_directory: std::path::PathBuf,
+    data_directory: PathBuf,
     host: Host,
     vault: Option<Vault>,
     state: Option<VaultState>,
@@ -14,7 +20,7 @@ pub(super) struct Local {
 }
 
 impl Local {
-    pub(super) fn new(data_directory: std::path::PathBuf, host: Host, events: Arc<Events>) -> Self {
+    pub(super) fn new(data_directory: PathBuf, host: Host, events: Arc<Events>) -> Self {
         Local {
             data_directory,
             host,
@@ -28,10 +34,7 @@ impl Local {
         if self.vault.is_none() {
             let key = match &self.host.vault_key {
                 Some(store) => store.load_or_create(),
-                None => {
-                    use crate::host::VaultKeyStore;
-                    FileVaultKey::new(&self.data_directory).load_or_create()
-                }
+                None => FileVaultKey::new(&self.data_directory).load_or_create(),
             }?;
             self.vault = Some(Vault::new(&self.data_directory, key));
         }

@@ -1,44 +1,39 @@
-//! The StrongAuthentication APIs of SDK-API.md §2: dispatch here, one file per group of APIs.
+//! The StrongAuthentication APIs of SDK-API.md §2. Layers, each using only those below it:
+//!
+//! - here: the component the facade sees, and [`run`], the dispatch from a call to the feature
+//!   that serves it;
+//! - features, one file each: `account` (status, trusted number, SMS codes), `enrollment`,
+//!   `pin_change`, `management` (remove, phone number change, devices), `otp`;
+//! - `activation` (the second half of an enrollment, finished on a later call if need be) and
+//!   `device` (signatures with the next counter, requests on this device's behalf);
+//! - `shared` (the [`Core`] state every call shares), `local` (the vault), `events`;
+//! - `request` (calls read into a [`Request`]) and `error` (the component's [`Error`] and the
+//!   one place it becomes an app code).
 
 mod account;
+mod activation;
+mod device;
 mod enrollment;
 mod error;
 mod events;
 mod local;
 mod management;
 mod otp;
+mod pin_change;
 mod request;
-
-use error::Error;
-use events::Events;
-use local::Local;
-use request::{Operation, PhoneNumber, Request, SMS_DIGITS};
+mod shared;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pims_core::{Call, Component, ErrorCode, EventSink, PimsError, Secret};
-use pims_device::Stretching;
-use pims_proto::endpoint::{self as ep, Empty, Endpoint};
-use pims_proto::{
-    transcript, AccountStatus, AddPhoneNumber, ApiError, Bytes, CheckSmsCode, DeviceChallenge,
-    DeviceChallengeRequest, DeviceProof, DeviceState, EnrollmentStatus, FinishPinChange,
-    LoginProof, ModifyPhoneNumber, NewDevice, OtpChallengeRequest, PinAuthorization,
-    PinChangeStarted, PinFinish, PinState, Platform, SendSmsCode, SmsPurpose, StartPinChange,
-};
-use serde_json::{json, Value};
-use tokio::sync::Mutex;
+use pims_core::{Call, Component, ErrorCode, EventSink, PimsError};
+use serde_json::Value;
 
-use crate::client::{CallError, ServerClient};
-use crate::host::{FileVaultKey, Host};
-use crate::pin;
-use crate::signer;
-use crate::vault::{Enrollment, UnconfirmedEnrollment, Vault, VaultError, VaultState};
+use crate::host::Host;
 use crate::StrongAuthConfig;
-
-/// Attempts, within the enroll call, to deliver a finish whose answer was lost (safe: the
-/// idempotency key). A later call that resumes it tries once, so it never stalls on a dead link.
-const FINISH_ATTEMPTS: u32 = 3;
+use error::Error;
+use request::{Operation, Request};
+use shared::Core;
 
 pub struct StrongAuthentication {
     core: Arc<Core>,
@@ -46,40 +41,10 @@ pub struct StrongAuthentication {
     poll: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-/// The component's state and APIs, shared with the subscription's poll task.
-struct Core {
-    config: StrongAuthConfig,
-    host: Host,
-    client: ServerClient,
-    /// The vault and its cached state. Held for the whole of any call that reads or changes the
-    /// enrollment, so one device never runs two enrollment steps at once.
-    local: Mutex<Local>,
-    events: Arc<Events>,
-}
-
-/// Per-call context: who is calling and how to join logs.
-struct Ctx {
-    token: String,
-    transaction_id: String,
-}
-
 impl StrongAuthentication {
     pub fn new(config: StrongAuthConfig, host: Host) -> Result<Self, PimsError> {
-        let client = ServerClient::new(&config.server_url, config.request_timeout);
-        let events = Arc::new(Events::default());
-        let core = Core {
-            local: Mutex::new(Local::new(
-                config.data_directory.clone(),
-                host.clone(),
-                events.clone(),
-            )),
-            config,
-            host,
-            client,
-            events,
-        };
         Ok(StrongAuthentication {
-            core: Arc::new(core),
+            core: Arc::new(Core::new(config, host)),
             poll: std::sync::Mutex::new(None),
         })
     }
@@ -91,119 +56,79 @@ impl StrongAuthentication {
     }
 }
 
-impl Core {
-    fn ctx(&self, transaction_id: &str) -> Result<Ctx, Error> {
-        let token = self
-            .host
-            .tokens
-            .access_token()
-            .filter(|t| !t.trim().is_empty())
-            .ok_or(Error::NoAccessToken)?;
-        Ok(Ctx {
-            token,
-            transaction_id: transaction_id.to_owned(),
-        })
-    }
-
-    /// Operation `E` of the endpoint table, its path parameters filled by `values`.
-    async fn call<E: Endpoint>(
-        &self,
-        ctx: &Ctx,
-        values: &[&str],
-        body: &E::Request,
-    ) -> Result<E::Response, CallError> {
-        self.client
-            .call::<E>(values, None, &ctx.token, &ctx.transaction_id, body)
-            .await
-    }
-
-    async fn account_status(&self, ctx: &Ctx) -> Result<AccountStatus, Error> {
-        Ok(self.call::<ep::Account>(ctx, &[], &Empty {}).await?)
+/// From the app's call to the feature that serves it.
+async fn run(core: &Core, transaction_id: &str, request: Request) -> Result<Value, Error> {
+    let ctx = core.ctx(transaction_id)?;
+    match request {
+        Request::IsDeviceActivated => account::is_device_activated(core, &ctx).await,
+        Request::IsAccountBlocked => account::is_account_blocked(core, &ctx).await,
+        Request::TrustedPhoneNumber => account::trusted_phone_number(core, &ctx).await,
+        Request::SendSmsCode {
+            purpose,
+            phone_number,
+        } => account::send_sms_code(core, &ctx, purpose, phone_number).await,
+        Request::CheckEnrollmentCode { sms_code } => {
+            account::check_enrollment_code(core, &ctx, sms_code).await
+        }
+        Request::AddPhoneNumber {
+            phone_number,
+            sms_code,
+        } => account::add_phone_number(core, &ctx, phone_number, sms_code).await,
+        Request::ModifyPhoneNumber {
+            phone_number,
+            sms_code,
+            pin,
+        } => management::modify_phone_number(core, &ctx, phone_number, sms_code, pin).await,
+        Request::Enroll {
+            pin,
+            sms_code,
+            phone_number,
+        } => enrollment::enroll(core, &ctx, pin, sms_code, phone_number).await,
+        Request::RemoveEnrollments => management::remove(core, &ctx).await,
+        Request::ResetPin { pin, sms_code } => pin_change::reset(core, &ctx, pin, sms_code).await,
+        Request::UpdatePin { old, new } => pin_change::update(core, &ctx, old, new).await,
+        Request::ListDevices => management::list_devices(core, &ctx).await,
+        Request::RevokeDevice { device_id } => {
+            management::revoke_device(core, &ctx, &device_id).await
+        }
+        Request::Otp { pin, audience } => otp::otp(core, &ctx, pin, audience).await,
     }
 }
 
-impl Core {
-    /// Reads the call, runs it, and gives the app its code: the one place an [`Error`]
-    /// becomes a [`PimsError`].
-    async fn dispatch(&self, call: &Call) -> Result<Value, PimsError> {
-        let request = Request::parse(call, &self.config.default_region)?;
-        let operation = request.operation();
-        let outcome = self
-            .run(&call.transaction_id, request)
-            .await
-            .map_err(|e| e.into_app(operation));
-        self.after_call(operation, &outcome);
-        outcome
-    }
+/// The subscription's look at the server: this device's activation, refreshed (the events
+/// report what changed).
+async fn poll(core: &Core, transaction_id: &str) -> Result<bool, Error> {
+    let ctx = core.ctx(transaction_id)?;
+    account::activated(core, &ctx).await
+}
 
-    /// From the app's call to the feature that serves it.
-    async fn run(&self, transaction_id: &str, request: Request) -> Result<Value, Error> {
-        let ctx = self.ctx(transaction_id)?;
-        match request {
-            Request::IsDeviceActivated => self.is_device_activated(&ctx).await,
-            Request::IsAccountBlocked => self.is_account_blocked(&ctx).await,
-            Request::TrustedPhoneNumber => self.trusted_phone_number(&ctx).await,
-            Request::SendSmsCode {
-                purpose,
-                phone_number,
-            } => self.send_sms_code(&ctx, purpose, phone_number).await,
-            Request::CheckEnrollmentCode { sms_code } => {
-                self.check_enrollment_code(&ctx, sms_code).await
-            }
-            Request::AddPhoneNumber {
-                phone_number,
-                sms_code,
-            } => self.add_phone_number(&ctx, phone_number, sms_code).await,
-            Request::ModifyPhoneNumber {
-                phone_number,
-                sms_code,
-                pin,
-            } => {
-                self.modify_phone_number(&ctx, phone_number, sms_code, pin)
-                    .await
-            }
-            Request::Enroll {
-                pin,
-                sms_code,
-                phone_number,
-            } => self.enroll(&ctx, pin, sms_code, phone_number).await,
-            Request::RemoveEnrollments => self.remove(&ctx).await,
-            Request::ResetPin { pin, sms_code } => self.reset_pin(&ctx, pin, sms_code).await,
-            Request::UpdatePin { old, new } => self.update_pin(&ctx, old, new).await,
-            Request::ListDevices => self.list_devices(&ctx).await,
-            Request::RevokeDevice { device_id } => self.revoke_device(&ctx, &device_id).await,
-            Request::Otp { pin, audience } => self.otp(&ctx, pin, audience).await,
+/// What a finished call tells about the account's lock, for subscribers.
+fn after_call(core: &Core, operation: Operation, outcome: &Result<Value, PimsError>) {
+    match outcome {
+        Err(e) if e.code == ErrorCode::AccountBlocked => core.events.observe(None, Some(true)),
+        Ok(_)
+            if matches!(
+                operation,
+                Operation::ResetPin | Operation::UpdatePin | Operation::RemoveEnrollments
+            ) =>
+        {
+            core.events.observe(None, Some(false))
         }
-    }
-
-    /// The subscription's look at the server: this device's activation, refreshed (events
-    /// report what changed).
-    async fn poll(&self, transaction_id: &str) -> Result<bool, Error> {
-        let ctx = self.ctx(transaction_id)?;
-        self.activation(&ctx).await
-    }
-
-    /// What a finished call tells about the account's lock, for subscribers.
-    fn after_call(&self, operation: Operation, outcome: &Result<Value, PimsError>) {
-        match outcome {
-            Err(e) if e.code == ErrorCode::AccountBlocked => self.events.observe(None, Some(true)),
-            Ok(_)
-                if matches!(
-                    operation,
-                    Operation::ResetPin | Operation::UpdatePin | Operation::RemoveEnrollments
-                ) =>
-            {
-                self.events.observe(None, Some(false))
-            }
-            _ => {}
-        }
+        _ => {}
     }
 }
 
 #[async_trait]
 impl Component for StrongAuthentication {
+    /// Reads the call, runs it, and gives the app the code of its [`Error`], if any.
     async fn call(&self, call: Call) -> Result<Value, PimsError> {
-        self.core.dispatch(&call).await
+        let request = Request::parse(&call, &self.core.config.default_region)?;
+        let operation = request.operation();
+        let outcome = run(&self.core, &call.transaction_id, request)
+            .await
+            .map_err(|e| e.into_app(operation));
+        after_call(&self.core, operation, &outcome);
+        outcome
     }
 
     /// `pims.authentication.enrollment`: one RESULT per change of this device's activation or
@@ -215,8 +140,7 @@ impl Component for StrongAuthentication {
         }
         let core = self.core.clone();
         // The starting point: later events report differences from it.
-        let activated = core
-            .poll(&call.transaction_id)
+        let activated = poll(&core, &call.transaction_id)
             .await
             .map_err(|e| e.into_app(Operation::Subscribe))?;
         let blocked = core.events.last_blocked();
@@ -229,7 +153,7 @@ impl Component for StrongAuthentication {
                 if !sink.is_active() {
                     break;
                 }
-                match core.poll(&transaction_id).await {
+                match poll(&core, &transaction_id).await {
                     Ok(_) | Err(Error::NoAccessToken) => {}
                     Err(error) => tracing::info!(%transaction_id, %error, "event poll failed"),
                 }
