@@ -224,6 +224,34 @@ mod tests {
     }
 
     #[test]
+    fn what_the_component_finds_itself_keeps_its_code() {
+        let app = |error: Error| {
+            let e = error.into_app(Operation::Otp);
+            (e.code.code(), e.label)
+        };
+        assert_eq!(
+            app(Error::MissingParameter("smsCode")),
+            (2101, "Missing smsCode parameter".into())
+        );
+        assert_eq!(
+            app(Error::InvalidParameter("smsCode")),
+            (2102, "Invalid smsCode parameter".into())
+        );
+        assert_eq!(app(Error::NoAccessToken).0, 2301);
+        assert_eq!(app(Error::Transport("connect".into())).0, 2314);
+        assert_eq!(app(Error::Unexpected(502)).0, 2314);
+        assert_eq!(app(Error::Malformed).0, 2314);
+        assert_eq!(app(Error::Vault(VaultError::Unreadable)).0, 2311);
+        assert_eq!(app(Error::Host(HostError("keystore".into()))).0, 2311);
+        assert_eq!(app(Error::NotEnrolled).0, 2313);
+        assert_eq!(app(Error::ActivationPending).0, 2316);
+        assert_eq!(app(Error::FinishPending).0, 2314);
+        assert_eq!(app(Error::AlreadyEnrolled).0, 2317);
+        assert_eq!(app(Error::NoLocalEnrollment).0, 2311);
+        assert_eq!(app(Error::SamePin).0, 2315);
+    }
+
+    #[test]
     fn a_held_recovery_is_a_forbidden_state_with_its_delay() {
         let e = Error::Api(ApiError::RecoveryHeld {
             retry_after_seconds: 3600,
