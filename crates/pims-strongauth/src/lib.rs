@@ -10,7 +10,6 @@
 mod client;
 mod component;
 mod config;
-mod errors;
 pub mod host;
 mod pin;
 mod signer;

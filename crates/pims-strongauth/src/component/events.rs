@@ -1,6 +1,7 @@
 //! Events of the `pims.authentication.enrollment` subscription.
 
-use super::*;
+use pims_core::EventSink;
+use serde_json::json;
 
 /// Subscription state: the last delivered view of this device and account, and where to send
 /// changes. Every change is compared and sent under one lock, so each is delivered once.

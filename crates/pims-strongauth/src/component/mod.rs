@@ -1,42 +1,39 @@
-//! The StrongAuthentication APIs of SDK-API.md §2: dispatch here, one file per group of APIs.
+//! The StrongAuthentication APIs of SDK-API.md §2. Layers, each using only those below it:
+//!
+//! - here: the component the facade sees, and [`run`], the dispatch from a call to the feature
+//!   that serves it;
+//! - features, one file each: `account` (status, trusted number, SMS codes), `enrollment`,
+//!   `pin_change`, `management` (remove, phone number change, devices), `otp`;
+//! - `activation` (the second half of an enrollment, finished on a later call if need be) and
+//!   `device` (signatures with the next counter, requests on this device's behalf);
+//! - `shared` (the [`Core`] state every call shares), `local` (the vault), `events`;
+//! - `request` (calls read into a [`Request`]) and `error` (the component's [`Error`] and the
+//!   one place it becomes an app code).
 
 mod account;
+mod activation;
+mod device;
 mod enrollment;
+mod error;
 mod events;
 mod local;
 mod management;
 mod otp;
-
-use events::Events;
-use local::Local;
+mod pin_change;
+mod request;
+mod shared;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use pims_core::{Call, Component, ErrorCode, EventSink, Params, PimsError, Secret, Verb};
-use pims_device::Stretching;
-use pims_proto::endpoint::{self as ep, Empty, Endpoint};
-use pims_proto::{
-    transcript, AccountStatus, AddPhoneNumber, ApiError, Bytes, CheckSmsCode, DeviceChallenge,
-    DeviceChallengeRequest, DeviceProof, DeviceState, EnrollmentStatus, FinishPinChange,
-    LoginProof, ModifyPhoneNumber, NewDevice, OtpChallengeRequest, PinAuthorization,
-    PinChangeStarted, PinFinish, PinState, Platform, SendSmsCode, SmsPurpose, StartPinChange,
-};
-use serde_json::{json, Value};
-use tokio::sync::Mutex;
+use pims_core::{Call, Component, ErrorCode, EventSink, PimsError};
+use serde_json::Value;
 
-use crate::client::{CallError, ServerClient};
-use crate::host::{FileVaultKey, Host};
-use crate::pin;
-use crate::signer;
-use crate::vault::{Enrollment, UnconfirmedEnrollment, Vault, VaultError, VaultState};
-use crate::{errors, StrongAuthConfig};
-
-const PIN_DIGITS: std::ops::RangeInclusive<usize> = 4..=8;
-const SMS_DIGITS: std::ops::RangeInclusive<usize> = 4..=10;
-/// Attempts, within the enroll call, to deliver a finish whose answer was lost (safe: the
-/// idempotency key). A later call that resumes it tries once, so it never stalls on a dead link.
-const FINISH_ATTEMPTS: u32 = 3;
+use crate::host::Host;
+use crate::StrongAuthConfig;
+use error::Error;
+use request::{Operation, Request};
+use shared::Core;
 
 pub struct StrongAuthentication {
     core: Arc<Core>,
@@ -44,40 +41,10 @@ pub struct StrongAuthentication {
     poll: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-/// The component's state and APIs, shared with the subscription's poll task.
-struct Core {
-    config: StrongAuthConfig,
-    host: Host,
-    client: ServerClient,
-    /// The vault and its cached state. Held for the whole of any call that reads or changes the
-    /// enrollment, so one device never runs two enrollment steps at once.
-    local: Mutex<Local>,
-    events: Arc<Events>,
-}
-
-/// Per-call context: who is calling and how to join logs.
-struct Ctx {
-    token: String,
-    transaction_id: String,
-}
-
 impl StrongAuthentication {
     pub fn new(config: StrongAuthConfig, host: Host) -> Result<Self, PimsError> {
-        let client = ServerClient::new(&config.server_url, config.request_timeout);
-        let events = Arc::new(Events::default());
-        let core = Core {
-            local: Mutex::new(Local::new(
-                config.data_directory.clone(),
-                host.clone(),
-                events.clone(),
-            )),
-            config,
-            host,
-            client,
-            events,
-        };
         Ok(StrongAuthentication {
-            core: Arc::new(core),
+            core: Arc::new(Core::new(config, host)),
             poll: std::sync::Mutex::new(None),
         })
     }
@@ -89,249 +56,78 @@ impl StrongAuthentication {
     }
 }
 
-impl Core {
-    fn ctx(&self, call: &Call) -> Result<Ctx, PimsError> {
-        self.ctx_for(&call.transaction_id)
-    }
-
-    fn ctx_for(&self, transaction_id: &str) -> Result<Ctx, PimsError> {
-        let token = self
-            .host
-            .tokens
-            .access_token()
-            .filter(|t| !t.trim().is_empty())
-            .ok_or(ErrorCode::NeedBasicAuthentication)?;
-        Ok(Ctx {
-            token,
-            transaction_id: transaction_id.to_owned(),
-        })
-    }
-
-    /// Operation `E` of the endpoint table, its path parameters filled by `values`.
-    async fn call<E: Endpoint>(
-        &self,
-        ctx: &Ctx,
-        values: &[&str],
-        body: &E::Request,
-    ) -> Result<E::Response, CallError> {
-        self.client
-            .call::<E>(values, None, &ctx.token, &ctx.transaction_id, body)
-            .await
-    }
-
-    async fn account_status(&self, ctx: &Ctx) -> Result<AccountStatus, PimsError> {
-        self.call::<ep::Account>(ctx, &[], &Empty {})
-            .await
-            .map_err(errors::from_call)
-    }
-}
-
-/// A phone number as the app typed it: international (`+…`), or national, which the server
-/// reads in the configured `defaultRegion` with its numbering plan (the SDK library stays small).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct PhoneNumber {
-    pub number: String,
-    pub region: Option<String>,
-}
-
-/// `phoneNumber` as digits with an optional leading `+` (spaces, dots, dashes and brackets
-/// ignored), or an integer (international digits: leading zeros cannot survive an integer).
-/// The server validates it fully and answers E.164.
-fn phone_number(params: &Params, default_region: &str) -> Result<PhoneNumber, PimsError> {
-    const NAME: &str = "phoneNumber";
-    let raw = match params.get(NAME) {
-        None => return Err(PimsError::missing(NAME)),
-        Some(Value::Number(n)) if n.is_u64() => format!("+{n}"),
-        Some(Value::String(s)) if s.trim().is_empty() => return Err(PimsError::missing(NAME)),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => return Err(PimsError::invalid(NAME)),
-    };
-    let compact: String = raw
-        .chars()
-        .filter(|c| !matches!(c, ' ' | '.' | '-' | '(' | ')'))
-        .collect();
-    let (digits, region) = match compact.strip_prefix('+') {
-        Some(digits) => (digits, None),
-        None => (compact.as_str(), Some(default_region.to_owned())),
-    };
-    // E.164 has at most 15 digits; a national form may add an international prefix (`00`).
-    if !(4..=18).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(PimsError::invalid(NAME));
-    }
-    let number = match region {
-        None => format!("+{digits}"),
-        Some(_) => digits.to_owned(),
-    };
-    Ok(PhoneNumber { number, region })
-}
-
-/// The selector of SET `smscode`: `type` (SDK-API.md), or the reference's `action` as its
-/// alias. Missing, it is named `type`; invalid, the errors name the parameter the app gave.
-fn selector(params: &Params) -> Result<&str, PimsError> {
-    const SELECTORS: [&str; 3] = ["enrollment", "addPhoneNumber", "modifyPhoneNumber"];
-    let (name, chosen) = match params.optional_str("type")? {
-        Some(kind) => ("type", kind),
-        None => match params.optional_str("action")? {
-            Some(action) => ("action", action),
-            None => return Err(PimsError::missing("type")),
-        },
-    };
-    if SELECTORS.contains(&chosen) {
-        Ok(chosen)
-    } else {
-        Err(PimsError::invalid(name))
-    }
-}
-
-impl Core {
-    async fn dispatch(&self, call: &Call) -> Result<Value, PimsError> {
-        let p = &call.params;
-        match (call.verb, call.api.as_str()) {
-            (Verb::Get, "pims.authentication.account") => {
-                p.required_choice("actionType", &["strong"])?;
-                let kind = p.required_choice("type", &["isDeviceActivated", "isAccountBlocked"])?;
-                let ctx = self.ctx(call)?;
-                if kind == "isDeviceActivated" {
-                    self.is_device_activated(&ctx).await
-                } else {
-                    self.is_account_blocked(&ctx).await
-                }
-            }
-            (Verb::Get, "pims.authentication.trustedphonenumber") => {
-                self.trusted_phone_number(&self.ctx(call)?).await
-            }
-            (Verb::Get, "pims.authentication.smscode") => {
-                match p.required_choice(
-                    "type",
-                    &["phoneNumberCertification", "enrollment", "resetPIN"],
-                )? {
-                    "phoneNumberCertification" => {
-                        let number = phone_number(p, &self.config.default_region)?;
-                        let ctx = self.ctx(call)?;
-                        self.send_sms_code(&ctx, SmsPurpose::PhoneCertification, Some(number))
-                            .await
-                    }
-                    "resetPIN" => {
-                        self.send_sms_code(&self.ctx(call)?, SmsPurpose::ResetPin, None)
-                            .await
-                    }
-                    _ => {
-                        self.send_sms_code(&self.ctx(call)?, SmsPurpose::Enrollment, None)
-                            .await
-                    }
-                }
-            }
-            (Verb::Set, "pims.authentication.smscode") => match selector(p)? {
-                "enrollment" => {
-                    let code = p.required_digits("smsCode", SMS_DIGITS)?;
-                    self.check_enrollment_code(&self.ctx(call)?, code).await
-                }
-                "addPhoneNumber" => {
-                    let code = p.required_digits("smsCode", SMS_DIGITS)?;
-                    let number = phone_number(p, &self.config.default_region)?;
-                    self.add_phone_number(&self.ctx(call)?, number, code).await
-                }
-                _ => {
-                    // modifyPhoneNumber, the last one selector() accepts.
-                    let code = p.required_digits("smsCode", SMS_DIGITS)?;
-                    let number = phone_number(p, &self.config.default_region)?;
-                    // Additive: with the current PIN the change is proven by both factors.
-                    let pin = p.optional_digits("pinCode", PIN_DIGITS)?;
-                    self.modify_phone_number(&self.ctx(call)?, number, code, pin)
-                        .await
-                }
-            },
-            (Verb::Set, "pims.authentication.enrollment") => {
-                let action = p.required_choice(
-                    "action",
-                    &[
-                        "enroll",
-                        "enrollWithPhoneNumber",
-                        "enrollmentWithPhoneNumber",
-                        "remove",
-                    ],
-                )?;
-                if action == "remove" {
-                    return self.remove(&self.ctx(call)?).await;
-                }
-                let pin = p.required_digits("pinCode", PIN_DIGITS)?;
-                let code = p.optional_digits("smsCode", SMS_DIGITS)?;
-                let number = match action {
-                    "enroll" => None,
-                    _ => Some(phone_number(p, &self.config.default_region)?),
-                };
-                let ctx = self.ctx(call)?;
-                let code = match code {
-                    Some(code) => Some(code),
-                    None if number.is_some() => return Err(PimsError::missing("smsCode")),
-                    // An active device's `enroll` validates the PIN and needs no code.
-                    None if self.activated_locally().await => None,
-                    // `enroll` goes to the trusted number, which the SMS reader watches.
-                    None => Some(self.sms_code_from_host().await?),
-                };
-                self.enroll(&ctx, pin, code, number).await
-            }
-            (Verb::Set, "pims.authentication.pincode") => {
-                match p.required_choice("action", &["reset", "update"])? {
-                    "reset" => {
-                        let pin = p.required_digits("pinCode", PIN_DIGITS)?;
-                        let code = p.required_digits("smsCode", SMS_DIGITS)?;
-                        self.reset_pin(&self.ctx(call)?, pin, code).await
-                    }
-                    _ => {
-                        let old = p.required_digits("oldPIN", PIN_DIGITS)?;
-                        let new = p.required_digits("newPIN", PIN_DIGITS)?;
-                        self.update_pin(&self.ctx(call)?, old, new).await
-                    }
-                }
-            }
-            (Verb::Get, "pims.authentication.devices") => self.list_devices(&self.ctx(call)?).await,
-            (Verb::Set, "pims.authentication.devices") => {
-                p.required_choice("action", &["remove"])?;
-                let device_id = p.required_str("deviceId")?.trim();
-                if device_id.is_empty() || device_id.len() > 128 {
-                    return Err(PimsError::invalid("deviceId"));
-                }
-                self.revoke_device(&self.ctx(call)?, device_id).await
-            }
-            (Verb::Get, "pims.authentication.otp") => {
-                let pin = match p.required_choice("action", &["withPIN", "withoutPIN"])? {
-                    "withPIN" => Some(p.required_digits("pinCode", PIN_DIGITS)?),
-                    _ => None,
-                };
-                // Additive: the relying party the OTP is for (its id on the server).
-                let audience = match p.optional_str("audience")?.map(str::trim) {
-                    Some("") | None => None,
-                    Some(a) if a.len() > 128 => return Err(PimsError::invalid("audience")),
-                    Some(a) => Some(a.to_string()),
-                };
-                self.otp(&self.ctx(call)?, pin, audience).await
-            }
-            _ => Err(ErrorCode::ApiNotSupported.into()),
+/// From the app's call to the feature that serves it.
+async fn run(core: &Core, transaction_id: &str, request: Request) -> Result<Value, Error> {
+    let ctx = core.ctx(transaction_id)?;
+    match request {
+        Request::IsDeviceActivated => account::is_device_activated(core, &ctx).await,
+        Request::IsAccountBlocked => account::is_account_blocked(core, &ctx).await,
+        Request::TrustedPhoneNumber => account::trusted_phone_number(core, &ctx).await,
+        Request::SendSmsCode {
+            purpose,
+            phone_number,
+        } => account::send_sms_code(core, &ctx, purpose, phone_number).await,
+        Request::CheckEnrollmentCode { sms_code } => {
+            account::check_enrollment_code(core, &ctx, sms_code).await
         }
-    }
-
-    /// What a finished call tells about the account's lock, for subscribers.
-    fn after_call(&self, call: &Call, outcome: &Result<Value, PimsError>) {
-        match outcome {
-            Err(e) if e.code == ErrorCode::AccountBlocked => self.events.observe(None, Some(true)),
-            Ok(_)
-                if call.api == "pims.authentication.pincode"
-                    || (call.api == "pims.authentication.enrollment"
-                        && call.params.optional_str("action").ok().flatten() == Some("remove")) =>
-            {
-                self.events.observe(None, Some(false))
-            }
-            _ => {}
+        Request::AddPhoneNumber {
+            phone_number,
+            sms_code,
+        } => account::add_phone_number(core, &ctx, phone_number, sms_code).await,
+        Request::ModifyPhoneNumber {
+            phone_number,
+            sms_code,
+            pin,
+        } => management::modify_phone_number(core, &ctx, phone_number, sms_code, pin).await,
+        Request::Enroll {
+            pin,
+            sms_code,
+            phone_number,
+        } => enrollment::enroll(core, &ctx, pin, sms_code, phone_number).await,
+        Request::RemoveEnrollments => management::remove(core, &ctx).await,
+        Request::ResetPin { pin, sms_code } => pin_change::reset(core, &ctx, pin, sms_code).await,
+        Request::UpdatePin { old, new } => pin_change::update(core, &ctx, old, new).await,
+        Request::ListDevices => management::list_devices(core, &ctx).await,
+        Request::RevokeDevice { device_id } => {
+            management::revoke_device(core, &ctx, &device_id).await
         }
+        Request::Otp { pin, audience } => otp::otp(core, &ctx, pin, audience).await,
+    }
+}
+
+/// The subscription's look at the server: this device's activation, refreshed (the events
+/// report what changed).
+async fn poll(core: &Core, transaction_id: &str) -> Result<bool, Error> {
+    let ctx = core.ctx(transaction_id)?;
+    account::activated(core, &ctx).await
+}
+
+/// What a finished call tells about the account's lock, for subscribers.
+fn after_call(core: &Core, operation: Operation, outcome: &Result<Value, PimsError>) {
+    match outcome {
+        Err(e) if e.code == ErrorCode::AccountBlocked => core.events.observe(None, Some(true)),
+        Ok(_)
+            if matches!(
+                operation,
+                Operation::ResetPin | Operation::UpdatePin | Operation::RemoveEnrollments
+            ) =>
+        {
+            core.events.observe(None, Some(false))
+        }
+        _ => {}
     }
 }
 
 #[async_trait]
 impl Component for StrongAuthentication {
+    /// Reads the call, runs it, and gives the app the code of its [`Error`], if any.
     async fn call(&self, call: Call) -> Result<Value, PimsError> {
-        let outcome = self.core.dispatch(&call).await;
-        self.core.after_call(&call, &outcome);
+        let request = Request::parse(&call, &self.core.config.default_region)?;
+        let operation = request.operation();
+        let outcome = run(&self.core, &call.transaction_id, request)
+            .await
+            .map_err(|e| e.into_app(operation));
+        after_call(&self.core, operation, &outcome);
         outcome
     }
 
@@ -343,15 +139,11 @@ impl Component for StrongAuthentication {
             return Err(ErrorCode::ApiNotSupported.into());
         }
         let core = self.core.clone();
-        let ctx = core.ctx(&call)?;
         // The starting point: later events report differences from it.
-        let (activated, blocked) = {
-            let mut local = core.local.lock().await;
-            let mut state = local.read()?;
-            core.refresh(&ctx, &mut local, &mut state).await?;
-            let activated = state.enrollment.as_ref().is_some_and(|e| e.activated);
-            (activated, core.events.last_blocked())
-        };
+        let activated = poll(&core, &call.transaction_id)
+            .await
+            .map_err(|e| e.into_app(Operation::Subscribe))?;
+        let blocked = core.events.last_blocked();
         core.events.start(sink.clone(), activated, blocked);
         let every = core.config.event_poll;
         let transaction_id = call.transaction_id.clone();
@@ -361,14 +153,9 @@ impl Component for StrongAuthentication {
                 if !sink.is_active() {
                     break;
                 }
-                let Ok(ctx) = core.ctx_for(&transaction_id) else {
-                    continue;
-                };
-                let mut local = core.local.lock().await;
-                if let Ok(mut state) = local.read() {
-                    if let Err(e) = core.refresh(&ctx, &mut local, &mut state).await {
-                        tracing::info!(transaction_id = %ctx.transaction_id, code = e.code.code(), "event poll failed");
-                    }
+                match poll(&core, &transaction_id).await {
+                    Ok(_) | Err(Error::NoAccessToken) => {}
+                    Err(error) => tracing::info!(%transaction_id, %error, "event poll failed"),
                 }
             }
         });
@@ -381,45 +168,5 @@ impl Component for StrongAuthentication {
     async fn release(&self) {
         self.stop_polling();
         self.core.events.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn phone_numbers_are_normalised_or_rejected() {
-        let p = |v: Value| Params::from_value(json!({ "phoneNumber": v })).unwrap();
-        let parse = |v: Value| phone_number(&p(v), "FR");
-        let international = |n: &str| PhoneNumber {
-            number: n.into(),
-            region: None,
-        };
-        assert_eq!(
-            parse(json!("+33 6 12-34.56 78")).unwrap(),
-            international("+33612345678")
-        );
-        assert_eq!(
-            parse(json!(33612345678u64)).unwrap(),
-            international("+33612345678")
-        );
-        for national in ["0612345678", "06 12 34 56 78", "06.12.34.56.78"] {
-            assert_eq!(
-                parse(json!(national)).unwrap(),
-                PhoneNumber {
-                    number: "0612345678".into(),
-                    region: Some("FR".into())
-                }
-            );
-        }
-        assert_eq!(
-            parse(json!("+33 abc")).unwrap_err().label,
-            "Invalid phoneNumber parameter"
-        );
-        assert_eq!(
-            parse(json!(" ")).unwrap_err().label,
-            "Missing phoneNumber parameter"
-        );
     }
 }

@@ -1,63 +1,53 @@
 //! One-time proofs with or without the PIN.
 
-use super::*;
+use pims_core::Secret;
+use pims_proto::endpoint as ep;
+use pims_proto::OtpChallengeRequest;
+use serde_json::{json, Value};
 
-impl Core {
-    pub(super) async fn otp(
-        &self,
-        ctx: &Ctx,
-        pin: Option<Secret>,
-        audience: Option<String>,
-    ) -> Result<Value, PimsError> {
-        let mut local = self.local.lock().await;
-        let mut state = local.read()?;
-        self.resume(ctx, &mut local, &mut state).await;
-        let device_id = match &state.enrollment {
-            Some(e) if e.activated => e.device_id.clone(),
-            Some(_) => return Err(ErrorCode::PostSynchronizationFailed.into()),
-            None => return Err(ErrorCode::PriorAuthenticatorRequired.into()),
-        };
+use super::activation;
+use super::device;
+use super::error::Error;
+use super::shared::{Core, Ctx};
+use crate::pin;
 
-        let exchange = pin.as_ref().map(|p| pin::start(p, false));
-        let login = exchange.as_ref().map(|(_, message)| message.clone());
-        let proof = login
-            .as_ref()
-            .map(|request| self.sign_login_start(&mut local, &mut state, request))
-            .transpose()?;
-        let request = OtpChallengeRequest {
-            device_id: device_id.clone(),
-            pin: login,
-            audience,
-            proof,
-        };
-        let challenge = match self.call::<ep::OtpChallenges>(ctx, &[], &request).await {
-            Ok(c) => c,
-            Err(CallError::Api(ApiError::DeviceUnknown)) => {
-                return Err(self.forget_device(&mut local, &mut state))
-            }
-            Err(e) => return Err(errors::from_call(e)),
-        };
-        let pin_finish = match (exchange, pin, challenge.pin.clone()) {
-            (Some((exchange, _)), Some(pin), Some(response)) => Some(
-                pin::finish(exchange, &pin, response)
-                    .await
-                    .map_err(|_| PimsError::from(ErrorCode::NoServiceAvailable))?,
-            ),
-            (None, None, None) => None,
-            _ => return Err(ErrorCode::NoServiceAvailable.into()),
-        };
+/// GET `pims.authentication.otp`: a challenge (with an OPAQUE login when `pin` is given), then
+/// one device signature over it, the counter and the PIN proof.
+pub(super) async fn otp(
+    core: &Core,
+    ctx: &Ctx,
+    pin: Option<Secret>,
+    audience: Option<String>,
+) -> Result<Value, Error> {
+    let mut local = core.local.lock().await;
+    let mut state = local.read()?;
+    let device_id = activation::active_device(core, ctx, &mut local, &mut state).await?;
 
-        let request = self.sign_next(&mut local, &mut state, |e| {
-            pims_device::otp_request(&challenge, &e.device_id, e.counter, pin_finish)
-        })?;
-        match self.call::<ep::Otp>(ctx, &[], &request).await {
-            Ok(issued) => {
-                Ok(json!({ "otp": issued.otp, "expiresInSeconds": issued.expires_in_seconds }))
-            }
-            Err(CallError::Api(ApiError::DeviceUnknown)) => {
-                Err(self.forget_device(&mut local, &mut state))
-            }
-            Err(e) => Err(errors::from_call(e)),
+    let exchange = pin.as_ref().map(|p| pin::start(p, false));
+    let login = exchange.as_ref().map(|(_, message)| message.clone());
+    let proof = login
+        .as_ref()
+        .map(|request| device::sign_login_start(core, &mut local, &mut state, request))
+        .transpose()?;
+    let request = OtpChallengeRequest {
+        device_id: device_id.clone(),
+        pin: login,
+        audience,
+        proof,
+    };
+    let challenge =
+        device::call::<ep::OtpChallenges>(core, ctx, &mut local, &mut state, &[], &request).await?;
+    let pin_finish = match (exchange, pin, challenge.pin.clone()) {
+        (Some((exchange, _)), Some(pin), Some(response)) => {
+            Some(pin::finish(exchange, &pin, response).await?)
         }
-    }
+        (None, None, None) => None,
+        _ => return Err(Error::Malformed),
+    };
+
+    let request = device::sign_next(core, &mut local, &mut state, |e| {
+        pims_device::otp_request(&challenge, &e.device_id, e.counter, pin_finish)
+    })?;
+    let issued = device::call::<ep::Otp>(core, ctx, &mut local, &mut state, &[], &request).await?;
+    Ok(json!({ "otp": issued.otp, "expiresInSeconds": issued.expires_in_seconds }))
 }
