@@ -535,13 +535,14 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         device_id: &str,
         counter: i64,
         now: i64,
-    ) -> Result<()> {
-        self.exec(
-            sql::pg::ACTIVATE_DEVICE,
-            &[&device_id, &account, &counter, &now],
-        )
-        .await?;
-        Ok(())
+    ) -> Result<bool> {
+        let updated = self
+            .exec(
+                sql::pg::ACTIVATE_DEVICE,
+                &[&device_id, &account, &counter, &now],
+            )
+            .await?;
+        Ok(updated == 1)
     }
 
     async fn set_device_counter(
@@ -549,13 +550,14 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         device_id: &str,
         counter: i64,
         used_at: Option<i64>,
-    ) -> Result<()> {
-        self.exec(
-            sql::pg::SET_DEVICE_COUNTER,
-            &[&device_id, &counter, &used_at],
-        )
-        .await?;
-        Ok(())
+    ) -> Result<bool> {
+        let updated = self
+            .exec(
+                sql::pg::SET_DEVICE_COUNTER,
+                &[&device_id, &counter, &used_at],
+            )
+            .await?;
+        Ok(updated == 1)
     }
 
     async fn disable_device(&self, account: &str, device_id: &str) -> Result<()> {

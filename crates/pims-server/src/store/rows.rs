@@ -147,20 +147,23 @@ pub trait Rows {
     async fn all_devices(&self, account: &str) -> Result<Vec<AdminDeviceSummary>>;
     /// A new Pending device with counter 0.
     async fn insert_device(&self, account: &str, device: &NewDeviceRecord, now: i64) -> Result<()>;
+    /// Makes a device that is not Disabled Active with a counter above its own; whether it
+    /// did.
     async fn activate_device(
         &self,
         account: &str,
         device_id: &str,
         counter: i64,
         now: i64,
-    ) -> Result<()>;
-    /// Stores a verified counter and, with `used_at`, when the device was last used.
+    ) -> Result<bool>;
+    /// Stores a counter above the device's own and, with `used_at`, when the device was last
+    /// used; whether it did.
     async fn set_device_counter(
         &self,
         device_id: &str,
         counter: i64,
         used_at: Option<i64>,
-    ) -> Result<()>;
+    ) -> Result<bool>;
     async fn disable_device(&self, account: &str, device_id: &str) -> Result<()>;
     /// Disables every device of the account not yet disabled; how many.
     async fn disable_devices(&self, account: &str) -> Result<u64>;

@@ -117,11 +117,13 @@ statements! {
     INSERT_DEVICE = "INSERT INTO devices (id, account, public_key, name, platform, state, counter,
                                           activation_nonce, created_at)
                      VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7)";
+    /// Guarded like every counter write: the step checked both under the account lock, so a
+    /// write the guard refuses is an internal error, never a counted step.
     ACTIVATE_DEVICE = "UPDATE devices SET state = 'active', counter = $3,
                               activated_at = COALESCE(activated_at, $4)
-                       WHERE id = $1 AND account = $2";
+                       WHERE id = $1 AND account = $2 AND state != 'disabled' AND counter < $3";
     SET_DEVICE_COUNTER = "UPDATE devices SET counter = $2, last_used_at = COALESCE($3, last_used_at)
-                          WHERE id = $1";
+                          WHERE id = $1 AND counter < $2";
     DISABLE_DEVICE = "UPDATE devices SET state = 'disabled' WHERE id = $1 AND account = $2";
     DISABLE_DEVICES =
         "UPDATE devices SET state = 'disabled' WHERE account = $1 AND state != 'disabled'";
@@ -199,6 +201,7 @@ statements! {
                WHERE mac = $1 AND used_at IS NULL AND expires_at > $2 AND audience = $3
                  AND EXISTS (SELECT 1 FROM devices d
                              WHERE d.id = otps.device_id AND d.state = 'active')
+                 AND EXISTS (SELECT 1 FROM accounts a WHERE a.subject = otps.account)
                RETURNING account, device_id, with_pin, issued_at,
                  (SELECT pin_set_at FROM accounts a WHERE a.subject = otps.account),
                  (SELECT pin_set_by FROM accounts a WHERE a.subject = otps.account),

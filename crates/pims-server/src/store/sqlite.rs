@@ -132,7 +132,7 @@ impl SqliteStore {
 /// A step for the writer: runs over the connection and says whether it failed internally,
 /// with how to deliver its answer once the batch's commit is known.
 type Job = Box<dyn FnOnce(&Connection) -> (bool, Deliver) + Send>;
-type Deliver = Box<dyn FnOnce(std::result::Result<(), &rusqlite::Error>) + Send>;
+type Deliver = Box<dyn FnOnce(std::result::Result<(), &str>) + Send>;
 
 /// Steps waiting together, at most, in one transaction.
 const MAX_BATCH: usize = 64;
@@ -152,12 +152,21 @@ fn write_batches(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
             }
         }
         let mut delivers = Vec::with_capacity(batch.len());
-        let outcome = run_batch(&mut conn, batch, &mut delivers);
+        // A failed batch (disk full, I/O error, a panic) fails every step of it, none half
+        // done: the transaction rolls back, and the thread goes on with the next batch.
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            run_batch(&mut conn, batch, &mut delivers)
+        }));
+        let outcome = match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("the writer panicked".to_string()),
+        };
         if let Err(e) = &outcome {
             tracing::error!(error = %e, steps = delivers.len(), "a batch of store steps failed");
         }
         for deliver in delivers {
-            deliver(outcome.as_ref().map(|_| ()));
+            deliver(outcome.as_ref().map(|_| ()).map_err(String::as_str));
         }
     }
     if let Err((_, e)) = conn.close() {
@@ -601,12 +610,12 @@ impl Rows for SqliteRows<'_> {
         device_id: &str,
         counter: i64,
         now: i64,
-    ) -> Result<()> {
-        self.exec(
+    ) -> Result<bool> {
+        let updated = self.exec(
             sql::sqlite::ACTIVATE_DEVICE,
             params![device_id, account, counter, now],
         )?;
-        Ok(())
+        Ok(updated == 1)
     }
 
     async fn set_device_counter(
@@ -614,12 +623,12 @@ impl Rows for SqliteRows<'_> {
         device_id: &str,
         counter: i64,
         used_at: Option<i64>,
-    ) -> Result<()> {
-        self.exec(
+    ) -> Result<bool> {
+        let updated = self.exec(
             sql::sqlite::SET_DEVICE_COUNTER,
             params![device_id, counter, used_at],
         )?;
-        Ok(())
+        Ok(updated == 1)
     }
 
     async fn disable_device(&self, account: &str, device_id: &str) -> Result<()> {

@@ -3,11 +3,13 @@
 //! only here; each database supplies the rows. [`store_over_steps!`] makes the [`Store`] of a
 //! database from these steps.
 //!
-//! Row operations that do not depend on each other's answers are awaited together
-//! (`try_join!`): on PostgreSQL they then share one round trip (tokio-postgres pipelines the
-//! statements, which the backend still runs in order); SQLite's are ready at once, in order.
-//! Rows only fail internally, and an internal failure rolls the whole step back, so a joined
-//! write never commits half a decision.
+//! Row operations whose order does not matter are awaited together (`try_join!`): on
+//! PostgreSQL they then share a round trip (tokio-postgres pipelines them); SQLite's are ready
+//! at once. Their order is not guaranteed on PostgreSQL (a statement not yet prepared on the
+//! connection waits for its preparation while a later one already runs), so a lock is always
+//! awaited alone, before what it guards. Decisions are taken before joined writes, which then
+//! only fail internally, and an internal failure rolls the whole step back: a joined write
+//! never commits half a decision.
 //!
 //! [`Store`]: super::Store
 
@@ -78,16 +80,22 @@ async fn advance_counter<R: Rows>(
     now: i64,
 ) -> Result<()> {
     let counter = verified_counter(r, account, device, presented, now).await?;
-    r.set_device_counter(&device.id, counter, used_at).await
+    let stored = r.set_device_counter(&device.id, counter, used_at).await?;
+    device_unchanged(stored)
+}
+
+/// A device write refused by its own guard (the device disabled, or its counter grown, since
+/// it was read) means the step ran without the account lock: it must not count.
+fn device_unchanged(stored: bool) -> Result<()> {
+    match stored {
+        true => Ok(()),
+        false => Err(anyhow!("the device changed under the account lock").into()),
+    }
 }
 
 /// The Active device a signed step names, else `DeviceUnknown`.
 async fn active_device<R: Rows>(r: &R, account: &str, device_id: &str) -> Result<DeviceRecord> {
-    only_active(r.device(account, device_id).await?)
-}
-
-fn only_active(device: Option<DeviceRecord>) -> Result<DeviceRecord> {
-    match device {
+    match r.device(account, device_id).await? {
         Some(d) if d.state == DeviceState::Active => Ok(d),
         _ => api(ApiError::DeviceUnknown),
     }
@@ -386,11 +394,10 @@ pub async fn finish_enrollment<R: Rows>(
     r: &R,
     step: &FinishEnrollmentStep,
 ) -> Result<EnrollmentFinished> {
-    let (record, earlier) = try_join!(
-        r.lock_account(&step.account, step.now),
-        idempotent_outcome(r, &step.account, &step.idempotency_key)
-    )?;
-    if let Some((scope, outcome)) = earlier {
+    let record = r.lock_account(&step.account, step.now).await?;
+    if let Some((scope, outcome)) =
+        idempotent_outcome(r, &step.account, &step.idempotency_key).await?
+    {
         return replay_scoped(&step.enrollment_id, &scope, outcome);
     }
     let result = finish_session(r, &record, step).await;
@@ -499,11 +506,8 @@ async fn finish_session<R: Rows>(
 
 pub async fn activate_device<R: Rows>(r: &R, step: &ActivateStep) -> Result<bool> {
     let (account, now) = (step.account.as_str(), step.now);
-    let (_, device) = try_join!(
-        r.lock_existing_account(account),
-        r.device(account, &step.device_id)
-    )?;
-    let Some(device) = device else {
+    r.lock_existing_account(account).await?;
+    let Some(device) = r.device(account, &step.device_id).await? else {
         return api(ApiError::DeviceUnknown);
     };
     match device.live_state(now, step.pending_device_ttl) {
@@ -511,7 +515,7 @@ pub async fn activate_device<R: Rows>(r: &R, step: &ActivateStep) -> Result<bool
         Some(DeviceState::Disabled) | None => return api(ApiError::DeviceUnknown),
     }
     let counter = verified_counter(r, account, &device, step.counter, now).await?;
-    r.activate_device(account, &device.id, counter, now).await?;
+    device_unchanged(r.activate_device(account, &device.id, counter, now).await?)?;
     let activated = device.state == DeviceState::Pending;
     if activated {
         r.audit(now, account, "device_activated", Some(&device.id), None)
@@ -522,11 +526,8 @@ pub async fn activate_device<R: Rows>(r: &R, step: &ActivateStep) -> Result<bool
 
 pub async fn create_otp_challenge<R: Rows>(r: &R, step: &ChallengeStep) -> Result<()> {
     let (account, now) = (step.account.as_str(), step.now);
-    let (record, device) = try_join!(
-        r.lock_account(account, now),
-        r.device(account, &step.device_id)
-    )?;
-    let device = only_active(device)?;
+    let record = r.lock_account(account, now).await?;
+    let device = active_device(r, account, &step.device_id).await?;
     let counter = match step.login_counter {
         Some(counter) => Some(verified_counter(r, account, &device, counter, now).await?),
         None => {
@@ -537,7 +538,9 @@ pub async fn create_otp_challenge<R: Rows>(r: &R, step: &ChallengeStep) -> Resul
     };
     let store_counter = async {
         match counter {
-            Some(counter) => r.set_device_counter(&device.id, counter, None).await,
+            Some(counter) => {
+                device_unchanged(r.set_device_counter(&device.id, counter, None).await?)
+            }
             None => Ok(()),
         }
     };
@@ -585,10 +588,10 @@ pub async fn create_otp_challenge<R: Rows>(r: &R, step: &ChallengeStep) -> Resul
 
 pub async fn issue_otp<R: Rows>(r: &R, step: &IssueOtpStep) -> Result<()> {
     let (account, now) = (step.account.as_str(), step.now);
-    let (_, challenge) = try_join!(
-        r.lock_existing_account(account),
-        r.take_challenge(account, &step.challenge_id, now, ChallengeKind::Device)
-    )?;
+    r.lock_existing_account(account).await?;
+    let challenge = r
+        .take_challenge(account, &step.challenge_id, now, ChallengeKind::Device)
+        .await?;
     let Some(UsedChallenge {
         device_id,
         ordinal,
@@ -601,11 +604,15 @@ pub async fn issue_otp<R: Rows>(r: &R, step: &IssueOtpStep) -> Result<()> {
     let with_pin = match step.proof {
         OtpProof::BadSignature => return api(ApiError::BadSignature),
         OtpProof::WithoutPin => false,
+        OtpProof::Pin { .. } if ordinal.is_none() => {
+            return Err(anyhow!("a PIN proof over a challenge without a login").into())
+        }
         OtpProof::Pin { .. } => true,
     };
     let device = active_device(r, account, &device_id).await?;
     let counter = verified_counter(r, account, &device, step.counter, now).await?;
-    let store_counter = r.set_device_counter(&device_id, counter, Some(now));
+    let store_counter =
+        async { device_unchanged(r.set_device_counter(&device_id, counter, Some(now)).await?) };
     if let OtpProof::Pin { ok: false } = step.proof {
         let failed = pin_failed(r, account, ordinal, step.pin_attempts, now);
         let (_, failed) = try_join!(store_counter, failed)?;
@@ -681,10 +688,10 @@ pub async fn device_operation<R: Rows>(
 ) -> Result<OperationOutcome> {
     let (account, now) = (step.account.as_str(), step.now);
     let kind = step.operation.challenge_kind();
-    let (record, challenge) = try_join!(
-        r.lock_account(account, now),
-        r.take_challenge(account, &step.challenge_id, now, kind)
-    )?;
+    let record = r.lock_account(account, now).await?;
+    let challenge = r
+        .take_challenge(account, &step.challenge_id, now, kind)
+        .await?;
     let Some(challenge) = challenge else {
         return api(ApiError::SessionExpired);
     };

@@ -119,6 +119,7 @@ store_suite!(
     the_audit_trail_pages_in_order,
     accounts_are_found_by_their_trusted_number,
     an_internal_failure_undoes_its_own_step_only,
+    a_revoked_device_stays_revoked_under_racing_activations,
 );
 
 mod audit_chain;
@@ -1601,4 +1602,41 @@ async fn an_internal_failure_undoes_its_own_step_only(store: Arc<dyn Store>) {
         .unwrap();
     assert_eq!(finished.device_id, format!("device-of-{session}"));
     assert_eq!(store.admin_list_devices("alice").await.unwrap().len(), 2);
+}
+
+/// A thief with a cloned key keeps activating the device while its owner revokes it: each
+/// activation either commits before the revocation or is refused after it; none brings the
+/// device back. The reads warm each pooled connection's statements first, so on PostgreSQL
+/// a step whose lock was still being prepared could run its read before the lock.
+async fn a_revoked_device_stays_revoked_under_racing_activations(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    for _ in 0..16 {
+        store.device("alice", &device).await.unwrap();
+    }
+    let racers: Vec<_> = (2..34u64)
+        .map(|counter| {
+            let (store, device) = (store.clone(), device.clone());
+            tokio::spawn(async move { activate(&store, "alice", &device, counter).await })
+        })
+        .collect();
+    // A racer whose lower counter lands after a higher one disables the device first (a
+    // replay); the revocation then finds it already disabled.
+    match store.revoke_device("alice", &device, NOW).await {
+        Ok(()) => {}
+        Err(e) => assert_eq!(api_error(e), ApiError::DeviceUnknown),
+    }
+    for racer in racers {
+        match racer.await.unwrap() {
+            // Before the revocation, or refused after it (a lower counter than a racer's
+            // already stored counts as a replay and disables too).
+            Ok(false) | Err(ApiError::DeviceUnknown) => {}
+            other => panic!("unexpected activation outcome {other:?}"),
+        }
+    }
+    let record = store.device("alice", &device).await.unwrap().unwrap();
+    assert_eq!(record.state, DeviceState::Disabled);
+    assert_eq!(
+        activate(&store, "alice", &device, 1_000).await,
+        Err(ApiError::DeviceUnknown)
+    );
 }
