@@ -446,6 +446,10 @@ async fn finish_session<R: Rows>(
     };
     match &step.proof {
         EnrollmentProof::BadSignature => return api(ApiError::BadSignature),
+        // A PIN proof counts only over the attempt its session counted.
+        EnrollmentProof::Login { .. } if session.pin_ordinal.is_none() => {
+            return Err(anyhow!("a PIN proof over a session without a login").into())
+        }
         EnrollmentProof::Login { pin_ok: false } => {
             let failed = pin_failed(r, account, session.pin_ordinal, limits.pin_attempts, now);
             return Err(failed.await?);

@@ -5,32 +5,6 @@ use pims_server::audit::{verify, Break, Head, Verification};
 
 use super::*;
 
-/// Declares each scenario once and runs it on both stores, with access to the raw database.
-macro_rules! db_suite {
-    ($($name:ident),* $(,)?) => {
-        mod on_sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let db = super::super::sqlite();
-                    super::$name(&db).await;
-                    db.store.close().await;
-                }
-            )*
-        }
-        mod on_postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    let Some(db) = super::super::postgres().await else { return };
-                    super::$name(&db).await;
-                    db.store.close().await;
-                }
-            )*
-        }
-    };
-}
-
 db_suite!(
     an_untouched_trail_verifies_with_its_head,
     the_append_only_guards_refuse_a_writer,

@@ -120,10 +120,38 @@ store_suite!(
     accounts_are_found_by_their_trusted_number,
     an_internal_failure_undoes_its_own_step_only,
     a_revoked_device_stays_revoked_under_racing_activations,
+    a_pin_proof_without_its_counted_attempt_enrolls_nothing,
 );
+
+/// Declares each scenario once and runs it on both stores, with access to the raw database.
+macro_rules! db_suite {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = super::super::sqlite();
+                    super::$name(&db).await;
+                    db.store.close().await;
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = super::super::postgres().await else { return };
+                    super::$name(&db).await;
+                    db.store.close().await;
+                }
+            )*
+        }
+    };
+}
 
 mod audit_chain;
 mod purge;
+mod races;
 
 // ---- helpers ---------------------------------------------------------------------------------
 
@@ -1638,5 +1666,36 @@ async fn a_revoked_device_stays_revoked_under_racing_activations(store: Arc<dyn 
     assert_eq!(
         activate(&store, "alice", &device, 1_000).await,
         Err(ApiError::DeviceUnknown)
+    );
+}
+
+async fn a_pin_proof_without_its_counted_attempt_enrolls_nothing(store: Arc<dyn Store>) {
+    certify(&store, "alice").await;
+    send_enrollment_code(&store, "alice").await;
+    // A session started without a login (a first device, no PIN yet) counted no attempt: no
+    // PIN proof may finish it.
+    let session = new_id();
+    store
+        .start_enrollment(start_step("alice", &session, None))
+        .await
+        .unwrap();
+    let finished = store
+        .finish_enrollment(finish_step(
+            "alice",
+            &session,
+            &new_id(),
+            EnrollmentProof::Login { pin_ok: true },
+        ))
+        .await;
+    assert!(
+        matches!(finished, Err(pims_server::error::Error::Internal(_))),
+        "{finished:?}"
+    );
+    assert_eq!(
+        store
+            .device("alice", &format!("device-of-{session}"))
+            .await
+            .unwrap(),
+        None
     );
 }
