@@ -72,6 +72,12 @@ enum AuditCommand {
     },
 }
 
+/// mimalloc instead of glibc's allocator: a request allocates and frees many small buffers
+/// across threads; measured side by side it takes 8–11 % off a relying-party verification
+/// (docs/PERFORMANCE.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new()?;
