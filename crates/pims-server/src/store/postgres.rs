@@ -294,6 +294,16 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         Ok(())
     }
 
+    async fn lock_account_of_otp(&self, mac: &[u8]) -> Result<()> {
+        self.opt(
+            "SELECT 1 FROM accounts
+             WHERE subject = (SELECT account FROM otps WHERE mac = $1) FOR UPDATE",
+            &[&mac],
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn account(&self, account: &str) -> Result<Option<AccountRecord>> {
         let row = self.opt(sql::pg::ACCOUNT, &[&account]).await?;
         Ok(row.as_ref().map(account_record))

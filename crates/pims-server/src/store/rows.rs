@@ -93,6 +93,8 @@ pub trait Rows {
     async fn lock_account(&self, account: &str, now: i64) -> Result<AccountRecord>;
     /// Locks the account row if it exists (steps that never create an account).
     async fn lock_existing_account(&self, account: &str) -> Result<()>;
+    /// Locks the row of the account the OTP `mac` belongs to, if both exist.
+    async fn lock_account_of_otp(&self, mac: &[u8]) -> Result<()>;
     async fn account(&self, account: &str) -> Result<Option<AccountRecord>>;
     async fn accounts_with_phone_number(&self, phone_number: &str) -> Result<Vec<String>>;
     /// Adds one to the PIN failure count; the new count.

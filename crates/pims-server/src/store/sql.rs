@@ -70,25 +70,6 @@ macro_rules! all_devices_by {
     };
 }
 
-/// The one text of `USE_OTP`, with the device row's lock clause of the database.
-macro_rules! use_otp {
-    ($device_lock:literal) => {
-        concat!(
-            "UPDATE otps SET used_at = $2, used_by = $3
-             WHERE mac = $1 AND used_at IS NULL AND expires_at > $2 AND audience = $3
-               AND EXISTS (SELECT 1 FROM devices d
-                           WHERE d.id = otps.device_id AND d.state = 'active'",
-            $device_lock,
-            ")
-               AND EXISTS (SELECT 1 FROM accounts a WHERE a.subject = otps.account)
-             RETURNING account, device_id, with_pin, issued_at,
-               (SELECT pin_set_at FROM accounts a WHERE a.subject = otps.account),
-               (SELECT pin_set_by FROM accounts a WHERE a.subject = otps.account),
-               (SELECT pin_recovered_at FROM accounts a WHERE a.subject = otps.account)"
-        )
-    };
-}
-
 statements! {
     INSERT_ACCOUNT =
         "INSERT INTO accounts (subject, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING";
@@ -215,8 +196,14 @@ statements! {
                   VALUES ($1, $2, $3, $4, $5, $6, $7)";
     /// Usable once, before it expires, by the relying party it was issued for, while its
     /// device is Active. (SQLite's RETURNING cannot read a joined table: the account's PIN
-    /// history comes from subqueries.) PostgreSQL share-locks the device row, so a revocation
-    /// committing meanwhile on another replica is waited for and then seen; SQLite has one
-    /// writer.
-    USE_OTP = use_otp!(" FOR SHARE"), sqlite = use_otp!("");
+    /// history comes from subqueries.)
+    USE_OTP = "UPDATE otps SET used_at = $2, used_by = $3
+               WHERE mac = $1 AND used_at IS NULL AND expires_at > $2 AND audience = $3
+                 AND EXISTS (SELECT 1 FROM devices d
+                             WHERE d.id = otps.device_id AND d.state = 'active')
+                 AND EXISTS (SELECT 1 FROM accounts a WHERE a.subject = otps.account)
+               RETURNING account, device_id, with_pin, issued_at,
+                 (SELECT pin_set_at FROM accounts a WHERE a.subject = otps.account),
+                 (SELECT pin_set_by FROM accounts a WHERE a.subject = otps.account),
+                 (SELECT pin_recovered_at FROM accounts a WHERE a.subject = otps.account)";
 }

@@ -423,6 +423,10 @@ impl Rows for SqliteRows<'_> {
         Ok(())
     }
 
+    async fn lock_account_of_otp(&self, _mac: &[u8]) -> Result<()> {
+        Ok(())
+    }
+
     async fn account(&self, account: &str) -> Result<Option<AccountRecord>> {
         self.opt(sql::sqlite::ACCOUNT, [account], account_record)
     }

@@ -653,6 +653,10 @@ pub async fn use_otp<R: Rows>(
     now: i64,
     relying_party: &str,
 ) -> Result<Option<VerifiedOtp>> {
+    // Under the account's lock, like every step that changes a device: a revocation
+    // committing meanwhile (on another replica) is waited for and then seen, and the lock
+    // order (account, then its rows) is every step's.
+    r.lock_account_of_otp(mac).await?;
     let used = r.use_otp(mac, now, relying_party).await?;
     if let Some(v) = &used {
         r.audit(

@@ -5,7 +5,19 @@ use std::time::Duration;
 
 use super::*;
 
-db_suite!(an_otp_is_refused_once_a_revocation_in_flight_commits);
+db_suite!(
+    an_otp_is_refused_once_a_revocation_in_flight_commits,
+    an_otp_verified_while_its_device_gets_a_new_otp_waits_and_does_not_deadlock,
+);
+
+/// What a step of another replica holds on `account`: its row lock (every step takes it
+/// first), then `then`.
+fn step_of_another_replica(account: &str, then: &str) -> String {
+    format!("SELECT 1 FROM accounts WHERE subject = '{account}' {FOR_UPDATE}; {then}")
+}
+
+/// The row lock clause where the database has one (SQLite's writer holds the whole database).
+const FOR_UPDATE: &str = "/*lock*/";
 
 async fn an_otp_is_refused_once_a_revocation_in_flight_commits(db: &Db) {
     let store = &db.store;
@@ -16,7 +28,10 @@ async fn an_otp_is_refused_once_a_revocation_in_flight_commits(db: &Db) {
     // Another replica revokes the device: its row is written, the commit still to come.
     let revocation = Uncommitted::begin(
         &db.raw,
-        &format!("UPDATE devices SET state = 'disabled' WHERE id = '{device}'"),
+        &step_of_another_replica(
+            "alice",
+            &format!("UPDATE devices SET state = 'disabled' WHERE id = '{device}'"),
+        ),
     )
     .await;
     let verification = tokio::spawn({
@@ -32,6 +47,33 @@ async fn an_otp_is_refused_once_a_revocation_in_flight_commits(db: &Db) {
     assert_eq!(verification.await.unwrap(), None);
 }
 
+async fn an_otp_verified_while_its_device_gets_a_new_otp_waits_and_does_not_deadlock(db: &Db) {
+    let store = &db.store;
+    let device = enrolled(store, "alice").await;
+    otp(store, "alice", &device, 2, OtpProof::WithoutPin, b"mac-1")
+        .await
+        .unwrap();
+    // Another replica issues the device's next OTP: it holds the account, and is about to
+    // write the device's counter.
+    let issue = Uncommitted::begin(&db.raw, &step_of_another_replica("alice", "SELECT 1")).await;
+    let verification = tokio::spawn({
+        let store = store.clone();
+        async move { store.use_otp(b"mac-1", NOW, "rp").await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The verification waits for the account; had it locked the device first, this write
+    // would close a cycle and one of the two would be aborted.
+    let issue = issue
+        .then(&format!(
+            "UPDATE devices SET counter = counter + 1 WHERE id = '{device}'"
+        ))
+        .await;
+    assert!(!verification.is_finished());
+    issue.commit().await;
+    let verified = verification.await.unwrap().expect("the OTP verifies");
+    assert_eq!(verified.device_id, device);
+}
+
 /// Another writer's transaction, open until [`Uncommitted::commit`].
 enum Uncommitted {
     Sqlite(rusqlite::Connection),
@@ -43,11 +85,15 @@ impl Uncommitted {
         match raw {
             Raw::Sqlite(path) => {
                 let conn = rusqlite::Connection::open(path).unwrap();
-                conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql};"))
-                    .unwrap();
+                conn.execute_batch(&format!(
+                    "BEGIN IMMEDIATE; {};",
+                    sql.replace(FOR_UPDATE, "")
+                ))
+                .unwrap();
                 Uncommitted::Sqlite(conn)
             }
             Raw::Postgres(url) => {
+                let sql = sql.replace(FOR_UPDATE, "FOR UPDATE");
                 let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
                     .await
                     .unwrap();
@@ -61,6 +107,16 @@ impl Uncommitted {
                 Uncommitted::Postgres(client, task)
             }
         }
+    }
+
+    /// Runs `sql` in the open transaction; a PostgreSQL statement that waits for a lock
+    /// answers once it has it.
+    async fn then(self, sql: &str) -> Uncommitted {
+        match &self {
+            Uncommitted::Sqlite(conn) => conn.execute_batch(sql).unwrap(),
+            Uncommitted::Postgres(client, _) => client.batch_execute(sql).await.unwrap(),
+        }
+        self
     }
 
     async fn commit(self) {
