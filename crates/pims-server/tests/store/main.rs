@@ -281,8 +281,9 @@ fn new_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// A trusted number, a PIN and one Active device (counter 1); returns the device id.
-async fn enrolled(store: &Arc<dyn Store>, account: &str) -> String {
+/// A trusted number and an enrollment session started without a login (the account has no
+/// PIN yet); returns the session id.
+async fn first_enrollment_started(store: &Arc<dyn Store>, account: &str) -> String {
     certify(store, account).await;
     send_enrollment_code(store, account).await;
     let session = new_id();
@@ -290,6 +291,12 @@ async fn enrolled(store: &Arc<dyn Store>, account: &str) -> String {
         .start_enrollment(start_step(account, &session, None))
         .await
         .unwrap();
+    session
+}
+
+/// A trusted number, a PIN and one Active device (counter 1); returns the device id.
+async fn enrolled(store: &Arc<dyn Store>, account: &str) -> String {
+    let session = first_enrollment_started(store, account).await;
     let finished = store
         .finish_enrollment(finish_step(
             account,
@@ -604,13 +611,7 @@ async fn adding_a_number_consumes_the_code_once(store: Arc<dyn Store>) {
 }
 
 async fn enrollment_creates_a_pending_device_that_activation_makes_active(store: Arc<dyn Store>) {
-    certify(&store, "alice").await;
-    send_enrollment_code(&store, "alice").await;
-    let session = new_id();
-    store
-        .start_enrollment(start_step("alice", &session, None))
-        .await
-        .unwrap();
+    let session = first_enrollment_started(&store, "alice").await;
     let open = store
         .enrollment_session("alice", &session, NOW)
         .await
@@ -660,13 +661,7 @@ async fn enrollment_creates_a_pending_device_that_activation_makes_active(store:
 }
 
 async fn a_retried_finish_replays_the_first_outcome(store: Arc<dyn Store>) {
-    certify(&store, "alice").await;
-    send_enrollment_code(&store, "alice").await;
-    let session = new_id();
-    store
-        .start_enrollment(start_step("alice", &session, None))
-        .await
-        .unwrap();
+    let session = first_enrollment_started(&store, "alice").await;
     let proof = || EnrollmentProof::Register {
         pin_record: PIN_RECORD.to_vec(),
     };
@@ -695,13 +690,7 @@ async fn a_retried_finish_replays_the_first_outcome(store: Arc<dyn Store>) {
 }
 
 async fn a_finished_session_cannot_finish_again(store: Arc<dyn Store>) {
-    certify(&store, "alice").await;
-    send_enrollment_code(&store, "alice").await;
-    let session = new_id();
-    store
-        .start_enrollment(start_step("alice", &session, None))
-        .await
-        .unwrap();
+    let session = first_enrollment_started(&store, "alice").await;
     let proof = || EnrollmentProof::Register {
         pin_record: PIN_RECORD.to_vec(),
     };
@@ -1670,15 +1659,9 @@ async fn a_revoked_device_stays_revoked_under_racing_activations(store: Arc<dyn 
 }
 
 async fn a_pin_proof_without_its_counted_attempt_enrolls_nothing(store: Arc<dyn Store>) {
-    certify(&store, "alice").await;
-    send_enrollment_code(&store, "alice").await;
     // A session started without a login (a first device, no PIN yet) counted no attempt: no
     // PIN proof may finish it.
-    let session = new_id();
-    store
-        .start_enrollment(start_step("alice", &session, None))
-        .await
-        .unwrap();
+    let session = first_enrollment_started(&store, "alice").await;
     let finished = store
         .finish_enrollment(finish_step(
             "alice",

@@ -10,34 +10,16 @@ db_suite!(
     an_otp_verified_while_its_device_gets_a_new_otp_waits_and_does_not_deadlock,
 );
 
-/// What a step of another replica holds on `account`: its row lock (every step takes it
-/// first), then `then`.
-fn step_of_another_replica(account: &str, then: &str) -> String {
-    format!("SELECT 1 FROM accounts WHERE subject = '{account}' {FOR_UPDATE}; {then}")
-}
-
-/// The row lock clause where the database has one (SQLite's writer holds the whole database).
-const FOR_UPDATE: &str = "/*lock*/";
-
 async fn an_otp_is_refused_once_a_revocation_in_flight_commits(db: &Db) {
-    let store = &db.store;
-    let device = enrolled(store, "alice").await;
-    otp(store, "alice", &device, 2, OtpProof::WithoutPin, b"mac-1")
-        .await
-        .unwrap();
+    let device = device_with_otp_mac_1(db).await;
     // Another replica revokes the device: its row is written, the commit still to come.
-    let revocation = Uncommitted::begin(
-        &db.raw,
-        &step_of_another_replica(
-            "alice",
-            &format!("UPDATE devices SET state = 'disabled' WHERE id = '{device}'"),
-        ),
-    )
-    .await;
-    let verification = tokio::spawn({
-        let store = store.clone();
-        async move { store.use_otp(b"mac-1", NOW, "rp").await.unwrap() }
-    });
+    let revocation = Uncommitted::holding_account(&db.raw, "alice")
+        .await
+        .then(&format!(
+            "UPDATE devices SET state = 'disabled' WHERE id = '{device}'"
+        ))
+        .await;
+    let verification = verify_otp_mac_1(db);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         !verification.is_finished(),
@@ -48,18 +30,11 @@ async fn an_otp_is_refused_once_a_revocation_in_flight_commits(db: &Db) {
 }
 
 async fn an_otp_verified_while_its_device_gets_a_new_otp_waits_and_does_not_deadlock(db: &Db) {
-    let store = &db.store;
-    let device = enrolled(store, "alice").await;
-    otp(store, "alice", &device, 2, OtpProof::WithoutPin, b"mac-1")
-        .await
-        .unwrap();
+    let device = device_with_otp_mac_1(db).await;
     // Another replica issues the device's next OTP: it holds the account, and is about to
     // write the device's counter.
-    let issue = Uncommitted::begin(&db.raw, &step_of_another_replica("alice", "SELECT 1")).await;
-    let verification = tokio::spawn({
-        let store = store.clone();
-        async move { store.use_otp(b"mac-1", NOW, "rp").await.unwrap() }
-    });
+    let issue = Uncommitted::holding_account(&db.raw, "alice").await;
+    let verification = verify_otp_mac_1(db);
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The verification waits for the account; had it locked the device first, this write
     // would close a cycle and one of the two would be aborted.
@@ -74,6 +49,28 @@ async fn an_otp_verified_while_its_device_gets_a_new_otp_waits_and_does_not_dead
     assert_eq!(verified.device_id, device);
 }
 
+/// Alice's Active device with an unused OTP `mac-1` for `rp`; returns the device id.
+async fn device_with_otp_mac_1(db: &Db) -> String {
+    let device = enrolled(&db.store, "alice").await;
+    otp(
+        &db.store,
+        "alice",
+        &device,
+        2,
+        OtpProof::WithoutPin,
+        b"mac-1",
+    )
+    .await
+    .unwrap();
+    device
+}
+
+/// The relying party verifies `mac-1`, in the background.
+fn verify_otp_mac_1(db: &Db) -> tokio::task::JoinHandle<Option<VerifiedOtp>> {
+    let store = db.store.clone();
+    tokio::spawn(async move { store.use_otp(b"mac-1", NOW, "rp").await.unwrap() })
+}
+
 /// Another writer's transaction, open until [`Uncommitted::commit`].
 enum Uncommitted {
     Sqlite(rusqlite::Connection),
@@ -81,19 +78,16 @@ enum Uncommitted {
 }
 
 impl Uncommitted {
-    async fn begin(raw: &Raw, sql: &str) -> Uncommitted {
+    /// Opens another replica's step: like every step, it first takes `account`'s row lock
+    /// (SQLite: the database's write lock).
+    async fn holding_account(raw: &Raw, account: &str) -> Uncommitted {
         match raw {
             Raw::Sqlite(path) => {
                 let conn = rusqlite::Connection::open(path).unwrap();
-                conn.execute_batch(&format!(
-                    "BEGIN IMMEDIATE; {};",
-                    sql.replace(FOR_UPDATE, "")
-                ))
-                .unwrap();
+                conn.execute_batch("BEGIN IMMEDIATE").unwrap();
                 Uncommitted::Sqlite(conn)
             }
             Raw::Postgres(url) => {
-                let sql = sql.replace(FOR_UPDATE, "FOR UPDATE");
                 let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
                     .await
                     .unwrap();
@@ -101,7 +95,9 @@ impl Uncommitted {
                     let _ = conn.await;
                 });
                 client
-                    .batch_execute(&format!("BEGIN; {sql};"))
+                    .batch_execute(&format!(
+                        "BEGIN; SELECT 1 FROM accounts WHERE subject = '{account}' FOR UPDATE"
+                    ))
                     .await
                     .unwrap();
                 Uncommitted::Postgres(client, task)
