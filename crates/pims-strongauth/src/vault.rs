@@ -3,7 +3,8 @@
 //!
 //! File format: `PIMSVLT1` ‖ 24-byte nonce ‖ XChaCha20-Poly1305(JSON), the magic as associated
 //! data. Writes go to a temporary file that is synced and renamed over the old one, so a crash
-//! leaves either the old or the new state, never a torn one.
+//! leaves either the old or the new state, never a torn one. On unix the file is the owner's
+//! only (0600), and so is any directory the SDK creates for it (0700).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -148,7 +149,9 @@ impl Vault {
         data.extend_from_slice(MAGIC);
         data.extend_from_slice(&nonce);
         data.extend_from_slice(&ciphertext);
-        write_atomically(&self.path, &data, false).map_err(VaultError::Io)
+        // Owner only although encrypted: it holds the device's key, and the vault key may be
+        // the file beside it.
+        write_atomically(&self.path, &data, true).map_err(VaultError::Io)
     }
 
     fn cipher(&self) -> XChaCha20Poly1305 {
@@ -157,27 +160,51 @@ impl Vault {
 }
 
 /// Replaces `path` with `data` so that a crash at any point leaves the old or the new content.
+/// With `owner_only`, the file is created 0600 (unix). Missing directories are created 0700
+/// whatever `owner_only`: they hold the SDK's secrets. An existing directory is left as it is.
 pub fn write_atomically(path: &Path, data: &[u8], owner_only: bool) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
     {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        if owner_only {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        #[cfg(not(unix))]
-        let _ = owner_only;
-        let mut file = options.open(&tmp)?;
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir)?;
+    // A name of its own, created exclusively: a leftover of an earlier crash (maybe with wider
+    // permissions), a symbolic link or a concurrent writer's file is never reused.
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(format!(".{:016x}.tmp", rand::random::<u64>()));
+    let tmp = path.with_file_name(tmp_name);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    // The mode is set at creation, so the content is never readable by others, even briefly.
+    #[cfg(unix)]
+    if owner_only {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = owner_only;
+    let mut file = options.open(&tmp)?;
+    let replaced = (|| {
         file.write_all(data)?;
         file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = replaced {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
     }
-    std::fs::rename(&tmp, path)?;
+    // The fixed-name temporary file of earlier versions, left by a crash: 0644 for the vault.
+    let mut legacy = path.file_name().unwrap_or_default().to_owned();
+    legacy.push(".tmp");
+    let _ = std::fs::remove_file(path.with_file_name(legacy));
     // Make the rename itself durable.
     #[cfg(unix)]
     std::fs::File::open(dir)?.sync_all()?;
@@ -243,6 +270,64 @@ mod tests {
             Vault::new(dir.path(), [3; 32]).read(),
             Err(VaultError::Unreadable)
         ));
+    }
+
+    #[cfg(unix)]
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_vault_and_the_directories_created_for_it_are_owner_only() {
+        let root = tempfile::tempdir().unwrap();
+        let created = root.path().join("app");
+        let data = created.join("pims");
+        let vault = Vault::new(&data, [3; 32]);
+        vault.write(&sample()).unwrap();
+        assert_eq!(mode(&data.join(VAULT_FILE)), 0o600);
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&created), 0o700);
+
+        // Replaced: still the owner's only, and no temporary file left.
+        vault.write(&VaultState::default()).unwrap();
+        assert_eq!(mode(&data.join(VAULT_FILE)), 0o600);
+        let names: Vec<_> = std::fs::read_dir(&data)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [VAULT_FILE]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_vault_key_and_its_created_directory_are_owner_only() {
+        use crate::host::{FileVaultKey, VaultKeyStore};
+        let root = tempfile::tempdir().unwrap();
+        let data = root.path().join("pims");
+        FileVaultKey::new(&data).load_or_create().unwrap();
+        assert_eq!(mode(&data.join("strongauth.key")), 0o600);
+        assert_eq!(mode(&data), 0o700);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_vault_readable_by_others_is_owner_only_once_rewritten() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(VAULT_FILE);
+        let vault = Vault::new(dir.path(), [3; 32]);
+        vault.write(&sample()).unwrap();
+        // As an earlier version left it, with a leftover temporary file of that version.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let leftover = dir.path().join("strongauth.vault.tmp");
+        std::fs::write(&leftover, b"half-written").unwrap();
+        std::fs::set_permissions(&leftover, std::fs::Permissions::from_mode(0o644)).unwrap();
+        vault.write(&sample()).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(vault.read().unwrap().enrollment.unwrap().counter, 7);
+        assert!(!leftover.exists());
     }
 
     #[test]
