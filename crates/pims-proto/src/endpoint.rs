@@ -194,6 +194,9 @@ endpoints! {
         AddPhoneNumber => -;
     PhoneNumberModify: Post "/v1/phone-number/modify", Device,
         "Move the trusted number (device-proven)", ModifyPhoneNumber => -;
+    PhoneNumberRestore: Post "/v1/phone-number/restore", Device,
+        "Give back the number trusted before the hold (restore code from the change notice)",
+        RestorePhoneNumber => PhoneNumberRestored;
     EnrollmentStart: Post "/v1/enrollments", Device,
         "Start an enrollment (SMS code and OPAQUE start)", StartEnrollment => EnrollmentStarted;
     EnrollmentFinish: Post "/v1/enrollments/{enrollment_id}/finish", Device,
@@ -237,6 +240,12 @@ pub mod admin {
         }
     }
 
+    /// The account's state for the helpdesk: masked numbers, lock, the recovery hold.
+    pub const ACCOUNT: Route = admin(
+        Method::Get,
+        "/admin/v1/accounts/{account}",
+        "An account's state",
+    );
     pub const DEVICES: Route = admin(
         Method::Get,
         "/admin/v1/accounts/{account}/devices",
@@ -255,7 +264,7 @@ pub mod admin {
     pub const PHONE_NUMBER_RESTORE: Route = admin(
         Method::Post,
         "/admin/v1/accounts/{account}/phone-number/restore",
-        "Restore the previous trusted number",
+        "Give back the number trusted before the running hold",
     );
     /// Query: `account`, `afterId`, `limit`.
     pub const AUDIT: Route = admin(Method::Get, "/admin/v1/audit", "Read the audit trail");

@@ -13,6 +13,8 @@ pub enum ApiError {
     UnsupportedProtocol { supported: Vec<u32> },
     /// A request field is missing or malformed; `name` is the field.
     InvalidParameter { name: String },
+    /// A valid phone number that cannot be the trusted one; `reason` says why.
+    PhoneNumberRefused { reason: NumberRefusal },
     /// SMS code wrong, used, expired (`expired`), or its check limit reached.
     SmsCodeInvalid {
         expired: bool,
@@ -45,6 +47,12 @@ pub enum ApiError {
     /// Setting a PIN by SMS alone is held after the trusted number changed, so its owner hears
     /// of the change (on the old number) before anyone can recover the PIN with the new one.
     RecoveryHeld { retry_after_seconds: u64 },
+    /// No hold after a number change runs, or the number trusted before it is trusted again:
+    /// there is nothing to restore.
+    NothingToRestore,
+    /// The restore code does not match the one sent to the number trusted before the hold.
+    /// It is long enough to need no attempt limit, so nobody can use it up for its owner.
+    RestoreCodeInvalid,
     /// The one-time proof is unknown, expired or already used (relying-party API).
     OtpInvalid,
     /// Relying-party credentials missing or wrong.
@@ -59,8 +67,8 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated | ApiError::RelyingPartyUnauthorized => 401,
             ApiError::UnsupportedProtocol { .. } => 426,
-            ApiError::InvalidParameter { .. } => 400,
-            ApiError::SmsCodeInvalid { .. } => 422,
+            ApiError::InvalidParameter { .. } | ApiError::PhoneNumberRefused { .. } => 400,
+            ApiError::SmsCodeInvalid { .. } | ApiError::RestoreCodeInvalid => 422,
             ApiError::WrongPin { .. } | ApiError::PinBlocked | ApiError::BadSignature => 403,
             ApiError::AccountBlocked | ApiError::RecoveryHeld { .. } => 423,
             ApiError::DeviceUnknown | ApiError::SessionExpired | ApiError::OtpInvalid => 404,
@@ -68,7 +76,8 @@ impl ApiError {
             | ApiError::PhoneNumberAlreadyRegistered
             | ApiError::NoPin
             | ApiError::PinStateChanged
-            | ApiError::DeviceLimitReached => 409,
+            | ApiError::DeviceLimitReached
+            | ApiError::NothingToRestore => 409,
             ApiError::RateLimited { .. } => 429,
             ApiError::Internal => 500,
         }
@@ -85,6 +94,26 @@ impl std::fmt::Display for ApiError {
 }
 
 impl std::error::Error for ApiError {}
+
+/// Why a valid phone number cannot be the trusted one (the app's `details.reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub enum NumberRefusal {
+    /// The numbering plan says it cannot receive SMS (fixed line, premium rate, satellite…).
+    NotMobile,
+    /// It is the number the account already trusts.
+    AlreadyTrusted,
+}
+
+impl NumberRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NumberRefusal::NotMobile => "notMobile",
+            NumberRefusal::AlreadyTrusted => "alreadyTrusted",
+        }
+    }
+}
 
 /// Envelope of every error response body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

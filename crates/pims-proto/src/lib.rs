@@ -11,7 +11,7 @@ pub mod pin;
 pub mod transcript;
 
 pub use bytes::Bytes;
-pub use error::{ApiError, ErrorBody};
+pub use error::{ApiError, ErrorBody, NumberRefusal};
 pub use messages::*;
 
 /// Version of this wire protocol. Sent by the SDK in [`PROTOCOL_HEADER`] on every request.

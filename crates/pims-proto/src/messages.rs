@@ -19,6 +19,10 @@ pub struct AccountStatus {
     pub pin_attempts_remaining: u32,
     /// State of the device named in the query; `None` when not asked or unknown to the server.
     pub device: Option<DeviceState>,
+    /// Unix seconds: while a hold after a number change runs, until when (the owner may then
+    /// restore the number trusted before it, see `RestorePhoneNumber`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery_held_until: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -596,6 +600,34 @@ impl ModifyPhoneNumber {
         }
         out
     }
+}
+
+/// `POST /v1/phone-number/restore`: the owner, from any phone with their login, gives back the
+/// number trusted before a running hold began, with the restore code the change notices sent
+/// to that number.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RestorePhoneNumber {
+    pub restore_code: String,
+}
+
+// The code restores an account: keep it out of Debug output.
+impl std::fmt::Debug for RestorePhoneNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RestorePhoneNumber").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PhoneNumberRestored {
+    /// The trusted number again (E.164): the caller proved it receives its SMS.
+    pub phone_number: String,
+    /// Unix seconds: until then a PIN still cannot be set by SMS alone (the hold is not
+    /// lifted by a restore).
+    pub recovery_held_until: i64,
 }
 
 /// `GET /v1/devices`: the account's live (Pending or Active) devices, oldest first.

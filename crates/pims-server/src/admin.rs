@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::Router;
 use pims_proto::endpoint::admin;
-use pims_proto::ApiError;
+use pims_proto::{ApiError, PinState};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -16,12 +16,14 @@ use crate::auth::bearer_token;
 use crate::error::Error;
 use crate::http::{AppState, ClientAddress, Serve};
 use crate::net::client_key;
-use crate::store::{AdminDeviceSummary, AuditEvent};
+use crate::sms::mask_number;
+use crate::store::{AdminDeviceSummary, AuditEvent, RestoreBy};
 
 const MAX_PAGE: u32 = 1000;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
+        .serve(admin::ACCOUNT, account)
         .serve(admin::DEVICES, devices)
         .serve(admin::DEVICE_DISABLE, disable_device)
         .serve(admin::UNBLOCK, unblock)
@@ -103,6 +105,65 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
 }
 
+/// `GET /admin/v1/accounts/{account}`: numbers masked, as the helpdesk reads them to a caller.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccountView {
+    pub account: String,
+    /// Whether the server has ever seen the account.
+    pub known: bool,
+    pub phone_number: Option<String>,
+    pub pin: PinState,
+    pub recovery_hold: Option<RecoveryHoldView>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecoveryHoldView {
+    /// Unix seconds.
+    pub until: i64,
+    /// The number a restore gives back (masked); `None` once it is trusted again.
+    pub restorable_phone_number: Option<String>,
+}
+
+/// What a restore set, so the helpdesk can read it back to the caller.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestoreAnswer {
+    /// Masked.
+    pub phone_number: String,
+    /// Unix seconds: setting a PIN by SMS alone stays held until then.
+    pub recovery_held_until: i64,
+    pub devices_disabled: u64,
+}
+
+async fn account(
+    State(s): State<AppState>,
+    _: Admin,
+    Path(account): Path<String>,
+) -> Result<axum::Json<AccountView>, Error> {
+    let view = s.inner.service.helpdesk_view(&account).await?;
+    let known = view.is_some();
+    let (phone_number, pin, recovery_hold) = match view {
+        Some(v) => (
+            v.status.phone_number.as_deref().map(mask_number),
+            v.status.pin,
+            v.status.recovery_held_until.map(|until| RecoveryHoldView {
+                until,
+                restorable_phone_number: v.restorable_phone_number.as_deref().map(mask_number),
+            }),
+        ),
+        None => (None, PinState::NotSet, None),
+    };
+    Ok(axum::Json(AccountView {
+        account,
+        known,
+        phone_number,
+        pin,
+        recovery_hold,
+    }))
+}
+
 async fn devices(
     State(s): State<AppState>,
     _: Admin,
@@ -144,14 +205,17 @@ async fn restore_phone_number(
     State(s): State<AppState>,
     _: Admin,
     Path(account): Path<String>,
-) -> Result<StatusCode, Error> {
-    let service = &s.inner.service;
-    service
-        .store
-        .restore_phone_number(&account, service.now())
+) -> Result<axum::Json<RestoreAnswer>, Error> {
+    let restored = s
+        .inner
+        .service
+        .restore_phone_number(&account, RestoreBy::Helpdesk { by: "admin".into() })
         .await?;
-    tracing::info!("admin restored the previous trusted number");
-    Ok(StatusCode::NO_CONTENT)
+    Ok(axum::Json(RestoreAnswer {
+        phone_number: mask_number(&restored.phone_number),
+        recovery_held_until: restored.recovery_held_until,
+        devices_disabled: restored.devices_disabled,
+    }))
 }
 
 async fn audit(

@@ -122,6 +122,7 @@ pub fn public_router(state: AppState) -> Router {
         .serve(ep::PinChange::ROUTE, start_pin_change)
         .serve(ep::PinChangeFinish::ROUTE, finish_pin_change)
         .serve(ep::PhoneNumberModify::ROUTE, modify_phone_number)
+        .serve(ep::PhoneNumberRestore::ROUTE, restore_phone_number)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             check_protocol,
@@ -555,6 +556,18 @@ async fn finish_pin_change(
 ) -> Result<StatusCode, Error> {
     s.service().finish_pin_change(&account, req).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restore_phone_number(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Json(req): Json<pims_proto::RestorePhoneNumber>,
+) -> Result<axum::Json<pims_proto::PhoneNumberRestored>, Error> {
+    Ok(axum::Json(
+        s.service()
+            .restore_phone_number_by_owner(&account, req)
+            .await?,
+    ))
 }
 
 async fn modify_phone_number(

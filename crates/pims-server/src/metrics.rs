@@ -22,6 +22,9 @@ pub struct Metrics {
     pub otps_verified: IntCounter,
     /// Security notices sent to trusted numbers, by kind.
     pub notices_sent: IntCounterVec,
+    /// Owner restores refused for a wrong code: the code needs no attempt limit, so guessing
+    /// shows here rather than in a lockout.
+    pub restore_codes_refused: IntCounter,
 }
 
 impl Metrics {
@@ -60,6 +63,10 @@ impl Metrics {
             )
             .expect("valid metric"),
             otps_verified: counter("otps_verified_total", "OTPs verified by relying parties"),
+            restore_codes_refused: counter(
+                "restore_codes_refused_total",
+                "Owner restores refused for a wrong restore code",
+            ),
             notices_sent: IntCounterVec::new(
                 Opts::new(
                     "security_notices_sent_total",
@@ -76,6 +83,7 @@ impl Metrics {
             &m.pin_blocks,
             &m.sms_sent,
             &m.otps_verified,
+            &m.restore_codes_refused,
         ] {
             m.registry.register(Box::new(c.clone())).expect("unique");
         }

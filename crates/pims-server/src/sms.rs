@@ -66,9 +66,12 @@ pub fn message_text(code: &str, domain: &str, app_hash: &str) -> String {
 pub enum Notice {
     DeviceEnrolled,
     PinReset,
-    /// Sent to the number that was trusted before the change.
+    /// Sent to the number that was trusted before the change (see [`number_changed_text`]
+    /// for the one to the number trusted before a hold, which carries the restore code).
     PhoneNumberChanged,
     EnrollmentsRemoved,
+    /// Sent to the number a restore gave back, and to the one it replaced.
+    PhoneNumberRestored,
 }
 
 impl Notice {
@@ -78,6 +81,7 @@ impl Notice {
             Notice::PinReset => "pin_reset",
             Notice::PhoneNumberChanged => "phone_number_changed",
             Notice::EnrollmentsRemoved => "enrollments_removed",
+            Notice::PhoneNumberRestored => "phone_number_restored",
         }
     }
 
@@ -89,9 +93,32 @@ impl Notice {
             Notice::PinReset => "Your PIMS PIN was reset with an SMS code",
             Notice::PhoneNumberChanged => "Your PIMS trusted number was changed to another number",
             Notice::EnrollmentsRemoved => "Every device enrolled as your second factor was removed",
+            Notice::PhoneNumberRestored => {
+                "Your PIMS trusted number was restored to the one of before a recent change, \
+                 and every enrolled device was disabled"
+            }
         };
         format!("PIMS security notice: {what}. If this was not you, contact support now.")
     }
+}
+
+/// The notice to the number trusted before a hold, at each change while the hold runs: what
+/// happened, and the code that lets its owner undo it from the app on any phone, without the
+/// helpdesk and without the moved number.
+pub fn number_changed_text(new_number: &str, restore_code: &str, held_until: i64) -> String {
+    let until = std::time::UNIX_EPOCH + std::time::Duration::from_secs(held_until.max(0) as u64);
+    format!(
+        "PIMS security notice: your trusted number was changed to {}. If this was not you, \
+         restore it in the app on any phone with code {restore_code} before {}.",
+        mask_number(new_number),
+        httpdate::fmt_http_date(until),
+    )
+}
+
+/// The restore code of a [`number_changed_text`] (what a test or a phone's reader takes).
+pub fn restore_code_from_text(text: &str) -> Option<String> {
+    let (_, rest) = text.split_once(" with code ")?;
+    rest.split_whitespace().next().map(str::to_string)
 }
 
 /// `+33612345678` → `+33******78`: enough to recognise a number in a log, not to dial it.

@@ -21,7 +21,21 @@ impl Service {
                 .and_then(|d| d.live_state(now, self.limits.pending_device_ttl_seconds)),
             None => None,
         };
-        Ok(status_of(&record, self.limits.pin_attempts, device))
+        Ok(status_of(&record, self.limits.pin_attempts, device, now))
+    }
+
+    /// The helpdesk's view of an account (`None`: never seen): its status, and during a hold
+    /// the number a restore would give back, unless that one is trusted again.
+    pub async fn helpdesk_view(&self, account: &str) -> Result<Option<HelpdeskView>> {
+        let now = self.now();
+        let Some(record) = self.store.account(account).await? else {
+            return Ok(None);
+        };
+        let restorable_phone_number = record.restoration(now).ok().map(|r| r.phone_number);
+        Ok(Some(HelpdeskView {
+            status: status_of(&record, self.limits.pin_attempts, None, now),
+            restorable_phone_number,
+        }))
     }
 
     /// `POST /v1/phone-number`.
@@ -48,10 +62,16 @@ impl Service {
     }
 }
 
+pub struct HelpdeskView {
+    pub status: AccountStatus,
+    pub restorable_phone_number: Option<String>,
+}
+
 fn status_of(
     record: &AccountRecord,
     limit: u32,
     device: Option<pims_proto::DeviceState>,
+    now: i64,
 ) -> AccountStatus {
     let pin = if record.pin_failures >= limit {
         PinState::Blocked
@@ -65,6 +85,7 @@ fn status_of(
         pin,
         pin_attempts_remaining: limit.saturating_sub(record.pin_failures),
         device,
+        recovery_held_until: record.running_hold(now).map(|hold| hold.until),
     }
 }
 

@@ -1,19 +1,21 @@
 //! Account management after enrollment: the device list, revocation, removing every
 //! enrollment, and the operations an Active device signs (PIN reset and update, new number).
 
+use std::sync::Arc;
+
 use pims_proto::{
     transcript, ApiError, DeviceChallenge, DeviceChallengeRequest, DeviceInfo, DeviceList,
-    DeviceProof, FinishPinChange, ModifyPhoneNumber, PinAuthorization, PinChangeStarted, PinFinish,
-    PinOrigin, SmsPurpose, StartPinChange,
+    DeviceProof, FinishPinChange, ModifyPhoneNumber, PhoneNumberRestored, PinAuthorization,
+    PinChangeStarted, PinFinish, PinOrigin, RestorePhoneNumber, SmsPurpose, StartPinChange,
 };
 
 use super::accounts::check_id;
 use super::{crypto, phone, Service};
-use crate::error::{api, Result};
-use crate::sms::Notice;
+use crate::error::{api, Error, Result};
+use crate::sms::{self, Notice};
 use crate::store::{
-    CodeCheck, CodeTarget, DeviceOperation, DeviceOperationStep, OperationOutcome,
-    PinChangeChallenge,
+    CodeCheck, CodeMatcher, CodeTarget, DeviceOperation, DeviceOperationStep, OperationOutcome,
+    PinChangeChallenge, RestoreBy, RestoreStep, Restored,
 };
 
 impl Service {
@@ -198,6 +200,7 @@ impl Service {
                     code,
                     phone_number: number,
                     recovery_hold: self.limits.recovery_hold_after_number_change_seconds,
+                    restore_nonce: crypto::random_bytes(32),
                 },
             )
             .await?;
@@ -205,12 +208,82 @@ impl Service {
             pin_proven = login.is_some(),
             "trusted phone number modified"
         );
-        self.notify(
-            outcome.previous_phone_number.as_deref(),
-            Notice::PhoneNumberChanged,
-        )
-        .await;
+        if let Some(change) = outcome.number_change {
+            // The number trusted before the hold hears of every change while it runs, with the
+            // code that undoes it; a number set during the hold is only told it was replaced.
+            let code = crypto::restore_code(
+                &self.keys.sms_code,
+                account,
+                &change.pre_hold_phone_number,
+                &change.restore_nonce,
+            );
+            let text = sms::number_changed_text(&change.phone_number, &code, change.held_until);
+            self.notify_text(
+                Some(&change.pre_hold_phone_number),
+                Notice::PhoneNumberChanged,
+                &text,
+            )
+            .await;
+            if change.replaced != change.pre_hold_phone_number {
+                self.notify(Some(&change.replaced), Notice::PhoneNumberChanged)
+                    .await;
+            }
+        }
         Ok(())
+    }
+
+    /// `POST /v1/phone-number/restore`: the owner's own way back during a hold, with the code
+    /// the change notices sent to the number trusted before it.
+    pub async fn restore_phone_number_by_owner(
+        &self,
+        account: &str,
+        req: RestorePhoneNumber,
+    ) -> Result<PhoneNumberRestored> {
+        let candidate = crypto::normalize_restore_code(&req.restore_code);
+        if candidate.is_empty() || candidate.len() > 32 {
+            return api(ApiError::InvalidParameter {
+                name: "restoreCode".into(),
+            });
+        }
+        let key = self.keys.sms_code;
+        let owner = account.to_string();
+        let code: CodeMatcher = Arc::new(move |pre_hold: &str, nonce: &[u8]| {
+            let expected = crypto::restore_code(&key, &owner, pre_hold, nonce);
+            crypto::code_matches(&candidate, &crypto::normalize_restore_code(&expected))
+        });
+        let restored = self
+            .restore_phone_number(account, RestoreBy::Owner { code })
+            .await;
+        if matches!(restored, Err(Error::Api(ApiError::RestoreCodeInvalid))) {
+            self.metrics.restore_codes_refused.inc();
+        }
+        let restored = restored?;
+        Ok(PhoneNumberRestored {
+            phone_number: restored.phone_number,
+            recovery_held_until: restored.recovery_held_until,
+        })
+    }
+
+    /// Gives back the number trusted before the running hold (the owner with their code, or
+    /// the helpdesk), disabling every device, and tells both numbers. The one place a restore
+    /// happens: the admin API, the console and the SDK's call all come here.
+    pub async fn restore_phone_number(&self, account: &str, by: RestoreBy) -> Result<Restored> {
+        let restored = self
+            .store
+            .restore_phone_number(RestoreStep {
+                account: account.to_string(),
+                by,
+                now: self.now(),
+            })
+            .await?;
+        tracing::info!(
+            devices_disabled = restored.devices_disabled,
+            "trusted number restored to the one of before the hold"
+        );
+        for number in [&restored.phone_number, &restored.replaced] {
+            self.notify(Some(number), Notice::PhoneNumberRestored).await;
+        }
+        Ok(restored)
     }
 
     fn code_check(

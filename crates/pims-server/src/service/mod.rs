@@ -101,8 +101,13 @@ impl Service {
     /// Tells the owner of `number` about a change to their account. Delivery failure is logged,
     /// not returned: the change itself is committed and must be reported as done.
     async fn notify(&self, number: Option<&str>, notice: Notice) {
+        self.notify_text(number, notice, &notice.text()).await
+    }
+
+    /// Sends `notice` with its own `text` (one that carries more than [`Notice::text`]).
+    async fn notify_text(&self, number: Option<&str>, notice: Notice, text: &str) {
         let Some(number) = number else { return };
-        match self.sms.send(number, &notice.text(), self.now()).await {
+        match self.sms.send(number, text, self.now()).await {
             Ok(()) => {
                 self.metrics
                     .notices_sent

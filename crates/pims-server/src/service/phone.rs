@@ -1,7 +1,7 @@
 //! Phone numbers: only valid international mobile numbers, kept in E.164.
 
 use phonenumber::{Mode, Type};
-use pims_proto::ApiError;
+use pims_proto::{ApiError, NumberRefusal};
 
 /// The E.164 form of `input`, which must be a mobile number of a country, written
 /// internationally (leading `+`) or, given the ISO 3166-1 alpha-2 `region` it is dialled from,
@@ -30,12 +30,19 @@ pub fn parse_e164(input: &str, region: Option<&str>) -> Result<String, ApiError>
         None => return Err(invalid()),
     };
     let number = phonenumber::parse(region, input).map_err(|_| invalid())?;
-    if !number.is_valid() || number.country().id().is_none() {
+    if !number.is_valid() {
         return Err(invalid());
+    }
+    // A valid number that cannot receive our SMS: the app is told why (`notMobile`).
+    let not_mobile = || ApiError::PhoneNumberRefused {
+        reason: NumberRefusal::NotMobile,
+    };
+    if number.country().id().is_none() {
+        return Err(not_mobile());
     }
     match number.number_type(&phonenumber::metadata::DATABASE) {
         Type::Mobile | Type::FixedLineOrMobile => {}
-        _ => return Err(invalid()),
+        _ => return Err(not_mobile()),
     }
     Ok(number.format().mode(Mode::E164).to_string())
 }
@@ -77,7 +84,7 @@ mod tests {
             parse_e164("07400 123456", Some("GB")).unwrap(),
             "+447400123456"
         );
-        for bad in ["0123456789", "061234567", "0612345678", "12"] {
+        for bad in ["061234567", "0612345678", "12"] {
             let region = if bad == "0612345678" { "ZZ" } else { "FR" };
             assert!(parse_e164(bad, Some(region)).is_err(), "{bad} in {region}");
         }
@@ -85,12 +92,27 @@ mod tests {
 
     #[test]
     fn rejects_national_and_invalid_numbers() {
+        for bad in ["0612345678", "+33", "+999123", "hello", ""] {
+            assert_eq!(
+                parse_e164(bad, None),
+                Err(ApiError::InvalidParameter {
+                    name: "phoneNumber".into()
+                }),
+                "{bad}"
+            );
+        }
+        // The tutorial's fixed line, read in France.
+        assert_eq!(
+            parse_e164("0123456789", Some("FR")),
+            Err(ApiError::PhoneNumberRefused {
+                reason: NumberRefusal::NotMobile
+            })
+        );
+    }
+
+    #[test]
+    fn valid_numbers_that_cannot_receive_sms_are_not_mobile() {
         for bad in [
-            "0612345678",
-            "+33",
-            "+999123",
-            "hello",
-            "",
             "+33891123456",  // French premium rate
             "+33884012345",  // French shared cost
             "+33123456789",  // French fixed line: no SMS
@@ -104,8 +126,8 @@ mod tests {
         ] {
             assert_eq!(
                 parse_e164(bad, None),
-                Err(ApiError::InvalidParameter {
-                    name: "phoneNumber".into()
+                Err(ApiError::PhoneNumberRefused {
+                    reason: NumberRefusal::NotMobile
                 }),
                 "{bad}"
             );

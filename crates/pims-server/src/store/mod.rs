@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use pims_proto::{ApiError, DeviceState, EnrollmentFinished, PinOrigin, Platform, SmsPurpose};
+use pims_proto::{
+    ApiError, DeviceState, EnrollmentFinished, NumberRefusal, PinOrigin, Platform, SmsPurpose,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{api, Result};
@@ -37,6 +39,29 @@ pub struct AccountRecord {
     pub recovery_held_until: Option<i64>,
     /// Whether a PIN was ever set, even if removed since.
     pub pin_ever_set: bool,
+    /// The number trusted when the hold began; meaningful only while it runs (see
+    /// [`AccountRecord::running_hold`]).
+    pub pre_hold_phone_number: Option<String>,
+    /// What the owner's restore code derives from (under a key-file key): set when a hold
+    /// begins, cleared by a restore. `None` for holds begun before restore codes existed.
+    pub restore_nonce: Option<Vec<u8>>,
+}
+
+/// The trusted number's columns, which every change writes together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustedNumber {
+    pub phone_number: String,
+    pub pre_hold_phone_number: Option<String>,
+    pub recovery_held_until: Option<i64>,
+    pub restore_nonce: Option<Vec<u8>>,
+}
+
+/// A hold after a number change, while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunningHold<'a> {
+    pub until: i64,
+    /// The number trusted before the hold began: the only one a restore gives back.
+    pub pre_hold_phone_number: &'a str,
 }
 
 /// The PIN of a login to start: the record and the identifier it was registered under.
@@ -69,6 +94,87 @@ impl AccountRecord {
                 retry_after_seconds: (until - now) as u64,
             }),
             _ => Ok(()),
+        }
+    }
+
+    /// The hold after a number change, if one runs at `now`.
+    pub fn running_hold(&self, now: i64) -> Option<RunningHold<'_>> {
+        match (self.recovery_held_until, &self.pre_hold_phone_number) {
+            (Some(until), Some(number)) if until > now => Some(RunningHold {
+                until,
+                pre_hold_phone_number: number,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The one rule for the trusted number's history. A change to the number already trusted
+    /// is refused. A change with no hold running begins one: the number trusted until now is
+    /// kept as the pre-hold number, with a fresh restore nonce, for `hold` seconds. While a
+    /// hold runs, the pre-hold number and the hold's end stay as they are whatever happens;
+    /// a further change then needs the PIN proven in the same signed operation (a phone thief
+    /// could otherwise move the number again and again, each move announced only to the
+    /// previous thief number).
+    pub fn number_change(
+        &self,
+        new_number: &str,
+        pin_proven: bool,
+        now: i64,
+        hold: u64,
+        fresh_nonce: Vec<u8>,
+    ) -> Result<NumberChanged> {
+        let Some(current) = &self.phone_number else {
+            return api(ApiError::NoPhoneNumber);
+        };
+        if current == new_number {
+            return api(ApiError::PhoneNumberRefused {
+                reason: NumberRefusal::AlreadyTrusted,
+            });
+        }
+        let (pre_hold_phone_number, held_until, restore_nonce) = match self.running_hold(now) {
+            Some(running) if !pin_proven => {
+                return api(ApiError::RecoveryHeld {
+                    retry_after_seconds: (running.until - now) as u64,
+                })
+            }
+            // A restore used the last nonce up: a change after it needs a code again.
+            Some(running) => (
+                running.pre_hold_phone_number.to_string(),
+                running.until,
+                self.restore_nonce.clone().unwrap_or(fresh_nonce),
+            ),
+            None => (
+                current.clone(),
+                now.saturating_add(hold as i64),
+                fresh_nonce,
+            ),
+        };
+        Ok(NumberChanged {
+            phone_number: new_number.to_string(),
+            replaced: current.clone(),
+            pre_hold_phone_number,
+            restore_nonce,
+            held_until,
+        })
+    }
+
+    /// What a restore writes: the pre-hold number trusted again, the hold left to run to its
+    /// end (a restore is itself a recovery: setting a PIN by SMS alone stays held), the
+    /// restore nonce used up. `NothingToRestore` outside a hold or when the pre-hold number is
+    /// already the trusted one.
+    pub fn restoration(&self, now: i64) -> Result<TrustedNumber> {
+        match self.running_hold(now) {
+            Some(running)
+                if self.phone_number.as_deref() != Some(running.pre_hold_phone_number) =>
+            {
+                Ok(TrustedNumber {
+                    phone_number: running.pre_hold_phone_number.to_string(),
+                    pre_hold_phone_number: Some(running.pre_hold_phone_number.to_string()),
+                    recovery_held_until: Some(running.until),
+                    restore_nonce: None,
+                })
+            }
+            _ => api(ApiError::NothingToRestore),
         }
     }
 
@@ -369,22 +475,95 @@ pub enum DeviceOperation {
     /// A reset also clears the failure count.
     FinishPinChange { pin_record: Vec<u8> },
     /// Checks and consumes a certification code for the new number and makes it the trusted
-    /// one (proving the PIN too when the challenge carried a login); holds recovery by SMS for
-    /// `recovery_hold` seconds.
+    /// one under [`AccountRecord::number_change`] (proving the PIN too when the challenge
+    /// carried a login): a hold of `recovery_hold` seconds begins, with `restore_nonce`, unless
+    /// one runs.
     ModifyPhoneNumber {
         code: CodeCheck,
         phone_number: String,
         recovery_hold: u64,
+        restore_nonce: Vec<u8>,
     },
 }
 
 /// What an applied operation changed that the account's owner must be told of.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OperationOutcome {
-    /// A number change: the number that was trusted before.
-    pub previous_phone_number: Option<String>,
+    /// A number change.
+    pub number_change: Option<NumberChanged>,
     /// A PIN change finished: how the new PIN was set.
     pub pin_set_by: Option<PinOrigin>,
+}
+
+/// A number change as [`AccountRecord::number_change`] decided it, for its write and notices.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NumberChanged {
+    /// The trusted number from now on.
+    pub phone_number: String,
+    /// The number trusted until this change.
+    pub replaced: String,
+    /// The number trusted before the hold began (the same as `replaced` when this change
+    /// began it), told with the code that restores it.
+    pub pre_hold_phone_number: String,
+    pub restore_nonce: Vec<u8>,
+    pub held_until: i64,
+}
+
+impl NumberChanged {
+    pub fn trusted_number(&self) -> TrustedNumber {
+        TrustedNumber {
+            phone_number: self.phone_number.clone(),
+            pre_hold_phone_number: Some(self.pre_hold_phone_number.clone()),
+            recovery_held_until: Some(self.held_until),
+            restore_nonce: Some(self.restore_nonce.clone()),
+        }
+    }
+}
+
+// Numbers and the restore nonce stay out of logs.
+impl std::fmt::Debug for NumberChanged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NumberChanged")
+            .field("held_until", &self.held_until)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether a candidate restore code is the one derived for `(pre-hold number, nonce)`.
+pub type RestoreCodeMatcher = CodeMatcher;
+
+/// Who gives the pre-hold number back.
+pub enum RestoreBy {
+    /// The owner, from any phone with their login, with the code sent to the pre-hold number.
+    Owner { code: RestoreCodeMatcher },
+    /// An administrator (`admin` for the admin API, the operator for the console).
+    Helpdesk { by: String },
+}
+
+pub struct RestoreStep {
+    pub account: String,
+    pub by: RestoreBy,
+    pub now: i64,
+}
+
+/// What a restore did, for its answer and its notices.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// The trusted number again.
+    pub phone_number: String,
+    /// The number it replaced (set during the hold).
+    pub replaced: String,
+    pub recovery_held_until: i64,
+    pub devices_disabled: u64,
+}
+
+impl std::fmt::Debug for Restored {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restored")
+            .field("recovery_held_until", &self.recovery_held_until)
+            .field("devices_disabled", &self.devices_disabled)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DeviceOperation {
@@ -741,11 +920,13 @@ pub trait Store: Send + Sync + 'static {
         now: i64,
     ) -> Result<()>;
 
-    /// Helpdesk answer to a number change its owner did not make: the number trusted before
-    /// the last change becomes the trusted one again, the recovery hold ends, and every device
-    /// is disabled (the one that moved the number among them) with its open challenges.
-    /// Audited as an admin action. `NoPhoneNumber` when there is no earlier number.
-    async fn restore_phone_number(&self, account: &str, now: i64) -> Result<()>;
+    /// The answer to a number change its owner did not make: under
+    /// [`AccountRecord::restoration`], the number trusted before the running hold began is the
+    /// trusted one again, and every device is disabled (the one that moved the number among
+    /// them) with its open challenges; the hold runs on to its end. The owner's code must match
+    /// (`RestoreCodeInvalid`, not counted: it is too long to guess). Audited with who did it.
+    /// `NothingToRestore`.
+    async fn restore_phone_number(&self, step: RestoreStep) -> Result<Restored>;
 
     /// Clears the PIN failure count (lifting a PIN block), audited as done `by` the
     /// administrator.

@@ -23,7 +23,7 @@ use super::steps::store_over_steps;
 use super::{
     AccountRecord, AdminDeviceSummary, AuditEvent, ChainedAuditRow, ChallengeKind, DeviceRecord,
     DeviceSummary, EnrollmentSession, NewDeviceRecord, OtpChallengeRecord, StartEnrollmentStep,
-    VerifiedOtp,
+    TrustedNumber, VerifiedOtp,
 };
 use crate::audit::{link_mac, AuditKey, Chains, Link};
 use crate::error::{Error, Result};
@@ -256,6 +256,8 @@ fn account_record(r: &Row) -> AccountRecord {
         pin_failures: small(r.get(3)),
         recovery_held_until: r.get(4),
         pin_ever_set: r.get(5),
+        pre_hold_phone_number: r.get(6),
+        restore_nonce: r.get(7),
     }
 }
 
@@ -353,25 +355,19 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         Ok(())
     }
 
-    async fn change_phone_number(
-        &self,
-        account: &str,
-        phone_number: &str,
-        held_until: i64,
-    ) -> Result<()> {
+    async fn set_trusted_number(&self, account: &str, number: &TrustedNumber) -> Result<()> {
         self.exec(
-            sql::pg::CHANGE_PHONE_NUMBER,
-            &[&account, &phone_number, &held_until],
+            sql::pg::SET_TRUSTED_NUMBER,
+            &[
+                &account,
+                &number.phone_number,
+                &number.pre_hold_phone_number,
+                &number.recovery_held_until,
+                &number.restore_nonce,
+            ],
         )
         .await?;
         Ok(())
-    }
-
-    async fn restore_previous_phone_number(&self, account: &str) -> Result<bool> {
-        let restored = self
-            .exec(sql::pg::RESTORE_PREVIOUS_PHONE_NUMBER, &[&account])
-            .await?;
-        Ok(restored > 0)
     }
 
     async fn audit(

@@ -179,4 +179,10 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
     // 7: shared with SQLite
     super::schema::ACCOUNT_INDEXES_AND_ADDRESS_ORDINALS,
+    // 8: the number trusted before a hold began is kept until it ends (it used to be
+    // overwritten by every change), with the nonce the owner's restore code derives from
+    r#"
+    ALTER TABLE accounts RENAME COLUMN previous_phone_number TO pre_hold_phone_number;
+    ALTER TABLE accounts ADD COLUMN restore_nonce BYTEA;
+    "#,
 ];

@@ -8,7 +8,7 @@ use pims_proto::{PinOrigin, SmsPurpose};
 use super::{
     AccountRecord, AdminDeviceSummary, AuditEvent, ChainedAuditRow, ChallengeKind, DeviceRecord,
     DeviceSummary, EnrollmentSession, NewDeviceRecord, OtpChallengeRecord, StartEnrollmentStep,
-    VerifiedOtp,
+    TrustedNumber, VerifiedOtp,
 };
 use crate::error::Result;
 
@@ -112,16 +112,8 @@ pub trait Rows {
     /// Deletes the PIN record and the failure count.
     async fn clear_pin(&self, account: &str) -> Result<()>;
     async fn set_phone_number(&self, account: &str, phone_number: &str) -> Result<()>;
-    /// Trusts a new number, keeping the one before, and holds recovery until `held_until`.
-    async fn change_phone_number(
-        &self,
-        account: &str,
-        phone_number: &str,
-        held_until: i64,
-    ) -> Result<()>;
-    /// Trusts the number of before the last change again and ends the hold; `false` when
-    /// there is none.
-    async fn restore_previous_phone_number(&self, account: &str) -> Result<bool>;
+    /// Writes the trusted number with its hold, as a rule of `AccountRecord` decided them.
+    async fn set_trusted_number(&self, account: &str, number: &TrustedNumber) -> Result<()>;
 
     // ---- audit trail
     /// Appends a row to the account's chain.

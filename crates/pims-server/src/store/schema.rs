@@ -202,4 +202,10 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
     // 6: shared with PostgreSQL
     ACCOUNT_INDEXES_AND_ADDRESS_ORDINALS,
+    // 7: the number trusted before a hold began is kept until it ends (it used to be
+    // overwritten by every change), with the nonce the owner's restore code derives from
+    r#"
+    ALTER TABLE accounts RENAME COLUMN previous_phone_number TO pre_hold_phone_number;
+    ALTER TABLE accounts ADD COLUMN restore_nonce BLOB;
+    "#,
 ];

@@ -75,7 +75,8 @@ statements! {
         "INSERT INTO accounts (subject, created_at) VALUES ($1, $2) ON CONFLICT DO NOTHING";
     /// The columns the stores map to an `AccountRecord`, in this order.
     ACCOUNT = "SELECT phone_number, pin_record, pin_credential_id, pin_failures,
-                      recovery_held_until, pin_set_at IS NOT NULL
+                      recovery_held_until, pin_set_at IS NOT NULL, pre_hold_phone_number,
+                      restore_nonce
                FROM accounts WHERE subject = $1";
     ACCOUNTS_WITH_PHONE_NUMBER =
         "SELECT subject FROM accounts WHERE phone_number = $1 ORDER BY subject";
@@ -90,13 +91,9 @@ statements! {
     CLEAR_PIN = "UPDATE accounts SET pin_record = NULL, pin_credential_id = NULL, pin_failures = 0
                  WHERE subject = $1";
     SET_PHONE_NUMBER = "UPDATE accounts SET phone_number = $2 WHERE subject = $1";
-    CHANGE_PHONE_NUMBER = "UPDATE accounts SET phone_number = $2, recovery_held_until = $3,
-                                  previous_phone_number = phone_number
-                           WHERE subject = $1";
-    RESTORE_PREVIOUS_PHONE_NUMBER =
-        "UPDATE accounts SET phone_number = previous_phone_number,
-                previous_phone_number = NULL, recovery_held_until = NULL
-         WHERE subject = $1 AND previous_phone_number IS NOT NULL";
+    SET_TRUSTED_NUMBER = "UPDATE accounts SET phone_number = $2, pre_hold_phone_number = $3,
+                                 recovery_held_until = $4, restore_nonce = $5
+                          WHERE subject = $1";
 
     /// The columns the stores map to an `AuditEvent`, in this order.
     AUDIT_ROWS = "SELECT id, at, account, event, device_id, detail FROM audit ORDER BY id";

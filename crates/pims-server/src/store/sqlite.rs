@@ -25,7 +25,7 @@ use super::steps::store_over_steps;
 use super::{
     AccountRecord, AdminDeviceSummary, AuditEvent, ChainedAuditRow, ChallengeKind, DeviceRecord,
     DeviceSummary, EnrollmentSession, NewDeviceRecord, OtpChallengeRecord, StartEnrollmentStep,
-    VerifiedOtp,
+    TrustedNumber, VerifiedOtp,
 };
 use crate::audit::{link_mac, AuditKey, Chains, Link};
 use crate::error::{Error, Result};
@@ -397,6 +397,8 @@ fn account_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRecord> {
         pin_failures: r.get(3)?,
         recovery_held_until: r.get(4)?,
         pin_ever_set: r.get(5)?,
+        pre_hold_phone_number: r.get(6)?,
+        restore_nonce: r.get(7)?,
     })
 }
 
@@ -476,22 +478,18 @@ impl Rows for SqliteRows<'_> {
         Ok(())
     }
 
-    async fn change_phone_number(
-        &self,
-        account: &str,
-        phone_number: &str,
-        held_until: i64,
-    ) -> Result<()> {
+    async fn set_trusted_number(&self, account: &str, number: &TrustedNumber) -> Result<()> {
         self.exec(
-            sql::sqlite::CHANGE_PHONE_NUMBER,
-            params![account, phone_number, held_until],
+            sql::sqlite::SET_TRUSTED_NUMBER,
+            params![
+                account,
+                number.phone_number,
+                number.pre_hold_phone_number,
+                number.recovery_held_until,
+                number.restore_nonce
+            ],
         )?;
         Ok(())
-    }
-
-    async fn restore_previous_phone_number(&self, account: &str) -> Result<bool> {
-        let restored = self.exec(sql::sqlite::RESTORE_PREVIOUS_PHONE_NUMBER, [account])?;
-        Ok(restored > 0)
     }
 
     async fn audit(

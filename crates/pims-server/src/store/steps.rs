@@ -26,7 +26,8 @@ use super::{
     AccountRecord, ActivateStep, ChallengeKind, ChallengeStep, CodeCheck, CodeTarget,
     DeviceOperation, DeviceOperationStep, DeviceRecord, EnrollmentProof, FinishEnrollmentStep,
     IssueOtpStep, OperationOutcome, OtpProof, PinChangeChallenge, PurgeCounts, PurgeStep,
-    SmsSendRequest, SmsToSend, StartEnrollmentStep, StoredOutcome, VerifiedOtp, COUNTER_REPLAYED,
+    RestoreBy, RestoreStep, Restored, SmsSendRequest, SmsToSend, StartEnrollmentStep,
+    StoredOutcome, VerifiedOtp, COUNTER_REPLAYED,
 };
 use crate::error::{api, Error, Result};
 
@@ -758,14 +759,23 @@ pub async fn device_operation<R: Rows>(
             code,
             phone_number,
             recovery_hold,
+            restore_nonce,
         } => {
+            let pin_proven = challenge.ordinal.is_some();
+            let change = record.number_change(
+                phone_number,
+                pin_proven,
+                now,
+                *recovery_hold,
+                restore_nonce.clone(),
+            )?;
             use_code(r, &record, code).await?;
-            r.change_phone_number(account, phone_number, now + *recovery_hold as i64)
+            r.set_trusted_number(account, &change.trusted_number())
                 .await?;
-            let detail = if challenge.ordinal.is_some() {
-                "pin proven"
-            } else {
-                "without pin"
+            let detail = match (pin_proven, record.running_hold(now).is_some()) {
+                (true, true) => "pin proven, during a hold",
+                (true, false) => "pin proven",
+                (false, _) => "without pin",
             };
             r.audit(
                 now,
@@ -775,7 +785,7 @@ pub async fn device_operation<R: Rows>(
                 Some(detail),
             )
             .await?;
-            outcome.previous_phone_number = record.phone_number.clone();
+            outcome.number_change = Some(change);
         }
     }
     Ok(outcome)
@@ -795,15 +805,34 @@ pub async fn admin_disable_device<R: Rows>(
     disable_device(r, account, device_id, now, by).await
 }
 
-pub async fn restore_phone_number<R: Rows>(r: &R, account: &str, now: i64) -> Result<()> {
-    r.lock_account(account, now).await?;
-    if !r.restore_previous_phone_number(account).await? {
-        return api(ApiError::NoPhoneNumber);
-    }
-    let disabled = disable_every_device(r, account, now).await?;
-    let detail = format!("admin, {disabled} devices disabled");
+pub async fn restore_phone_number<R: Rows>(r: &R, step: &RestoreStep) -> Result<Restored> {
+    let (account, now) = (step.account.as_str(), step.now);
+    r.lock_existing_account(account).await?;
+    let Some(record) = r.account(account).await? else {
+        return api(ApiError::NothingToRestore);
+    };
+    let restored = record.restoration(now)?;
+    let by = match &step.by {
+        RestoreBy::Owner { code } => {
+            let nonce = record.restore_nonce.as_deref();
+            if !nonce.is_some_and(|nonce| code(&restored.phone_number, nonce)) {
+                return api(ApiError::RestoreCodeInvalid);
+            }
+            "owner"
+        }
+        RestoreBy::Helpdesk { by } => by.as_str(),
+    };
+    r.set_trusted_number(account, &restored).await?;
+    let devices_disabled = disable_every_device(r, account, now).await?;
+    let detail = format!("{by}, {devices_disabled} devices disabled");
     r.audit(now, account, "phone_number_restored", None, Some(&detail))
-        .await
+        .await?;
+    Ok(Restored {
+        replaced: record.phone_number.unwrap_or_default(),
+        recovery_held_until: restored.recovery_held_until.unwrap_or(now),
+        phone_number: restored.phone_number,
+        devices_disabled,
+    })
 }
 
 pub async fn unblock_account<R: Rows>(r: &R, account: &str, by: &str, now: i64) -> Result<()> {
@@ -1007,11 +1036,9 @@ macro_rules! store_over_steps {
 
             async fn restore_phone_number(
                 &self,
-                account: &str,
-                now: i64,
-            ) -> $crate::error::Result<()> {
-                let account = account.to_string();
-                $step!(self, r => $crate::store::steps::restore_phone_number(r, &account, now))
+                step: $crate::store::RestoreStep,
+            ) -> $crate::error::Result<$crate::store::Restored> {
+                $step!(self, r => $crate::store::steps::restore_phone_number(r, &step))
             }
 
             async fn unblock_account(

@@ -111,6 +111,7 @@ async fn fresh_account_reads_as_empty() {
             pin: PinState::NotSet,
             pin_attempts_remaining: 5,
             device: None,
+            recovery_held_until: None,
         }
     );
 }

@@ -15,6 +15,7 @@ async fn first_device_registers_the_pin_and_a_second_proves_it() {
             pin: PinState::Set,
             pin_attempts_remaining: 5,
             device: Some(DeviceState::Active),
+            recovery_held_until: None,
         }
     );
     let second = s.enroll(&token, "1234").await.unwrap();

@@ -5,6 +5,7 @@ mod access;
 mod access_tokens;
 mod admin;
 mod attacks;
+mod attacks_recovery;
 mod attacks_transport;
 mod common;
 mod console;

@@ -6,7 +6,9 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use pims_proto::{ApiError, DeviceState, EnrollmentFinished, PinOrigin, Platform, SmsPurpose};
+use pims_proto::{
+    ApiError, DeviceState, EnrollmentFinished, NumberRefusal, PinOrigin, Platform, SmsPurpose,
+};
 use pims_server::audit::AuditKey;
 use pims_server::store::postgres::PostgresStore;
 use pims_server::store::sqlite::SqliteStore;
@@ -115,7 +117,9 @@ store_suite!(
     an_otp_verifies_only_for_its_audience_and_while_its_device_lives,
     a_device_holds_a_bounded_number_of_open_challenges,
     every_pin_attempt_is_audited_when_it_starts,
-    the_number_before_a_change_is_restored_once,
+    the_number_trusted_before_a_hold_is_the_only_one_restored,
+    nothing_is_restored_after_the_hold,
+    the_owner_restores_with_the_code_of_the_hold,
     the_audit_trail_pages_in_order,
     accounts_are_found_by_their_trusted_number,
     an_internal_failure_undoes_its_own_step_only,
@@ -1327,11 +1331,20 @@ async fn recovery_by_sms_is_held_after_a_number_change(store: Arc<dyn Store>) {
             code: check("alice", SmsPurpose::PhoneCertification, target, true),
             phone_number: NEW.into(),
             recovery_hold: 300,
+            restore_nonce: b"restore nonce".to_vec(),
         },
     )
     .await
     .unwrap();
-    assert_eq!(outcome.previous_phone_number.as_deref(), Some(PHONE));
+    let change = outcome.number_change.unwrap();
+    assert_eq!(
+        (
+            change.replaced.as_str(),
+            change.pre_hold_phone_number.as_str()
+        ),
+        (PHONE, PHONE)
+    );
+    assert_eq!(change.held_until, NOW + 300);
     send_code(&store, "alice", SmsPurpose::ResetPin).await;
     let reset = DeviceOperation::StartPinReset {
         code: check(
@@ -1422,10 +1435,16 @@ async fn a_device_holds_a_bounded_number_of_open_challenges(store: Arc<dyn Store
         .unwrap();
 }
 
-async fn the_number_before_a_change_is_restored_once(store: Arc<dyn Store>) {
-    const NEW: &str = "+33699999999";
-    let device = enrolled(&store, "alice").await;
-    let target = CodeTarget::Number(NEW.into());
+/// A number change by the device, with a certification code for `new` sent first.
+async fn change_number(
+    store: &Arc<dyn Store>,
+    device: &str,
+    counter: u64,
+    pin_ok: Option<bool>,
+    new: &str,
+    nonce: &[u8],
+) -> Result<OperationOutcome, ApiError> {
+    let target = CodeTarget::Number(new.into());
     store
         .prepare_sms_code(send_request(
             "alice",
@@ -1436,23 +1455,107 @@ async fn the_number_before_a_change_is_restored_once(store: Arc<dyn Store>) {
         .await
         .unwrap();
     operation(
-        &store,
-        &device,
-        2,
-        None,
+        store,
+        device,
+        counter,
+        pin_ok,
         DeviceOperation::ModifyPhoneNumber {
             code: check("alice", SmsPurpose::PhoneCertification, target, true),
-            phone_number: NEW.into(),
+            phone_number: new.into(),
             recovery_hold: 300,
+            restore_nonce: nonce.to_vec(),
         },
     )
     .await
-    .unwrap();
-    store.restore_phone_number("alice", NOW).await.unwrap();
+}
+
+fn helpdesk_restore(now: i64) -> RestoreStep {
+    RestoreStep {
+        account: "alice".into(),
+        by: RestoreBy::Helpdesk { by: "admin".into() },
+        now,
+    }
+}
+
+/// The thief's attack on the helpdesk: two changes (or a change to the same number), then a
+/// restore. The number trusted before the hold is kept whatever happens during it, a change
+/// to the trusted number is refused, and a further change needs the PIN.
+async fn the_number_trusted_before_a_hold_is_the_only_one_restored(store: Arc<dyn Store>) {
+    const B: &str = "+33699999999";
+    const C: &str = "+33677777777";
+    let device = enrolled(&store, "alice").await;
+    let first = change_number(&store, &device, 2, None, B, b"first")
+        .await
+        .unwrap()
+        .number_change
+        .unwrap();
+    assert_eq!(
+        (
+            first.replaced.as_str(),
+            first.pre_hold_phone_number.as_str()
+        ),
+        (PHONE, PHONE)
+    );
+    assert_eq!(
+        change_number(&store, &device, 3, None, B, b"second").await,
+        Err(ApiError::PhoneNumberRefused {
+            reason: NumberRefusal::AlreadyTrusted
+        })
+    );
+    assert_eq!(
+        change_number(&store, &device, 4, None, C, b"second").await,
+        Err(ApiError::RecoveryHeld {
+            retry_after_seconds: 300
+        })
+    );
+    assert_eq!(
+        change_number(&store, &device, 5, Some(false), C, b"second").await,
+        Err(ApiError::WrongPin {
+            attempts_remaining: 4
+        })
+    );
+    assert_eq!(
+        store.account("alice").await.unwrap().unwrap().phone_number,
+        Some(B.into())
+    );
+    // With the PIN, a further change goes through; the hold keeps its pre-hold number, its
+    // end and its restore nonce.
+    let second = change_number(&store, &device, 6, Some(true), C, b"second")
+        .await
+        .unwrap()
+        .number_change
+        .unwrap();
+    assert_eq!(
+        (
+            second.replaced.as_str(),
+            second.pre_hold_phone_number.as_str(),
+            second.held_until,
+            second.restore_nonce.as_slice()
+        ),
+        (B, PHONE, NOW + 300, &b"first"[..])
+    );
+
+    let restored = store
+        .restore_phone_number(helpdesk_restore(NOW))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            restored.phone_number.as_str(),
+            restored.replaced.as_str(),
+            restored.recovery_held_until,
+            restored.devices_disabled
+        ),
+        (PHONE, C, NOW + 300, 1)
+    );
     let account = store.account("alice").await.unwrap().unwrap();
     assert_eq!(
-        (account.phone_number.as_deref(), account.recovery_held_until),
-        (Some(PHONE), None)
+        (
+            account.phone_number.as_deref(),
+            account.recovery_held_until,
+            account.restore_nonce
+        ),
+        (Some(PHONE), Some(NOW + 300), None)
     );
     assert_eq!(
         store.device("alice", &device).await.unwrap().unwrap().state,
@@ -1460,11 +1563,96 @@ async fn the_number_before_a_change_is_restored_once(store: Arc<dyn Store>) {
     );
     assert_eq!(
         store
-            .restore_phone_number("alice", NOW)
+            .restore_phone_number(helpdesk_restore(NOW))
             .await
             .err()
             .map(api_error),
-        Some(ApiError::NoPhoneNumber)
+        Some(ApiError::NothingToRestore)
+    );
+    let trail = store.audit_trail(Some("alice"), 0, 100).await.unwrap();
+    let restores: Vec<_> = trail
+        .iter()
+        .filter(|e| e.event == "phone_number_restored")
+        .map(|e| e.detail.as_deref())
+        .collect();
+    assert_eq!(restores, [Some("admin, 1 devices disabled")]);
+}
+
+/// Once the hold has ended there is nothing to restore: an old number never comes back.
+async fn nothing_is_restored_after_the_hold(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    change_number(&store, &device, 2, None, "+33699999999", b"n")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .restore_phone_number(helpdesk_restore(NOW + 300))
+            .await
+            .err()
+            .map(api_error),
+        Some(ApiError::NothingToRestore)
+    );
+    // An account never seen has nothing either, and is not created by asking.
+    let mut unknown = helpdesk_restore(NOW);
+    unknown.account = "nobody".into();
+    assert_eq!(
+        store
+            .restore_phone_number(unknown)
+            .await
+            .err()
+            .map(api_error),
+        Some(ApiError::NothingToRestore)
+    );
+    assert_eq!(store.account("nobody").await.unwrap(), None);
+}
+
+/// The owner's own restore: the code is checked against the pre-hold number and the hold's
+/// nonce; wrong guesses change nothing and use nothing up, so the owner's code still works.
+async fn the_owner_restores_with_the_code_of_the_hold(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    change_number(&store, &device, 2, None, "+33699999999", b"the nonce")
+        .await
+        .unwrap();
+    let owner = |accept: bool| RestoreStep {
+        account: "alice".into(),
+        by: RestoreBy::Owner {
+            code: Arc::new(move |number: &str, nonce: &[u8]| {
+                accept && number == PHONE && nonce == b"the nonce"
+            }),
+        },
+        now: NOW,
+    };
+    for _ in 0..20 {
+        assert_eq!(
+            store
+                .restore_phone_number(owner(false))
+                .await
+                .err()
+                .map(api_error),
+            Some(ApiError::RestoreCodeInvalid)
+        );
+    }
+    assert_eq!(
+        store.account("alice").await.unwrap().unwrap().phone_number,
+        Some("+33699999999".into())
+    );
+    let restored = store.restore_phone_number(owner(true)).await.unwrap();
+    assert_eq!(restored.phone_number, PHONE);
+    // The code is used up with its nonce.
+    assert_eq!(
+        store
+            .restore_phone_number(owner(true))
+            .await
+            .err()
+            .map(api_error),
+        Some(ApiError::NothingToRestore)
+    );
+    let trail = store.audit_trail(Some("alice"), 0, 100).await.unwrap();
+    assert_eq!(
+        trail
+            .last()
+            .map(|e| (e.event.as_str(), e.detail.as_deref())),
+        Some(("phone_number_restored", Some("owner, 1 devices disabled")))
     );
 }
 
@@ -1522,6 +1710,7 @@ async fn a_device_operation_moves_the_trusted_number(store: Arc<dyn Store>) {
             code: check("alice", SmsPurpose::PhoneCertification, target, true),
             phone_number: NEW.into(),
             recovery_hold: 0,
+            restore_nonce: b"restore nonce".to_vec(),
         },
     )
     .await

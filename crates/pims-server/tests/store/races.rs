@@ -8,7 +8,49 @@ use super::*;
 db_suite!(
     an_otp_is_refused_once_a_revocation_in_flight_commits,
     an_otp_verified_while_its_device_gets_a_new_otp_waits_and_does_not_deadlock,
+    a_restore_racing_a_number_change_gives_back_the_pre_hold_number,
 );
+
+/// The thief moved the number (a hold runs); another replica is writing a further change when
+/// the helpdesk restores: the restore waits for it, and gives back the number trusted before
+/// the hold, never the one being written nor the one it replaces.
+async fn a_restore_racing_a_number_change_gives_back_the_pre_hold_number(db: &Db) {
+    let device = enrolled(&db.store, "alice").await;
+    change_number(&db.store, &device, 2, None, "+33699999999", b"n")
+        .await
+        .unwrap();
+    let change = Uncommitted::holding_account(&db.raw, "alice")
+        .await
+        .then("UPDATE accounts SET phone_number = '+33677777777' WHERE subject = 'alice'")
+        .await;
+    let store = db.store.clone();
+    let restore = tokio::spawn(async move {
+        store
+            .restore_phone_number(helpdesk_restore(NOW))
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !restore.is_finished(),
+        "the restore decided before the change committed"
+    );
+    change.commit().await;
+    let restored = restore.await.unwrap();
+    assert_eq!(
+        (restored.phone_number.as_str(), restored.replaced.as_str()),
+        (PHONE, "+33677777777")
+    );
+    assert_eq!(
+        db.store
+            .account("alice")
+            .await
+            .unwrap()
+            .unwrap()
+            .phone_number,
+        Some(PHONE.into())
+    );
+}
 
 async fn an_otp_is_refused_once_a_revocation_in_flight_commits(db: &Db) {
     let device = device_with_otp_mac_1(db).await;

@@ -98,6 +98,13 @@ fn from_api(error: ApiError) -> PimsError {
         ApiError::Unauthenticated => NeedBasicAuthentication.into(),
         ApiError::UnsupportedProtocol { .. } => VersionError.into(),
         ApiError::InvalidParameter { name } => PimsError::invalid(&name),
+        ApiError::PhoneNumberRefused { reason } => {
+            PimsError::invalid("phoneNumber").with_detail("reason", reason.as_str())
+        }
+        ApiError::RestoreCodeInvalid => PimsError::new(SmsCodeInvalid),
+        ApiError::NothingToRestore => {
+            PimsError::new(ForbiddenOperation).with_detail("reason", "nothingToRestore")
+        }
         ApiError::SmsCodeInvalid {
             expired,
             attempts_remaining,
@@ -249,6 +256,35 @@ mod tests {
         assert_eq!(app(Error::AlreadyEnrolled).0, 2317);
         assert_eq!(app(Error::NoLocalEnrollment).0, 2311);
         assert_eq!(app(Error::SamePin).0, 2315);
+    }
+
+    #[test]
+    fn a_refused_number_and_a_restore_say_why() {
+        let e = Error::Api(ApiError::PhoneNumberRefused {
+            reason: pims_proto::NumberRefusal::NotMobile,
+        })
+        .into_app(Operation::ModifyPhoneNumber);
+        assert_eq!(
+            (e.code, e.label.as_str(), &e.details["reason"]),
+            (
+                ErrorCode::InvalidParameter,
+                "Invalid phoneNumber parameter",
+                &serde_json::json!("notMobile")
+            )
+        );
+        let e = Error::Api(ApiError::NothingToRestore).into_app(Operation::RestorePhoneNumber);
+        assert_eq!(
+            (e.code, &e.details["reason"]),
+            (
+                ErrorCode::ForbiddenOperation,
+                &serde_json::json!("nothingToRestore")
+            )
+        );
+        let e = Error::Api(ApiError::RestoreCodeInvalid).into_app(Operation::RestorePhoneNumber);
+        assert_eq!(
+            (e.code, e.details.get("attemptsRemaining")),
+            (ErrorCode::SmsCodeInvalid, None)
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use pims_core::Secret;
 use pims_proto::endpoint::{self as ep, Empty};
-use pims_proto::{transcript, DeviceProof, DeviceState, ModifyPhoneNumber};
+use pims_proto::{transcript, DeviceProof, DeviceState, ModifyPhoneNumber, RestorePhoneNumber};
 use serde_json::{json, Value};
 
 use super::activation;
@@ -76,6 +76,36 @@ pub(super) async fn modify_phone_number(
     device::call::<ep::PhoneNumberModify>(core, ctx, &mut local, &mut state, &[], &request).await?;
     tracing::info!(transaction_id = %ctx.transaction_id, "trusted phone number modified");
     Ok(Value::Null)
+}
+
+/// SET `trustedphonenumber` `action=restore`: the owner's way back during the hold after a
+/// number change, from any phone with their login and the restore code the change notice sent
+/// to the number trusted before it. Every device of the account is disabled, this one too if
+/// it was enrolled: it then forgets its enrollment, and `enroll` (with the PIN) works again.
+pub(super) async fn restore_phone_number(
+    core: &Core,
+    ctx: &Ctx,
+    restore_code: Secret,
+) -> Result<Value, Error> {
+    let mut local = core.local.lock().await;
+    let request = RestorePhoneNumber {
+        restore_code: restore_code.expose().to_owned(),
+    };
+    let restored = core
+        .call::<ep::PhoneNumberRestore>(ctx, &[], &request)
+        .await?;
+    if let Ok(mut state) = local.read() {
+        if state.enrollment.is_some() {
+            // Disabled on the server already; a vault that cannot be written is found out,
+            // and cleared, by the next call.
+            let _ = device::forget(core, &mut local, &mut state);
+        }
+    }
+    tracing::info!(transaction_id = %ctx.transaction_id, "trusted phone number restored");
+    Ok(json!({
+        "phoneNumber": restored.phone_number,
+        "recoveryHeldUntil": restored.recovery_held_until,
+    }))
 }
 
 /// GET `pims.authentication.devices`.

@@ -63,6 +63,9 @@ async fn run(core: &Core, transaction_id: &str, request: Request) -> Result<Valu
         Request::IsDeviceActivated => account::is_device_activated(core, &ctx).await,
         Request::IsAccountBlocked => account::is_account_blocked(core, &ctx).await,
         Request::TrustedPhoneNumber => account::trusted_phone_number(core, &ctx).await,
+        Request::RestorePhoneNumber { restore_code } => {
+            management::restore_phone_number(core, &ctx, restore_code).await
+        }
         Request::SendSmsCode {
             purpose,
             phone_number,

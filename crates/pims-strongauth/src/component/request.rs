@@ -18,6 +18,10 @@ pub(super) enum Request {
     IsAccountBlocked,
     /// GET `trustedphonenumber`.
     TrustedPhoneNumber,
+    /// SET `trustedphonenumber` `action=restore` (additive): the owner, from any phone with
+    /// their login, gives back the number trusted before a hold, with the restore code the
+    /// change notice sent to it (`smsCode`).
+    RestorePhoneNumber { restore_code: Secret },
     /// GET `smscode`: `phoneNumberCertification` (to `phone_number`), `enrollment`, `resetPIN`.
     SendSmsCode {
         purpose: SmsPurpose,
@@ -68,6 +72,7 @@ pub(super) enum Operation {
     IsDeviceActivated,
     IsAccountBlocked,
     TrustedPhoneNumber,
+    RestorePhoneNumber,
     SendSmsCode,
     CheckEnrollmentCode,
     AddPhoneNumber,
@@ -96,6 +101,12 @@ impl Request {
                 }
             }
             (Verb::Get, "pims.authentication.trustedphonenumber") => Request::TrustedPhoneNumber,
+            (Verb::Set, "pims.authentication.trustedphonenumber") => {
+                p.required_choice("action", &["restore"])?;
+                Request::RestorePhoneNumber {
+                    restore_code: restore_code(p)?,
+                }
+            }
             (Verb::Get, "pims.authentication.smscode") => {
                 match p.required_choice(
                     "type",
@@ -209,6 +220,7 @@ impl Request {
             Request::IsDeviceActivated => Operation::IsDeviceActivated,
             Request::IsAccountBlocked => Operation::IsAccountBlocked,
             Request::TrustedPhoneNumber => Operation::TrustedPhoneNumber,
+            Request::RestorePhoneNumber { .. } => Operation::RestorePhoneNumber,
             Request::SendSmsCode { .. } => Operation::SendSmsCode,
             Request::CheckEnrollmentCode { .. } => Operation::CheckEnrollmentCode,
             Request::AddPhoneNumber { .. } => Operation::AddPhoneNumber,
@@ -263,15 +275,32 @@ fn phone_number(params: &Params, default_region: &str) -> Result<PhoneNumber, Pi
     Ok(PhoneNumber { number, region })
 }
 
+/// The restore code of a change notice (`smsCode`): 12 letters and digits, as people type them
+/// (any case, with the notice's dashes or spaces); the server reads it.
+fn restore_code(params: &Params) -> Result<Secret, PimsError> {
+    const NAME: &str = "smsCode";
+    let typed = params.required_str(NAME)?.trim();
+    let significant = typed.chars().filter(|c| !matches!(c, '-' | ' ')).count();
+    if significant != 12
+        || !typed
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == ' ')
+    {
+        return Err(PimsError::invalid(NAME));
+    }
+    Ok(Secret::new(typed.to_owned()))
+}
+
 /// The selector of SET `smscode`: `type` (SDK-API.md), or the reference's `action` as its
-/// alias. Missing, it is named `type`; invalid, the errors name the parameter the app gave.
+/// alias. With neither, the reference's own selector for the API is missing: `action`;
+/// invalid, the errors name the parameter the app gave.
 fn selector(params: &Params) -> Result<&str, PimsError> {
     const SELECTORS: [&str; 3] = ["enrollment", "addPhoneNumber", "modifyPhoneNumber"];
     let (name, chosen) = match params.optional_str("type")? {
         Some(kind) => ("type", kind),
         None => match params.optional_str("action")? {
             Some(action) => ("action", action),
-            None => return Err(PimsError::missing("type")),
+            None => return Err(PimsError::missing("action")),
         },
     };
     if SELECTORS.contains(&chosen) {
@@ -285,6 +314,40 @@ fn selector(params: &Params) -> Result<&str, PimsError> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_restore_code_is_read_as_people_type_it() {
+        let parse = |v: Value| {
+            let call = Call {
+                verb: Verb::Set,
+                api: "pims.authentication.trustedphonenumber".into(),
+                params: Params::from_value(json!({ "action": "restore", "smsCode": v })).unwrap(),
+                transaction_id: "t".into(),
+            };
+            match Request::parse(&call, "FR") {
+                Ok(Request::RestorePhoneNumber { restore_code }) => {
+                    Ok(restore_code.expose().to_owned())
+                }
+                Ok(_) => panic!("another request"),
+                Err(e) => Err(e.label),
+            }
+        };
+        assert_eq!(parse(json!("7k4q-9xmd-2pwa")), Ok("7k4q-9xmd-2pwa".into()));
+        assert_eq!(
+            parse(json!(" 7K4Q 9XMD 2PWA ")),
+            Ok("7K4Q 9XMD 2PWA".into())
+        );
+        for bad in [json!("7K4Q-9XMD"), json!("7K4Q-9XMD-2PW!"), json!(123456)] {
+            assert_eq!(parse(bad), Err("Invalid smsCode parameter".into()));
+        }
+        assert_eq!(parse(json!("")), Err("Missing smsCode parameter".into()));
+    }
+
+    #[test]
+    fn a_set_smscode_without_a_selector_misses_its_action() {
+        let p = Params::from_value(json!({ "smsCode": "123456" })).unwrap();
+        assert_eq!(selector(&p).unwrap_err().label, "Missing action parameter");
+    }
 
     #[test]
     fn phone_numbers_are_normalised_or_rejected() {
