@@ -423,6 +423,72 @@ async fn update_pin_reaches_the_server_only_once_and_2314_when_unreachable() {
 
 // ---- phone number --------------------------------------------------------------------------
 
+/// The owner's own way back after a phone thief moved the trusted number: the change notice on
+/// the owner's number carries a restore code; typed in the app on a new phone with the owner's
+/// login, it gives the number back and disables every device (the thief's forgets its
+/// enrollment); the new phone then enrolls with the PIN and gets an OTP with it.
+#[tokio::test]
+async fn the_owner_restores_a_number_a_thief_moved_from_a_new_phone() {
+    let server = TestServer::start().await;
+    let stolen = enrolled_phone(&server, "owner").await;
+    ok(&stolen.certify(NUMBER2).await);
+    ok(&stolen
+        .modify_number(NUMBER2, &server.last_code(NUMBER2))
+        .await);
+    // A number that cannot receive SMS says why; the trusted one is refused as such.
+    let e = failed(
+        &stolen.certify("0123456789").await,
+        2102,
+        "Invalid phoneNumber parameter",
+    );
+    assert_eq!(e["details"]["reason"], "notMobile");
+    ok(&stolen.certify(NUMBER2).await);
+    let e = failed(
+        &stolen
+            .modify_number(NUMBER2, &server.last_code(NUMBER2))
+            .await,
+        2102,
+        "Invalid phoneNumber parameter",
+    );
+    assert_eq!(e["details"]["reason"], "alreadyTrusted");
+
+    let notice = server.sms_texts(NUMBER).pop().unwrap();
+    let code = pims_server::sms::restore_code_from_text(&notice).expect("a restore code");
+    let new_phone = Phone::new(&server.url(), Some(server.token("owner").await)).await;
+    let restore = |code: String| {
+        new_phone.set(
+            "pims.authentication.trustedphonenumber",
+            json!({"action": "restore", "smsCode": code}),
+        )
+    };
+    failed(
+        &restore("AAAA-BBBB-CCCC".into()).await,
+        2305,
+        "The sms code is invalid",
+    );
+    failed(
+        &restore("1234".into()).await,
+        2102,
+        "Invalid smsCode parameter",
+    );
+    let result = ok(&restore(code.clone()).await);
+    assert_eq!(result["phoneNumber"], NUMBER);
+    assert!(result["recoveryHeldUntil"].as_i64().unwrap() > 0);
+    let e = failed(&restore(code).await, 2317, FORBIDDEN);
+    assert_eq!(e["details"]["reason"], "nothingToRestore");
+    assert_eq!(
+        ok(&new_phone
+            .get("pims.authentication.trustedphonenumber", json!({}))
+            .await)["phoneNumber"],
+        NUMBER
+    );
+
+    // The thief's phone is out; the owner's new one enrolls with the PIN.
+    assert_eq!(ok(&stolen.is_device_activated().await)["isDeviceActivated"], false);
+    new_phone.enroll_further_device(&server).await;
+    ok(&new_phone.otp_with_pin(PIN).await);
+}
+
 #[tokio::test]
 async fn modify_phone_number_errors_are_exact() {
     let server = TestServer::start().await;
@@ -466,12 +532,13 @@ async fn modify_phone_number_errors_are_exact() {
     );
     assert!(!retryable(&e));
     ok(&phone.modify_number(NUMBER2, &code).await);
-    // Used up.
-    failed(
+    // Again: the number is the trusted one now (before the code, used up, is even read).
+    let e = failed(
         &phone.modify_number(NUMBER2, &code).await,
-        2305,
-        "The sms code is invalid",
+        2102,
+        "Invalid phoneNumber parameter",
     );
+    assert_eq!(e["details"]["reason"], "alreadyTrusted");
     let nobody = Phone::new(&server.url(), None).await;
     failed(
         &nobody.modify_number(NUMBER2, &code).await,

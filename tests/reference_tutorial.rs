@@ -212,8 +212,9 @@ async fn phone_number_selectors_are_named_type() {
     let server = TestServer::start().await;
     let phone = Phone::new(&server.url(), Some(server.token("u").await)).await;
     let set = |params: Value| phone.set("pims.authentication.smscode", params);
+    // With no selector at all, the reference's own selector of the API is missing.
     let m = set(json!({"smsCode": "123456", "phoneNumber": "0612345678"})).await;
-    failed(&m, 2101, "Missing type parameter");
+    failed(&m, 2101, "Missing action parameter");
     let m = set(json!({"type": "bogus", "smsCode": "123456", "phoneNumber": "0612345678"})).await;
     failed(&m, 2102, "Invalid type parameter");
     // The reference's alias, named as the app wrote it.
