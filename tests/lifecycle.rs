@@ -452,6 +452,14 @@ async fn the_owner_restores_a_number_a_thief_moved_from_a_new_phone() {
     );
     assert_eq!(e["details"]["reason"], "alreadyTrusted");
 
+    // The app can tell a hold runs, and offer the restore.
+    let trusted = ok(&stolen
+        .get("pims.authentication.trustedphonenumber", json!({}))
+        .await);
+    assert_eq!(trusted["phoneNumber"], NUMBER2);
+    let held_until = trusted["recoveryHeldUntil"]
+        .as_i64()
+        .expect("the hold's end");
     let notice = server.sms_texts(NUMBER).pop().unwrap();
     let code = pims_server::sms::restore_code_from_text(&notice).expect("a restore code");
     let new_phone = Phone::new(&server.url(), Some(server.token("owner").await)).await;
@@ -473,7 +481,7 @@ async fn the_owner_restores_a_number_a_thief_moved_from_a_new_phone() {
     );
     let result = ok(&restore(code.clone()).await);
     assert_eq!(result["phoneNumber"], NUMBER);
-    assert!(result["recoveryHeldUntil"].as_i64().unwrap() > 0);
+    assert_eq!(result["recoveryHeldUntil"], held_until);
     let e = failed(&restore(code).await, 2317, FORBIDDEN);
     assert_eq!(e["details"]["reason"], "nothingToRestore");
     assert_eq!(
@@ -484,7 +492,10 @@ async fn the_owner_restores_a_number_a_thief_moved_from_a_new_phone() {
     );
 
     // The thief's phone is out; the owner's new one enrolls with the PIN.
-    assert_eq!(ok(&stolen.is_device_activated().await)["isDeviceActivated"], false);
+    assert_eq!(
+        ok(&stolen.is_device_activated().await)["isDeviceActivated"],
+        false
+    );
     new_phone.enroll_further_device(&server).await;
     ok(&new_phone.otp_with_pin(PIN).await);
 }

@@ -146,6 +146,7 @@ fn spawn_purge(config: &ServerConfig, store: Arc<dyn Store>) -> Option<JoinHandl
                     otp_challenges = n.otp_challenges,
                     otps = n.otps,
                     pending_devices = n.pending_devices,
+                    ended_holds = n.ended_holds,
                     "purged expired rows"
                 ),
                 Ok(_) => {}

@@ -741,7 +741,7 @@ impl PurgeStep {
     /// One statement per kind with its bound (`?1`, `$1` on PostgreSQL), in an order that
     /// respects the foreign keys; the same text on both stores. Counts come back in this order
     /// ([`PurgeCounts::from_statement_counts`]).
-    pub fn statements(&self) -> [(&'static str, i64); 7] {
+    pub fn statements(&self) -> [(&'static str, i64); 8] {
         let before = |secs: u64| self.now.saturating_sub(secs as i64);
         let expired = before(self.expired_grace);
         [
@@ -771,6 +771,13 @@ impl PurgeStep {
                 "DELETE FROM sms_sends WHERE sent_at <= ?1",
                 before(self.sms_send_window),
             ),
+            // A number a hold kept is nobody's business once the hold has ended.
+            (
+                "UPDATE accounts SET pre_hold_phone_number = NULL, restore_nonce = NULL
+                 WHERE recovery_held_until <= ?1
+                   AND (pre_hold_phone_number IS NOT NULL OR restore_nonce IS NOT NULL)",
+                self.now,
+            ),
         ]
     }
 }
@@ -785,11 +792,13 @@ pub struct PurgeCounts {
     pub otp_challenges: u64,
     pub otps: u64,
     pub pending_devices: u64,
+    /// Accounts whose ended hold still kept the number of before it.
+    pub ended_holds: u64,
 }
 
 impl PurgeCounts {
     /// Counts in the order of [`PurgeStep::statements`].
-    pub fn from_statement_counts(n: [u64; 7]) -> Self {
+    pub fn from_statement_counts(n: [u64; 8]) -> Self {
         PurgeCounts {
             otps: n[0],
             otp_challenges: n[1],
@@ -798,6 +807,7 @@ impl PurgeCounts {
             idempotency: n[4],
             pending_devices: n[5],
             sms_sends: n[6],
+            ended_holds: n[7],
         }
     }
 
@@ -809,6 +819,7 @@ impl PurgeCounts {
             + self.otp_challenges
             + self.otps
             + self.pending_devices
+            + self.ended_holds
     }
 }
 

@@ -847,7 +847,7 @@ pub async fn purge<R: Rows>(r: &R, step: &PurgeStep) -> Result<PurgeCounts> {
     if !r.lock_purge().await? {
         return Ok(PurgeCounts::default());
     }
-    let mut counts = [0u64; 7];
+    let mut counts = [0u64; 8];
     for (n, (sql, bound)) in counts.iter_mut().zip(step.statements()) {
         *n = r.purge(sql, bound).await?;
     }

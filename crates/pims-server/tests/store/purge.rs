@@ -79,6 +79,10 @@ async fn a_purge_deletes_exactly_what_expired(store: Arc<dyn Store>) {
     otp(&store, "alice", &alice, 2, OtpProof::WithoutPin, b"old otp")
         .await
         .unwrap();
+    // A number change whose 300 s hold has ended by P: the number it kept goes.
+    change_number(&store, &alice, 3, None, PHONE2, b"nonce")
+        .await
+        .unwrap();
     let carol = enrolled(&store, "carol").await;
     store.revoke_device("carol", &carol, NOW).await.unwrap();
 
@@ -114,7 +118,7 @@ async fn a_purge_deletes_exactly_what_expired(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store
-        .issue_otp(issue("alice", "answered", 3, b"live otp", P - 10))
+        .issue_otp(issue("alice", "answered", 4, b"live otp", P - 10))
         .await
         .unwrap();
     store
@@ -137,17 +141,29 @@ async fn a_purge_deletes_exactly_what_expired(store: Arc<dyn Store>) {
     assert_eq!(
         counts,
         PurgeCounts {
-            // alice: certification, two enrollments; carol: certification, one enrollment
-            sms_codes: 5,
-            sms_sends: 5,
+            // alice: certification, two enrollments, the new number; carol: certification,
+            // one enrollment
+            sms_codes: 6,
+            sms_sends: 6,
             enrollment_sessions: 3,
             idempotency: 3,
-            otp_challenges: 1,
+            // the OTP's and the number change's
+            otp_challenges: 2,
             otps: 1,
             pending_devices: 1,
+            ended_holds: 1,
         }
     );
-    assert_eq!(counts.total(), 19);
+    assert_eq!(counts.total(), 23);
+    let account = store.account("alice").await.unwrap().unwrap();
+    assert_eq!(
+        (
+            account.phone_number.as_deref(),
+            account.pre_hold_phone_number,
+            account.restore_nonce
+        ),
+        (Some(PHONE2), None, None)
+    );
     assert_eq!(
         store.purge(purge_step(P)).await.unwrap(),
         PurgeCounts::default()
@@ -193,7 +209,7 @@ async fn a_purge_deletes_exactly_what_expired(store: Arc<dyn Store>) {
     let used = store.use_otp(b"live otp", P, "rp").await.unwrap().unwrap();
     assert_eq!((used.subject.as_str(), used.issued_at), ("alice", P - 10));
     store
-        .issue_otp(issue("alice", "open", 4, b"answer", P))
+        .issue_otp(issue("alice", "open", 5, b"answer", P))
         .await
         .unwrap();
     store

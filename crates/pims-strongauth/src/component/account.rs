@@ -90,11 +90,17 @@ pub(super) async fn is_account_blocked(core: &Core, ctx: &Ctx) -> Result<Value, 
     Ok(json!({ "isAccountBlocked": verdict }))
 }
 
+/// GET `trustedphonenumber`; while a hold after a number change runs, `recoveryHeldUntil` too
+/// (additive), so an app can offer the owner's restore.
 pub(super) async fn trusted_phone_number(core: &Core, ctx: &Ctx) -> Result<Value, Error> {
-    match core.account_status(ctx).await?.phone_number {
-        Some(number) => Ok(json!({ "phoneNumber": number })),
-        None => Err(Error::Api(ApiError::NoPhoneNumber)),
-    }
+    let status = core.account_status(ctx).await?;
+    let Some(number) = status.phone_number else {
+        return Err(Error::Api(ApiError::NoPhoneNumber));
+    };
+    Ok(match status.recovery_held_until {
+        Some(until) => json!({ "phoneNumber": number, "recoveryHeldUntil": until }),
+        None => json!({ "phoneNumber": number }),
+    })
 }
 
 pub(super) async fn send_sms_code(
