@@ -1,8 +1,9 @@
-//! The listener: accepts connections within the caps, serves HTTP/1.1 on each with header,
-//! keep-alive and request deadlines, and shuts down gracefully. Nothing here needs a request
+//! The listener: accepts connections within the caps (per address, per address block, in all;
+//! at the global cap the oldest connection not yet served makes room), serves HTTP/1.1 on each
+//! with header, keep-alive and request deadlines, and shuts down gracefully. Nothing here needs a request
 //! to be authenticated, so this is what an anonymous attacker meets first.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -42,75 +43,268 @@ pub fn client_key(ip: IpAddr) -> String {
     }
 }
 
-/// Open connections, in all and per client key.
+/// The address block a client belongs to, for its share of the connection cap: an IPv4 /24
+/// and an IPv6 /48 (the smallest blocks routed between networks, and what one site or one
+/// rented subnet gets), an IPv4-mapped IPv6 address as its IPv4 block. An attacker can hold
+/// many addresses of one block (64 on one host's loopback, a /64 per IPv6 subscriber), rarely
+/// many blocks.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum AddressBlock {
+    V4([u8; 3]),
+    V6([u16; 3]),
+}
+
+fn address_block(ip: IpAddr) -> AddressBlock {
+    let v4 = |v4: std::net::Ipv4Addr| {
+        let o = v4.octets();
+        AddressBlock::V4([o[0], o[1], o[2]])
+    };
+    match ip {
+        IpAddr::V4(a) => v4(a),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(a) => v4(a),
+            None => {
+                let s = v6.segments();
+                AddressBlock::V6([s[0], s[1], s[2]])
+            }
+        },
+    }
+}
+
+impl std::fmt::Display for AddressBlock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            AddressBlock::V4([a, b, c]) => write!(f, "{a}.{b}.{c}.0/24"),
+            AddressBlock::V6([a, b, c]) => {
+                write!(f, "{}/48", std::net::Ipv6Addr::new(a, b, c, 0, 0, 0, 0, 0))
+            }
+        }
+    }
+}
+
+/// The part of `max_connections` one address block may hold: an eighth. Idle connections
+/// cannot hold the cap (the oldest of those not yet served makes room for a newcomer, see
+/// [`ConnectionCaps::admit`]), but served, kept-alive ones can; with a share, whoever holds
+/// them needs at least eight blocks to fill the cap, not eight addresses of one host. An eighth
+/// (512 of the default 4096, four addresses at the default `max_connections_per_address`)
+/// leaves a network behind NAT room for several busy public addresses.
+const BLOCK_SHARE_DIVISOR: usize = 8;
+
+/// Open connections, in all, per client key and per address block, and the admitted ones not
+/// yet served.
 struct ConnectionCaps {
-    total: AtomicUsize,
-    per_key: Mutex<HashMap<String, usize>>,
+    table: Mutex<Table>,
     max_total: usize,
-    /// `None`: not capped per address (behind a trusted balancer).
+    /// `None`: not capped per address nor per block (behind a trusted balancer, every
+    /// connection comes from it).
     max_per_key: Option<usize>,
-    refused: AtomicU64,
-    /// Seconds since `epoch` of the last warning, so a flood logs one line per interval.
-    last_warning: AtomicU64,
+    max_per_block: Option<usize>,
+    refusals: RateLimited,
+    evictions: RateLimited,
     epoch: Instant,
 }
 
-/// One admitted connection; releases its place when dropped.
+#[derive(Default)]
+struct Table {
+    total: usize,
+    per_key: HashMap<String, usize>,
+    per_block: HashMap<AddressBlock, usize>,
+    /// Admitted connections that have not started a request yet (still waiting for or reading
+    /// the first request's head), oldest first: the ones closed to make room at the cap.
+    unserved: BTreeMap<u64, Arc<Slot>>,
+    next_id: u64,
+}
+
+/// One admitted connection's place. `served` and `evicted` change under the table's lock,
+/// and at most one of them is ever set.
+struct Slot {
+    id: u64,
+    key: String,
+    block: AddressBlock,
+    /// A request has started on it: never evicted.
+    served: AtomicBool,
+    /// Closed to make room; its place is already given to another.
+    evicted: AtomicBool,
+    /// Wakes the connection's task to close it once evicted.
+    close: Notify,
+}
+
+impl Table {
+    fn count(&mut self, slot: &Slot) {
+        self.total += 1;
+        *self.per_key.entry(slot.key.clone()).or_default() += 1;
+        *self.per_block.entry(slot.block).or_default() += 1;
+    }
+
+    fn release(&mut self, slot: &Slot) {
+        self.total -= 1;
+        if let Some(n) = self.per_key.get_mut(&slot.key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_key.remove(&slot.key);
+            }
+        }
+        if let Some(n) = self.per_block.get_mut(&slot.block) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_block.remove(&slot.block);
+            }
+        }
+    }
+}
+
+/// One admitted connection; releases its place when dropped (unless evicted: its place was
+/// released then).
 struct Admitted {
     caps: Arc<ConnectionCaps>,
-    key: String,
+    slot: Arc<Slot>,
+}
+
+impl Admitted {
+    /// Called as a request starts: from then on the connection is never evicted. `false` when
+    /// it was evicted first (its task is closing it).
+    fn start_request(&self) -> bool {
+        if self.slot.served.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut table = self.caps.table.lock().unwrap();
+        if self.slot.evicted.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.slot.served.store(true, Ordering::Relaxed);
+        table.unserved.remove(&self.slot.id);
+        true
+    }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.caps.total.fetch_sub(1, Ordering::Relaxed);
-        let mut per_key = self.caps.per_key.lock().unwrap();
-        if let Some(n) = per_key.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 {
-                per_key.remove(&self.key);
-            }
+        let mut table = self.caps.table.lock().unwrap();
+        if !self.slot.evicted.load(Ordering::Relaxed) {
+            table.unserved.remove(&self.slot.id);
+            table.release(&self.slot);
         }
     }
 }
 
 const WARNING_INTERVAL_SECONDS: u64 = 10;
 
-impl ConnectionCaps {
-    fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Admitted> {
-        let key = client_key(peer);
-        let mut per_key = self.per_key.lock().unwrap();
-        let mine = per_key.get(&key).copied().unwrap_or(0);
-        let total = self.total.load(Ordering::Relaxed);
-        let over_total = total >= self.max_total;
-        let over_key = self.max_per_key.is_some_and(|max| mine >= max);
-        if over_total || over_key {
-            drop(per_key);
-            self.refused(&key, over_total);
-            return None;
-        }
-        per_key.insert(key.clone(), mine + 1);
-        self.total.fetch_add(1, Ordering::Relaxed);
-        Some(Admitted {
-            caps: self.clone(),
-            key,
-        })
-    }
+/// Events of one kind, logged at most once per [`WARNING_INTERVAL_SECONDS`] so that a flood
+/// writes one line per interval.
+#[derive(Default)]
+struct RateLimited {
+    since_last: AtomicU64,
+    /// Seconds since the caps' `epoch` (plus one interval) of the last line.
+    last: AtomicU64,
+}
 
-    fn refused(&self, key: &str, over_total: bool) {
-        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
-        let now = self.epoch.elapsed().as_secs() + WARNING_INTERVAL_SECONDS;
-        let last = self.last_warning.load(Ordering::Relaxed);
+impl RateLimited {
+    /// Counts one event; `Some(events since the last line)` when a line is due now.
+    fn count(&self, epoch: Instant) -> Option<u64> {
+        let events = self.since_last.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = epoch.elapsed().as_secs() + WARNING_INTERVAL_SECONDS;
+        let last = self.last.load(Ordering::Relaxed);
         if now >= last + WARNING_INTERVAL_SECONDS
             && self
-                .last_warning
+                .last
                 .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
         {
-            self.refused.store(0, Ordering::Relaxed);
+            self.since_last.store(0, Ordering::Relaxed);
+            return Some(events);
+        }
+        None
+    }
+}
+
+impl ConnectionCaps {
+    fn new(limits: &HttpLimits, trust_forwarded_for: bool) -> ConnectionCaps {
+        let share = (limits.max_connections / BLOCK_SHARE_DIVISOR).max(1);
+        ConnectionCaps {
+            table: Mutex::new(Table::default()),
+            max_total: limits.max_connections,
+            max_per_key: (!trust_forwarded_for).then_some(limits.max_connections_per_address),
+            max_per_block: (!trust_forwarded_for).then_some(share),
+            refusals: RateLimited::default(),
+            evictions: RateLimited::default(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Admits a connection from `peer`, or `None` to close it at once. Over its address's cap
+    /// or its block's share, it is refused. At the global cap, the oldest connection that has
+    /// not started a request yet is closed and the newcomer takes its place: idle connections
+    /// cannot keep clients out, while a connection serving a request or served and kept alive
+    /// is never closed for a newcomer. Only when every open connection is such a one is the
+    /// newcomer refused.
+    fn admit(self: &Arc<Self>, peer: IpAddr) -> Option<Admitted> {
+        let key = client_key(peer);
+        let block = address_block(peer);
+        let mut table = self.table.lock().unwrap();
+        let mine = table.per_key.get(&key).copied().unwrap_or(0);
+        if self.max_per_key.is_some_and(|max| mine >= max) {
+            drop(table);
+            self.refused(&key, "max_connections_per_address");
+            return None;
+        }
+        let my_block = table.per_block.get(&block).copied().unwrap_or(0);
+        if self.max_per_block.is_some_and(|max| my_block >= max) {
+            drop(table);
+            self.refused(
+                &block.to_string(),
+                "max_connections share of an address block",
+            );
+            return None;
+        }
+        let mut evicted = None;
+        if table.total >= self.max_total {
+            let Some((_, victim)) = table.unserved.pop_first() else {
+                drop(table);
+                self.refused(&key, "max_connections");
+                return None;
+            };
+            victim.evicted.store(true, Ordering::Relaxed);
+            table.release(&victim);
+            // Its task closes the socket as soon as it runs (so open sockets may exceed the cap
+            // by the evicted ones not yet closed, for that instant); the place is the
+            // newcomer's now.
+            victim.close.notify_one();
+            evicted = Some(victim);
+        }
+        let slot = Arc::new(Slot {
+            id: table.next_id,
+            key,
+            block,
+            served: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            close: Notify::new(),
+        });
+        table.next_id += 1;
+        table.count(&slot);
+        table.unserved.insert(slot.id, slot.clone());
+        drop(table);
+        if let Some(victim) = evicted {
+            if let Some(evicted) = self.evictions.count(self.epoch) {
+                tracing::warn!(
+                    client = %victim.key,
+                    cap = "max_connections",
+                    evicted_since_last_warning = evicted,
+                    "connection closed before its first request to admit another: \
+                     the connection cap is reached"
+                );
+            }
+        }
+        Some(Admitted {
+            caps: self.clone(),
+            slot,
+        })
+    }
+
+    fn refused(&self, client: &str, cap: &'static str) {
+        if let Some(refused) = self.refusals.count(self.epoch) {
             tracing::warn!(
-                client = %key,
-                cap = if over_total { "max_connections" } else { "max_connections_per_address" },
+                client = %client,
+                cap,
                 refused_since_last_warning = refused,
                 "connection refused: over the connection cap"
             );
@@ -241,15 +435,7 @@ pub async fn serve(
     trust_forwarded_for: bool,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let caps = Arc::new(ConnectionCaps {
-        total: AtomicUsize::new(0),
-        per_key: Mutex::new(HashMap::new()),
-        max_total: limits.max_connections,
-        max_per_key: (!trust_forwarded_for).then_some(limits.max_connections_per_address),
-        refused: AtomicU64::new(0),
-        last_warning: AtomicU64::new(0),
-        epoch: Instant::now(),
-    });
+    let caps = Arc::new(ConnectionCaps::new(&limits, trust_forwarded_for));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(limits.header_read_timeout_seconds))
@@ -280,16 +466,23 @@ pub async fn serve(
         let http = http.clone();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
-            let _admitted = admitted;
+            let admitted = Arc::new(admitted);
+            let slot = admitted.slot.clone();
             let activity = Arc::new(Activity::default());
             let for_requests = activity.clone();
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let in_flight = InFlight::begin(&for_requests);
+                // Evicted between its head arriving and this call: its task is closing it.
+                let serving = admitted.start_request();
                 let mut req = req.map(Body::new);
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                let response = app.clone().oneshot(req);
+                let app = app.clone();
                 async move {
-                    let response = response.await;
+                    let response = if serving {
+                        app.oneshot(req).await
+                    } else {
+                        Ok(evicted_response())
+                    };
                     drop(in_flight);
                     response
                 }
@@ -314,6 +507,8 @@ pub async fn serve(
                         idle_closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
+                    // Evicted to admit another (it had not started a request): closed at once.
+                    _ = slot.close.notified() => break,
                 }
             }
             drop(stop);
@@ -325,6 +520,15 @@ pub async fn serve(
     let _ = stop_tx.send(());
     stop_tx.closed().await;
     Ok(())
+}
+
+fn evicted_response() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(header::CONNECTION, "close")],
+        "over the connection cap",
+    )
+        .into_response()
 }
 
 // ---- admin-token failures ---------------------------------------------------------------
@@ -390,5 +594,56 @@ mod tests {
         );
         assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
         assert_eq!(key("::ffff:203.0.113.7"), "203.0.113.7");
+    }
+
+    #[test]
+    fn connection_shares_count_ipv4_by_24_and_ipv6_by_48() {
+        let block = |s: &str| address_block(s.parse().unwrap()).to_string();
+        assert_eq!(block("203.0.113.7"), "203.0.113.0/24");
+        assert_eq!(block("203.0.113.7"), block("203.0.113.250"));
+        assert_ne!(block("203.0.113.7"), block("203.0.114.7"));
+        assert_eq!(block("::ffff:203.0.113.7"), "203.0.113.0/24");
+        assert_eq!(block("2001:db8:1:2::1"), "2001:db8:1::/48");
+        assert_eq!(block("2001:db8:1:2::1"), block("2001:db8:1:ffff:1::9"));
+        assert_ne!(block("2001:db8:1::1"), block("2001:db8:2::1"));
+        // The per-address key is unchanged: a /24 is many addresses, a /48 many /64s.
+        assert_ne!(
+            client_key("203.0.113.7".parse().unwrap()),
+            block("203.0.113.7")
+        );
+    }
+
+    #[test]
+    fn at_the_global_cap_the_oldest_unserved_connection_makes_room() {
+        let limits = HttpLimits {
+            max_connections: 3,
+            max_connections_per_address: 10,
+            ..HttpLimits::default()
+        };
+        let caps = Arc::new(ConnectionCaps::new(&limits, false));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let served = caps.admit(ip("10.0.1.1")).unwrap();
+        assert!(served.start_request());
+        let idle_old = caps.admit(ip("10.0.2.1")).unwrap();
+        let idle_new = caps.admit(ip("10.0.3.1")).unwrap();
+        // Full: a newcomer takes the oldest unserved one's place, not the served one's.
+        let newcomer = caps.admit(ip("10.0.4.1")).unwrap();
+        assert!(idle_old.slot.evicted.load(Ordering::Relaxed));
+        assert!(!idle_new.slot.evicted.load(Ordering::Relaxed));
+        assert!(!idle_old.start_request());
+        assert_eq!(caps.table.lock().unwrap().total, 3);
+        // The evicted one's place was released once; dropping it releases nothing more.
+        drop(idle_old);
+        assert_eq!(caps.table.lock().unwrap().total, 3);
+        assert!(newcomer.start_request());
+        assert!(idle_new.start_request());
+        // Everyone served: refused.
+        assert!(caps.admit(ip("10.0.5.1")).is_none());
+        drop(served);
+        let table = caps.table.lock().unwrap();
+        assert_eq!(table.total, 2);
+        assert!(table.unserved.is_empty());
+        assert_eq!(table.per_block.len(), 2);
+        assert_eq!(table.per_key.len(), 2);
     }
 }

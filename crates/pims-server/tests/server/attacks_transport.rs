@@ -218,29 +218,199 @@ async fn connections_over_the_per_address_cap_are_closed_at_once() {
     assert!(warnings[0].contains("cap=\"max_connections_per_address\""));
 }
 
+/// `127.0.block.host`: each `block` is its own /24, the unit of a connection share.
+fn in_block(block: u8, host: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, block, host)
+}
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: pims\r\n\r\n";
+
+/// A connection from `source` that has been served one request and is kept alive.
+async fn served_from(source: Ipv4Addr, server: SocketAddr) -> TcpStream {
+    let mut c = connect_from(source, server).await;
+    c.write_all(HEALTHZ).await.unwrap();
+    assert_eq!(read_response(&mut c, Duration::from_secs(2)).await.0, 200);
+    c
+}
+
 #[tokio::test]
-async fn connections_over_the_global_cap_are_closed_at_once_whatever_their_address() {
+async fn connections_over_the_global_cap_are_closed_at_once_when_every_open_one_has_been_served() {
     let s = TestServer::start_with(|c| {
         c.http.max_connections = 3;
         c.http.max_connections_per_address = 100;
     })
     .await;
+    // Three clients, each served and kept alive: none of them is closed to make room.
     let mut held = Vec::new();
-    for source in [ATTACKER, ATTACKER, BYSTANDER] {
-        held.push(connect_from(source, s.addr()).await);
+    for block in [1, 2, 3] {
+        held.push(served_from(in_block(block, 1), s.addr()).await);
     }
-    for source in [ATTACKER, BYSTANDER, Ipv4Addr::new(127, 0, 0, 3)] {
-        let mut extra = connect_from(source, s.addr()).await;
-        assert!(closed_within(&mut extra, Duration::from_millis(500)).await);
-    }
-    held[2]
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: pims\r\n\r\n")
-        .await
-        .unwrap();
+    let ((), logs) = capture_logs(async {
+        for source in [in_block(4, 1), in_block(5, 1), in_block(6, 2)] {
+            let mut extra = connect_from(source, s.addr()).await;
+            let _ = extra.write_all(HEALTHZ).await;
+            assert!(closed_within(&mut extra, Duration::from_millis(500)).await);
+        }
+    })
+    .await;
+    assert!(held.iter().all(still_open));
+    held[2].write_all(HEALTHZ).await.unwrap();
     assert_eq!(
         read_response(&mut held[2], Duration::from_secs(2)).await.0,
         200
     );
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("connection refused: over the connection cap"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+    assert!(warnings[0].contains("cap=\"max_connections\""), "{logs}");
+}
+
+#[tokio::test]
+async fn idle_connections_holding_the_global_cap_make_room_for_a_fresh_client() {
+    // A share of 32 / 8 = 4 per /24: the attacker spreads 32 idle connections over 8 blocks
+    // (two addresses each) and reopens each one as soon as the server closes it.
+    const CAP: usize = 32;
+    const ANSWERS: usize = 16;
+    let s = TestServer::start_with(|c| {
+        c.http.max_connections = CAP;
+        c.http.max_connections_per_address = 100;
+    })
+    .await;
+    let addr = s.addr();
+    let sources: Vec<Ipv4Addr> = (0..CAP)
+        .map(|i| in_block(10 + (i / 4) as u8, 1 + (i % 2) as u8))
+        .collect();
+    let mut first = Vec::new();
+    for &source in &sources {
+        first.push(connect_from(source, addr).await);
+    }
+    // The cap is full: every attacker connection is open, none sent a byte.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(first.iter().all(still_open));
+    let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut attackers = Vec::new();
+    for (mut c, source) in first.into_iter().zip(sources) {
+        let closed = closed.clone();
+        attackers.push(tokio::spawn(async move {
+            loop {
+                let mut byte = [0u8; 1];
+                let _ = c.read(&mut byte).await; // EOF or reset: closed by the server
+                closed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                c = connect_from(source, addr).await;
+            }
+        }));
+    }
+    // A fresh client from another block, one new connection per request, is answered each time.
+    let started = Instant::now();
+    for i in 0..ANSWERS {
+        let mut c = connect_from(in_block(99, 1), addr).await;
+        c.write_all(HEALTHZ).await.unwrap();
+        let (status, _, _) = read_response(&mut c, Duration::from_secs(2)).await;
+        assert_eq!(status, 200, "request {i}");
+    }
+    let took = started.elapsed();
+    for a in &attackers {
+        a.abort();
+    }
+    let closed = closed.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("{ANSWERS}/{ANSWERS} answered in {took:?}; attacker connections closed: {closed}");
+    assert!(closed > 0);
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[tokio::test]
+async fn one_address_block_holds_at_most_its_share_of_the_global_cap() {
+    // A share of 32 / 8 = 4 connections per /24, whatever the addresses inside it.
+    let s = TestServer::start_with(|c| {
+        c.http.max_connections = 32;
+        c.http.max_connections_per_address = 100;
+    })
+    .await;
+    let ((), logs) = capture_logs(async {
+        let mut held = Vec::new();
+        for host in 1..=4 {
+            held.push(connect_from(in_block(20, host), s.addr()).await);
+        }
+        // Past the share, from further addresses of the same /24: closed at once, unserved.
+        for host in [5, 6, 1] {
+            let mut extra = connect_from(in_block(20, host), s.addr()).await;
+            let _ = extra.write_all(HEALTHZ).await;
+            assert!(closed_within(&mut extra, Duration::from_millis(500)).await);
+        }
+        // Another /24 still connects and is served, and so are the block's admitted ones.
+        assert_eq!(healthz_from(in_block(21, 1), s.addr()).await, 200);
+        assert!(held.iter().all(still_open));
+        held[3].write_all(HEALTHZ).await.unwrap();
+        assert_eq!(
+            read_response(&mut held[3], Duration::from_secs(2)).await.0,
+            200
+        );
+    })
+    .await;
+    let warnings: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("connection refused: over the connection cap"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{logs}");
+    assert!(warnings[0].contains("client=127.0.20.0/24"), "{logs}");
+    assert!(
+        warnings[0].contains("cap=\"max_connections share of an address block\""),
+        "{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_served_kept_alive_connection_is_not_evicted_for_newcomers_but_idle_ones_are() {
+    // One connection per /24 (a share of 4 / 8, at least one), so that only the global cap acts.
+    let s = TestServer::start_with(|c| {
+        c.http.max_connections = 4;
+        c.http.max_connections_per_address = 100;
+    })
+    .await;
+    let addr = s.addr();
+    let ((), logs) = capture_logs(async {
+        // The oldest connection is a client served once and kept alive; three idle ones follow.
+        let mut client = served_from(in_block(30, 1), addr).await;
+        let mut idle = Vec::new();
+        for block in [31, 32, 33] {
+            idle.push(connect_from(in_block(block, 1), addr).await);
+        }
+        // Each newcomer at the full cap closes the oldest idle one, not the client, and is
+        // served itself (then kept alive).
+        let mut newcomers = Vec::new();
+        for (i, block) in [34, 35, 36].into_iter().enumerate() {
+            newcomers.push(served_from(in_block(block, 1), addr).await);
+            assert!(
+                closed_within(&mut idle[i], Duration::from_millis(500)).await,
+                "idle connection {i} still open"
+            );
+            assert!(idle[i + 1..].iter().all(still_open), "after newcomer {i}");
+            assert!(still_open(&client));
+        }
+        // No idle connection is left: the next newcomer is refused, and nobody is closed.
+        let mut refused = connect_from(in_block(37, 1), addr).await;
+        let _ = refused.write_all(HEALTHZ).await;
+        assert!(closed_within(&mut refused, Duration::from_millis(500)).await);
+        assert!(still_open(&client));
+        assert!(newcomers.iter().all(still_open));
+        // The kept-alive client answers its second request on the same connection.
+        client.write_all(HEALTHZ).await.unwrap();
+        assert_eq!(
+            read_response(&mut client, Duration::from_secs(2)).await.0,
+            200
+        );
+    })
+    .await;
+    // The three evictions: one warning (rate-limited) naming the first one closed.
+    let evictions: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("connection closed before its first request to admit another"))
+        .collect();
+    assert_eq!(evictions.len(), 1, "{logs}");
+    assert!(evictions[0].contains("client=127.0.31.1"), "{logs}");
+    assert!(evictions[0].contains("cap=\"max_connections\""), "{logs}");
 }
 
 #[tokio::test]
@@ -660,8 +830,8 @@ async fn premium_rate_and_satellite_numbers_are_not_trusted_numbers() {
             s.send_code(&token, SmsPurpose::PhoneCertification, Some(number))
                 .await
                 .err(),
-            Some(ApiError::InvalidParameter {
-                name: "phoneNumber".into()
+            Some(ApiError::PhoneNumberRefused {
+                reason: NumberRefusal::NotMobile
             }),
             "{number}"
         );
