@@ -116,7 +116,13 @@ async fn e2301_without_access_token() {
     let m = phone.enroll(PIN, "123456").await;
     failed(&m, 2301, "Need Basic Authentication");
     let m = phone.is_device_activated().await;
-    failed(&m, 2301, "Need Basic Authentication");
+    let error = failed(&m, 2301, "Need Basic Authentication");
+    // The label is the reference's; the hint says which side is missing.
+    assert_eq!(
+        error["details"],
+        json!({"hint": "no access token: the app's AccessTokenProvider gave none (it returned null or blank, or failed)",
+               "retryable": false})
+    );
 }
 
 #[tokio::test]
@@ -126,7 +132,11 @@ async fn e2301_when_the_server_rejects_the_token() {
     let m = phone
         .get("pims.authentication.trustedphonenumber", json!({}))
         .await;
-    failed(&m, 2301, "Need Basic Authentication");
+    let error = failed(&m, 2301, "Need Basic Authentication");
+    assert_eq!(
+        error["details"],
+        json!({"hint": "the server refused the access token", "retryable": false})
+    );
 }
 
 #[tokio::test]

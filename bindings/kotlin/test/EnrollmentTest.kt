@@ -231,7 +231,8 @@ fun main() {
         })
         succeeded(call { cb -> throwing.initialize(config("throwing"), cb) }, null)
         val m = call { cb -> throwing.get("pims.authentication.account", mapOf("actionType" to "strong", "type" to "isDeviceActivated"), cb) }
-        failedWith(m, mapOf("code" to 2301, "label" to "Need Basic Authentication", "details" to mapOf("retryable" to false)))
+        failedWith(m, mapOf("code" to 2301, "label" to "Need Basic Authentication", "details" to mapOf(
+            "hint" to "no access token: the app's AccessTokenProvider gave none (it returned null or blank, or failed)", "retryable" to false)))
         throwing.close()
     }
     check("an unknown API gives 2002") {

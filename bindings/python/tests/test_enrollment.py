@@ -13,6 +13,7 @@ from conftest import call, config, failed, succeeded
 # Long enough that no random transaction id in the logs contains it by chance.
 PIN = "73920561"
 IS_ACTIVATED = {"actionType": "strong", "type": "isDeviceActivated"}
+NO_TOKEN_HINT = "no access token: the app's AccessTokenProvider gave none (it returned null or blank, or failed)"
 INTERNAL_STATE = {"code": 2311, "label": "inwebo: internal state not correct", "details": {"retryable": False}}
 
 
@@ -169,7 +170,8 @@ def test_no_token_is_2301(server, tmp_path):
     pims = Pims(None)
     succeeded(call(lambda cb: pims.initialize(config(server, tmp_path), cb)), None)
     failed(call(lambda cb: pims.get("pims.authentication.account", IS_ACTIVATED, cb)),
-           {"code": 2301, "label": "Need Basic Authentication", "details": {"retryable": False}})
+           {"code": 2301, "label": "Need Basic Authentication",
+            "details": {"hint": NO_TOKEN_HINT, "retryable": False}})
 
 
 def test_a_raising_callback_does_not_disturb_the_sdk(server, tmp_path):

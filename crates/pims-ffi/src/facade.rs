@@ -214,7 +214,9 @@ mod tests {
         assert_eq!(
             m,
             json!({"status": "FAILED",
-                   "error": {"code": 2301, "label": "Need Basic Authentication", "details": {"retryable": false}}})
+                   "error": {"code": 2301, "label": "Need Basic Authentication",
+                             "details": {"hint": "no access token: the app's AccessTokenProvider gave none (it returned null or blank, or failed)",
+                                         "retryable": false}}})
         );
     }
 

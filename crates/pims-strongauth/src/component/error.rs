@@ -11,6 +11,13 @@ use crate::host::HostError;
 use crate::pin::MalformedResponse;
 use crate::vault::VaultError;
 
+/// `details.hint` of 2301 when the host gave no token (none, a blank one, or its provider
+/// failed): the label alone ("Need Basic Authentication") does not say which side is missing.
+const NO_ACCESS_TOKEN_HINT: &str = "no access token: the app's AccessTokenProvider gave none (it returned null or blank, or failed)";
+/// `details.hint` of 2301 when the server answered 401 to the token sent (expired, wrong
+/// issuer or audience, bad signature, or a server without that token issuer).
+const TOKEN_REFUSED_HINT: &str = "the server refused the access token";
+
 /// Why a call of the component failed. Its `Display` is for logs and holds no secret.
 #[derive(Debug)]
 pub(super) enum Error {
@@ -55,7 +62,9 @@ impl Error {
         match self {
             Error::MissingParameter(name) => PimsError::missing(name),
             Error::InvalidParameter(name) => PimsError::invalid(name),
-            Error::NoAccessToken => NeedBasicAuthentication.into(),
+            Error::NoAccessToken => {
+                PimsError::new(NeedBasicAuthentication).with_detail("hint", NO_ACCESS_TOKEN_HINT)
+            }
             // Enrolling without a trusted number: "activate a prior authenticator first".
             Error::Api(ApiError::NoPhoneNumber) if operation == Operation::Enroll => {
                 PriorAuthenticatorRequired.into()
@@ -95,7 +104,9 @@ impl Error {
 fn from_api(error: ApiError) -> PimsError {
     use ErrorCode::*;
     match error {
-        ApiError::Unauthenticated => NeedBasicAuthentication.into(),
+        ApiError::Unauthenticated => {
+            PimsError::new(NeedBasicAuthentication).with_detail("hint", TOKEN_REFUSED_HINT)
+        }
         ApiError::UnsupportedProtocol { .. } => VersionError.into(),
         ApiError::InvalidParameter { name } => PimsError::invalid(&name),
         ApiError::PhoneNumberRefused { reason } => {
@@ -256,6 +267,25 @@ mod tests {
         assert_eq!(app(Error::AlreadyEnrolled).0, 2317);
         assert_eq!(app(Error::NoLocalEnrollment).0, 2311);
         assert_eq!(app(Error::SamePin).0, 2315);
+    }
+
+    #[test]
+    fn need_basic_authentication_says_which_side_is_missing() {
+        let no_token = Error::NoAccessToken.into_app(Operation::Otp).to_json();
+        assert_eq!(
+            no_token,
+            json!({"code": 2301, "label": "Need Basic Authentication",
+                   "details": {"hint": "no access token: the app's AccessTokenProvider gave none (it returned null or blank, or failed)",
+                               "retryable": false}})
+        );
+        let refused = Error::Api(ApiError::Unauthenticated)
+            .into_app(Operation::Otp)
+            .to_json();
+        assert_eq!(
+            refused,
+            json!({"code": 2301, "label": "Need Basic Authentication",
+                   "details": {"hint": "the server refused the access token", "retryable": false}})
+        );
     }
 
     #[test]
