@@ -34,6 +34,8 @@ pub enum ApiError {
     PinBlocked,
     /// The account was already PIN-blocked before this request.
     AccountBlocked,
+    /// An operator named an account the server has never seen (admin API and console).
+    AccountUnknown,
     /// The device is unknown to the server, disabled, expired while pending, or was found cloned.
     DeviceUnknown,
     /// The account already has the maximum number of devices.
@@ -71,7 +73,10 @@ impl ApiError {
             ApiError::SmsCodeInvalid { .. } | ApiError::RestoreCodeInvalid => 422,
             ApiError::WrongPin { .. } | ApiError::PinBlocked | ApiError::BadSignature => 403,
             ApiError::AccountBlocked | ApiError::RecoveryHeld { .. } => 423,
-            ApiError::DeviceUnknown | ApiError::SessionExpired | ApiError::OtpInvalid => 404,
+            ApiError::DeviceUnknown
+            | ApiError::AccountUnknown
+            | ApiError::SessionExpired
+            | ApiError::OtpInvalid => 404,
             ApiError::NoPhoneNumber
             | ApiError::PhoneNumberAlreadyRegistered
             | ApiError::NoPin

@@ -16,8 +16,9 @@ use crate::auth::bearer_token;
 use crate::error::Error;
 use crate::http::{AppState, ClientAddress, Serve};
 use crate::net::client_key;
+use crate::service::Operator;
 use crate::sms::mask_number;
-use crate::store::{AdminDeviceSummary, AuditEvent, RestoreBy};
+use crate::store::{AdminDeviceSummary, AuditEvent};
 
 const MAX_PAGE: u32 = 1000;
 
@@ -142,15 +143,15 @@ async fn account(
     _: Admin,
     Path(account): Path<String>,
 ) -> Result<axum::Json<AccountView>, Error> {
-    let view = s.inner.service.helpdesk_view(&account).await?;
+    let view = s.inner.service.operator_account(&account).await?;
     let known = view.is_some();
     let (phone_number, pin, recovery_hold) = match view {
         Some(v) => (
             v.status.phone_number.as_deref().map(mask_number),
             v.status.pin,
-            v.status.recovery_held_until.map(|until| RecoveryHoldView {
-                until,
-                restorable_phone_number: v.restorable_phone_number.as_deref().map(mask_number),
+            v.recovery_hold.map(|hold| RecoveryHoldView {
+                until: hold.until,
+                restorable_phone_number: hold.restorable_phone_number.as_deref().map(mask_number),
             }),
         ),
         None => (None, PinState::NotSet, None),
@@ -169,7 +170,13 @@ async fn devices(
     _: Admin,
     Path(account): Path<String>,
 ) -> Result<axum::Json<DeviceList>, Error> {
-    let devices = s.inner.service.store.admin_list_devices(&account).await?;
+    let devices = s
+        .inner
+        .service
+        .operator_account(&account)
+        .await?
+        .map(|a| a.devices)
+        .unwrap_or_default();
     Ok(axum::Json(DeviceList { devices }))
 }
 
@@ -178,12 +185,10 @@ async fn disable_device(
     _: Admin,
     Path((account, device_id)): Path<(String, String)>,
 ) -> Result<StatusCode, Error> {
-    let service = &s.inner.service;
-    service
-        .store
-        .admin_disable_device(&account, &device_id, "admin", service.now())
+    s.inner
+        .service
+        .operator_disable_device(&Operator::Admin, &account, &device_id)
         .await?;
-    tracing::info!(%device_id, "admin disabled a device");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -192,12 +197,10 @@ async fn unblock(
     _: Admin,
     Path(account): Path<String>,
 ) -> Result<StatusCode, Error> {
-    let service = &s.inner.service;
-    service
-        .store
-        .unblock_account(&account, "admin", service.now())
+    s.inner
+        .service
+        .operator_unblock(&Operator::Admin, &account)
         .await?;
-    tracing::info!("admin unblocked an account");
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -209,7 +212,7 @@ async fn restore_phone_number(
     let restored = s
         .inner
         .service
-        .restore_phone_number(&account, RestoreBy::Helpdesk { by: "admin".into() })
+        .operator_restore(&Operator::Admin, &account)
         .await?;
     Ok(axum::Json(RestoreAnswer {
         phone_number: mask_number(&restored.phone_number),
@@ -230,8 +233,7 @@ async fn audit(
     let events = s
         .inner
         .service
-        .store
-        .audit_trail(q.account.as_deref(), q.after_id, limit)
+        .operator_audit(q.account.as_deref(), q.after_id, limit)
         .await?;
     Ok(axum::Json(AuditPage { events }))
 }

@@ -146,7 +146,9 @@ pub struct HttpLimits {
     pub request_timeout_seconds: u64,
     /// Largest request body; larger ones get 413 without being read.
     pub max_body_bytes: usize,
-    /// Open connections in all; further ones are closed as soon as accepted. Keep it below the
+    /// Open connections in all. At the cap a newcomer closes the oldest connection that has not
+    /// started a request yet, and is refused only when every open one is serving or has served;
+    /// one address block (IPv4 /24, IPv6 /48) holds at most an eighth of it. Keep it below the
     /// process's file-descriptor limit (`ulimit -n`) minus the database's and the log's.
     pub max_connections: usize,
     /// Open connections from one client address (an IPv6 /64 counts as one address). Ignored

@@ -245,7 +245,7 @@ fn rejected_field(rejection: &JsonRejection) -> String {
 
 /// Ready when the database answers: a load balancer stops sending requests otherwise.
 async fn ready(State(state): State<AppState>) -> Response {
-    match state.service().store.ping().await {
+    match state.service().ping().await {
         Ok(()) => "ready".into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "not ready: database unreachable");

@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
 use pims_proto::endpoint::encode_segment;
-use pims_proto::{ApiError, DeviceState};
+use pims_proto::{ApiError, DeviceState, PinState};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
@@ -17,6 +17,7 @@ use super::oidc::{Session, SignIn, MAX_SIGN_INS};
 use super::{Console, Full};
 use crate::error::Error;
 use crate::http::AppState;
+use crate::service::Operator;
 
 const SESSION_COOKIE: &str = "pims_console";
 const SIGN_IN_COOKIE: &str = "pims_console_sign_in";
@@ -39,6 +40,10 @@ pub(crate) fn routes(state: AppState, console: Arc<Console>) -> Router {
         .route("/console/accounts/{account}", get(account))
         .route("/console/accounts/{account}/audit", get(audit))
         .route("/console/accounts/{account}/unblock", post(unblock))
+        .route(
+            "/console/accounts/{account}/phone-number/restore",
+            post(restore_phone_number),
+        )
         .route(
             "/console/accounts/{account}/devices/{device_id}/disable",
             post(disable_device),
@@ -126,8 +131,16 @@ struct AccountPage {
     pin_set: bool,
     blocked: bool,
     attempts_left: u32,
+    /// While a hold after a number change runs: its end, and the masked number a restore
+    /// gives back (`None` once it is trusted again).
+    hold: Option<HoldRow>,
     devices: Vec<DeviceRow>,
     notice: String,
+}
+
+struct HoldRow {
+    until: String,
+    restorable: Option<String>,
 }
 
 struct AuditRow {
@@ -408,13 +421,7 @@ async fn search(
         Err(r) => return Ok(*r),
     };
     let query = q.q.trim().to_string();
-    let mut found = if query.starts_with('+') {
-        service.store.accounts_with_phone_number(&query).await?
-    } else if !query.is_empty() && service.store.account(&query).await?.is_some() {
-        vec![query.clone()]
-    } else {
-        Vec::new()
-    };
+    let mut found = service.find_accounts(&query).await?;
     if found.len() == 1 {
         return Ok(Redirect::to(&account_url(&found.remove(0))).into_response());
     }
@@ -466,18 +473,12 @@ async fn account(
         Ok(session) => session,
         Err(r) => return Ok(*r),
     };
-    let Some(record) = service.store.account(&account).await? else {
-        return Ok(message(
-            StatusCode::NOT_FOUND,
-            "No such account",
-            "There is no account with this subject.",
-            Some(&session),
-        ));
+    let Some(view) = service.operator_account(&account).await? else {
+        return Ok(no_such_account(&session));
     };
-    let devices = service.store.admin_list_devices(&account).await?;
-    let limit = service.limits.pin_attempts;
     let url = account_url(&account);
-    let devices = devices
+    let devices = view
+        .devices
         .into_iter()
         .map(|d| DeviceRow {
             can_disable: matches!(d.state, DeviceState::Active | DeviceState::Pending),
@@ -492,20 +493,28 @@ async fn account(
     let notice = match notice.done.as_str() {
         "disabled" => "The device was disabled.",
         "unblocked" => "The PIN was unblocked.",
+        "restored" => {
+            "The trusted number was restored and every device disabled; both numbers were told."
+        }
         _ => "",
     };
+    let status = view.status;
     Ok(html(
         StatusCode::OK,
         AccountPage {
             operator: Some(session.subject),
             csrf: session.csrf,
-            phone: record
+            phone: status
                 .phone_number
                 .as_deref()
                 .map_or_else(|| "none".into(), mask),
-            pin_set: record.pin_record.is_some(),
-            blocked: record.pin_failures >= limit,
-            attempts_left: limit.saturating_sub(record.pin_failures),
+            pin_set: status.pin != PinState::NotSet,
+            blocked: status.pin == PinState::Blocked,
+            attempts_left: status.pin_attempts_remaining,
+            hold: view.recovery_hold.map(|hold| HoldRow {
+                until: time(hold.until),
+                restorable: hold.restorable_phone_number.as_deref().map(mask),
+            }),
             devices,
             account,
             account_url: url,
@@ -549,9 +558,18 @@ fn time(t: i64) -> String {
     )
 }
 
-/// How the audit trail names what an operator did.
-fn by(session: &Session) -> String {
-    format!("console operator {}", session.subject)
+/// Who acts, for the service and its audit trail.
+fn by(session: &Session) -> Operator {
+    Operator::Console(session.subject.clone())
+}
+
+fn no_such_account(session: &Session) -> Response {
+    message(
+        StatusCode::NOT_FOUND,
+        "No such account",
+        "There is no account with this subject.",
+        Some(session),
+    )
 }
 
 async fn disable_device(
@@ -568,8 +586,7 @@ async fn disable_device(
         Err(r) => return Ok(*r),
     };
     match service
-        .store
-        .admin_disable_device(&account, &device_id, &by(&session), now)
+        .operator_disable_device(&by(&session), &account, &device_id)
         .await
     {
         Ok(()) => {}
@@ -583,7 +600,6 @@ async fn disable_device(
         }
         Err(e) => return Err(e),
     }
-    tracing::info!(operator = %session.subject, %device_id, "console: device disabled");
     Ok(Redirect::to(&format!("{}?done=disabled", account_url(&account))).into_response())
 }
 
@@ -600,20 +616,40 @@ async fn unblock(
         Ok(session) => session,
         Err(r) => return Ok(*r),
     };
-    if service.store.account(&account).await?.is_none() {
-        return Ok(message(
-            StatusCode::NOT_FOUND,
-            "No such account",
-            "There is no account with this subject.",
-            Some(&session),
-        ));
+    match service.operator_unblock(&by(&session), &account).await {
+        Ok(()) => {}
+        Err(Error::Api(ApiError::AccountUnknown)) => return Ok(no_such_account(&session)),
+        Err(e) => return Err(e),
     }
-    service
-        .store
-        .unblock_account(&account, &by(&session), now)
-        .await?;
-    tracing::info!(operator = %session.subject, "console: account unblocked");
     Ok(Redirect::to(&format!("{}?done=unblocked", account_url(&account))).into_response())
+}
+
+async fn restore_phone_number(
+    State(s): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    Path(account): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Result<Response, Error> {
+    let service = &s.inner.service;
+    let session = match operator_posting(&console, &headers, &form, service.now()) {
+        Ok(session) => session,
+        Err(r) => return Ok(*r),
+    };
+    match service.operator_restore(&by(&session), &account).await {
+        Ok(_) => {}
+        Err(Error::Api(ApiError::NothingToRestore)) => {
+            return Ok(message(
+                StatusCode::CONFLICT,
+                "Nothing to restore",
+                "No hold after a number change runs on this account, or its number of before \
+                 is already the trusted one.",
+                Some(&session),
+            ))
+        }
+        Err(e) => return Err(e),
+    }
+    Ok(Redirect::to(&format!("{}?done=restored", account_url(&account))).into_response())
 }
 
 #[derive(Deserialize)]
@@ -643,8 +679,7 @@ async fn audit(
     let mut more = false;
     loop {
         let page = service
-            .store
-            .audit_trail(Some(&account), after, AUDIT_PAGE)
+            .operator_audit(Some(&account), after, AUDIT_PAGE)
             .await?;
         let full = page.len() as u32 == AUDIT_PAGE;
         for e in page {

@@ -2,7 +2,7 @@ use pims_proto::{AccountStatus, ApiError, PinState};
 
 use super::{phone, Service};
 use crate::error::Result;
-use crate::store::{AccountRecord, CodeCheck, CodeTarget};
+use crate::store::{pin_blocked, AccountRecord, CodeCheck, CodeTarget};
 
 impl Service {
     /// `GET /v1/account`. Reads only: an account never seen reads as a fresh one.
@@ -22,20 +22,6 @@ impl Service {
             None => None,
         };
         Ok(status_of(&record, self.limits.pin_attempts, device, now))
-    }
-
-    /// The helpdesk's view of an account (`None`: never seen): its status, and during a hold
-    /// the number a restore would give back, unless that one is trusted again.
-    pub async fn helpdesk_view(&self, account: &str) -> Result<Option<HelpdeskView>> {
-        let now = self.now();
-        let Some(record) = self.store.account(account).await? else {
-            return Ok(None);
-        };
-        let restorable_phone_number = record.restoration(now).ok().map(|r| r.phone_number);
-        Ok(Some(HelpdeskView {
-            status: status_of(&record, self.limits.pin_attempts, None, now),
-            restorable_phone_number,
-        }))
     }
 
     /// `POST /v1/phone-number`.
@@ -62,18 +48,15 @@ impl Service {
     }
 }
 
-pub struct HelpdeskView {
-    pub status: AccountStatus,
-    pub restorable_phone_number: Option<String>,
-}
-
-fn status_of(
+/// The account's status as both the SDK and operators read it (the PIN state from the lockout's
+/// own rule).
+pub(super) fn status_of(
     record: &AccountRecord,
     limit: u32,
     device: Option<pims_proto::DeviceState>,
     now: i64,
 ) -> AccountStatus {
-    let pin = if record.pin_failures >= limit {
+    let pin = if pin_blocked(record.pin_failures, limit) {
         PinState::Blocked
     } else if record.pin_record.is_some() {
         PinState::Set

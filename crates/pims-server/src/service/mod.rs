@@ -5,6 +5,7 @@ mod accounts;
 pub mod crypto;
 mod enrollment;
 mod management;
+mod operators;
 mod otp;
 pub mod phone;
 mod sms_codes;
@@ -21,8 +22,12 @@ use crate::metrics::Metrics;
 use crate::sms::{mask_number, Notice, SmsSender};
 use crate::store::{CodeMatcher, StepLimits, Store};
 
+pub use operators::{Operator, OperatorAccount, OperatorHold};
+
 pub struct Service {
-    pub(crate) store: Arc<dyn Store>,
+    /// Private: every door (the `/v1` API, the admin API, the console) goes through the
+    /// service's methods, so each rule is applied the same way whoever asks.
+    store: Arc<dyn Store>,
     pub(crate) keys: Arc<Keys>,
     pub(crate) limits: Limits,
     pub(crate) clock: Clock,

@@ -940,7 +940,7 @@ pub trait Store: Send + Sync + 'static {
     async fn restore_phone_number(&self, step: RestoreStep) -> Result<Restored>;
 
     /// Clears the PIN failure count (lifting a PIN block), audited as done `by` the
-    /// administrator.
+    /// administrator. `AccountUnknown` for an account never seen (none is created).
     async fn unblock_account(&self, account: &str, by: &str, now: i64) -> Result<()>;
 
     /// Audit events after `after_id`, oldest first, of one account or of all.

@@ -836,7 +836,11 @@ pub async fn restore_phone_number<R: Rows>(r: &R, step: &RestoreStep) -> Result<
 }
 
 pub async fn unblock_account<R: Rows>(r: &R, account: &str, by: &str, now: i64) -> Result<()> {
-    r.lock_account(account, now).await?;
+    // An operator's action never creates the account it names.
+    r.lock_existing_account(account).await?;
+    if r.account(account).await?.is_none() {
+        return api(ApiError::AccountUnknown);
+    }
     r.reset_pin_failures(account).await?;
     r.audit(now, account, "account_unblocked", None, Some(by))
         .await

@@ -1,11 +1,15 @@
 //! The helpdesk console over HTTP, signed in on the real provider's login page (`oidc.rs`),
 //! on a separate admin listener. The same flows in a real browser: `console_browser.rs`.
 
+use pims_proto::endpoint;
 use pims_proto::*;
 use pims_server::console::ConsoleConfig;
 
 use crate::common::*;
 use crate::oidc::*;
+
+/// The admin API's token on the same admin listener: the other operators' door.
+const ADMIN_TOKEN: &str = "admin-token-admin-token-admin-token";
 
 pub struct Setup {
     pub provider: Provider,
@@ -32,6 +36,7 @@ pub async fn setup() -> Option<Setup> {
             operator_value: OPERATOR_GROUP.into(),
             session_seconds: 3600,
         });
+        c.admin_token = Some(pims_server::config::AdminToken(ADMIN_TOKEN.into()));
     })
     .await;
     to_real_time(&server.clock);
@@ -487,4 +492,148 @@ async fn the_console_audit_next_link_keeps_the_filter_and_pages_on() {
     assert_eq!(status, 200);
     assert_eq!(html.matches("<td>account_unblocked</td>").count(), 1);
     assert!(!html.contains("rel=\"next\""));
+}
+
+/// The helpdesk's job during a hold, through both operator doors: the console shows the hold and
+/// the masked number a restore gives back, restores it, and says when there is nothing left to
+/// restore; the admin API, over the same service, agrees on each outcome and on what the audit
+/// trail records. Neither door creates an account it is asked about.
+#[tokio::test]
+async fn the_console_restores_a_number_during_a_hold_and_both_doors_agree() {
+    let Some(setup) = setup().await else { return };
+    let s = &setup.server;
+    let (token, mut thief) = enrolled_account(s, "victim", PHONE, "1234").await;
+    let moved = crate::management::PHONE2;
+    s.send_code(&token, SmsPurpose::PhoneCertification, Some(moved))
+        .await
+        .unwrap();
+    let code = s.last_code(moved);
+    crate::management::modify_phone_number(s, &token, &mut thief, moved, &code, None)
+        .await
+        .unwrap();
+
+    let admin = |method: reqwest::Method, path: String| {
+        s.http
+            .request(method, format!("{}{path}", setup.admin))
+            .bearer_auth(ADMIN_TOKEN)
+    };
+    let view: pims_server::admin::AccountView = decode(
+        admin(
+            reqwest::Method::GET,
+            endpoint::admin::ACCOUNT.path(&["victim"]),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let hold = view.recovery_hold.expect("a hold runs");
+    assert_eq!(
+        hold.restorable_phone_number.as_deref(),
+        Some(pims_server::sms::mask_number(PHONE).as_str())
+    );
+
+    let client = Provider::browser();
+    assert_eq!(sign_in(&setup, &client, OLGA).await.status(), 200);
+    let account = format!("{}/console/accounts/victim", setup.admin);
+    let (_, html) = page(&client, &account).await;
+    let masked = format!("{}78", "•".repeat(PHONE.len() - 2));
+    assert!(
+        html.contains("Recovery hold after a number change"),
+        "{html}"
+    );
+    assert!(html.contains(&format!("Restore {masked}")), "{html}");
+    assert!(!html.contains("612345678") && !html.contains("698765432"));
+    let token_csrf = csrf(&html);
+    let r = client
+        .post(format!("{account}/phone-number/restore"))
+        .form(&[("csrf", &token_csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let (_, html) = page(&client, &format!("{account}?done=restored")).await;
+    assert!(html.contains("The trusted number was restored"), "{html}");
+    assert!(html.contains("is the trusted one again"), "{html}");
+    assert!(
+        !html.contains("id=\"restore\""),
+        "no restore offered any more"
+    );
+    assert_eq!(
+        s.status(&token, Some(&thief.id))
+            .await
+            .phone_number
+            .as_deref(),
+        Some(PHONE)
+    );
+
+    // Nothing left to restore, in both doors.
+    let r = client
+        .post(format!("{account}/phone-number/restore"))
+        .form(&[("csrf", &token_csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let r = admin(
+        reqwest::Method::POST,
+        endpoint::admin::PHONE_NUMBER_RESTORE.path(&["victim"]),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(decode_empty(r).await, Err(ApiError::NothingToRestore));
+
+    // An account nobody has seen: 404 in both doors, and still unknown after.
+    let r = client
+        .post(format!("{}/console/accounts/nobody/unblock", setup.admin))
+        .form(&[("csrf", &token_csrf)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = admin(
+        reqwest::Method::POST,
+        endpoint::admin::UNBLOCK.path(&["nobody"]),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(decode_empty(r).await, Err(ApiError::AccountUnknown));
+    let view: pims_server::admin::AccountView = decode(
+        admin(
+            reqwest::Method::GET,
+            endpoint::admin::ACCOUNT.path(&["nobody"]),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    assert!(!view.known);
+
+    // The trail names the operator of the console's restore.
+    let page: pims_server::admin::AuditPage = decode(
+        admin(
+            reqwest::Method::GET,
+            format!("{}?account=victim", endpoint::admin::AUDIT.path(&[])),
+        )
+        .send()
+        .await
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let restores: Vec<_> = page
+        .events
+        .iter()
+        .filter(|e| e.event == "phone_number_restored")
+        .map(|e| e.detail.as_deref())
+        .collect();
+    assert_eq!(
+        restores,
+        [Some("console operator olga, 1 devices disabled")]
+    );
 }

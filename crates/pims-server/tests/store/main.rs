@@ -1772,11 +1772,7 @@ async fn an_internal_failure_undoes_its_own_step_only(store: Arc<dyn Store>) {
     let beside: Vec<_> = (0..16)
         .map(|i| {
             let store = store.clone();
-            tokio::spawn(async move {
-                store
-                    .unblock_account(&format!("user-{i}"), "admin", NOW)
-                    .await
-            })
+            tokio::spawn(async move { store.remove_enrollments(&format!("user-{i}"), NOW).await })
         })
         .collect();
     let failed = store.finish_enrollment(clash).await;
@@ -1793,7 +1789,7 @@ async fn an_internal_failure_undoes_its_own_step_only(store: Arc<dyn Store>) {
             .await
             .unwrap();
         assert_eq!(trail.len(), 1, "user-{i}");
-        assert_eq!(trail[0].event, "account_unblocked");
+        assert_eq!(trail[0].event, "enrollments_removed");
     }
 
     // Nothing of the failed finish stayed: the same session finishes, consuming the same code.

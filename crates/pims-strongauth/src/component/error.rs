@@ -151,9 +151,11 @@ fn from_api(error: ApiError) -> PimsError {
         } => PimsError::new(ForbiddenOperation)
             .with_detail("reason", "recoveryHeld")
             .with_detail("retryAfterSeconds", retry_after_seconds),
-        ApiError::OtpInvalid | ApiError::RelyingPartyUnauthorized | ApiError::Internal => {
-            NoServiceAvailable.into()
-        }
+        // Answers of the operator and relying-party doors: never the SDK's.
+        ApiError::OtpInvalid
+        | ApiError::RelyingPartyUnauthorized
+        | ApiError::AccountUnknown
+        | ApiError::Internal => NoServiceAvailable.into(),
     }
 }
 

@@ -1,0 +1,133 @@
+//! The operators' door: what the admin API and the helpdesk console may do, once. Both are thin
+//! callers of these methods (the store is private to the service), so the two cannot differ in
+//! what an action checks, changes or audits.
+
+use pims_proto::AccountStatus;
+
+use super::accounts::status_of;
+use super::{phone, Service};
+use crate::error::Result;
+use crate::store::{AdminDeviceSummary, AuditEvent, RestoreBy, Restored};
+
+/// Who acts, as the audit trail names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Operator {
+    /// The admin API's bearer token.
+    Admin,
+    /// A console operator, by the subject of their sign-in.
+    Console(String),
+}
+
+impl Operator {
+    pub fn audit_name(&self) -> String {
+        match self {
+            Operator::Admin => "admin".into(),
+            Operator::Console(subject) => format!("console operator {subject}"),
+        }
+    }
+}
+
+/// An account as an operator sees it: its status as the SDK reads it (numbers in E.164: each
+/// door masks them), the recovery hold, every device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorAccount {
+    pub account: String,
+    pub status: AccountStatus,
+    pub recovery_hold: Option<OperatorHold>,
+    pub devices: Vec<AdminDeviceSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorHold {
+    /// Unix seconds.
+    pub until: i64,
+    /// The number a restore gives back; `None` once it is trusted again.
+    pub restorable_phone_number: Option<String>,
+}
+
+impl Service {
+    /// The accounts a query names: an international phone number, spaces and all (every
+    /// account that trusts it), or an exact subject.
+    pub async fn find_accounts(&self, query: &str) -> Result<Vec<String>> {
+        let query = query.trim();
+        if query.is_empty() {
+            return Ok(Vec::new());
+        }
+        if let Ok(number) = phone::parse_e164(query, None) {
+            return self.store.accounts_with_phone_number(&number).await;
+        }
+        Ok(match self.store.account(query).await? {
+            Some(_) => vec![query.to_string()],
+            None => Vec::new(),
+        })
+    }
+
+    /// `None` for an account the server has never seen.
+    pub async fn operator_account(&self, account: &str) -> Result<Option<OperatorAccount>> {
+        let now = self.now();
+        let Some(record) = self.store.account(account).await? else {
+            return Ok(None);
+        };
+        let devices = self.store.admin_list_devices(account).await?;
+        let recovery_hold = record.running_hold(now).map(|hold| OperatorHold {
+            until: hold.until,
+            restorable_phone_number: record.restoration(now).ok().map(|r| r.phone_number),
+        });
+        Ok(Some(OperatorAccount {
+            account: account.to_string(),
+            status: status_of(&record, self.limits.pin_attempts, None, now),
+            recovery_hold,
+            devices,
+        }))
+    }
+
+    /// Disables one device of the account. `DeviceUnknown`.
+    pub async fn operator_disable_device(
+        &self,
+        by: &Operator,
+        account: &str,
+        device_id: &str,
+    ) -> Result<()> {
+        self.store
+            .admin_disable_device(account, device_id, &by.audit_name(), self.now())
+            .await?;
+        tracing::info!(by = %by.audit_name(), %device_id, "operator disabled a device");
+        Ok(())
+    }
+
+    /// Clears the PIN failure count. `AccountUnknown`.
+    pub async fn operator_unblock(&self, by: &Operator, account: &str) -> Result<()> {
+        self.store
+            .unblock_account(account, &by.audit_name(), self.now())
+            .await?;
+        tracing::info!(by = %by.audit_name(), "operator unblocked an account");
+        Ok(())
+    }
+
+    /// Gives back the number trusted before the running hold (see
+    /// [`Service::restore_phone_number`]). `NothingToRestore`.
+    pub async fn operator_restore(&self, by: &Operator, account: &str) -> Result<Restored> {
+        self.restore_phone_number(
+            account,
+            RestoreBy::Helpdesk {
+                by: by.audit_name(),
+            },
+        )
+        .await
+    }
+
+    /// Audit events after `after_id`, oldest first, of one account or of all.
+    pub async fn operator_audit(
+        &self,
+        account: Option<&str>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<AuditEvent>> {
+        self.store.audit_trail(account, after_id, limit).await
+    }
+
+    /// Whether the database answers (readiness).
+    pub async fn ping(&self) -> Result<()> {
+        self.store.ping().await
+    }
+}
