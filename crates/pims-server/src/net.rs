@@ -533,54 +533,109 @@ fn evicted_response() -> Response {
 
 // ---- admin-token failures ---------------------------------------------------------------
 
-/// Failed admin authentications one client address may make in [`FAILURE_WINDOW_SECONDS`];
-/// after that every admin request from it, even with the right token, gets 429 until the
-/// window ends.
-pub const MAX_FAILURES: u32 = 5;
+/// Wrong admin tokens one client address may present in [`FAILURE_WINDOW_SECONDS`] before its
+/// further wrong ones are answered slowly.
+pub const FREE_FAILURES_PER_ADDRESS: u32 = 5;
+/// Wrong admin tokens from all addresses together in a window before every further wrong one is
+/// answered slowly too (many addresses guessing at once).
+pub const FREE_FAILURES_IN_ALL: u32 = 100;
 pub const FAILURE_WINDOW_SECONDS: i64 = 60;
+/// The longest a wrong token waits for its 401.
+pub const MAX_FAILURE_DELAY: Duration = Duration::from_secs(10);
 /// Addresses tracked before expired windows are swept.
 const SWEEP_ABOVE: usize = 10_000;
 
-/// Admin-token failures per client address ([`client_key`]), in fixed windows.
+/// Admin-token failures per client address ([`client_key`]) and in all, in fixed windows.
 ///
-/// In process, not in the database: the store has no generic counter and the admin API is an
-/// operator's tool, usually reached on an internal network, so each replica bounding guesses at
-/// 5 a minute per address is enough (a 32+ character token is not guessable online anyway);
-/// what matters is that guessing is slow and visible in the log.
+/// A wrong token is never an address's last word: the right token is always accepted at once
+/// (anyone behind the helpdesk's NAT could otherwise lock its operators out). Wrong ones are
+/// answered more and more slowly past the free ones, per address and in all: a 32+ character
+/// token is not guessable online anyway, so what matters is that guessing is slow, costs the
+/// server nothing but a sleeping task (connections are capped), and shows in the log.
+///
+/// In process, not in the database: each replica slows its own guesses.
 #[derive(Default)]
 pub struct AdminFailures {
-    windows: Mutex<HashMap<String, (i64, u32)>>,
+    windows: Mutex<Windows>,
+}
+
+#[derive(Default)]
+struct Windows {
+    by_address: HashMap<String, (i64, u32)>,
+    all: (i64, u32),
+}
+
+/// Counts one failure in a fixed window starting at the first one; the count in the window.
+fn count_in_window(window: &mut (i64, u32), now: i64) -> u32 {
+    if window.1 == 0 || now >= window.0 + FAILURE_WINDOW_SECONDS {
+        *window = (now, 0);
+    }
+    window.1 += 1;
+    window.1
+}
+
+/// One second per failure past the free ones for an address, a tenth of one per failure past
+/// the free ones in all; the larger, at most [`MAX_FAILURE_DELAY`].
+pub fn failure_delay(of_address: u32, in_all: u32) -> Duration {
+    let by_address =
+        Duration::from_secs(of_address.saturating_sub(FREE_FAILURES_PER_ADDRESS) as u64);
+    let by_all = Duration::from_millis(100 * in_all.saturating_sub(FREE_FAILURES_IN_ALL) as u64);
+    by_address.max(by_all).min(MAX_FAILURE_DELAY)
+}
+
+/// A counted failure: how many in the window, and how long to wait before answering it.
+pub(crate) struct Failure {
+    pub of_address: u32,
+    pub delay: Duration,
 }
 
 impl AdminFailures {
-    /// Seconds until `client` may try again, when its window is used up.
-    pub(crate) fn blocked_for(&self, client: &str, now: i64) -> Option<u64> {
-        let windows = self.windows.lock().unwrap();
-        match windows.get(client) {
-            Some(&(start, n)) if n >= MAX_FAILURES && now < start + FAILURE_WINDOW_SECONDS => {
-                Some((start + FAILURE_WINDOW_SECONDS - now) as u64)
-            }
-            _ => None,
-        }
-    }
-
-    pub(crate) fn record(&self, client: &str, now: i64) -> u32 {
+    pub(crate) fn record(&self, client: &str, now: i64) -> Failure {
         let mut windows = self.windows.lock().unwrap();
-        if windows.len() > SWEEP_ABOVE {
-            windows.retain(|_, (start, _)| now < *start + FAILURE_WINDOW_SECONDS);
+        if windows.by_address.len() > SWEEP_ABOVE {
+            windows
+                .by_address
+                .retain(|_, (start, _)| now < *start + FAILURE_WINDOW_SECONDS);
         }
-        let entry = windows.entry(client.to_string()).or_insert((now, 0));
-        if now >= entry.0 + FAILURE_WINDOW_SECONDS {
-            *entry = (now, 0);
+        let of_address = count_in_window(
+            windows
+                .by_address
+                .entry(client.to_string())
+                .or_insert((now, 0)),
+            now,
+        );
+        let in_all = count_in_window(&mut windows.all, now);
+        Failure {
+            of_address,
+            delay: failure_delay(of_address, in_all),
         }
-        entry.1 += 1;
-        entry.1
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrong_admin_tokens_wait_longer_past_the_free_ones_per_address_and_in_all() {
+        assert_eq!(failure_delay(5, 5), Duration::ZERO);
+        assert_eq!(failure_delay(6, 6), Duration::from_secs(1));
+        assert_eq!(failure_delay(8, 8), Duration::from_secs(3));
+        assert_eq!(failure_delay(1, 100), Duration::ZERO);
+        assert_eq!(failure_delay(1, 120), Duration::from_secs(2));
+        assert_eq!(failure_delay(1_000, 1), MAX_FAILURE_DELAY);
+        assert_eq!(failure_delay(1, 1_000_000), MAX_FAILURE_DELAY);
+
+        let failures = AdminFailures::default();
+        for n in 1..=5 {
+            let f = failures.record("a", 0);
+            assert_eq!((f.of_address, f.delay), (n, Duration::ZERO));
+        }
+        assert_eq!(failures.record("a", 59).delay, Duration::from_secs(1));
+        // Another address starts free; a new window starts the address over.
+        assert_eq!(failures.record("b", 59).delay, Duration::ZERO);
+        assert_eq!(failures.record("a", 60).of_address, 1);
+    }
 
     #[test]
     fn ipv6_addresses_count_by_their_64_prefix() {

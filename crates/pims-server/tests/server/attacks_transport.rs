@@ -655,9 +655,9 @@ async fn admin_get_from(s: &TestServer, source: Ipv4Addr, token: &str) -> (u16, 
 }
 
 #[tokio::test]
-async fn admin_token_guesses_are_logged_without_the_token_and_throttled_per_address() {
+async fn admin_token_guesses_are_logged_without_the_token_and_slowed_never_locking_out() {
     let s = TestServer::start_with(|c| c.admin_token = Some(AdminToken(ADMIN.into()))).await;
-    let guesses: Vec<String> = (0..5).map(|i| format!("guess-{i}-Zq8vX3")).collect();
+    let guesses: Vec<String> = (0..6).map(|i| format!("guess-{i}-Zq8vX3")).collect();
     let ((), logs) = capture_logs(async {
         for guess in &guesses {
             let (status, _, body) = admin_get_from(&s, ATTACKER, guess).await;
@@ -665,39 +665,30 @@ async fn admin_token_guesses_are_logged_without_the_token_and_throttled_per_addr
             let body: ErrorBody = serde_json::from_slice(&body).unwrap();
             assert_eq!(body.error, ApiError::Unauthenticated);
         }
-        // The sixth attempt, even with the right token, is refused for the rest of the minute.
-        let (status, head, body) = admin_get_from(&s, ATTACKER, ADMIN).await;
-        assert_eq!(status, 429);
-        let body: ErrorBody = serde_json::from_slice(&body).unwrap();
-        assert_eq!(
-            body.error,
-            ApiError::RateLimited {
-                retry_after_seconds: 60
-            }
-        );
-        assert!(
-            head.to_ascii_lowercase().contains("retry-after: 60"),
-            "{head}"
-        );
+        // The right token from the same address (the helpdesk behind the same NAT) is never
+        // refused, however many wrong ones came first.
+        assert_eq!(admin_get_from(&s, ATTACKER, ADMIN).await.0, 200);
     })
     .await;
-    // Another address is not affected; the same address is again once the window is over.
     assert_eq!(admin_get_from(&s, BYSTANDER, ADMIN).await.0, 200);
-    s.clock.advance(59);
-    assert_eq!(admin_get_from(&s, ATTACKER, ADMIN).await.0, 429);
-    s.clock.advance(1);
-    assert_eq!(admin_get_from(&s, ATTACKER, ADMIN).await.0, 200);
     let failures: Vec<&str> = logs
         .lines()
         .filter(|l| l.contains("admin API: wrong or missing admin token"))
         .collect();
-    assert_eq!(failures.len(), 5, "{logs}");
+    assert_eq!(failures.len(), 6, "{logs}");
     for line in &failures {
         assert!(
             line.contains("WARN") && line.contains("client=127.0.0.1"),
             "{line}"
         );
     }
+    // The five free guesses are answered at once, the sixth after a second.
+    let delays: Vec<bool> = failures
+        .iter()
+        .map(|l| l.contains("delay_ms=1000"))
+        .collect();
+    assert_eq!(delays, [false, false, false, false, false, true]);
+    assert!(failures[..5].iter().all(|l| l.contains("delay_ms=0")));
     for guess in &guesses {
         assert!(!logs.contains(guess.as_str()));
     }
