@@ -256,6 +256,12 @@ pub mod admin {
         "/admin/v1/accounts/{account}/devices/{device_id}/disable",
         "Disable one device",
     );
+    /// Only a device an operator disabled, after it was active.
+    pub const DEVICE_ENABLE: Route = admin(
+        Method::Post,
+        "/admin/v1/accounts/{account}/devices/{device_id}/enable",
+        "Enable again a device an operator disabled",
+    );
     pub const UNBLOCK: Route = admin(
         Method::Post,
         "/admin/v1/accounts/{account}/unblock",

@@ -38,6 +38,9 @@ pub enum ApiError {
     AccountUnknown,
     /// The device is unknown to the server, disabled, expired while pending, or was found cloned.
     DeviceUnknown,
+    /// An operator asked to enable a device that no operator disabled (the clone rule, its
+    /// account, a restore or a removal did): it stays disabled.
+    DeviceNotReEnablable,
     /// The account already has the maximum number of devices.
     DeviceLimitReached,
     /// The enrollment or challenge session is unknown, finished or expired.
@@ -82,6 +85,7 @@ impl ApiError {
             | ApiError::NoPin
             | ApiError::PinStateChanged
             | ApiError::DeviceLimitReached
+            | ApiError::DeviceNotReEnablable
             | ApiError::NothingToRestore => 409,
             ApiError::RateLimited { .. } => 429,
             ApiError::Internal => 500,

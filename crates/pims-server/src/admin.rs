@@ -3,8 +3,8 @@
 //! it makes is itself audited.
 
 use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
 use axum::Router;
 use pims_proto::endpoint::admin;
 use pims_proto::{ApiError, PinState};
@@ -27,6 +27,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .serve(admin::ACCOUNT, account)
         .serve(admin::DEVICES, devices)
         .serve(admin::DEVICE_DISABLE, disable_device)
+        .serve(admin::DEVICE_ENABLE, enable_device)
         .serve(admin::UNBLOCK, unblock)
         .serve(admin::PHONE_NUMBER_RESTORE, restore_phone_number)
         .serve(admin::AUDIT, audit)
@@ -176,28 +177,66 @@ async fn devices(
     Ok(axum::Json(DeviceList { devices }))
 }
 
+/// What an action did: `false` when there was nothing to do (and nothing was audited).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionAnswer {
+    pub changed: bool,
+}
+
+/// Optional body of a disable: why, kept in the audit row.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DisableRequest {
+    #[serde(default)]
+    pub reason: String,
+}
+
 async fn disable_device(
     State(s): State<AppState>,
     _: Admin,
     Path((account, device_id)): Path<(String, String)>,
-) -> Result<StatusCode, Error> {
-    s.inner
+    body: axum::body::Bytes,
+) -> Result<axum::Json<ActionAnswer>, Error> {
+    let request: DisableRequest = if body.is_empty() {
+        DisableRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|_| ApiError::InvalidParameter {
+            name: "body".into(),
+        })?
+    };
+    let changed = s
+        .inner
         .service
-        .operator_disable_device(&Operator::Admin, &account, &device_id)
+        .operator_disable_device(&Operator::Admin, &account, &device_id, &request.reason)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(axum::Json(ActionAnswer { changed }))
+}
+
+async fn enable_device(
+    State(s): State<AppState>,
+    _: Admin,
+    Path((account, device_id)): Path<(String, String)>,
+) -> Result<axum::Json<ActionAnswer>, Error> {
+    let changed = s
+        .inner
+        .service
+        .operator_enable_device(&Operator::Admin, &account, &device_id)
+        .await?;
+    Ok(axum::Json(ActionAnswer { changed }))
 }
 
 async fn unblock(
     State(s): State<AppState>,
     _: Admin,
     Path(account): Path<String>,
-) -> Result<StatusCode, Error> {
-    s.inner
+) -> Result<axum::Json<ActionAnswer>, Error> {
+    let changed = s
+        .inner
         .service
         .operator_unblock(&Operator::Admin, &account)
         .await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(axum::Json(ActionAnswer { changed }))
 }
 
 async fn restore_phone_number(

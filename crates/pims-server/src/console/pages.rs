@@ -48,6 +48,10 @@ pub(crate) fn routes(state: AppState, console: Arc<Console>) -> Router {
             "/console/accounts/{account}/devices/{device_id}/disable",
             post(disable_device),
         )
+        .route(
+            "/console/accounts/{account}/devices/{device_id}/enable",
+            post(enable_device),
+        )
         .layer(axum::middleware::map_response(security_headers))
         .layer(Extension(console))
         .with_state(state)
@@ -109,8 +113,10 @@ struct Match {
 }
 
 struct DeviceRow {
-    /// Where its Disable form posts (path-encoded).
+    /// Where its Disable form posts (path-encoded); Enable posts beside it.
     disable_url: String,
+    enable_url: String,
+    can_enable: bool,
     name: String,
     platform: String,
     created: String,
@@ -131,6 +137,8 @@ struct AccountPage {
     pin_set: bool,
     blocked: bool,
     attempts_left: u32,
+    /// Unblock is offered only when there is a failure to clear.
+    max_attempts: u32,
     /// While a hold after a number change runs: its end, and the masked number a restore
     /// gives back (`None` once it is trusted again).
     hold: Option<HoldRow>,
@@ -230,6 +238,17 @@ fn operator(console: &Console, headers: &HeaderMap, now: i64) -> Result<Session,
 struct CsrfForm {
     #[serde(default)]
     csrf: String,
+}
+
+/// A Disable form: the reason kept in the audit row, and the operator's confirmation.
+#[derive(Deserialize)]
+struct DisableForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    confirm: String,
 }
 
 /// An operator posting a form with their session's CSRF token; anything else is 403.
@@ -486,13 +505,19 @@ async fn account(
             created: time(d.created_at),
             last_used: d.last_used_at.map_or_else(|| "never".into(), time),
             disable_url: format!("{url}/devices/{}/disable", encode_segment(&d.id)),
+            enable_url: format!("{url}/devices/{}/enable", encode_segment(&d.id)),
+            can_enable: d.re_enablable,
             name: d.name,
             platform: d.platform,
         })
         .collect();
     let notice = match notice.done.as_str() {
         "disabled" => "The device was disabled.",
+        "already-disabled" => "The device was already disabled: nothing changed.",
+        "enabled" => "The device was enabled again.",
+        "already-enabled" => "The device was not disabled: nothing changed.",
         "unblocked" => "The PIN was unblocked.",
+        "not-blocked" => "The PIN had no failed attempt to clear: nothing changed.",
         "restored" => {
             "The trusted number was restored and every device disabled; both numbers were told."
         }
@@ -511,6 +536,7 @@ async fn account(
             pin_set: status.pin != PinState::NotSet,
             blocked: status.pin == PinState::Blocked,
             attempts_left: status.pin_attempts_remaining,
+            max_attempts: service.limits.pin_attempts,
             hold: view.recovery_hold.map(|hold| HoldRow {
                 until: time(hold.until),
                 restorable: hold.restorable_phone_number.as_deref().map(mask),
@@ -572,7 +598,59 @@ fn no_such_account(session: &Session) -> Response {
     )
 }
 
+fn no_such_device(session: &Session) -> Response {
+    message(
+        StatusCode::NOT_FOUND,
+        "No such device",
+        "This account has no such device.",
+        Some(session),
+    )
+}
+
+/// Back to the account's page, saying what the action did.
+fn done(account: &str, what: &str) -> Response {
+    Redirect::to(&format!("{}?done={what}", account_url(account))).into_response()
+}
+
 async fn disable_device(
+    State(s): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    Path((account, device_id)): Path<(String, String)>,
+    Form(form): Form<DisableForm>,
+) -> Result<Response, Error> {
+    let service = &s.inner.service;
+    let csrf = CsrfForm { csrf: form.csrf };
+    let session = match operator_posting(&console, &headers, &csrf, service.now()) {
+        Ok(session) => session,
+        Err(r) => return Ok(*r),
+    };
+    if form.confirm != "yes" || form.reason.trim().is_empty() {
+        return Ok(message(
+            StatusCode::BAD_REQUEST,
+            "Not disabled",
+            "Say why the device is disabled, and tick the confirmation.",
+            Some(&session),
+        ));
+    }
+    match service
+        .operator_disable_device(&by(&session), &account, &device_id, &form.reason)
+        .await
+    {
+        Ok(true) => Ok(done(&account, "disabled")),
+        Ok(false) => Ok(done(&account, "already-disabled")),
+        Err(Error::Api(ApiError::DeviceUnknown)) => Ok(no_such_device(&session)),
+        Err(Error::Api(ApiError::InvalidParameter { .. })) => Ok(message(
+            StatusCode::BAD_REQUEST,
+            "Not disabled",
+            "The reason must be at most 200 characters on one line.",
+            Some(&session),
+        )),
+        Err(e) => Err(e),
+    }
+}
+
+async fn enable_device(
     State(s): State<AppState>,
     Extension(console): Extension<Arc<Console>>,
     headers: HeaderMap,
@@ -580,27 +658,26 @@ async fn disable_device(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Error> {
     let service = &s.inner.service;
-    let now = service.now();
-    let session = match operator_posting(&console, &headers, &form, now) {
+    let session = match operator_posting(&console, &headers, &form, service.now()) {
         Ok(session) => session,
         Err(r) => return Ok(*r),
     };
     match service
-        .operator_disable_device(&by(&session), &account, &device_id)
+        .operator_enable_device(&by(&session), &account, &device_id)
         .await
     {
-        Ok(()) => {}
-        Err(Error::Api(ApiError::DeviceUnknown)) => {
-            return Ok(message(
-                StatusCode::NOT_FOUND,
-                "No such device",
-                "This account has no such device.",
-                Some(&session),
-            ))
-        }
-        Err(e) => return Err(e),
+        Ok(true) => Ok(done(&account, "enabled")),
+        Ok(false) => Ok(done(&account, "already-enabled")),
+        Err(Error::Api(ApiError::DeviceUnknown)) => Ok(no_such_device(&session)),
+        Err(Error::Api(ApiError::DeviceNotReEnablable)) => Ok(message(
+            StatusCode::CONFLICT,
+            "Not enabled",
+            "Only a device an operator disabled can be enabled again; this one was disabled by \
+             its account, by the clone rule, or by a restore or a removal.",
+            Some(&session),
+        )),
+        Err(e) => Err(e),
     }
-    Ok(Redirect::to(&format!("{}?done=disabled", account_url(&account))).into_response())
 }
 
 async fn unblock(
@@ -617,11 +694,11 @@ async fn unblock(
         Err(r) => return Ok(*r),
     };
     match service.operator_unblock(&by(&session), &account).await {
-        Ok(()) => {}
-        Err(Error::Api(ApiError::AccountUnknown)) => return Ok(no_such_account(&session)),
-        Err(e) => return Err(e),
+        Ok(true) => Ok(done(&account, "unblocked")),
+        Ok(false) => Ok(done(&account, "not-blocked")),
+        Err(Error::Api(ApiError::AccountUnknown)) => Ok(no_such_account(&session)),
+        Err(e) => Err(e),
     }
-    Ok(Redirect::to(&format!("{}?done=unblocked", account_url(&account))).into_response())
 }
 
 async fn restore_phone_number(
@@ -649,7 +726,7 @@ async fn restore_phone_number(
         }
         Err(e) => return Err(e),
     }
-    Ok(Redirect::to(&format!("{}?done=restored", account_url(&account))).into_response())
+    Ok(done(&account, "restored"))
 }
 
 #[derive(Deserialize)]

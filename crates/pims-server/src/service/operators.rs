@@ -2,11 +2,11 @@
 //! callers of these methods (the store is private to the service), so the two cannot differ in
 //! what an action checks, changes or audits.
 
-use pims_proto::AccountStatus;
+use pims_proto::{AccountStatus, ApiError};
 
 use super::accounts::status_of;
 use super::{phone, Service};
-use crate::error::Result;
+use crate::error::{api, Result};
 use crate::store::{AdminDeviceSummary, AuditEvent, RestoreBy, Restored};
 
 /// Who acts, as the audit trail names them.
@@ -81,27 +81,55 @@ impl Service {
         }))
     }
 
-    /// Disables one device of the account. `DeviceUnknown`.
+    /// Disables one device of the account, for `reason` (kept in the audit row; at most 200
+    /// characters, no control characters). `false` when it was disabled already: nothing
+    /// changed, nothing audited. `DeviceUnknown`.
     pub async fn operator_disable_device(
         &self,
         by: &Operator,
         account: &str,
         device_id: &str,
-    ) -> Result<()> {
-        self.store
-            .admin_disable_device(account, device_id, &by.audit_name(), self.now())
+        reason: &str,
+    ) -> Result<bool> {
+        let reason = reason.trim();
+        if reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+            return api(ApiError::InvalidParameter {
+                name: "reason".into(),
+            });
+        }
+        let changed = self
+            .store
+            .admin_disable_device(account, device_id, &by.audit_name(), reason, self.now())
             .await?;
-        tracing::info!(by = %by.audit_name(), %device_id, "operator disabled a device");
-        Ok(())
+        tracing::info!(by = %by.audit_name(), %device_id, changed, "operator: disable a device");
+        Ok(changed)
     }
 
-    /// Clears the PIN failure count. `AccountUnknown`.
-    pub async fn operator_unblock(&self, by: &Operator, account: &str) -> Result<()> {
-        self.store
+    /// Enables again a device an operator disabled. `false` when it is not disabled.
+    /// `DeviceUnknown`, `DeviceNotReEnablable`.
+    pub async fn operator_enable_device(
+        &self,
+        by: &Operator,
+        account: &str,
+        device_id: &str,
+    ) -> Result<bool> {
+        let changed = self
+            .store
+            .admin_enable_device(account, device_id, &by.audit_name(), self.now())
+            .await?;
+        tracing::info!(by = %by.audit_name(), %device_id, changed, "operator: enable a device");
+        Ok(changed)
+    }
+
+    /// Clears the PIN failure count. `false` when there was none: nothing changed, nothing
+    /// audited. `AccountUnknown`.
+    pub async fn operator_unblock(&self, by: &Operator, account: &str) -> Result<bool> {
+        let changed = self
+            .store
             .unblock_account(account, &by.audit_name(), self.now())
             .await?;
-        tracing::info!(by = %by.audit_name(), "operator unblocked an account");
-        Ok(())
+        tracing::info!(by = %by.audit_name(), changed, "operator: unblock an account");
+        Ok(changed)
     }
 
     /// Gives back the number trusted before the running hold (see

@@ -659,6 +659,9 @@ pub struct AdminDeviceSummary {
     pub created_at: i64,
     pub activated_at: Option<i64>,
     pub last_used_at: Option<i64>,
+    /// Disabled by an operator after it was active, with nothing account-wide since (a
+    /// removal, a restore): an operator may enable it again.
+    pub re_enablable: bool,
 }
 
 /// One row of the append-only audit trail.
@@ -922,14 +925,28 @@ pub trait Store: Send + Sync + 'static {
     async fn admin_list_devices(&self, account: &str) -> Result<Vec<AdminDeviceSummary>>;
 
     /// Disables a device for an administrator, audited as done `by` them (`admin` for the
-    /// admin API, the operator for the console). `DeviceUnknown`.
+    /// admin API, the operator for the console) with their `reason`. `false`, and nothing
+    /// audited, when it was disabled already. `DeviceUnknown`.
     async fn admin_disable_device(
         &self,
         account: &str,
         device_id: &str,
         by: &str,
+        reason: &str,
         now: i64,
-    ) -> Result<()>;
+    ) -> Result<bool>;
+
+    /// Enables again a device an operator disabled ([`AdminDeviceSummary::re_enablable`]),
+    /// audited. `false`, and nothing audited, when it is not disabled. `DeviceUnknown`;
+    /// `DeviceNotReEnablable` for a device disabled otherwise (the clone rule, its account, a
+    /// restore or a removal).
+    async fn admin_enable_device(
+        &self,
+        account: &str,
+        device_id: &str,
+        by: &str,
+        now: i64,
+    ) -> Result<bool>;
 
     /// The answer to a number change its owner did not make: under
     /// [`AccountRecord::restoration`], the number trusted before the running hold began is the
@@ -940,8 +957,9 @@ pub trait Store: Send + Sync + 'static {
     async fn restore_phone_number(&self, step: RestoreStep) -> Result<Restored>;
 
     /// Clears the PIN failure count (lifting a PIN block), audited as done `by` the
-    /// administrator. `AccountUnknown` for an account never seen (none is created).
-    async fn unblock_account(&self, account: &str, by: &str, now: i64) -> Result<()>;
+    /// administrator. `false`, and nothing audited, when there was no failure to clear.
+    /// `AccountUnknown` for an account never seen (none is created).
+    async fn unblock_account(&self, account: &str, by: &str, now: i64) -> Result<bool>;
 
     /// Audit events after `after_id`, oldest first, of one account or of all.
     async fn audit_trail(

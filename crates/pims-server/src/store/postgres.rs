@@ -513,6 +513,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
                     created_at: r.get(4),
                     activated_at: r.get(5),
                     last_used_at: r.get(6),
+                    re_enablable: r.get(7),
                 })
             })
             .collect()
@@ -566,14 +567,33 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         Ok(updated == 1)
     }
 
-    async fn disable_device(&self, account: &str, device_id: &str) -> Result<()> {
-        self.exec(sql::pg::DISABLE_DEVICE, &[&device_id, &account])
+    async fn disable_device(
+        &self,
+        account: &str,
+        device_id: &str,
+        by_operator: bool,
+    ) -> Result<()> {
+        let by = by_operator.then_some("operator");
+        self.exec(sql::pg::DISABLE_DEVICE, &[&device_id, &account, &by])
             .await?;
         Ok(())
     }
 
     async fn disable_devices(&self, account: &str) -> Result<u64> {
         self.exec(sql::pg::DISABLE_DEVICES, &[&account]).await
+    }
+
+    async fn forget_operator_disables(&self, account: &str) -> Result<()> {
+        self.exec(sql::pg::FORGET_OPERATOR_DISABLES, &[&account])
+            .await?;
+        Ok(())
+    }
+
+    async fn enable_device(&self, account: &str, device_id: &str) -> Result<bool> {
+        Ok(self
+            .exec(sql::pg::ENABLE_DEVICE, &[&device_id, &account])
+            .await?
+            == 1)
     }
 
     async fn insert_session(

@@ -185,4 +185,8 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE accounts RENAME COLUMN previous_phone_number TO pre_hold_phone_number;
     ALTER TABLE accounts ADD COLUMN restore_nonce BYTEA;
     "#,
+    // 9: who disabled a device, when an operator may undo it ('operator')
+    r#"
+    ALTER TABLE devices ADD COLUMN disabled_by TEXT;
+    "#,
 ];

@@ -158,9 +158,15 @@ pub trait Rows {
         counter: i64,
         used_at: Option<i64>,
     ) -> Result<bool>;
-    async fn disable_device(&self, account: &str, device_id: &str) -> Result<()>;
+    /// Disables one device; `by_operator` when an operator may undo it.
+    async fn disable_device(&self, account: &str, device_id: &str, by_operator: bool)
+        -> Result<()>;
     /// Disables every device of the account not yet disabled; how many.
     async fn disable_devices(&self, account: &str) -> Result<u64>;
+    /// No device of the account can be re-enabled any more.
+    async fn forget_operator_disables(&self, account: &str) -> Result<()>;
+    /// Re-enables a device an operator disabled after it was active; `false` for any other.
+    async fn enable_device(&self, account: &str, device_id: &str) -> Result<bool>;
 
     // ---- enrollment sessions
     async fn insert_session(

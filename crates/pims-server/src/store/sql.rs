@@ -63,7 +63,9 @@ macro_rules! live_devices_by {
 macro_rules! all_devices_by {
     ($tie:literal) => {
         concat!(
-            "SELECT id, name, platform, state, created_at, activated_at, last_used_at
+            "SELECT id, name, platform, state, created_at, activated_at, last_used_at,
+                    COALESCE(state = 'disabled' AND disabled_by = 'operator'
+                             AND activated_at IS NOT NULL, FALSE)
              FROM devices WHERE account = $1 ORDER BY created_at, ",
             $tie
         )
@@ -121,7 +123,14 @@ statements! {
                        WHERE id = $1 AND account = $2 AND state != 'disabled' AND counter < $3";
     SET_DEVICE_COUNTER = "UPDATE devices SET counter = $2, last_used_at = COALESCE($3, last_used_at)
                           WHERE id = $1 AND state = 'active' AND counter < $2";
-    DISABLE_DEVICE = "UPDATE devices SET state = 'disabled' WHERE id = $1 AND account = $2";
+    DISABLE_DEVICE = "UPDATE devices SET state = 'disabled', disabled_by = $3
+                      WHERE id = $1 AND account = $2";
+    /// Only what an operator disabled, once activated, and nothing account-wide since.
+    ENABLE_DEVICE = "UPDATE devices SET state = 'active', disabled_by = NULL
+                     WHERE id = $1 AND account = $2 AND state = 'disabled'
+                       AND disabled_by = 'operator' AND activated_at IS NOT NULL";
+    FORGET_OPERATOR_DISABLES =
+        "UPDATE devices SET disabled_by = NULL WHERE account = $1 AND disabled_by IS NOT NULL";
     DISABLE_DEVICES =
         "UPDATE devices SET state = 'disabled' WHERE account = $1 AND state != 'disabled'";
 

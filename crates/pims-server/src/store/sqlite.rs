@@ -586,6 +586,7 @@ impl Rows for SqliteRows<'_> {
                 created_at: r.get(4)?,
                 activated_at: r.get(5)?,
                 last_used_at: r.get(6)?,
+                re_enablable: r.get(7)?,
             })
         })
     }
@@ -633,13 +634,28 @@ impl Rows for SqliteRows<'_> {
         Ok(updated == 1)
     }
 
-    async fn disable_device(&self, account: &str, device_id: &str) -> Result<()> {
-        self.exec(sql::sqlite::DISABLE_DEVICE, params![device_id, account])?;
+    async fn disable_device(
+        &self,
+        account: &str,
+        device_id: &str,
+        by_operator: bool,
+    ) -> Result<()> {
+        let by = by_operator.then_some("operator");
+        self.exec(sql::sqlite::DISABLE_DEVICE, params![device_id, account, by])?;
         Ok(())
     }
 
     async fn disable_devices(&self, account: &str) -> Result<u64> {
         self.exec(sql::sqlite::DISABLE_DEVICES, [account])
+    }
+
+    async fn forget_operator_disables(&self, account: &str) -> Result<()> {
+        self.exec(sql::sqlite::FORGET_OPERATOR_DISABLES, [account])?;
+        Ok(())
+    }
+
+    async fn enable_device(&self, account: &str, device_id: &str) -> Result<bool> {
+        Ok(self.exec(sql::sqlite::ENABLE_DEVICE, params![device_id, account])? == 1)
     }
 
     async fn insert_session(

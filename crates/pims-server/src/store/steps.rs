@@ -48,8 +48,9 @@ async fn disable_device<R: Rows>(
     device_id: &str,
     now: i64,
     why: &str,
+    by_operator: bool,
 ) -> Result<()> {
-    r.disable_device(account, device_id).await?;
+    r.disable_device(account, device_id, by_operator).await?;
     r.audit(now, account, "device_disabled", Some(device_id), Some(why))
         .await
 }
@@ -65,7 +66,7 @@ async fn verified_counter<R: Rows>(
     now: i64,
 ) -> Result<i64> {
     if !device.counter_advances(presented) {
-        disable_device(r, account, &device.id, now, COUNTER_REPLAYED).await?;
+        disable_device(r, account, &device.id, now, COUNTER_REPLAYED, false).await?;
         return api(ApiError::DeviceUnknown);
     }
     counter_to_sql(presented)
@@ -161,6 +162,8 @@ async fn set_pin<R: Rows>(
 /// challenges (started against devices or a PIN that no longer count); the number disabled.
 async fn disable_every_device<R: Rows>(r: &R, account: &str, now: i64) -> Result<u64> {
     let disabled = r.disable_devices(account).await?;
+    // After an account-wide step no operator may bring a device back.
+    r.forget_operator_disables(account).await?;
     r.close_sessions(account, now, false).await?;
     r.close_challenges(account, now, false).await?;
     Ok(disabled)
@@ -678,7 +681,7 @@ pub async fn revoke_device<R: Rows>(r: &R, account: &str, device_id: &str, now: 
         Some(d) if d.state != DeviceState::Disabled => {}
         _ => return api(ApiError::DeviceUnknown),
     }
-    disable_device(r, account, device_id, now, "revoked by the account").await
+    disable_device(r, account, device_id, now, "revoked by the account", false).await
 }
 
 pub async fn remove_enrollments<R: Rows>(r: &R, account: &str, now: i64) -> Result<bool> {
@@ -796,13 +799,44 @@ pub async fn admin_disable_device<R: Rows>(
     account: &str,
     device_id: &str,
     by: &str,
+    reason: &str,
     now: i64,
-) -> Result<()> {
+) -> Result<bool> {
     r.lock_existing_account(account).await?;
-    if r.device(account, device_id).await?.is_none() {
-        return api(ApiError::DeviceUnknown);
+    match r.device(account, device_id).await? {
+        None => api(ApiError::DeviceUnknown),
+        Some(d) if d.state == DeviceState::Disabled => Ok(false),
+        Some(_) => {
+            let why = match reason.trim() {
+                "" => by.to_string(),
+                reason => format!("{by}: {reason}"),
+            };
+            disable_device(r, account, device_id, now, &why, true).await?;
+            Ok(true)
+        }
     }
-    disable_device(r, account, device_id, now, by).await
+}
+
+pub async fn admin_enable_device<R: Rows>(
+    r: &R,
+    account: &str,
+    device_id: &str,
+    by: &str,
+    now: i64,
+) -> Result<bool> {
+    r.lock_existing_account(account).await?;
+    match r.device(account, device_id).await? {
+        None => api(ApiError::DeviceUnknown),
+        Some(d) if d.state != DeviceState::Disabled => Ok(false),
+        Some(_) => {
+            if !r.enable_device(account, device_id).await? {
+                return api(ApiError::DeviceNotReEnablable);
+            }
+            r.audit(now, account, "device_enabled", Some(device_id), Some(by))
+                .await?;
+            Ok(true)
+        }
+    }
 }
 
 pub async fn restore_phone_number<R: Rows>(r: &R, step: &RestoreStep) -> Result<Restored> {
@@ -835,15 +869,19 @@ pub async fn restore_phone_number<R: Rows>(r: &R, step: &RestoreStep) -> Result<
     })
 }
 
-pub async fn unblock_account<R: Rows>(r: &R, account: &str, by: &str, now: i64) -> Result<()> {
+pub async fn unblock_account<R: Rows>(r: &R, account: &str, by: &str, now: i64) -> Result<bool> {
     // An operator's action never creates the account it names.
     r.lock_existing_account(account).await?;
-    if r.account(account).await?.is_none() {
+    let Some(record) = r.account(account).await? else {
         return api(ApiError::AccountUnknown);
+    };
+    if record.pin_failures == 0 {
+        return Ok(false);
     }
     r.reset_pin_failures(account).await?;
     r.audit(now, account, "account_unblocked", None, Some(by))
-        .await
+        .await?;
+    Ok(true)
 }
 
 pub async fn purge<R: Rows>(r: &R, step: &PurgeStep) -> Result<PurgeCounts> {
@@ -1029,11 +1067,30 @@ macro_rules! store_over_steps {
                 account: &str,
                 device_id: &str,
                 by: &str,
+                reason: &str,
                 now: i64,
-            ) -> $crate::error::Result<()> {
+            ) -> $crate::error::Result<bool> {
+                let (account, device_id, by, reason) = (
+                    account.to_string(),
+                    device_id.to_string(),
+                    by.to_string(),
+                    reason.to_string(),
+                );
+                $step!(self, r => $crate::store::steps::admin_disable_device(
+                    r, &account, &device_id, &by, &reason, now
+                ))
+            }
+
+            async fn admin_enable_device(
+                &self,
+                account: &str,
+                device_id: &str,
+                by: &str,
+                now: i64,
+            ) -> $crate::error::Result<bool> {
                 let (account, device_id, by) =
                     (account.to_string(), device_id.to_string(), by.to_string());
-                $step!(self, r => $crate::store::steps::admin_disable_device(
+                $step!(self, r => $crate::store::steps::admin_enable_device(
                     r, &account, &device_id, &by, now
                 ))
             }
@@ -1050,7 +1107,7 @@ macro_rules! store_over_steps {
                 account: &str,
                 by: &str,
                 now: i64,
-            ) -> $crate::error::Result<()> {
+            ) -> $crate::error::Result<bool> {
                 let (account, by) = (account.to_string(), by.to_string());
                 $step!(self, r => $crate::store::steps::unblock_account(r, &account, &by, now))
             }

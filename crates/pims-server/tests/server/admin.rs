@@ -2,7 +2,7 @@
 
 use pims_proto::endpoint::{admin, Method, Route};
 use pims_proto::*;
-use pims_server::admin::{AuditPage, DeviceList};
+use pims_server::admin::{ActionAnswer, AuditPage, DeviceList};
 use pims_server::config::AdminToken;
 
 use crate::common::*;
@@ -55,12 +55,13 @@ async fn an_admin_lists_disables_unblocks_and_reads_the_audit() {
     }
     assert_eq!(s.status(&token, None).await.pin, PinState::Blocked);
 
-    let r = admin(&s, admin::UNBLOCK, &["alice"], ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let unblock = || admin(&s, admin::UNBLOCK, &["alice"], ADMIN).send();
+    let answer: ActionAnswer = decode(unblock().await.unwrap()).await.unwrap();
+    assert!(answer.changed);
     assert_eq!(s.status(&token, None).await.pin, PinState::Set);
+    // Again: nothing to do, said so, and not audited (counted below).
+    let answer: ActionAnswer = decode(unblock().await.unwrap()).await.unwrap();
+    assert!(!answer.changed);
     s.otp(&token, &mut device, Some("1234")).await.unwrap();
 
     let r = admin(&s, admin::DEVICES, &["alice"], ADMIN)
@@ -72,11 +73,22 @@ async fn an_admin_lists_disables_unblocks_and_reads_the_audit() {
     assert_eq!(list.devices[0].id, device.id);
     assert_eq!(list.devices[0].state, DeviceState::Active);
 
-    let r = admin(&s, admin::DEVICE_DISABLE, &["alice", &device.id], ADMIN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let id = device.id.clone();
+    let disable = || {
+        admin(&s, admin::DEVICE_DISABLE, &["alice", &id], ADMIN)
+            .json(&serde_json::json!({ "reason": "reported stolen" }))
+            .send()
+    };
+    let answer: ActionAnswer = decode(disable().await.unwrap()).await.unwrap();
+    assert!(answer.changed);
+    let answer: ActionAnswer = decode(disable().await.unwrap()).await.unwrap();
+    assert!(!answer.changed);
+    let enable = || admin(&s, admin::DEVICE_ENABLE, &["alice", &id], ADMIN).send();
+    let answer: ActionAnswer = decode(enable().await.unwrap()).await.unwrap();
+    assert!(answer.changed);
+    s.otp(&token, &mut device, None).await.unwrap();
+    let answer: ActionAnswer = decode(disable().await.unwrap()).await.unwrap();
+    assert!(answer.changed);
     assert_eq!(
         s.otp(&token, &mut device, None).await.err(),
         Some(ApiError::DeviceUnknown)
@@ -108,4 +120,26 @@ async fn an_admin_lists_disables_unblocks_and_reads_the_audit() {
         assert!(events.contains(&expected), "{expected} in {events:?}");
     }
     assert_eq!(events.iter().filter(|e| **e == "pin_failure").count(), 5);
+    let count = |event: &str| events.iter().filter(|e| **e == event).count();
+    assert_eq!(
+        (
+            count("account_unblocked"),
+            count("device_disabled"),
+            count("device_enabled")
+        ),
+        (1, 2, 1)
+    );
+    let reasons: Vec<_> = page
+        .events
+        .iter()
+        .filter(|e| e.event == "device_disabled")
+        .map(|e| e.detail.as_deref())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            Some("admin: reported stolen"),
+            Some("admin: reported stolen")
+        ]
+    );
 }

@@ -81,6 +81,12 @@ async fn sign_in(setup: &Setup, client: &reqwest::Client, user: (&str, &str)) ->
     client.get(back).send().await.unwrap()
 }
 
+/// The id of the first device a page's Disable form names.
+fn at_least_one_device(page: &str) -> String {
+    let at = page.find("/devices/").expect("a device form") + 9;
+    page[at..at + page[at..].find('/').unwrap()].to_string()
+}
+
 fn csrf(page: &str) -> String {
     let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
     page[at..at + page[at..].find('"').unwrap()].to_string()
@@ -135,13 +141,40 @@ async fn an_operator_finds_an_account_disables_a_device_unblocks_it_and_reads_th
     assert!(html.contains("Test phone"));
     let token = csrf(&html);
 
-    let r = client
-        .post(format!("{account}/devices/{}/disable", device.id))
-        .form(&[("csrf", &token)])
-        .send()
-        .await
-        .unwrap();
+    let disable = format!("{account}/devices/{}/disable", device.id);
+    // Without a reason, or unconfirmed, nothing happens.
+    for form in [
+        vec![("csrf", token.as_str()), ("confirm", "yes")],
+        vec![("csrf", token.as_str()), ("reason", "reported stolen")],
+    ] {
+        let r = client.post(&disable).form(&form).send().await.unwrap();
+        assert_eq!(r.status(), 400);
+    }
+    let user = s.token("alice").await;
+    assert_eq!(
+        s.status(&user, Some(&device.id)).await.device,
+        Some(DeviceState::Active)
+    );
+    let confirmed = [
+        ("csrf", token.as_str()),
+        ("reason", "reported stolen"),
+        ("confirm", "yes"),
+    ];
+    let r = client.post(&disable).form(&confirmed).send().await.unwrap();
     assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/console/accounts/alice?done=disabled"
+    );
+    // Again: said to have changed nothing.
+    let r = client.post(&disable).form(&confirmed).send().await.unwrap();
+    assert_eq!(
+        r.headers()["location"],
+        "/console/accounts/alice?done=already-disabled"
+    );
+    let (_, html) = page(&client, &format!("{account}?done=already-disabled")).await;
+    assert!(html.contains("already disabled: nothing changed"), "{html}");
+    assert!(html.contains("Enable again"), "{html}");
     let r = client
         .post(format!("{account}/unblock"))
         .form(&[("csrf", &token)])
@@ -155,8 +188,8 @@ async fn an_operator_finds_an_account_disables_a_device_unblocks_it_and_reads_th
     assert_eq!(status.pin_attempts_remaining, s.config.limits.pin_attempts);
 
     let (_, html) = page(&client, &format!("{account}/audit?event=device_disabled")).await;
-    assert!(html.contains("<td>device_disabled</td>"));
-    assert!(html.contains("console operator olga"));
+    assert_eq!(html.matches("<td>device_disabled</td>").count(), 1);
+    assert!(html.contains("console operator olga: reported stolen"));
     assert!(!html.contains("<td>account_unblocked</td>"), "filtered out");
     let (_, html) = page(&client, &format!("{account}/audit?event=account_unblocked")).await;
     assert!(html.contains("<td>account_unblocked</td>"));
@@ -467,17 +500,24 @@ async fn the_console_audit_next_link_keeps_the_filter_and_pages_on() {
     let account = format!("{}/console/accounts/a%2Fb", setup.admin);
     let (_, html) = page(&client, &account).await;
     let token = csrf(&html);
+    let device = at_least_one_device(&html);
     for _ in 0..21 {
-        let r = client
-            .post(format!("{account}/unblock"))
-            .form(&[("csrf", &token)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 303);
+        for (action, extra) in [("disable", true), ("enable", false)] {
+            let mut form = vec![("csrf", token.as_str())];
+            if extra {
+                form.extend([("reason", "test"), ("confirm", "yes")]);
+            }
+            let r = client
+                .post(format!("{account}/devices/{device}/{action}"))
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 303);
+        }
     }
-    let (_, html) = page(&client, &format!("{account}/audit?event=account_unblocked")).await;
-    assert_eq!(html.matches("<td>account_unblocked</td>").count(), 20);
+    let (_, html) = page(&client, &format!("{account}/audit?event=device_disabled")).await;
+    assert_eq!(html.matches("<td>device_disabled</td>").count(), 20);
     let at = html.find("rel=\"next\"").expect("a next link");
     let href = &html[..at];
     let href = &href[href.rfind("href=\"").unwrap() + 6..];
@@ -485,12 +525,12 @@ async fn the_console_audit_next_link_keeps_the_filter_and_pages_on() {
         .replace("&amp;", "&")
         .replace("&#38;", "&");
     assert!(
-        href.starts_with("/console/accounts/a%2Fb/audit?event=account_unblocked&after="),
+        href.starts_with("/console/accounts/a%2Fb/audit?event=device_disabled&after="),
         "{href}"
     );
     let (status, html) = page(&client, &format!("{}{href}", setup.admin)).await;
     assert_eq!(status, 200);
-    assert_eq!(html.matches("<td>account_unblocked</td>").count(), 1);
+    assert_eq!(html.matches("<td>device_disabled</td>").count(), 1);
     assert!(!html.contains("rel=\"next\""));
 }
 

@@ -9,9 +9,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Value};
 
-use crate::common::PHONE;
+use crate::common::{enrolled_account, PHONE};
 use crate::console::{blocked_alice, setup};
 use crate::oidc::*;
+use pims_proto::SmsPurpose;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -199,8 +200,19 @@ async fn in_a_browser_an_operator_disables_a_device_unblocks_and_sees_both_in_th
         "blocked"
     );
     browser.screenshot("3-account").await;
+    // Disable asks why and for a confirmation before it does anything.
+    browser
+        .type_into(
+            "form[action$='/disable'] input[name=reason]",
+            "reported stolen",
+        )
+        .await;
+    browser
+        .click("form[action$='/disable'] input[name=confirm]")
+        .await;
     browser.click("form[action$='/disable'] button").await;
     browser.wait_for("The device was disabled.").await;
+    browser.find("form[action$='/enable'] button").await;
     browser.click("#unblock").await;
     browser.wait_for("The PIN was unblocked.").await;
     browser.screenshot("4-account-after-actions").await;
@@ -209,7 +221,45 @@ async fn in_a_browser_an_operator_disables_a_device_unblocks_and_sees_both_in_th
     assert!(audit.contains("<td>device_disabled</td>"));
     assert!(audit.contains("<td>account_unblocked</td>"));
     assert_eq!(audit.matches("console operator olga").count(), 2);
+    assert!(audit.contains("console operator olga: reported stolen"));
     browser.screenshot("5-audit-trail").await;
+}
+
+/// The helpdesk's remedy for a phone thief who moved the number, in a browser: the account page
+/// shows the hold and the masked number of before it; Restore gives it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_browser_an_operator_restores_a_number_a_thief_moved() {
+    let Some(setup) = setup().await else { return };
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let s = &setup.server;
+    let (token, mut thief) = enrolled_account(s, "victim", PHONE, "1234").await;
+    let moved = crate::management::PHONE2;
+    s.send_code(&token, SmsPurpose::PhoneCertification, Some(moved))
+        .await
+        .unwrap();
+    let code = s.last_code(moved);
+    crate::management::modify_phone_number(s, &token, &mut thief, moved, &code, None)
+        .await
+        .unwrap();
+    browser.sign_in(&setup.admin, OLGA).await;
+    browser.click("#submit").await;
+    browser.wait_for("Find an account").await;
+    browser.type_into("#q", "victim").await;
+    browser.click("form[role=search] button").await;
+    let page = browser
+        .wait_for("Recovery hold after a number change")
+        .await;
+    assert!(page.contains(&format!("{}78", "•".repeat(PHONE.len() - 2))));
+    browser.screenshot("7-recovery-hold").await;
+    browser.click("#restore").await;
+    browser.wait_for("The trusted number was restored").await;
+    browser.screenshot("8-restored").await;
+    assert_eq!(
+        s.status(&token, None).await.phone_number.as_deref(),
+        Some(PHONE)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,21 +72,9 @@ impl Raw {
 
 /// Five audited actions over two accounts: ids 1, 3, 5 are alice's, 2 and 4 bob's.
 async fn trail(store: &Arc<dyn Store>) {
-    // The accounts, without an audited step (an operator's unblock never creates one).
-    for account in ["alice", "bob"] {
-        store
-            .prepare_sms_code(send_request(
-                account,
-                SmsPurpose::PhoneCertification,
-                CodeTarget::Number(PHONE.into()),
-                NOW,
-            ))
-            .await
-            .unwrap();
-    }
     for (i, account) in ["alice", "bob", "alice", "bob", "alice"].iter().enumerate() {
         store
-            .unblock_account(account, "admin", NOW + i as i64)
+            .remove_enrollments(account, NOW + i as i64)
             .await
             .unwrap();
     }
@@ -149,10 +137,7 @@ async fn an_untouched_trail_verifies_with_its_head(db: &Db) {
         format!("5 rows verified, head id=5 mac={}", head.mac_hex())
     );
     // A recorded head still holds once the trail grew.
-    db.store
-        .unblock_account("bob", "admin", NOW + 9)
-        .await
-        .unwrap();
+    db.store.remove_enrollments("bob", NOW + 9).await.unwrap();
     assert!(matches!(
         verified(&db.store, Some(&head)).await,
         Verification::Verified { rows: 6, .. }
@@ -314,7 +299,8 @@ async fn rows_written_before_the_chain_are_chained_at_upgrade(db: &Db) {
     // Back to the schema before the chain, rows kept: what an upgraded database holds (the
     // later migrations undone too, as they run again).
     let later = "ALTER TABLE accounts RENAME COLUMN pre_hold_phone_number TO previous_phone_number;
-                 ALTER TABLE accounts DROP COLUMN restore_nonce;";
+                 ALTER TABLE accounts DROP COLUMN restore_nonce;
+                 ALTER TABLE devices DROP COLUMN disabled_by;";
     db.raw.exec(later).await.unwrap();
     let downgrade = match db.raw {
         Raw::Sqlite(_) => format!(
@@ -343,10 +329,7 @@ async fn rows_written_before_the_chain_are_chained_at_upgrade(db: &Db) {
         .collect();
     assert_eq!(links, vec![None, None, Some(1), Some(2), Some(3)]);
     // New rows continue the chains, and the guards are back.
-    store
-        .unblock_account("bob", "admin", NOW + 9)
-        .await
-        .unwrap();
+    store.remove_enrollments("bob", NOW + 9).await.unwrap();
     assert!(matches!(
         verified(&store, None).await,
         Verification::Verified { rows: 6, .. }
@@ -377,14 +360,30 @@ async fn concurrent_steps_of_one_account_keep_one_chain(db: &Db) {
         .unwrap();
     }
     let before = store.audit_trail(None, 0, 1000).await.unwrap().len() as u64;
-    // Using an OTP does not lock the account row first; unblocking does.
+    // Using an OTP does not lock the account row first; starting a PIN login does (and
+    // audits the attempt; the limit is set out of reach).
     let tasks: Vec<_> = (0..N)
         .map(|i| {
-            let store = store.clone();
+            let (store, device) = (store.clone(), device.clone());
             tokio::spawn(async move {
                 let used = store.use_otp(&i.to_be_bytes(), NOW, "rp").await.unwrap();
                 assert!(used.is_some());
-                store.unblock_account("alice", "admin", NOW).await.unwrap();
+                store
+                    .create_otp_challenge(ChallengeStep {
+                        account: "alice".into(),
+                        challenge_id: new_id(),
+                        device_id: device,
+                        nonce: b"n".to_vec(),
+                        login: Some(login()),
+                        audience: None,
+                        now: NOW,
+                        ttl: 120,
+                        pin_attempts: 100,
+                        max_open: 100,
+                        login_counter: None,
+                    })
+                    .await
+                    .unwrap();
             })
         })
         .collect();

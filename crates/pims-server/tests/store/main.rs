@@ -107,6 +107,7 @@ store_suite!(
     concurrent_wrong_pins_are_counted_exactly,
     the_device_limit_is_enforced,
     admin_actions_change_state_and_are_audited,
+    only_an_operator_s_disable_is_undone,
     sends_per_client_address_are_counted_across_accounts,
     live_devices_are_listed_in_order_and_revoked_once,
     removing_enrollments_disables_devices_and_forgets_the_pin,
@@ -913,35 +914,61 @@ async fn admin_actions_change_state_and_are_audited(store: Arc<dyn Store>) {
         .unwrap_err();
     }
     assert_eq!(failures(&store, "alice").await, 5);
-    store
+    assert!(store
         .unblock_account("alice", "admin", NOW + 5)
         .await
-        .unwrap();
+        .unwrap());
     assert_eq!(failures(&store, "alice").await, 0);
+    // Nothing left to unblock: answered as such, not audited.
+    assert!(!store
+        .unblock_account("alice", "admin", NOW + 5)
+        .await
+        .unwrap());
 
     let listed = store.admin_list_devices("alice").await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(
-        (listed[0].id.as_str(), listed[0].state),
-        (device.as_str(), DeviceState::Active)
+        (
+            listed[0].id.as_str(),
+            listed[0].state,
+            listed[0].re_enablable
+        ),
+        (device.as_str(), DeviceState::Active, false)
     );
     assert_eq!(listed[0].platform, "android");
-    store
-        .admin_disable_device("alice", &device, "admin", NOW + 6)
+    assert!(store
+        .admin_disable_device("alice", &device, "admin", "lost phone", NOW + 6)
         .await
-        .unwrap();
+        .unwrap());
+    let listed = store.admin_list_devices("alice").await.unwrap();
     assert_eq!(
-        store.admin_list_devices("alice").await.unwrap()[0].state,
-        DeviceState::Disabled
+        (listed[0].state, listed[0].re_enablable),
+        (DeviceState::Disabled, true)
     );
+    assert!(!store
+        .admin_disable_device("alice", &device, "admin", "again", NOW + 6)
+        .await
+        .unwrap());
     assert_eq!(
         store
-            .admin_disable_device("bob", &device, "admin", NOW)
+            .admin_disable_device("bob", &device, "admin", "", NOW)
             .await
             .err()
             .map(api_error),
         Some(ApiError::DeviceUnknown)
     );
+    // An operator's mistake can be undone, once.
+    assert!(store
+        .admin_enable_device("alice", &device, "admin", NOW + 7)
+        .await
+        .unwrap());
+    assert!(!store
+        .admin_enable_device("alice", &device, "admin", NOW + 7)
+        .await
+        .unwrap());
+    otp(&store, "alice", &device, 7, OtpProof::WithoutPin, b"back")
+        .await
+        .unwrap();
 
     let events: Vec<(String, Option<String>)> = store
         .audit_trail(Some("alice"), 0, 100)
@@ -950,12 +977,16 @@ async fn admin_actions_change_state_and_are_audited(store: Arc<dyn Store>) {
         .into_iter()
         .map(|e| (e.event, e.detail))
         .collect();
-    let tail = &events[events.len() - 2..];
+    let tail = &events[events.len() - 4..events.len() - 1];
     assert_eq!(
         tail,
         &[
             ("account_unblocked".to_string(), Some("admin".to_string())),
-            ("device_disabled".to_string(), Some("admin".to_string())),
+            (
+                "device_disabled".to_string(),
+                Some("admin: lost phone".to_string())
+            ),
+            ("device_enabled".to_string(), Some("admin".to_string())),
         ]
     );
     let failures_and_block: Vec<&str> = events
@@ -1653,6 +1684,55 @@ async fn the_owner_restores_with_the_code_of_the_hold(store: Arc<dyn Store>) {
             .last()
             .map(|e| (e.event.as_str(), e.detail.as_deref())),
         Some(("phone_number_restored", Some("owner, 1 devices disabled")))
+    );
+}
+
+/// Only what an operator disabled comes back: not a device its account revoked, the clone rule
+/// disabled, or one an operator disabled before an account-wide step (a removal, a restore).
+async fn only_an_operator_s_disable_is_undone(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    let second = enroll_another(&store, "alice").await.unwrap().device_id;
+    activate(&store, "alice", &second, 1).await.unwrap();
+    let pending = enroll_another(&store, "alice").await.unwrap().device_id;
+    let not_re_enablable = |device: String| {
+        let store = store.clone();
+        async move {
+            store
+                .admin_enable_device("alice", &device, "admin", NOW)
+                .await
+                .err()
+                .map(api_error)
+        }
+    };
+
+    store.revoke_device("alice", &device, NOW).await.unwrap();
+    assert_eq!(
+        not_re_enablable(device.clone()).await,
+        Some(ApiError::DeviceNotReEnablable)
+    );
+    // A device that never became active is not brought to life either.
+    store
+        .admin_disable_device("alice", &pending, "admin", "unknown phone", NOW)
+        .await
+        .unwrap();
+    assert_eq!(
+        not_re_enablable(pending).await,
+        Some(ApiError::DeviceNotReEnablable)
+    );
+    store
+        .admin_disable_device("alice", &second, "admin", "check", NOW)
+        .await
+        .unwrap();
+    store.remove_enrollments("alice", NOW).await.unwrap();
+    assert!(store
+        .admin_list_devices("alice")
+        .await
+        .unwrap()
+        .iter()
+        .all(|d| !d.re_enablable));
+    assert_eq!(
+        not_re_enablable(second).await,
+        Some(ApiError::DeviceNotReEnablable)
     );
 }
 

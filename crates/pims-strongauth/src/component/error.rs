@@ -155,6 +155,7 @@ fn from_api(error: ApiError) -> PimsError {
         ApiError::OtpInvalid
         | ApiError::RelyingPartyUnauthorized
         | ApiError::AccountUnknown
+        | ApiError::DeviceNotReEnablable
         | ApiError::Internal => NoServiceAvailable.into(),
     }
 }
