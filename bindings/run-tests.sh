@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Binding tests: build the Python wheel with maturin (the release library and its Python module),
 # install it, check the library's size, generate the Kotlin and Swift bindings from that same
-# library with the crate's own uniffi-bindgen, start a PIMS server on loopback, then run
+# library with the workspace's uniffi-bindgen (crates/pims-bindgen), start a PIMS server on loopback, then run
 # the Kotlin program and the pytest suite against it. Called by .ci/run after cargo test.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -24,15 +24,18 @@ echo "== building the Python wheel (maturin: the library in profile release-ffi,
 "$PYTHON" -m zipfile -e "$WORK"/wheel/pims_sdk-*.whl "$WORK/wheel/contents"
 LIB="$WORK/wheel/contents/pims_sdk/_native/libpims_ffi.so"
 echo "== building the server"
-# The generator: maturin has just built it (dev profile) with `cargo run --bin uniffi-bindgen`.
+# The generator: maturin has just built it (dev profile) with `cargo run --bin uniffi-bindgen`
+# from the workspace root, which finds it in crates/pims-bindgen (a default member; UniFFI's
+# dependencies only, none of the SDK's).
 # The server in the dev profile: cargo test --workspace has built it already (dependencies at
 # opt-level 2), so this is free in CI. PIMS_SERVER_BIN may name another build of `pims`.
-BINDGEN="$ROOT/target/debug/uniffi-bindgen"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BINDGEN="$TARGET_DIR/debug/uniffi-bindgen"
 [ -x "$BINDGEN" ] || { echo "maturin did not build $BINDGEN" >&2; exit 1; }
 SERVER_BIN="${PIMS_SERVER_BIN:-}"
 if [ -z "$SERVER_BIN" ]; then
     cargo build --bin pims
-    SERVER_BIN="$ROOT/target/debug/pims"
+    SERVER_BIN="$TARGET_DIR/debug/pims"
 fi
 
 echo "== size of the stripped release library"
