@@ -52,9 +52,7 @@ def test_the_owner_restores_a_number_a_thief_moved_from_a_new_phone(server, tmp_
            {"code": 2305, "label": "The sms code is invalid", "details": {"retryable": False}})
     code = restore_code(server, OWNER_NUMBER)
     message = call(lambda cb: new_phone.set(RESTORE, {"action": "restore", "smsCode": code.lower()}, cb))
-    assert message["status"] == "SUCCEEDED", message
-    assert message["result"]["phoneNumber"] == OWNER_NUMBER
-    assert message["result"]["recoveryHeldUntil"] > 0
+    succeeded(message, {"phoneNumber": OWNER_NUMBER})
     failed(call(lambda cb: new_phone.set(RESTORE, {"action": "restore", "smsCode": code}, cb)),
            {"code": 2317, "label": FORBIDDEN,
             "details": {"reason": "nothingToRestore", "retryable": False}})

@@ -19,8 +19,9 @@ pub struct AccountStatus {
     pub pin_attempts_remaining: u32,
     /// State of the device named in the query; `None` when not asked or unknown to the server.
     pub device: Option<DeviceState>,
-    /// Unix seconds: while a hold after a number change runs, until when (the owner may then
-    /// restore the number trusted before it, see `RestorePhoneNumber`).
+    /// Unix seconds: while a hold after a number change runs, until when a PIN cannot be set
+    /// by SMS alone (after a change without the PIN, the owner may restore the number of
+    /// before it meanwhile, see `RestorePhoneNumber`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recovery_held_until: Option<i64>,
 }
@@ -623,11 +624,9 @@ impl std::fmt::Debug for RestorePhoneNumber {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase")]
 pub struct PhoneNumberRestored {
-    /// The trusted number again (E.164): the caller proved it receives its SMS.
+    /// The trusted number again (E.164): the caller proved it receives its SMS. The hold
+    /// has ended: the owner may enroll with a new PIN at once.
     pub phone_number: String,
-    /// Unix seconds: until then a PIN still cannot be set by SMS alone (the hold is not
-    /// lifted by a restore).
-    pub recovery_held_until: i64,
 }
 
 /// `GET /v1/devices`: the account's live (Pending or Active) devices, oldest first.

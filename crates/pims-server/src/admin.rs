@@ -14,7 +14,7 @@ use subtle::ConstantTimeEq;
 
 use crate::auth::bearer_token;
 use crate::error::Error;
-use crate::http::{AppState, ClientAddress, Serve};
+use crate::http::{to_completion, AppState, ClientAddress, Serve};
 use crate::net::client_key;
 use crate::service::Operator;
 use crate::sms::mask_number;
@@ -130,8 +130,6 @@ pub struct RecoveryHoldView {
 pub struct RestoreAnswer {
     /// Masked.
     pub phone_number: String,
-    /// Unix seconds: setting a PIN by SMS alone stays held until then.
-    pub recovery_held_until: i64,
     pub devices_disabled: u64,
 }
 
@@ -244,14 +242,15 @@ async fn restore_phone_number(
     _: Admin,
     Path(account): Path<String>,
 ) -> Result<axum::Json<RestoreAnswer>, Error> {
-    let restored = s
-        .inner
-        .service
-        .operator_restore(&Operator::Admin, &account)
-        .await?;
+    let restored = to_completion(async move {
+        s.inner
+            .service
+            .operator_restore(&Operator::Admin, &account)
+            .await
+    })
+    .await?;
     Ok(axum::Json(RestoreAnswer {
         phone_number: mask_number(&restored.phone_number),
-        recovery_held_until: restored.recovery_held_until,
         devices_disabled: restored.devices_disabled,
     }))
 }

@@ -129,6 +129,9 @@ pub struct Limits {
     pub recovery_hold_after_number_change_seconds: u64,
 }
 
+/// The longest recovery hold the configuration accepts.
+pub const MAX_RECOVERY_HOLD_SECONDS: u64 = 30 * 86_400;
+
 /// What one client may hold of the server before it has authenticated: connections, time and
 /// bytes. Every bound closes or refuses at once rather than queueing.
 #[derive(Debug, Clone, Deserialize)]
@@ -311,6 +314,11 @@ impl ServerConfig {
             l.sms_code_max_checks >= 1,
             "limits.sms_code_max_checks must be at least 1"
         );
+        // Its end is written in the notices and stored as seconds; a month is already long.
+        anyhow::ensure!(
+            l.recovery_hold_after_number_change_seconds <= MAX_RECOVERY_HOLD_SECONDS,
+            "limits.recovery_hold_after_number_change_seconds must be at most {MAX_RECOVERY_HOLD_SECONDS} (30 days)"
+        );
         if let Some(console) = &self.console {
             console.validate()?;
             // Without an admin listener the console (and its unauthenticated sign-in start)
@@ -418,6 +426,19 @@ mod tests {
         assert!(!format!("{c:?}").contains("secret: "));
         assert_eq!(c.database_url, None);
         assert_eq!(c.purge_interval_seconds, 300);
+    }
+
+    #[test]
+    fn a_recovery_hold_longer_than_a_month_is_refused() {
+        let mut c = ServerConfig::default();
+        c.limits.recovery_hold_after_number_change_seconds = MAX_RECOVERY_HOLD_SECONDS;
+        c.validate().unwrap();
+        c.limits.recovery_hold_after_number_change_seconds = 300_000_000_000;
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("recovery_hold_after_number_change_seconds"));
     }
 
     #[test]

@@ -143,6 +143,19 @@ pub fn public_router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Runs a step and what follows it on a task of its own, once the request is read: when the
+/// client goes away or its deadline passes, only the answer is lost — a step that committed
+/// still sends its notices (a number change whose notice were lost would leave the owner
+/// without the code that undoes it). For every operation that tells the owner something.
+pub(crate) async fn to_completion<T: Send + 'static>(
+    work: impl std::future::Future<Output = Result<T, Error>> + Send + 'static,
+) -> Result<T, Error> {
+    tokio::spawn(work).await.unwrap_or_else(|e| {
+        tracing::error!(error = %e, "a step's task failed");
+        Err(Error::Api(ApiError::Internal))
+    })
+}
+
 /// Mounts a handler at a [`Route`] of the endpoint table: its path with its method.
 pub(crate) trait Serve {
     fn serve<H: Handler<T, AppState>, T: 'static>(self, route: Route, handler: H) -> Self;
@@ -473,9 +486,12 @@ async fn finish_enrollment(
     Path(enrollment_id): Path<String>,
     Json(req): Json<FinishEnrollment>,
 ) -> ApiResult<EnrollmentFinished> {
-    ok(s.service()
-        .finish_enrollment(&account, &enrollment_id, req)
-        .await?)
+    ok(to_completion(async move {
+        s.service()
+            .finish_enrollment(&account, &enrollment_id, req)
+            .await
+    })
+    .await?)
 }
 
 async fn activate_device(
@@ -526,7 +542,7 @@ async fn remove_enrollments(
     State(s): State<AppState>,
     Account(account): Account,
 ) -> Result<StatusCode, Error> {
-    s.service().remove_enrollments(&account).await?;
+    to_completion(async move { s.service().remove_enrollments(&account).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -554,7 +570,7 @@ async fn finish_pin_change(
     Account(account): Account,
     Json(req): Json<pims_proto::FinishPinChange>,
 ) -> Result<StatusCode, Error> {
-    s.service().finish_pin_change(&account, req).await?;
+    to_completion(async move { s.service().finish_pin_change(&account, req).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -564,9 +580,12 @@ async fn restore_phone_number(
     Json(req): Json<pims_proto::RestorePhoneNumber>,
 ) -> Result<axum::Json<pims_proto::PhoneNumberRestored>, Error> {
     Ok(axum::Json(
-        s.service()
-            .restore_phone_number_by_owner(&account, req)
-            .await?,
+        to_completion(async move {
+            s.service()
+                .restore_phone_number_by_owner(&account, req)
+                .await
+        })
+        .await?,
     ))
 }
 
@@ -575,7 +594,7 @@ async fn modify_phone_number(
     Account(account): Account,
     Json(req): Json<pims_proto::ModifyPhoneNumber>,
 ) -> Result<StatusCode, Error> {
-    s.service().modify_phone_number(&account, req).await?;
+    to_completion(async move { s.service().modify_phone_number(&account, req).await }).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -106,7 +106,9 @@ impl Notice {
 /// happened, and the code that lets its owner undo it from the app on any phone, without the
 /// helpdesk and without the moved number.
 pub fn number_changed_text(new_number: &str, restore_code: &str, held_until: i64) -> String {
-    let until = std::time::UNIX_EPOCH + std::time::Duration::from_secs(held_until.max(0) as u64);
+    // httpdate writes years up to 9999; the configuration bounds holds far below that.
+    let secs = held_until.clamp(0, 253_402_300_799) as u64;
+    let until = std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs);
     format!(
         "PIMS security notice: your trusted number was changed to {}. If this was not you, \
          restore it in the app on any phone with code {restore_code} before {}.",

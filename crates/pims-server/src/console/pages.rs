@@ -16,7 +16,7 @@ use subtle::ConstantTimeEq;
 use super::oidc::{Session, SignIn, MAX_SIGN_INS};
 use super::{Console, Full};
 use crate::error::Error;
-use crate::http::AppState;
+use crate::http::{to_completion, AppState};
 use crate::service::Operator;
 
 const SESSION_COOKIE: &str = "pims_console";
@@ -519,7 +519,8 @@ async fn account(
         "unblocked" => "The PIN was unblocked.",
         "not-blocked" => "The PIN had no failed attempt to clear: nothing changed.",
         "restored" => {
-            "The trusted number was restored and every device disabled; both numbers were told."
+            "The trusted number was restored and every device disabled; both numbers were told, \
+             and the hold is over: the owner can enroll again at once."
         }
         _ => "",
     };
@@ -713,7 +714,11 @@ async fn restore_phone_number(
         Ok(session) => session,
         Err(r) => return Ok(*r),
     };
-    match service.operator_restore(&by(&session), &account).await {
+    let restore = {
+        let (s, by, account) = (s.clone(), by(&session), account.clone());
+        to_completion(async move { s.inner.service.operator_restore(&by, &account).await })
+    };
+    match restore.await {
         Ok(_) => {}
         Err(Error::Api(ApiError::NothingToRestore)) => {
             return Ok(message(

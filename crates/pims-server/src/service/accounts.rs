@@ -68,7 +68,7 @@ pub(super) fn status_of(
         pin,
         pin_attempts_remaining: limit.saturating_sub(record.pin_failures),
         device,
-        recovery_held_until: record.running_hold(now).map(|hold| hold.until),
+        recovery_held_until: record.recovery_held_until.filter(|until| *until > now),
     }
 }
 

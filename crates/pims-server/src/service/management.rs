@@ -14,8 +14,8 @@ use super::{crypto, phone, Service};
 use crate::error::{api, Error, Result};
 use crate::sms::{self, Notice};
 use crate::store::{
-    CodeCheck, CodeMatcher, CodeTarget, DeviceOperation, DeviceOperationStep, OperationOutcome,
-    PinChangeChallenge, RestoreBy, RestoreStep, Restored,
+    CodeCheck, CodeMatcher, CodeTarget, DeviceOperation, DeviceOperationStep, NumberChanged,
+    OperationOutcome, PinChangeChallenge, RestoreBy, RestoreStep, Restored,
 };
 
 impl Service {
@@ -209,27 +209,34 @@ impl Service {
             "trusted phone number modified"
         );
         if let Some(change) = outcome.number_change {
-            // The number trusted before the hold hears of every change while it runs, with the
-            // code that undoes it; a number set during the hold is only told it was replaced.
-            let code = crypto::restore_code(
-                &self.keys.sms_code,
-                account,
-                &change.pre_hold_phone_number,
-                &change.restore_nonce,
-            );
-            let text = sms::number_changed_text(&change.phone_number, &code, change.held_until);
-            self.notify_text(
-                Some(&change.pre_hold_phone_number),
-                Notice::PhoneNumberChanged,
-                &text,
-            )
-            .await;
-            if change.replaced != change.pre_hold_phone_number {
-                self.notify(Some(&change.replaced), Notice::PhoneNumberChanged)
-                    .await;
-            }
+            self.tell_number_change(account, &change).await;
         }
         Ok(())
+    }
+
+    /// The notices of a number change: the number it replaced is told, with the code that
+    /// undoes it when the change was made without the PIN; the number of before a restore
+    /// window a PIN-proven change closed is told too.
+    async fn tell_number_change(&self, account: &str, change: &NumberChanged) {
+        match &change.restorable {
+            Some((number, nonce)) => {
+                let code = crypto::restore_code(&self.keys.sms_code, account, number, nonce);
+                let text = sms::number_changed_text(&change.phone_number, &code, change.held_until);
+                self.notify_text(Some(number), Notice::PhoneNumberChanged, &text)
+                    .await;
+            }
+            None => {
+                self.notify(Some(&change.replaced), Notice::PhoneNumberChanged)
+                    .await
+            }
+        }
+        if let Some(number) = change
+            .closed_window_of
+            .as_deref()
+            .filter(|n| *n != change.replaced)
+        {
+            self.notify(Some(number), Notice::PhoneNumberChanged).await;
+        }
     }
 
     /// `POST /v1/phone-number/restore`: the owner's own way back during a hold, with the code
@@ -260,13 +267,12 @@ impl Service {
         let restored = restored?;
         Ok(PhoneNumberRestored {
             phone_number: restored.phone_number,
-            recovery_held_until: restored.recovery_held_until,
         })
     }
 
-    /// Gives back the number trusted before the running hold (the owner with their code, or
-    /// the helpdesk), disabling every device, and tells both numbers. The one place a restore
-    /// happens: the admin API, the console and the SDK's call all come here.
+    /// Gives back the number of before the restore window (the owner with their code, or the
+    /// helpdesk), ending the hold and disabling every device, and tells both numbers. The one
+    /// place a restore happens: the admin API, the console and the SDK's call all come here.
     pub async fn restore_phone_number(&self, account: &str, by: RestoreBy) -> Result<Restored> {
         let restored = self
             .store

@@ -69,10 +69,13 @@ impl Service {
             return Ok(None);
         };
         let devices = self.store.admin_list_devices(account).await?;
-        let recovery_hold = record.running_hold(now).map(|hold| OperatorHold {
-            until: hold.until,
-            restorable_phone_number: record.restoration(now).ok().map(|r| r.phone_number),
-        });
+        let recovery_hold = record
+            .recovery_held_until
+            .filter(|until| *until > now)
+            .map(|until| OperatorHold {
+                until,
+                restorable_phone_number: record.restoration(now).ok().map(|r| r.phone_number),
+            });
         Ok(Some(OperatorAccount {
             account: account.to_string(),
             status: status_of(&record, self.limits.pin_attempts, None, now),

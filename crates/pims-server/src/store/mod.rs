@@ -39,11 +39,11 @@ pub struct AccountRecord {
     pub recovery_held_until: Option<i64>,
     /// Whether a PIN was ever set, even if removed since.
     pub pin_ever_set: bool,
-    /// The number trusted when the hold began; meaningful only while it runs (see
-    /// [`AccountRecord::running_hold`]).
+    /// The number trusted before a change without the PIN, which a restore gives back while
+    /// the hold that change began runs (see [`AccountRecord::running_hold`]).
     pub pre_hold_phone_number: Option<String>,
-    /// What the owner's restore code derives from (under a key-file key): set when a hold
-    /// begins, cleared by a restore. `None` for holds begun before restore codes existed.
+    /// What the owner's restore code derives from (under a key-file key): set with the
+    /// pre-hold number, cleared with it.
     pub restore_nonce: Option<Vec<u8>>,
 }
 
@@ -56,7 +56,7 @@ pub struct TrustedNumber {
     pub restore_nonce: Option<Vec<u8>>,
 }
 
-/// A hold after a number change, while it runs.
+/// The restore window a change without the PIN opened, while its hold runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunningHold<'a> {
     pub until: i64,
@@ -97,7 +97,7 @@ impl AccountRecord {
         }
     }
 
-    /// The hold after a number change, if one runs at `now`.
+    /// The restore window, if one is open at `now`.
     pub fn running_hold(&self, now: i64) -> Option<RunningHold<'_>> {
         match (self.recovery_held_until, &self.pre_hold_phone_number) {
             (Some(until), Some(number)) if until > now => Some(RunningHold {
@@ -109,12 +109,19 @@ impl AccountRecord {
     }
 
     /// The one rule for the trusted number's history. A change to the number already trusted
-    /// is refused. A change with no hold running begins one: the number trusted until now is
-    /// kept as the pre-hold number, with a fresh restore nonce, for `hold` seconds. While a
-    /// hold runs, the pre-hold number and the hold's end stay as they are whatever happens;
-    /// a further change then needs the PIN proven in the same signed operation (a phone thief
-    /// could otherwise move the number again and again, each move announced only to the
-    /// previous thief number).
+    /// is refused. Every change holds PIN recovery by SMS alone for `hold` seconds (or to the
+    /// end of a hold already running).
+    ///
+    /// A change *without* the PIN may be someone else's (a phone thief's): it opens a restore
+    /// window for as long as the hold, keeping the number trusted until now, with a fresh
+    /// nonce for the code that gives it back. While that window is open the number of before
+    /// it stays, whatever happens, and a further change needs the PIN proven in the same signed
+    /// operation (a thief could otherwise move the number again and again, each move announced
+    /// only to the previous thief number).
+    ///
+    /// A change *with* the PIN proven is the owner's: nothing can undo it, so whoever holds the
+    /// number of before (a SIM swapper, a thief who moved it earlier) cannot take the number
+    /// back; it closes a restore window that was open.
     pub fn number_change(
         &self,
         new_number: &str,
@@ -131,37 +138,36 @@ impl AccountRecord {
                 reason: NumberRefusal::AlreadyTrusted,
             });
         }
-        let (pre_hold_phone_number, held_until, restore_nonce) = match self.running_hold(now) {
-            Some(running) if !pin_proven => {
+        let new_hold = now.saturating_add(i64::try_from(hold).unwrap_or(i64::MAX));
+        let window = self.running_hold(now);
+        let (restorable, held_until) = match (window, pin_proven) {
+            (Some(running), false) => {
                 return api(ApiError::RecoveryHeld {
                     retry_after_seconds: (running.until - now) as u64,
                 })
             }
-            // A restore used the last nonce up: a change after it needs a code again.
-            Some(running) => (
-                running.pre_hold_phone_number.to_string(),
-                running.until,
-                self.restore_nonce.clone().unwrap_or(fresh_nonce),
-            ),
-            None => (
-                current.clone(),
-                now.saturating_add(hold as i64),
-                fresh_nonce,
+            (None, false) => (Some((current.clone(), fresh_nonce)), new_hold),
+            (_, true) => (
+                None,
+                self.recovery_held_until
+                    .filter(|until| *until > now)
+                    .unwrap_or(new_hold),
             ),
         };
         Ok(NumberChanged {
             phone_number: new_number.to_string(),
             replaced: current.clone(),
-            pre_hold_phone_number,
-            restore_nonce,
+            restorable,
+            closed_window_of: window.map(|w| w.pre_hold_phone_number.to_string()),
             held_until,
         })
     }
 
-    /// What a restore writes: the pre-hold number trusted again, the hold left to run to its
-    /// end (a restore is itself a recovery: setting a PIN by SMS alone stays held), the
-    /// restore nonce used up. `NothingToRestore` outside a hold or when the pre-hold number is
-    /// already the trusted one.
+    /// What a restore writes: the number of before the restore window trusted again, the
+    /// window closed with its nonce, and the hold ended — every device is disabled with it,
+    /// so the number is the owner's again and the owner may start over at once (a hold left
+    /// running would let whoever holds the token remove everything and keep the owner from a
+    /// new PIN for days). `NothingToRestore` when no window is open.
     pub fn restoration(&self, now: i64) -> Result<TrustedNumber> {
         match self.running_hold(now) {
             Some(running)
@@ -169,8 +175,8 @@ impl AccountRecord {
             {
                 Ok(TrustedNumber {
                     phone_number: running.pre_hold_phone_number.to_string(),
-                    pre_hold_phone_number: Some(running.pre_hold_phone_number.to_string()),
-                    recovery_held_until: Some(running.until),
+                    pre_hold_phone_number: None,
+                    recovery_held_until: None,
                     restore_nonce: None,
                 })
             }
@@ -502,10 +508,12 @@ pub struct NumberChanged {
     pub phone_number: String,
     /// The number trusted until this change.
     pub replaced: String,
-    /// The number trusted before the hold began (the same as `replaced` when this change
-    /// began it), told with the code that restores it.
-    pub pre_hold_phone_number: String,
-    pub restore_nonce: Vec<u8>,
+    /// A change without the PIN: the number a restore gives back (`replaced`) and the nonce of
+    /// its code, which the notice to that number carries.
+    pub restorable: Option<(String, Vec<u8>)>,
+    /// A change with the PIN during an open restore window: the number of before that window,
+    /// told of this change too.
+    pub closed_window_of: Option<String>,
     pub held_until: i64,
 }
 
@@ -513,9 +521,9 @@ impl NumberChanged {
     pub fn trusted_number(&self) -> TrustedNumber {
         TrustedNumber {
             phone_number: self.phone_number.clone(),
-            pre_hold_phone_number: Some(self.pre_hold_phone_number.clone()),
+            pre_hold_phone_number: self.restorable.as_ref().map(|(n, _)| n.clone()),
             recovery_held_until: Some(self.held_until),
-            restore_nonce: Some(self.restore_nonce.clone()),
+            restore_nonce: self.restorable.as_ref().map(|(_, nonce)| nonce.clone()),
         }
     }
 }
@@ -524,6 +532,7 @@ impl NumberChanged {
 impl std::fmt::Debug for NumberChanged {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NumberChanged")
+            .field("restorable", &self.restorable.is_some())
             .field("held_until", &self.held_until)
             .finish_non_exhaustive()
     }
@@ -551,16 +560,14 @@ pub struct RestoreStep {
 pub struct Restored {
     /// The trusted number again.
     pub phone_number: String,
-    /// The number it replaced (set during the hold).
+    /// The number it replaced (set during the window).
     pub replaced: String,
-    pub recovery_held_until: i64,
     pub devices_disabled: u64,
 }
 
 impl std::fmt::Debug for Restored {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Restored")
-            .field("recovery_held_until", &self.recovery_held_until)
             .field("devices_disabled", &self.devices_disabled)
             .finish_non_exhaustive()
     }
@@ -949,11 +956,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<bool>;
 
     /// The answer to a number change its owner did not make: under
-    /// [`AccountRecord::restoration`], the number trusted before the running hold began is the
-    /// trusted one again, and every device is disabled (the one that moved the number among
-    /// them) with its open challenges; the hold runs on to its end. The owner's code must match
-    /// (`RestoreCodeInvalid`, not counted: it is too long to guess). Audited with who did it.
-    /// `NothingToRestore`.
+    /// [`AccountRecord::restoration`], the number of before the restore window is the trusted
+    /// one again, the hold ends, and every device is disabled (the one that moved the number
+    /// among them) with its open challenges. The owner's code must match (`RestoreCodeInvalid`,
+    /// not counted: it is too long to guess). Audited with who did it. `NothingToRestore`.
     async fn restore_phone_number(&self, step: RestoreStep) -> Result<Restored>;
 
     /// Clears the PIN failure count (lifting a PIN block), audited as done `by` the

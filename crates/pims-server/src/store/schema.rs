@@ -203,10 +203,13 @@ pub const MIGRATIONS: &[&str] = &[
     // 6: shared with PostgreSQL
     ACCOUNT_INDEXES_AND_ADDRESS_ORDINALS,
     // 7: the number trusted before a hold began is kept until it ends (it used to be
-    // overwritten by every change), with the nonce the owner's restore code derives from
+    // overwritten by every change), with the nonce the owner's restore code derives from.
+    // A number kept before this version may be one a thief set during its hold: none is kept
+    // (holds still block PIN recovery by SMS; the helpdesk decides from the audit trail).
     r#"
     ALTER TABLE accounts RENAME COLUMN previous_phone_number TO pre_hold_phone_number;
     ALTER TABLE accounts ADD COLUMN restore_nonce BLOB;
+    UPDATE accounts SET pre_hold_phone_number = NULL;
     "#,
     // 8: who disabled a device, when an operator may undo it ('operator')
     r#"

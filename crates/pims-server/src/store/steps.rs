@@ -775,8 +775,8 @@ pub async fn device_operation<R: Rows>(
             use_code(r, &record, code).await?;
             r.set_trusted_number(account, &change.trusted_number())
                 .await?;
-            let detail = match (pin_proven, record.running_hold(now).is_some()) {
-                (true, true) => "pin proven, during a hold",
+            let detail = match (pin_proven, change.closed_window_of.is_some()) {
+                (true, true) => "pin proven, restore window closed",
                 (true, false) => "pin proven",
                 (false, _) => "without pin",
             };
@@ -863,7 +863,6 @@ pub async fn restore_phone_number<R: Rows>(r: &R, step: &RestoreStep) -> Result<
         .await?;
     Ok(Restored {
         replaced: record.phone_number.unwrap_or_default(),
-        recovery_held_until: restored.recovery_held_until.unwrap_or(now),
         phone_number: restored.phone_number,
         devices_disabled,
     })

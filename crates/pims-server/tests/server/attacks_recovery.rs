@@ -10,7 +10,7 @@ use pims_server::config::AdminToken;
 use pims_server::sms::{mask_number, read_outbox, restore_code_from_text, OutboxMessage};
 
 use crate::common::*;
-use crate::management::{modify_phone_number, PHONE2};
+use crate::management::{modify_phone_number, modify_phone_number_request, PHONE2};
 
 const PIN: &str = "4821";
 /// Another number of the thief's.
@@ -178,12 +178,8 @@ async fn two_changes_then_restore(s: TestServer) {
 
     let answer = admin_restore(&s, "victim").await.unwrap();
     assert_eq!(
-        (
-            answer.phone_number.as_str(),
-            answer.recovery_held_until,
-            answer.devices_disabled
-        ),
-        (mask_number(PHONE).as_str(), held_until, 1)
+        (answer.phone_number.as_str(), answer.devices_disabled),
+        (mask_number(PHONE).as_str(), 1)
     );
     assert_eq!(
         s.status(&token, None).await.phone_number.as_deref(),
@@ -196,7 +192,7 @@ async fn two_changes_then_restore(s: TestServer) {
             pims_server::sms::Notice::PhoneNumberRestored.text()
         );
     }
-    // The thief's device is dead, and a PIN of its choosing is still held.
+    // The thief's device is dead; the hold is over, and every code goes to the owner's number.
     assert_eq!(
         s.otp(&token, &mut thief, None).await.err(),
         Some(ApiError::DeviceUnknown)
@@ -209,52 +205,78 @@ async fn two_changes_then_restore(s: TestServer) {
     )
     .await
     .unwrap();
-    assert!(matches!(
-        s.enroll(&token, "1111").await,
-        Err(ApiError::RecoveryHeld { .. })
-    ));
-    // Nothing more to restore; the view says so.
+    let to_thief = sms_to(&s, PHONE2).len();
+    s.send_code(&token, SmsPurpose::Enrollment, None)
+        .await
+        .unwrap();
+    assert_eq!(sms_to(&s, PHONE2).len(), to_thief);
+    assert!(sms_to(&s, PHONE)
+        .last()
+        .is_some_and(|m| pims_server::sms::code_from_text(&m.text).is_some()));
+    // Nothing more to restore, and no hold: the view says so.
     assert_eq!(
         admin_restore(&s, "victim").await.err(),
         Some(ApiError::NothingToRestore)
     );
-    let view = admin_view(&s, "victim").await;
-    assert_eq!(
-        view.recovery_hold
-            .map(|h| (h.until, h.restorable_phone_number)),
-        Some((held_until, None))
-    );
+    assert!(admin_view(&s, "victim").await.recovery_hold.is_none());
 }
 
 on_both_stores!(
-    a_thief_who_knows_the_pin_moving_again_still_loses_to_the_restore,
-    pin_proven_change_during_the_hold
+    a_change_with_the_pin_is_never_undone_by_whoever_holds_the_number_of_before,
+    change_with_the_pin
 );
 
-/// A further change during the hold with the PIN proven goes through, and tells the number of
-/// before the hold again (with the same code); the restore still gives back that number.
-async fn pin_proven_change_during_the_hold(s: TestServer) {
+/// The owner moves the number with the PIN (say, after losing the old SIM): the old number is
+/// told, without a code, and no restore can give it back — a SIM swapper holding it (with the
+/// owner's login) gets nothing. And when a thief moved the number without the PIN first, the
+/// owner's change with the PIN closes that window: the thief's number is told and gets no code.
+async fn change_with_the_pin(s: TestServer) {
     let (token, mut device) = enrolled_account(&s, "victim", PHONE, PIN).await;
-    thief_moves_number(&s, &token, &mut device, PHONE2, None)
+    thief_moves_number(&s, &token, &mut device, PHONE2, Some(PIN))
         .await
         .unwrap();
-    let first_code = restore_code(&s, PHONE);
-    thief_moves_number(&s, &token, &mut device, PHONE3, Some(PIN))
-        .await
-        .unwrap();
-    let notices: Vec<_> = sms_to(&s, PHONE)
-        .iter()
-        .filter_map(|m| restore_code_from_text(&m.text))
-        .collect();
-    assert_eq!(notices, [first_code.clone(), first_code]);
-    // B, set during the hold, is told it was replaced, and gets no code.
-    let to_b = sms_to(&s, PHONE2);
+    let told = sms_to(&s, PHONE);
+    let notice = &told.last().unwrap().text;
+    assert_eq!(notice, &pims_server::sms::Notice::PhoneNumberChanged.text());
+    assert_eq!(restore_code_from_text(notice), None);
     assert_eq!(
-        to_b.last().unwrap().text,
+        admin_restore(&s, "victim").await.err(),
+        Some(ApiError::NothingToRestore)
+    );
+    assert_eq!(
+        owner_restore(&s, &token, "AAAA-AAAA-AAAA").await.err(),
+        Some(ApiError::NothingToRestore)
+    );
+    // PIN recovery by SMS is still held after any change.
+    assert!(matches!(
+        s.send_code(&token, SmsPurpose::ResetPin, None).await,
+        Err(ApiError::RecoveryHeld { .. })
+    ));
+
+    // Later (the hold over), a thief moves it without the PIN: a window opens with a code to
+    // the owner's number; the owner, with the PIN, moves it to a new number of their own.
+    s.clock
+        .advance(s.config.limits.recovery_hold_after_number_change_seconds as i64);
+    let token = s.token("victim").await;
+    thief_moves_number(&s, &token, &mut device, PHONE3, None)
+        .await
+        .unwrap();
+    let owner_code = restore_code(&s, PHONE2);
+    thief_moves_number(&s, &token, &mut device, PHONE, Some(PIN))
+        .await
+        .unwrap();
+    assert_eq!(
+        sms_to(&s, PHONE3).last().unwrap().text,
         pims_server::sms::Notice::PhoneNumberChanged.text()
     );
-    let answer = admin_restore(&s, "victim").await.unwrap();
-    assert_eq!(answer.phone_number, mask_number(PHONE));
+    assert_eq!(
+        owner_restore(&s, &token, &owner_code).await.err(),
+        Some(ApiError::NothingToRestore)
+    );
+    assert_eq!(
+        s.status(&token, None).await.phone_number.as_deref(),
+        Some(PHONE)
+    );
 }
 
 on_both_stores!(
@@ -304,10 +326,6 @@ async fn owner_restores_despite_the_thief(s: TestServer) {
     let code = restore_code(&s, PHONE).to_lowercase();
     let restored = owner_restore(&s, &owner_token, &code).await.unwrap();
     assert_eq!(restored.phone_number, PHONE);
-    assert_eq!(
-        restored.recovery_held_until,
-        START + s.config.limits.recovery_hold_after_number_change_seconds as i64
-    );
 
     // The thief cannot undo it: the device is disabled, the code is used up.
     assert_eq!(
@@ -318,13 +336,22 @@ async fn owner_restores_despite_the_thief(s: TestServer) {
         owner_restore(&s, &token, &code).await.err(),
         Some(ApiError::NothingToRestore)
     );
-    // The owner's new phone enrolls with the PIN, once the account's SMS budget the thief
-    // spent is back (an access-token holder's denial of service, docs/THREAT-MODEL.md).
+    // The thief removes every enrollment and the PIN with the token; the hold is over, so the
+    // owner's new phone enrolls with a new PIN at once — once the account's SMS budget the
+    // thief spent is back (an access-token holder's denial of service, docs/THREAT-MODEL.md).
+    decode_empty(
+        s.at(ep::EnrollmentsRemove::ROUTE, &[], &token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
     s.clock.advance(3600);
     let owner_token = s.token("victim").await;
-    let mut phone = s.enroll(&owner_token, PIN).await.unwrap();
+    let mut phone = s.enroll(&owner_token, "2468").await.unwrap();
     s.activate(&owner_token, &mut phone).await.unwrap();
-    s.otp(&owner_token, &mut phone, Some(PIN)).await.unwrap();
+    s.otp(&owner_token, &mut phone, Some("2468")).await.unwrap();
 }
 
 /// Who may call the owner's restore: only a holder of the account's token (another account's
@@ -347,4 +374,66 @@ async fn another_account_cannot_restore_a_victim_s_number() {
         Some(PHONE2)
     );
     assert_eq!(ep::PhoneNumberRestore::ROUTE.caller, ep::Caller::Device);
+}
+
+on_both_stores!(
+    a_thief_who_hangs_up_mid_request_still_has_its_change_announced,
+    change_then_hang_up
+);
+
+/// The thief sends its number change and closes the connection at once, hoping the server
+/// commits the change but drops the request before the notice: the owner would have no code.
+/// Every change that commits is announced with its code.
+async fn change_then_hang_up(s: TestServer) {
+    use tokio::io::AsyncWriteExt;
+    let (token, mut thief) = enrolled_account(&s, "victim", PHONE, PIN).await;
+    let mut committed = false;
+    // One code: an attempt that never reached the store leaves it unused.
+    s.send_code(&token, SmsPurpose::PhoneCertification, Some(PHONE2))
+        .await
+        .unwrap();
+    let code = s.last_code(PHONE2);
+    for attempt in 0..10 {
+        let req = modify_phone_number_request(&s, &token, &mut thief, PHONE2, &code, None)
+            .await
+            .unwrap();
+        let body = serde_json::to_vec(&req).unwrap();
+        let head = format!(
+            "POST {} HTTP/1.1\r\nHost: pims\r\nAuthorization: Bearer {token}\r\n\
+             {PROTOCOL_HEADER}: {PROTOCOL_VERSION}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\n\r\n",
+            ep::PhoneNumberModify::ROUTE.path(&[]),
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(s.addr()).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&body).await.unwrap();
+        drop(stream);
+        // Whatever the server made of it, give it time to finish.
+        for _ in 0..40 {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            if s.status(&token, None).await.phone_number.as_deref() == Some(PHONE2) {
+                committed = true;
+                break;
+            }
+        }
+        if committed {
+            let mut told = false;
+            for _ in 0..40 {
+                told = sms_to(&s, PHONE)
+                    .iter()
+                    .any(|m| restore_code_from_text(&m.text).is_some());
+                if told {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            assert!(
+                told,
+                "attempt {attempt}: the change committed, the owner was never told"
+            );
+            break;
+        }
+    }
+    assert!(committed, "no attempt reached the server");
 }

@@ -188,6 +188,25 @@ pub async fn modify_phone_number(
     code: &str,
     pin: Option<&str>,
 ) -> Result<(), ApiError> {
+    let req = modify_phone_number_request(s, token, device, number, code, pin).await?;
+    let r = s
+        .at(ep::PhoneNumberModify::ROUTE, &[], token)
+        .json(&req)
+        .send()
+        .await
+        .unwrap();
+    decode_empty(r).await
+}
+
+/// The signed request of a number change, over a fresh challenge, not sent.
+pub async fn modify_phone_number_request(
+    s: &TestServer,
+    token: &str,
+    device: &mut Device,
+    number: &str,
+    code: &str,
+    pin: Option<&str>,
+) -> Result<ModifyPhoneNumber, ApiError> {
     let login = pin.map(|p| {
         (
             p,
@@ -211,13 +230,7 @@ pub async fn modify_phone_number(
         &c,
         &req.signed_payload(),
     );
-    let r = s
-        .at(ep::PhoneNumberModify::ROUTE, &[], token)
-        .json(&req)
-        .send()
-        .await
-        .unwrap();
-    decode_empty(r).await
+    Ok(req)
 }
 
 #[tokio::test]

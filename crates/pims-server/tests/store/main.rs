@@ -119,6 +119,7 @@ store_suite!(
     a_device_holds_a_bounded_number_of_open_challenges,
     every_pin_attempt_is_audited_when_it_starts,
     the_number_trusted_before_a_hold_is_the_only_one_restored,
+    a_change_with_the_pin_cannot_be_restored,
     nothing_is_restored_after_the_hold,
     the_owner_restores_with_the_code_of_the_hold,
     the_audit_trail_pages_in_order,
@@ -1369,11 +1370,8 @@ async fn recovery_by_sms_is_held_after_a_number_change(store: Arc<dyn Store>) {
     .unwrap();
     let change = outcome.number_change.unwrap();
     assert_eq!(
-        (
-            change.replaced.as_str(),
-            change.pre_hold_phone_number.as_str()
-        ),
-        (PHONE, PHONE)
+        (change.replaced.as_str(), change.restorable),
+        (PHONE, Some((PHONE.to_string(), b"restore nonce".to_vec())))
     );
     assert_eq!(change.held_until, NOW + 300);
     send_code(&store, "alice", SmsPurpose::ResetPin).await;
@@ -1509,8 +1507,9 @@ fn helpdesk_restore(now: i64) -> RestoreStep {
 }
 
 /// The thief's attack on the helpdesk: two changes (or a change to the same number), then a
-/// restore. The number trusted before the hold is kept whatever happens during it, a change
-/// to the trusted number is refused, and a further change needs the PIN.
+/// restore. The number of before a change without the PIN is kept whatever happens during its
+/// window, a change to the trusted number is refused, a further change needs the PIN; the
+/// restore gives back that number only, ends the hold and disables every device.
 async fn the_number_trusted_before_a_hold_is_the_only_one_restored(store: Arc<dyn Store>) {
     const B: &str = "+33699999999";
     const C: &str = "+33677777777";
@@ -1521,11 +1520,8 @@ async fn the_number_trusted_before_a_hold_is_the_only_one_restored(store: Arc<dy
         .number_change
         .unwrap();
     assert_eq!(
-        (
-            first.replaced.as_str(),
-            first.pre_hold_phone_number.as_str()
-        ),
-        (PHONE, PHONE)
+        (first.replaced.as_str(), first.restorable.clone()),
+        (PHONE, Some((PHONE.to_string(), b"first".to_vec())))
     );
     assert_eq!(
         change_number(&store, &device, 3, None, B, b"second").await,
@@ -1545,25 +1541,14 @@ async fn the_number_trusted_before_a_hold_is_the_only_one_restored(store: Arc<dy
             attempts_remaining: 4
         })
     );
-    assert_eq!(
-        store.account("alice").await.unwrap().unwrap().phone_number,
-        Some(B.into())
-    );
-    // With the PIN, a further change goes through; the hold keeps its pre-hold number, its
-    // end and its restore nonce.
-    let second = change_number(&store, &device, 6, Some(true), C, b"second")
-        .await
-        .unwrap()
-        .number_change
-        .unwrap();
+    let account = store.account("alice").await.unwrap().unwrap();
     assert_eq!(
         (
-            second.replaced.as_str(),
-            second.pre_hold_phone_number.as_str(),
-            second.held_until,
-            second.restore_nonce.as_slice()
+            account.phone_number.as_deref(),
+            account.pre_hold_phone_number.as_deref(),
+            account.restore_nonce.as_deref()
         ),
-        (B, PHONE, NOW + 300, &b"first"[..])
+        (Some(B), Some(PHONE), Some(&b"first"[..]))
     );
 
     let restored = store
@@ -1574,19 +1559,21 @@ async fn the_number_trusted_before_a_hold_is_the_only_one_restored(store: Arc<dy
         (
             restored.phone_number.as_str(),
             restored.replaced.as_str(),
-            restored.recovery_held_until,
             restored.devices_disabled
         ),
-        (PHONE, C, NOW + 300, 1)
+        (PHONE, B, 1)
     );
+    // The hold ends with the restore: the owner may start over at once.
     let account = store.account("alice").await.unwrap().unwrap();
+    account.check_recovery_allowed(NOW).unwrap();
     assert_eq!(
         (
             account.phone_number.as_deref(),
             account.recovery_held_until,
+            account.pre_hold_phone_number,
             account.restore_nonce
         ),
-        (Some(PHONE), Some(NOW + 300), None)
+        (Some(PHONE), None, None, None)
     );
     assert_eq!(
         store.device("alice", &device).await.unwrap().unwrap().state,
@@ -1607,6 +1594,62 @@ async fn the_number_trusted_before_a_hold_is_the_only_one_restored(store: Arc<dy
         .map(|e| e.detail.as_deref())
         .collect();
     assert_eq!(restores, [Some("admin, 1 devices disabled")]);
+}
+
+/// A change with the PIN proven is the owner's: nothing undoes it, not even in a window a
+/// change without the PIN opened (which it closes), so whoever holds the number of before —
+/// a SIM swapper, a thief who moved it earlier — cannot take it back. PIN recovery by SMS is
+/// still held.
+async fn a_change_with_the_pin_cannot_be_restored(store: Arc<dyn Store>) {
+    const B: &str = "+33699999999";
+    const C: &str = "+33677777777";
+    let device = enrolled(&store, "alice").await;
+    let owner = change_number(&store, &device, 2, Some(true), B, b"n1")
+        .await
+        .unwrap()
+        .number_change
+        .unwrap();
+    assert_eq!(
+        (owner.restorable.clone(), owner.closed_window_of.clone()),
+        (None, None)
+    );
+    assert_eq!(
+        store
+            .restore_phone_number(helpdesk_restore(NOW))
+            .await
+            .err()
+            .map(api_error),
+        Some(ApiError::NothingToRestore)
+    );
+    let account = store.account("alice").await.unwrap().unwrap();
+    assert_eq!(account.recovery_held_until, Some(NOW + 300));
+    assert!(account.check_recovery_allowed(NOW).is_err());
+
+    // A thief's change without the PIN opens a window; the owner's change with it closes it.
+    change_number(&store, &device, 3, None, C, b"n2")
+        .await
+        .unwrap();
+    let closing = change_number(&store, &device, 4, Some(true), PHONE, b"n3")
+        .await
+        .unwrap()
+        .number_change
+        .unwrap();
+    assert_eq!(
+        (
+            closing.replaced.as_str(),
+            closing.closed_window_of.as_deref(),
+            closing.held_until
+        ),
+        (C, Some(B), NOW + 300)
+    );
+    assert_eq!(
+        store
+            .restore_phone_number(helpdesk_restore(NOW))
+            .await
+            .err()
+            .map(api_error),
+        Some(ApiError::NothingToRestore)
+    );
 }
 
 /// Once the hold has ended there is nothing to restore: an old number never comes back.

@@ -102,10 +102,7 @@ pub(super) async fn restore_phone_number(
         }
     }
     tracing::info!(transaction_id = %ctx.transaction_id, "trusted phone number restored");
-    Ok(json!({
-        "phoneNumber": restored.phone_number,
-        "recoveryHeldUntil": restored.recovery_held_until,
-    }))
+    Ok(json!({ "phoneNumber": restored.phone_number }))
 }
 
 /// GET `pims.authentication.devices`.
