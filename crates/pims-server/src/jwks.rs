@@ -97,6 +97,9 @@ pub struct Discovery {
     pub jwks_uri: String,
     pub authorization_endpoint: Option<String>,
     pub token_endpoint: Option<String>,
+    /// RP-initiated logout (the console's sign-out ends the provider's session there too).
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
 }
 
 /// Reads `{issuer}/.well-known/openid-configuration`; its `issuer` must be the one asked for

@@ -40,6 +40,8 @@ pub struct Keys {
     pub login_state: [u8; 32],
     /// HMAC key of the audit chain.
     pub audit: AuditKey,
+    /// XChaCha20-Poly1305 key sealing the console's sign-in and session cookies.
+    pub console_cookie: [u8; 32],
 }
 
 impl std::fmt::Debug for Keys {
@@ -117,6 +119,7 @@ impl Keys {
             dev_token: derive(b"dev-token-hs256"),
             login_state: derive(b"login-state-seal"),
             audit: AuditKey::new(derive(b"audit-chain")),
+            console_cookie: derive(b"console-cookie-seal"),
         })
     }
 }

@@ -106,6 +106,7 @@ pub async fn app_state(config: &ServerConfig) -> anyhow::Result<(AppState, Arc<d
     } else {
         (Box::new(NoIssuer), None)
     };
+    let console_cookie = keys.console_cookie;
     let service = Service::new(config, store.clone(), keys, sms, Arc::new(Metrics::new()));
     let state = AppState::new(
         service,
@@ -117,7 +118,10 @@ pub async fn app_state(config: &ServerConfig) -> anyhow::Result<(AppState, Arc<d
         config.trust_forwarded_for,
     );
     let state = match &config.console {
-        Some(console) => state.with_console(crate::console::Console::new(console.clone())?),
+        Some(console) => state.with_console(crate::console::Console::new(
+            console.clone(),
+            console_cookie,
+        )?),
         None => state,
     };
     Ok((state, store))

@@ -3,16 +3,17 @@
 //! configured provider and must carry the operator claim. Every change goes through the same
 //! store steps as the admin API and is audited with the operator's subject.
 //!
-//! Sessions and pending sign-ins live in this process (one replica); a restart signs operators
-//! out. The session cookie is `HttpOnly`, `SameSite=Strict`, `Secure` unless the console is on
-//! loopback; every form carries the session's CSRF token; every page is sent with a strict
-//! Content-Security-Policy and uses nothing but what this binary embeds.
+//! Pending sign-ins and sessions are sealed cookies (XChaCha20-Poly1305 under a key from the
+//! key file, bound to their purpose): the server keeps no state for them, so a flood of
+//! sign-in starts costs nothing and every replica serves every session. Signing out clears the
+//! cookie and ends the provider's session; a copied session cookie stays valid until it
+//! expires (`session_seconds`, keep it short). The session cookie is `HttpOnly`,
+//! `SameSite=Strict`, `Secure` unless the console is on loopback; every form carries the
+//! session's CSRF token; every page is sent with a strict Content-Security-Policy and uses
+//! nothing but what this binary embeds.
 
 mod oidc;
 mod pages;
-
-use std::collections::HashMap;
-use std::sync::Mutex;
 
 use serde::Deserialize;
 
@@ -35,6 +36,9 @@ pub struct ConsoleConfig {
     #[serde(default = "default_operator_claim")]
     pub operator_claim: String,
     pub operator_value: String,
+    /// Optional: a second value of `operator_claim` for staff who may look but not act.
+    #[serde(default)]
+    pub read_only_value: Option<String>,
     /// How long a sign-in lasts; it is not rechecked at the provider meanwhile, so keep it short.
     #[serde(default = "default_session_seconds")]
     pub session_seconds: u64,
@@ -85,76 +89,5 @@ fn is_loopback(url: &reqwest::Url) -> bool {
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback()),
         None => false,
-    }
-}
-
-/// Entries with an expiry, at most `cap` of them live, so nobody can fill memory.
-struct Expiring<T> {
-    entries: Mutex<Entries<T>>,
-    cap: usize,
-}
-
-struct Entries<T> {
-    map: HashMap<String, (i64, T)>,
-    /// How many entries the last sweep left: the next sweep waits until the map has doubled
-    /// (or is full), so sweeping costs O(1) per insert on average.
-    after_sweep: usize,
-    /// The earliest expiry in the map: when full, a sweep before it would free nothing.
-    earliest: i64,
-}
-
-/// The map is full of live entries; try again once some have expired.
-pub(crate) struct Full;
-
-impl<T: Clone> Expiring<T> {
-    fn new(cap: usize) -> Self {
-        Expiring {
-            entries: Mutex::new(Entries {
-                map: HashMap::new(),
-                after_sweep: 0,
-                earliest: i64::MAX,
-            }),
-            cap,
-        }
-    }
-
-    fn insert(&self, key: String, until: i64, value: T, now: i64) -> Result<(), Full> {
-        let mut entries = self.entries.lock().unwrap();
-        let len = entries.map.len();
-        let full = len >= self.cap && now >= entries.earliest;
-        if full || len >= 2 * entries.after_sweep.max(16) {
-            entries.map.retain(|_, (until, _)| *until > now);
-            entries.after_sweep = entries.map.len();
-            entries.earliest = entries
-                .map
-                .values()
-                .map(|(u, _)| *u)
-                .min()
-                .unwrap_or(i64::MAX);
-        }
-        if entries.map.len() >= self.cap {
-            return Err(Full);
-        }
-        entries.earliest = entries.earliest.min(until);
-        entries.map.insert(key, (until, value));
-        Ok(())
-    }
-
-    fn get(&self, key: &str, now: i64) -> Option<T> {
-        let entries = self.entries.lock().unwrap();
-        entries
-            .map
-            .get(key)
-            .filter(|(until, _)| *until > now)
-            .map(|(_, v)| v.clone())
-    }
-
-    fn take(&self, key: &str, now: i64) -> Option<T> {
-        let mut entries = self.entries.lock().unwrap();
-        entries
-            .map
-            .remove(key)
-            .filter(|(until, _)| *until > now)
-            .map(|(_, v)| v)
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Form, Router};
@@ -13,8 +13,8 @@ use pims_proto::{ApiError, DeviceState, PinState};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-use super::oidc::{Session, SignIn, MAX_SIGN_INS};
-use super::{Console, Full};
+use super::oidc::{console_path, Session, SignIn};
+use super::Console;
 use crate::error::Error;
 use crate::http::{to_completion, AppState};
 use crate::service::Operator;
@@ -93,7 +93,17 @@ struct MessagePage<'a> {
     message: &'a str,
     operator: Option<String>,
     csrf: String,
-    refresh: bool,
+    /// Where the page sends the browser at once, if anywhere.
+    refresh: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "console/not_operator.html")]
+struct NotOperatorPage<'a> {
+    operator: Option<String>,
+    csrf: String,
+    claim: &'a str,
+    value: &'a str,
 }
 
 #[derive(Template)]
@@ -139,6 +149,8 @@ struct AccountPage {
     attempts_left: u32,
     /// Unblock is offered only when there is a failure to clear.
     max_attempts: u32,
+    /// A read-only operator is offered no action.
+    can_act: bool,
     /// While a hold after a number change runs: its end, and the masked number a restore
     /// gives back (`None` once it is trusted again).
     hold: Option<HoldRow>,
@@ -189,9 +201,9 @@ fn message(status: StatusCode, title: &str, text: &str, session: Option<&Session
         MessagePage {
             title,
             message: text,
-            operator: session.map(|s| s.subject.clone()),
+            operator: session.map(|s| s.name.clone()),
             csrf: session.map(|s| s.csrf.clone()).unwrap_or_default(),
-            refresh: false,
+            refresh: None,
         },
     )
 }
@@ -227,11 +239,24 @@ fn set_cookie(
     )
 }
 
-/// The signed-in operator, or the response to send instead (to the sign-in page).
-fn operator(console: &Console, headers: &HeaderMap, now: i64) -> Result<Session, Box<Response>> {
+/// The signed-in operator, or the response to send instead: to the sign-in page, which brings
+/// the operator back to `uri` (a deep link survives signing in).
+fn operator(
+    console: &Console,
+    headers: &HeaderMap,
+    uri: &Uri,
+    now: i64,
+) -> Result<Session, Box<Response>> {
     cookie(headers, SESSION_COOKIE)
-        .and_then(|id| console.session(id, now))
-        .ok_or_else(|| Box::new(Redirect::to("/console/login").into_response()))
+        .and_then(|c| console.session(c, now))
+        .ok_or_else(|| {
+            let next = uri.path_and_query().map_or("/console/", |p| p.as_str());
+            let mut url = reqwest::Url::parse("http://console/console/login").expect("fixed");
+            url.query_pairs_mut()
+                .append_pair("next", &console_path(next));
+            let to = format!("/console/login?{}", url.query().unwrap_or_default());
+            Box::new(Redirect::to(&to).into_response())
+        })
 }
 
 #[derive(Deserialize)]
@@ -267,7 +292,7 @@ fn operator_posting(
         ))
     };
     let session = cookie(headers, SESSION_COOKIE)
-        .and_then(|id| console.session(id, now))
+        .and_then(|c| console.session(c, now))
         .ok_or_else(forbidden)?;
     if !bool::from(form.csrf.as_bytes().ct_eq(session.csrf.as_bytes())) {
         tracing::warn!(subject = %session.subject, "console: a form without its CSRF token");
@@ -276,32 +301,54 @@ fn operator_posting(
     Ok(session)
 }
 
-async fn login(State(s): State<AppState>, Extension(console): Extension<Arc<Console>>) -> Response {
+/// [`operator_posting`] for a form that changes something: a read-only operator is refused.
+fn operator_acting(
+    console: &Console,
+    headers: &HeaderMap,
+    form: &CsrfForm,
+    now: i64,
+) -> Result<Session, Box<Response>> {
+    let session = operator_posting(console, headers, form, now)?;
+    if session.read_only {
+        tracing::warn!(subject = %session.subject, "console: a read-only operator tried to act");
+        return Err(Box::new(message(
+            StatusCode::FORBIDDEN,
+            "Read-only",
+            "Your sign-in may look at accounts but not change them.",
+            Some(&session),
+        )));
+    }
+    Ok(session)
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    /// The console page to come back to.
+    #[serde(default)]
+    next: String,
+    /// Ask the provider for a fresh sign-in ("sign in as someone else").
+    #[serde(default)]
+    switch: bool,
+}
+
+async fn login(
+    State(s): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    Query(q): Query<LoginQuery>,
+) -> Response {
     let now = s.inner.service.now();
-    match console.start_sign_in(now).await {
-        Ok(Ok((url, state))) => {
+    match console.start_sign_in(&q.next, q.switch, now).await {
+        Ok((url, sealed)) => {
             // Lax, not Strict: it must come back on the provider's redirect.
             let c = set_cookie(
                 &console,
                 SIGN_IN_COOKIE,
-                &state,
+                &sealed,
                 "/console/callback",
                 600,
                 "Lax",
             );
             ([(header::SET_COOKIE, c)], Redirect::to(&url)).into_response()
-        }
-        Ok(Err(Full)) => {
-            tracing::warn!("console: {MAX_SIGN_INS} sign-ins pending, refusing more");
-            let mut page = message(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Sign-in unavailable",
-                "Too many sign-ins are under way. Try again in a minute.",
-                None,
-            );
-            page.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-            page
         }
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "console: the provider is unreachable");
@@ -344,9 +391,16 @@ async fn callback(
         .finish_sign_in(&state, cookie(&headers, SIGN_IN_COOKIE), &code, now)
         .await;
     let response = match result {
-        Ok(SignIn::Operator(id)) => {
+        Ok(SignIn::Operator { cookie, next }) => {
             let max_age = console.config.session_seconds as i64;
-            let session = set_cookie(&console, SESSION_COOKIE, &id, "/console", max_age, "Strict");
+            let session = set_cookie(
+                &console,
+                SESSION_COOKIE,
+                &cookie,
+                "/console",
+                max_age,
+                "Strict",
+            );
             // A page, not a redirect: a Strict cookie is not sent on a redirect chain that
             // began at the provider's site; this page's own navigation is same-site.
             let page = html(
@@ -356,16 +410,19 @@ async fn callback(
                     message: "You are signed in.",
                     operator: None,
                     csrf: String::new(),
-                    refresh: true,
+                    refresh: Some(next),
                 },
             );
             ([(header::SET_COOKIE, session)], page).into_response()
         }
-        Ok(SignIn::NotOperator) => message(
+        Ok(SignIn::NotOperator) => html(
             StatusCode::FORBIDDEN,
-            "Not an operator",
-            "Your account may not use the helpdesk console.",
-            None,
+            NotOperatorPage {
+                operator: None,
+                csrf: String::new(),
+                claim: &console.config.operator_claim,
+                value: &console.config.operator_value,
+            },
         ),
         Ok(SignIn::Refused) => refused(),
         Err(e) => {
@@ -387,33 +444,43 @@ async fn logout(
     Form(form): Form<CsrfForm>,
 ) -> Response {
     let now = s.inner.service.now();
-    if let Err(r) = operator_posting(&console, &headers, &form, now) {
-        return *r;
-    }
-    if let Some(id) = cookie(&headers, SESSION_COOKIE) {
-        console.sign_out(id, now);
-    }
+    let session = match operator_posting(&console, &headers, &form, now) {
+        Ok(session) => session,
+        Err(r) => return *r,
+    };
+    tracing::info!(subject = %session.subject, "console: operator signed out");
     let clear = set_cookie(&console, SESSION_COOKIE, "", "/console", 0, "Strict");
-    (
-        [(header::SET_COOKIE, clear)],
-        message(StatusCode::OK, "Signed out", "You are signed out.", None),
-    )
-        .into_response()
+    // Then the provider's own session, or the next person at this PC is signed straight back
+    // in: a page that goes there (a form's redirect to another site would break the CSP's
+    // form-action).
+    let provider = console.provider_sign_out(&session).await;
+    let page = html(
+        StatusCode::OK,
+        MessagePage {
+            title: "Signed out",
+            message: "You are signed out of the console and of the identity provider.",
+            operator: None,
+            csrf: String::new(),
+            refresh: provider,
+        },
+    );
+    ([(header::SET_COOKIE, clear)], page).into_response()
 }
 
 async fn home(
     State(s): State<AppState>,
     Extension(console): Extension<Arc<Console>>,
     headers: HeaderMap,
+    uri: Uri,
 ) -> Response {
-    let session = match operator(&console, &headers, s.inner.service.now()) {
+    let session = match operator(&console, &headers, &uri, s.inner.service.now()) {
         Ok(session) => session,
         Err(r) => return *r,
     };
     html(
         StatusCode::OK,
         HomePage {
-            operator: Some(session.subject),
+            operator: Some(session.name.clone()),
             csrf: session.csrf,
             query: String::new(),
             not_found: false,
@@ -432,10 +499,11 @@ async fn search(
     State(s): State<AppState>,
     Extension(console): Extension<Arc<Console>>,
     headers: HeaderMap,
+    uri: Uri,
     Query(q): Query<SearchQuery>,
 ) -> Result<Response, Error> {
     let service = &s.inner.service;
-    let session = match operator(&console, &headers, service.now()) {
+    let session = match operator(&console, &headers, &uri, service.now()) {
         Ok(session) => session,
         Err(r) => return Ok(*r),
     };
@@ -452,7 +520,7 @@ async fn search(
     Ok(html(
         status,
         HomePage {
-            operator: Some(session.subject),
+            operator: Some(session.name.clone()),
             csrf: session.csrf,
             not_found: found.is_empty(),
             matches: found
@@ -483,12 +551,13 @@ async fn account(
     State(s): State<AppState>,
     Extension(console): Extension<Arc<Console>>,
     headers: HeaderMap,
+    uri: Uri,
     Path(account): Path<String>,
     Query(notice): Query<Notice>,
 ) -> Result<Response, Error> {
     let service = &s.inner.service;
     let now = service.now();
-    let session = match operator(&console, &headers, now) {
+    let session = match operator(&console, &headers, &uri, now) {
         Ok(session) => session,
         Err(r) => return Ok(*r),
     };
@@ -528,7 +597,7 @@ async fn account(
     Ok(html(
         StatusCode::OK,
         AccountPage {
-            operator: Some(session.subject),
+            operator: Some(session.name.clone()),
             csrf: session.csrf,
             phone: status
                 .phone_number
@@ -538,6 +607,7 @@ async fn account(
             blocked: status.pin == PinState::Blocked,
             attempts_left: status.pin_attempts_remaining,
             max_attempts: service.limits.pin_attempts,
+            can_act: !session.read_only,
             hold: view.recovery_hold.map(|hold| HoldRow {
                 until: time(hold.until),
                 restorable: hold.restorable_phone_number.as_deref().map(mask),
@@ -622,7 +692,7 @@ async fn disable_device(
 ) -> Result<Response, Error> {
     let service = &s.inner.service;
     let csrf = CsrfForm { csrf: form.csrf };
-    let session = match operator_posting(&console, &headers, &csrf, service.now()) {
+    let session = match operator_acting(&console, &headers, &csrf, service.now()) {
         Ok(session) => session,
         Err(r) => return Ok(*r),
     };
@@ -659,7 +729,7 @@ async fn enable_device(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Error> {
     let service = &s.inner.service;
-    let session = match operator_posting(&console, &headers, &form, service.now()) {
+    let session = match operator_acting(&console, &headers, &form, service.now()) {
         Ok(session) => session,
         Err(r) => return Ok(*r),
     };
@@ -690,7 +760,7 @@ async fn unblock(
 ) -> Result<Response, Error> {
     let service = &s.inner.service;
     let now = service.now();
-    let session = match operator_posting(&console, &headers, &form, now) {
+    let session = match operator_acting(&console, &headers, &form, now) {
         Ok(session) => session,
         Err(r) => return Ok(*r),
     };
@@ -710,7 +780,7 @@ async fn restore_phone_number(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, Error> {
     let service = &s.inner.service;
-    let session = match operator_posting(&console, &headers, &form, service.now()) {
+    let session = match operator_acting(&console, &headers, &form, service.now()) {
         Ok(session) => session,
         Err(r) => return Ok(*r),
     };
@@ -746,11 +816,12 @@ async fn audit(
     State(s): State<AppState>,
     Extension(console): Extension<Arc<Console>>,
     headers: HeaderMap,
+    uri: Uri,
     Path(account): Path<String>,
     Query(q): Query<AuditQuery>,
 ) -> Result<Response, Error> {
     let service = &s.inner.service;
-    let session = match operator(&console, &headers, service.now()) {
+    let session = match operator(&console, &headers, &uri, service.now()) {
         Ok(session) => session,
         Err(r) => return Ok(*r),
     };
@@ -799,7 +870,7 @@ async fn audit(
     Ok(html(
         StatusCode::OK,
         AuditPage {
-            operator: Some(session.subject),
+            operator: Some(session.name.clone()),
             csrf: session.csrf,
             account_url: account_url(&account),
             account,

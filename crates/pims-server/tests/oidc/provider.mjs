@@ -62,6 +62,7 @@ function build() {
         client_id: 'console',
         client_secret: 'console-secret',
         redirect_uris: [consoleRedirect],
+        post_logout_redirect_uris: [consoleRedirect.replace(/callback$/, '')],
         grant_types: ['authorization_code'],
         response_types: ['code'],
       },
@@ -70,10 +71,10 @@ function build() {
     findAccount: async (ctx, id) =>
       users[id] && {
         accountId: id,
-        claims: async () => ({ sub: id, groups: users[id].groups ?? [] }),
+        claims: async () => ({ sub: id, groups: users[id].groups ?? [], name: users[id].name }),
       },
-    claims: { openid: ['sub'], groups: ['groups'] },
-    scopes: ['openid', 'groups'],
+    claims: { openid: ['sub'], groups: ['groups'], profile: ['name'] },
+    scopes: ['openid', 'groups', 'profile'],
     // Claims of the scopes asked for go into the ID token, where the console reads them.
     conformIdTokenClaims: false,
     pkce: { required: () => true },

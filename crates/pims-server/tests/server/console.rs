@@ -34,6 +34,7 @@ pub async fn setup() -> Option<Setup> {
             redirect_url: redirect,
             operator_claim: "groups".into(),
             operator_value: OPERATOR_GROUP.into(),
+            read_only_value: Some(READ_ONLY_GROUP.into()),
             session_seconds: 3600,
         });
         c.admin_token = Some(pims_server::config::AdminToken(ADMIN_TOKEN.into()));
@@ -224,7 +225,7 @@ async fn the_console_metrics_and_admin_api_are_on_the_admin_listener_only() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    assert_eq!(r.headers()["location"], "/console/login");
+    assert_eq!(r.headers()["location"], "/console/login?next=%2Fconsole%2F");
     let r = client
         .get(format!("{}/console/login", setup.admin))
         .send()
@@ -273,12 +274,31 @@ async fn someone_without_the_operator_group_is_refused() {
         .get_all("set-cookie")
         .iter()
         .all(|c| !c.to_str().unwrap().starts_with("pims_console=")));
+    let html = r.text().await.unwrap();
+    // The page names what is missing and offers a way out.
+    assert!(html.contains("<code>pims-operators</code> in its <code>groups</code> claim"));
+    assert!(
+        html.contains("href=\"/console/login?switch=true\""),
+        "{html}"
+    );
     let r = client
         .get(format!("{}/console/", setup.admin))
         .send()
         .await
         .unwrap();
-    assert_eq!(r.headers()["location"], "/console/login", "no session");
+    assert_eq!(
+        r.headers()["location"],
+        "/console/login?next=%2Fconsole%2F",
+        "no session"
+    );
+    // "Sign in as someone else" asks the provider for a fresh sign-in.
+    let r = client
+        .get(format!("{}/console/login?switch=true", setup.admin))
+        .send()
+        .await
+        .unwrap();
+    let to = r.headers()["location"].to_str().unwrap();
+    assert!(to.contains("prompt=login"), "{to}");
 }
 
 #[tokio::test]
@@ -399,28 +419,170 @@ async fn a_subject_with_dot_segments_cannot_aim_the_console_forms_at_another_acc
 }
 
 #[tokio::test]
-async fn sign_ins_started_past_the_cap_are_refused_until_they_expire() {
+async fn a_flood_of_anonymous_sign_in_starts_keeps_no_operator_out() {
     let Some(setup) = setup().await else { return };
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
     let login = format!("{}/console/login", setup.admin);
-    // Anyone can start a sign-in; each is kept until it expires or is finished.
-    for _ in 0..1_000 {
+    // Anyone can start a sign-in; the server keeps nothing of it (it is in the cookie).
+    for _ in 0..1_500 {
         assert_eq!(client.get(&login).send().await.unwrap().status(), 303);
     }
-    let r = client.get(&login).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    assert_eq!(r.headers()["retry-after"], "60");
-    // Ten minutes later the abandoned ones are gone and sign-in works again.
-    setup.server.clock.advance(601);
-    assert_eq!(client.get(&login).send().await.unwrap().status(), 303);
+    let operator = Provider::browser();
+    assert_eq!(sign_in(&setup, &operator, OLGA).await.status(), 200);
+    let (status, html) = page(&operator, &format!("{}/console/", setup.admin)).await;
+    assert_eq!(status, 200);
+    // The operator's name from the ID token, not the raw subject.
+    assert!(
+        html.contains("<strong>OLGA (display name)</strong>"),
+        "{html}"
+    );
+}
+
+/// A sealed sign-in cookie from one browser does not finish a sign-in started in another, and
+/// a sign-in cookie never opens as a session (each is sealed for its own purpose).
+#[tokio::test]
+async fn a_sign_in_cookie_is_not_a_session() {
+    let Some(setup) = setup().await else { return };
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("{}/console/login", setup.admin))
+        .send()
+        .await
+        .unwrap();
+    let sealed = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split_once('=')
+        .unwrap()
+        .1
+        .to_string();
+    let r = client
+        .get(format!("{}/console/", setup.admin))
+        .header("cookie", format!("pims_console={sealed}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "not signed in");
+}
+
+/// Sessions live in their sealed cookie: another replica with the same key file serves them,
+/// a deep link survives signing in, and signing out sends the browser to end the provider's
+/// session too.
+#[tokio::test]
+async fn another_replica_serves_the_session_a_deep_link_survives_and_sign_out_ends_the_provider_session(
+) {
+    let Some(setup) = setup().await else { return };
+    blocked_alice(&setup.server).await;
+    let client = Provider::browser();
+    // A deep link, before signing in.
+    let r = client
+        .get(format!("{}/console/accounts/alice", setup.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["location"],
+        "/console/login?next=%2Fconsole%2Faccounts%2Falice"
+    );
+    let callback = format!("{}/console/callback", setup.admin);
+    let back = setup
+        .provider
+        .sign_in(
+            &client,
+            &format!(
+                "{}/console/login?next=%2Fconsole%2Faccounts%2Falice",
+                setup.admin
+            ),
+            OLGA,
+            &callback,
+        )
+        .await;
+    let r = client.get(back).send().await.unwrap();
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains("content=\"0; url=/console/accounts/alice\""),
+        "{html}"
+    );
+
+    // Another replica on another admin port, same database and key file.
+    let port = free_port();
+    let mut config = setup.server.config.clone();
+    config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    config.admin_listen = Some(([127, 0, 0, 1], port).into());
+    let replica = pims_server::start(config).await.unwrap();
+    let (status, html) = page(
+        &client,
+        &format!("http://127.0.0.1:{port}/console/accounts/alice"),
+    )
+    .await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Account <code>alice</code>"));
+
+    let r = client
+        .post(format!("{}/console/logout", setup.admin))
+        .form(&[("csrf", csrf(&html))])
+        .send()
+        .await
+        .unwrap();
+    assert!(r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|c| c.to_str().unwrap().starts_with("pims_console=;")));
+    let html = r.text().await.unwrap();
+    let at = html.find("url=").expect("a refresh to the provider") + 4;
+    let to = html[at..at + html[at..].find('"').unwrap()]
+        .replace("&amp;", "&")
+        .replace("&#38;", "&");
+    assert!(to.starts_with(&setup.provider.issuer), "{to}");
+    assert!(to.contains("id_token_hint="), "{to}");
+    assert!(to.contains("post_logout_redirect_uri="), "{to}");
+    replica.shutdown().await;
+}
+
+/// A read-only operator (the second value of the claim) sees accounts and the audit, is
+/// offered no action, and cannot post one.
+#[tokio::test]
+async fn a_read_only_operator_looks_but_cannot_act() {
+    let Some(setup) = setup().await else { return };
+    let device = blocked_alice(&setup.server).await;
+    let client = Provider::browser();
+    assert_eq!(sign_in(&setup, &client, RITA).await.status(), 200);
+    let account = format!("{}/console/accounts/alice", setup.admin);
+    let (status, html) = page(&client, &account).await;
+    assert_eq!(status, 200);
+    assert!(!html.contains("id=\"unblock\"") && !html.contains("/disable"));
+    let r = client
+        .post(format!("{account}/devices/{}/disable", device.id))
+        .form(&[
+            ("csrf", csrf(&html).as_str()),
+            ("reason", "x"),
+            ("confirm", "yes"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let user = setup.server.token("alice").await;
+    assert_eq!(
+        setup.server.status(&user, Some(&device.id)).await.device,
+        Some(DeviceState::Active)
+    );
 }
 
 #[test]
 fn a_console_on_a_public_listen_address_needs_an_admin_listener() {
     let console = ConsoleConfig {
+        read_only_value: None,
         issuer: "http://127.0.0.1:1".into(),
         client_id: "console".into(),
         client_secret: "console-secret".into(),
@@ -488,7 +650,7 @@ operator_value = "pims-operators""#,
     setup.server.clock.advance(3600);
     let r = client.get(&home).send().await.unwrap();
     assert_eq!(r.status(), 303);
-    assert_eq!(r.headers()["location"], "/console/login");
+    assert_eq!(r.headers()["location"], "/console/login?next=%2Fconsole%2F");
 }
 
 #[tokio::test]

@@ -27,6 +27,9 @@ pub const ALICE: (&str, &str) = ("alice", "alice-password");
 pub const OLGA: (&str, &str) = ("olga", "olga-password");
 /// Staff, but no operator (group `staff`).
 pub const NINA: (&str, &str) = ("nina", "nina-password");
+/// In the console's read-only group: may look, not act.
+pub const RITA: (&str, &str) = ("rita", "rita-password");
+pub const READ_ONLY_GROUP: &str = "pims-auditors";
 
 pub const OPERATOR_GROUP: &str = "pims-operators";
 /// Resources the `app` client may ask tokens for, with audience `pims` (RS256 or ES256
@@ -96,15 +99,17 @@ impl Provider {
         let users = tempfile::tempdir().unwrap();
         let file = users.path().join("users.json");
         let entry = |(name, password): (&str, &str), groups: &[&str]| {
+            let display = format!("{} (display name)", name.to_uppercase());
             (
                 name.to_string(),
-                serde_json::json!({ "password": password, "groups": groups }),
+                serde_json::json!({ "password": password, "groups": groups, "name": display }),
             )
         };
         let map: serde_json::Map<_, _> = [
             entry(ALICE, &[]),
             entry(OLGA, &[OPERATOR_GROUP]),
             entry(NINA, &["staff"]),
+            entry(RITA, &[READ_ONLY_GROUP]),
         ]
         .into_iter()
         .collect();
