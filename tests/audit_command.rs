@@ -46,7 +46,7 @@ async fn audit_verify_reports_the_head_then_the_first_broken_row() {
     let store = SqliteStore::open(&db, keys.audit.clone()).unwrap();
     for (i, account) in ["alice", "bob", "alice"].iter().enumerate() {
         store
-            .unblock_account(account, "admin", 1_800_000_000 + i as i64)
+            .remove_enrollments(account, 1_800_000_000 + i as i64)
             .await
             .unwrap();
     }

@@ -157,12 +157,12 @@ async fn account_management_tutorial_reset_update_modify_then_remove() {
     assert_eq!(ok(&phone.certify(NUMBER2).await), Value::Null);
     let code = server.last_code(NUMBER2);
     assert_eq!(ok(&phone.modify_number(NUMBER2, &code).await), Value::Null);
-    assert_eq!(
-        ok(&phone
-            .get("pims.authentication.trustedphonenumber", json!({}))
-            .await),
-        json!({"phoneNumber": NUMBER2})
-    );
+    // A hold follows the change (its end is told so an app can offer the restore).
+    let trusted = ok(&phone
+        .get("pims.authentication.trustedphonenumber", json!({}))
+        .await);
+    assert_eq!(trusted["phoneNumber"], NUMBER2);
+    assert!(trusted["recoveryHeldUntil"].as_i64().is_some(), "{trusted}");
 
     // A: remove every enrollment; the phone and the account start again.
     assert_eq!(ok(&phone.remove_all().await), Value::Null);

@@ -39,6 +39,10 @@ pub struct ConsoleConfig {
     /// Optional: a second value of `operator_claim` for staff who may look but not act.
     #[serde(default)]
     pub read_only_value: Option<String>,
+    /// ISO 3166-1 alpha-2 region in which the search reads numbers typed nationally
+    /// (`06 12 34 56 78` in `FR`); without it, numbers must be international.
+    #[serde(default)]
+    pub default_region: Option<String>,
     /// How long a sign-in lasts; it is not rechecked at the provider meanwhile, so keep it short.
     #[serde(default = "default_session_seconds")]
     pub session_seconds: u64,
@@ -77,6 +81,12 @@ impl ConsoleConfig {
             !self.operator_value.is_empty(),
             "console.operator_value must not be empty"
         );
+        if let Some(region) = &self.default_region {
+            anyhow::ensure!(
+                region.parse::<phonenumber::country::Id>().is_ok(),
+                "console.default_region must be an ISO 3166-1 alpha-2 region, not {region}"
+            );
+        }
         Ok(())
     }
 }

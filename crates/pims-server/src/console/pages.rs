@@ -508,7 +508,8 @@ async fn search(
         Err(r) => return Ok(*r),
     };
     let query = q.q.trim().to_string();
-    let mut found = service.find_accounts(&query).await?;
+    let region = console.config.default_region.as_deref();
+    let mut found = service.find_accounts(&query, region).await?;
     if found.len() == 1 {
         return Ok(Redirect::to(&account_url(&found.remove(0))).into_response());
     }

@@ -9,6 +9,9 @@ use super::{phone, Service};
 use crate::error::{api, Result};
 use crate::store::{AdminDeviceSummary, AuditEvent, RestoreBy, Restored};
 
+/// The longest list of accounts a search answers.
+pub const FOUND_AT_MOST: u32 = 50;
+
 /// Who acts, as the audit trail names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operator {
@@ -46,20 +49,22 @@ pub struct OperatorHold {
 }
 
 impl Service {
-    /// The accounts a query names: an international phone number, spaces and all (every
-    /// account that trusts it), or an exact subject.
-    pub async fn find_accounts(&self, query: &str) -> Result<Vec<String>> {
+    /// The accounts a query names, at most [`FOUND_AT_MOST`]: a phone number as people type it
+    /// (international, or national in `region`, spaces and all: every account that trusts it),
+    /// else the subjects that start with it.
+    pub async fn find_accounts(&self, query: &str, region: Option<&str>) -> Result<Vec<String>> {
         let query = query.trim();
         if query.is_empty() {
             return Ok(Vec::new());
         }
-        if let Ok(number) = phone::parse_e164(query, None) {
-            return self.store.accounts_with_phone_number(&number).await;
+        if let Ok(number) = phone::parse_e164(query, region) {
+            let mut found = self.store.accounts_with_phone_number(&number).await?;
+            found.truncate(FOUND_AT_MOST as usize);
+            return Ok(found);
         }
-        Ok(match self.store.account(query).await? {
-            Some(_) => vec![query.to_string()],
-            None => Vec::new(),
-        })
+        self.store
+            .accounts_with_subject_prefix(query, FOUND_AT_MOST)
+            .await
     }
 
     /// `None` for an account the server has never seen.

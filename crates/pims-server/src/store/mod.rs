@@ -842,6 +842,9 @@ pub trait Store: Send + Sync + 'static {
     /// helpdesk's search).
     async fn accounts_with_phone_number(&self, phone_number: &str) -> Result<Vec<String>>;
 
+    /// At most `limit` accounts whose subject starts with `prefix`, in subject order.
+    async fn accounts_with_subject_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<String>>;
+
     /// The account's device with this id, in any state; another account's device is `None`.
     async fn device(&self, account: &str, device_id: &str) -> Result<Option<DeviceRecord>>;
 

@@ -318,6 +318,16 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
+    async fn accounts_with_subject_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<String>> {
+        let rows = self
+            .all(
+                sql::pg::ACCOUNTS_WITH_SUBJECT_PREFIX,
+                &[&prefix, &i64::from(limit)],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     async fn add_pin_attempt(&self, account: &str) -> Result<u32> {
         let row = self.one(sql::pg::ADD_PIN_ATTEMPT, &[&account]).await?;
         Ok(small(row.get(0)))

@@ -97,6 +97,7 @@ pub trait Rows {
     async fn lock_account_of_otp(&self, mac: &[u8]) -> Result<()>;
     async fn account(&self, account: &str) -> Result<Option<AccountRecord>>;
     async fn accounts_with_phone_number(&self, phone_number: &str) -> Result<Vec<String>>;
+    async fn accounts_with_subject_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<String>>;
     /// Adds one to the PIN failure count; the new count.
     async fn add_pin_attempt(&self, account: &str) -> Result<u32>;
     async fn reset_pin_failures(&self, account: &str) -> Result<()>;

@@ -82,6 +82,11 @@ statements! {
                FROM accounts WHERE subject = $1";
     ACCOUNTS_WITH_PHONE_NUMBER =
         "SELECT subject FROM accounts WHERE phone_number = $1 ORDER BY subject";
+    /// Exact on both databases (SQLite's LIKE ignores ASCII case, PostgreSQL's does not).
+    ACCOUNTS_WITH_SUBJECT_PREFIX =
+        "SELECT subject FROM accounts
+         WHERE substr(subject, 1, length(CAST($1 AS TEXT))) = CAST($1 AS TEXT)
+         ORDER BY subject LIMIT $2";
     ADD_PIN_ATTEMPT = "UPDATE accounts SET pin_failures = pin_failures + 1 WHERE subject = $1
                        RETURNING pin_failures";
     RESET_PIN_FAILURES = "UPDATE accounts SET pin_failures = 0 WHERE subject = $1";

@@ -441,6 +441,14 @@ impl Rows for SqliteRows<'_> {
         )
     }
 
+    async fn accounts_with_subject_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<String>> {
+        self.all(
+            sql::sqlite::ACCOUNTS_WITH_SUBJECT_PREFIX,
+            params![prefix, limit],
+            |r| r.get(0),
+        )
+    }
+
     async fn add_pin_attempt(&self, account: &str) -> Result<u32> {
         self.one(sql::sqlite::ADD_PIN_ATTEMPT, [account], |r| r.get(0))
     }

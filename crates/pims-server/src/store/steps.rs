@@ -917,6 +917,14 @@ macro_rules! store_over_steps {
                 $read!(self, r => r.accounts_with_phone_number(phone_number))
             }
 
+            async fn accounts_with_subject_prefix(
+                &self,
+                prefix: &str,
+                limit: u32,
+            ) -> $crate::error::Result<Vec<String>> {
+                $read!(self, r => r.accounts_with_subject_prefix(prefix, limit))
+            }
+
             async fn device(
                 &self,
                 account: &str,

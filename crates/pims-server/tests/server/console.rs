@@ -35,6 +35,7 @@ pub async fn setup() -> Option<Setup> {
             operator_claim: "groups".into(),
             operator_value: OPERATOR_GROUP.into(),
             read_only_value: Some(READ_ONLY_GROUP.into()),
+            default_region: Some("FR".into()),
             session_seconds: 3600,
         });
         c.admin_token = Some(pims_server::config::AdminToken(ADMIN_TOKEN.into()));
@@ -583,6 +584,7 @@ async fn a_read_only_operator_looks_but_cannot_act() {
 fn a_console_on_a_public_listen_address_needs_an_admin_listener() {
     let console = ConsoleConfig {
         read_only_value: None,
+        default_region: None,
         issuer: "http://127.0.0.1:1".into(),
         client_id: "console".into(),
         client_secret: "console-secret".into(),
@@ -841,4 +843,34 @@ async fn the_console_restores_a_number_during_a_hold_and_both_doors_agree() {
         restores,
         [Some("console operator olga, 1 devices disabled")]
     );
+}
+
+/// The search reads numbers as people type them (national, spaced, in the console's region)
+/// and finds subjects by their start.
+#[tokio::test]
+async fn the_search_reads_national_numbers_and_subject_prefixes() {
+    let Some(setup) = setup().await else { return };
+    blocked_alice(&setup.server).await;
+    let client = Provider::browser();
+    assert_eq!(sign_in(&setup, &client, OLGA).await.status(), 200);
+    let search = |q: &'static str| {
+        let client = &client;
+        let admin = setup.admin.clone();
+        async move {
+            let mut url = reqwest::Url::parse(&format!("{admin}/console/search")).unwrap();
+            url.query_pairs_mut().append_pair("q", q);
+            client.get(url).send().await.unwrap()
+        }
+    };
+    for typed in ["06 12 34 56 78", "0612345678", "+33 6 12 34 56 78", "ali"] {
+        let r = search(typed).await;
+        assert_eq!(r.status(), 303, "{typed}");
+        assert_eq!(
+            r.headers()["location"],
+            "/console/accounts/alice",
+            "{typed}"
+        );
+    }
+    assert_eq!(search("07 00 00 00 00").await.status(), 404);
+    assert_eq!(search("zz").await.status(), 404);
 }

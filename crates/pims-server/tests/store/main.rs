@@ -124,6 +124,7 @@ store_suite!(
     the_owner_restores_with_the_code_of_the_hold,
     the_audit_trail_pages_in_order,
     accounts_are_found_by_their_trusted_number,
+    accounts_are_found_by_a_subject_prefix,
     an_internal_failure_undoes_its_own_step_only,
     a_revoked_device_stays_revoked_under_racing_activations,
     a_pin_proof_without_its_counted_attempt_enrolls_nothing,
@@ -1868,6 +1869,28 @@ async fn accounts_are_found_by_their_trusted_number(store: Arc<dyn Store>) {
         .await
         .unwrap()
         .is_empty());
+}
+
+/// The helpdesk's search by the start of a subject: exact bytes on both databases (no case
+/// folding, no LIKE wildcards), in order, bounded.
+async fn accounts_are_found_by_a_subject_prefix(store: Arc<dyn Store>) {
+    for subject in ["alice", "alice-2", "Alice-3", "al%ce", "bob"] {
+        certify(&store, subject).await;
+    }
+    let found = |prefix: &'static str, limit: u32| {
+        let store = store.clone();
+        async move {
+            store
+                .accounts_with_subject_prefix(prefix, limit)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(found("alice", 10).await, ["alice", "alice-2"]);
+    assert_eq!(found("al", 10).await, ["al%ce", "alice", "alice-2"]);
+    assert_eq!(found("al%", 10).await, ["al%ce"]);
+    assert_eq!(found("a_i", 10).await, Vec::<String>::new());
+    assert_eq!(found("al", 2).await, ["al%ce", "alice"]);
 }
 
 /// A step that fails internally (here a device id already taken, as a database error) leaves
