@@ -18,6 +18,7 @@ use super::Console;
 use crate::error::Error;
 use crate::http::{to_completion, AppState};
 use crate::service::Operator;
+use crate::store::{AuditPageAt, AuditQuery};
 
 const SESSION_COOKIE: &str = "pims_console";
 const SIGN_IN_COOKIE: &str = "pims_console_sign_in";
@@ -39,6 +40,7 @@ pub(crate) fn routes(state: AppState, console: Arc<Console>) -> Router {
         .route("/console/search", get(search))
         .route("/console/accounts/{account}", get(account))
         .route("/console/accounts/{account}/audit", get(audit))
+        .route("/console/audit", get(audit_all))
         .route("/console/accounts/{account}/unblock", post(unblock))
         .route(
             "/console/accounts/{account}/phone-number/restore",
@@ -166,8 +168,11 @@ struct HoldRow {
 struct AuditRow {
     id: i64,
     at: String,
+    account: String,
+    account_url: String,
     event: String,
-    device_id: String,
+    /// Its name beside its id, where known.
+    device: String,
     detail: String,
 }
 
@@ -176,11 +181,20 @@ struct AuditRow {
 struct AuditPage {
     operator: Option<String>,
     csrf: String,
-    account: String,
-    account_url: String,
+    /// `None`: every account.
+    account: Option<String>,
+    account_url: Option<String>,
     event: String,
+    by: String,
+    from: String,
+    to: String,
+    known_events: &'static [&'static str],
     events: Vec<AuditRow>,
-    next: Option<String>,
+    newer: Option<String>,
+    older: Option<String>,
+    csv_url: String,
+    /// Where the filter form goes.
+    base: String,
 }
 
 fn html(status: StatusCode, page: impl Template) -> Response {
@@ -637,7 +651,7 @@ fn mask(number: &str) -> String {
     "•".repeat(hidden) + &chars[hidden..].iter().collect::<String>()
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM UTC` (days to civil date: H. Hinnant's algorithm).
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (days to civil date: H. Hinnant's algorithm).
 fn time(t: i64) -> String {
     let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
     let z = days + 719_468;
@@ -650,9 +664,10 @@ fn time(t: i64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02} UTC",
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
         secs / 3600,
-        secs % 3600 / 60
+        secs % 3600 / 60,
+        secs % 60
     )
 }
 
@@ -805,13 +820,46 @@ async fn restore_phone_number(
     Ok(done(&account, "restored"))
 }
 
-#[derive(Deserialize)]
-struct AuditQuery {
+/// The audit view's filters and page, as its links and forms carry them.
+#[derive(Deserialize, Default)]
+struct AuditParams {
     #[serde(default)]
     event: String,
+    /// Who acted: `admin`, or a console operator's subject.
     #[serde(default)]
-    after: i64,
+    by: String,
+    /// Days, `YYYY-MM-DD` (UTC), both included.
+    #[serde(default)]
+    from: String,
+    #[serde(default)]
+    to: String,
+    before: Option<i64>,
+    after: Option<i64>,
+    /// `csv`: what the page shows, as a file.
+    #[serde(default)]
+    format: String,
 }
+
+/// Every event the trail records, for the filter's list.
+const AUDIT_EVENTS: &[&str] = &[
+    "account_unblocked",
+    "device_activated",
+    "device_disabled",
+    "device_enabled",
+    "device_enrolled",
+    "enrollments_removed",
+    "otp_issued",
+    "otp_verified",
+    "phone_number_added",
+    "phone_number_modified",
+    "phone_number_restored",
+    "pin_attempt",
+    "pin_blocked",
+    "pin_failure",
+    "pin_registered",
+    "pin_reset",
+    "pin_updated",
+];
 
 async fn audit(
     State(s): State<AppState>,
@@ -819,7 +867,30 @@ async fn audit(
     headers: HeaderMap,
     uri: Uri,
     Path(account): Path<String>,
-    Query(q): Query<AuditQuery>,
+    Query(q): Query<AuditParams>,
+) -> Result<Response, Error> {
+    audit_view(s, console, headers, uri, Some(account), q).await
+}
+
+async fn audit_all(
+    State(s): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(q): Query<AuditParams>,
+) -> Result<Response, Error> {
+    audit_view(s, console, headers, uri, None, q).await
+}
+
+/// The trail of one account or of all, newest first, filtered by event, operator and days,
+/// paged both ways, or the same rows as CSV.
+async fn audit_view(
+    s: AppState,
+    console: Arc<Console>,
+    headers: HeaderMap,
+    uri: Uri,
+    account: Option<String>,
+    q: AuditParams,
 ) -> Result<Response, Error> {
     let service = &s.inner.service;
     let session = match operator(&console, &headers, &uri, service.now()) {
@@ -827,57 +898,200 @@ async fn audit(
         Err(r) => return Ok(*r),
     };
     let event = q.event.trim().to_string();
-    // Pages of the account's trail, filtered here, until a page is full or the trail ends.
-    let mut events = Vec::new();
-    let mut after = q.after.max(0);
-    let mut more = false;
-    loop {
-        let page = service
-            .operator_audit(Some(&account), after, AUDIT_PAGE)
-            .await?;
-        let full = page.len() as u32 == AUDIT_PAGE;
-        for e in page {
-            after = e.id;
-            if event.is_empty() || e.event == event {
-                events.push(AuditRow {
-                    id: e.id,
-                    at: time(e.at),
-                    event: e.event,
-                    device_id: e.device_id.unwrap_or_default(),
-                    detail: e.detail.unwrap_or_default(),
-                });
-                if events.len() as u32 == AUDIT_PAGE {
-                    more = true;
-                    break;
-                }
-            }
+    let by = q.by.trim().to_string();
+    let (Some(from), Some(to)) = (day_start(&q.from, 0), day_start(&q.to, i64::MAX)) else {
+        return Ok(message(
+            StatusCode::BAD_REQUEST,
+            "Bad date",
+            "Dates are written YYYY-MM-DD.",
+            Some(&session),
+        ));
+    };
+    // `to` names a day: the range ends when it does.
+    let to = if q.to.trim().is_empty() {
+        to
+    } else {
+        to.saturating_add(86_400)
+    };
+    let page_at = match (q.before, q.after) {
+        (_, Some(after)) => AuditPageAt::NewerThan(after),
+        (Some(before), None) => AuditPageAt::OlderThan(before),
+        (None, None) => AuditPageAt::OlderThan(i64::MAX),
+    };
+    let actor = match by.as_str() {
+        "" => None,
+        "admin" => Some("admin".to_string()),
+        subject => Some(format!("console operator {subject}")),
+    };
+    // One row more than a page tells whether there is more that way.
+    let mut rows = service
+        .operator_audit_search(AuditQuery {
+            account: account.clone(),
+            event: (!event.is_empty()).then(|| event.clone()),
+            by: actor,
+            from,
+            to,
+            page: page_at,
+            limit: AUDIT_PAGE + 1,
+        })
+        .await?;
+    let more = rows.len() as u32 > AUDIT_PAGE;
+    match page_at {
+        AuditPageAt::NewerThan(_) if more => {
+            rows.remove(0);
         }
-        if more || !full {
-            break;
-        }
+        _ => rows.truncate(AUDIT_PAGE as usize),
     }
-    let next = more.then(|| {
-        // The query built by a query encoder (a path encoder leaves `&`, `=`, `+` as they are).
+    let (older, newer) = match page_at {
+        AuditPageAt::NewerThan(_) => (true, more),
+        AuditPageAt::OlderThan(id) => (more, id != i64::MAX),
+    };
+    // Device names beside their ids, where the account is known.
+    let names: std::collections::HashMap<String, String> = match &account {
+        Some(a) => service
+            .operator_account(a)
+            .await?
+            .map(|v| v.devices.into_iter().map(|d| (d.id, d.name)).collect())
+            .unwrap_or_default(),
+        None => Default::default(),
+    };
+    let events: Vec<AuditRow> = rows
+        .into_iter()
+        .map(|e| AuditRow {
+            id: e.id,
+            at: time(e.at),
+            device: e
+                .device_id
+                .as_deref()
+                .map_or_else(String::new, |id| match names.get(id) {
+                    Some(name) => format!("{name} ({id})"),
+                    None => id.to_string(),
+                }),
+            account_url: account_url(&e.account),
+            account: e.account,
+            event: e.event,
+            detail: e.detail.unwrap_or_default(),
+        })
+        .collect();
+    let base = match &account {
+        Some(a) => format!("{}/audit", account_url(a)),
+        None => "/console/audit".to_string(),
+    };
+    let link = |extra: (&str, String)| {
+        // Built by a query encoder (a path encoder leaves `&`, `=`, `+` as they are).
         let mut url = reqwest::Url::parse("http://console/").expect("a fixed URL");
         url.query_pairs_mut()
             .append_pair("event", &event)
-            .append_pair("after", &after.to_string());
-        format!(
-            "{}/audit?{}",
-            account_url(&account),
-            url.query().unwrap_or_default()
-        )
-    });
+            .append_pair("by", &by)
+            .append_pair("from", q.from.trim())
+            .append_pair("to", q.to.trim())
+            .append_pair(extra.0, &extra.1);
+        format!("{base}?{}", url.query().unwrap_or_default())
+    };
+    if q.format == "csv" {
+        return Ok(csv(&events));
+    }
+    let newer = newer
+        .then(|| events.first().map(|e| link(("after", e.id.to_string()))))
+        .flatten();
+    let older = older
+        .then(|| events.last().map(|e| link(("before", e.id.to_string()))))
+        .flatten();
+    let page_link = match page_at {
+        AuditPageAt::OlderThan(id) if id != i64::MAX => ("before", id.to_string()),
+        AuditPageAt::NewerThan(id) => ("after", id.to_string()),
+        _ => ("format", "csv".to_string()),
+    };
+    let csv_url = match page_link.0 {
+        "format" => link(page_link),
+        _ => format!("{}&format=csv", link(page_link)),
+    };
     Ok(html(
         StatusCode::OK,
         AuditPage {
             operator: Some(session.name.clone()),
             csrf: session.csrf,
-            account_url: account_url(&account),
+            account_url: account.as_deref().map(account_url),
             account,
             event,
+            by,
+            from: q.from.trim().to_string(),
+            to: q.to.trim().to_string(),
+            known_events: AUDIT_EVENTS,
             events,
-            next,
+            newer,
+            older,
+            csv_url,
+            base,
         },
     ))
+}
+
+/// The rows shown, as CSV (RFC 4180). Cells an attacker chose (subjects, device names) that
+/// a spreadsheet would run as a formula start with a `'`.
+fn csv(rows: &[AuditRow]) -> Response {
+    fn cell(value: &str) -> String {
+        let value = if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+            format!("'{value}")
+        } else {
+            value.to_string()
+        };
+        if value.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", value.replace('"', "\"\""))
+        } else {
+            value
+        }
+    }
+    let mut out = String::from("id,at,account,event,device,detail\r\n");
+    for r in rows {
+        let line = [
+            r.id.to_string(),
+            r.at.clone(),
+            r.account.clone(),
+            r.event.clone(),
+            r.device.clone(),
+            r.detail.clone(),
+        ]
+        .iter()
+        .map(|c| cell(c))
+        .collect::<Vec<_>>()
+        .join(",");
+        out.push_str(&line);
+        out.push_str("\r\n");
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"pims-audit.csv\"",
+            ),
+        ],
+        out,
+    )
+        .into_response()
+}
+
+/// `YYYY-MM-DD` as the Unix second its day starts (UTC); blank is `blank`.
+fn day_start(day: &str, blank: i64) -> Option<i64> {
+    let day = day.trim();
+    if day.is_empty() {
+        return Some(blank);
+    }
+    let mut parts = day.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (Some(Some(y)), Some(Some(m)), Some(Some(d))) = (parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    // Days from civil (H. Hinnant's algorithm, the inverse of `time`).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some((era * 146_097 + doe - 719_468) * 86_400)
 }

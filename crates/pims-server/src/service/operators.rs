@@ -7,7 +7,7 @@ use pims_proto::{AccountStatus, ApiError};
 use super::accounts::status_of;
 use super::{phone, Service};
 use crate::error::{api, Result};
-use crate::store::{AdminDeviceSummary, AuditEvent, RestoreBy, Restored};
+use crate::store::{AdminDeviceSummary, AuditEvent, AuditQuery, RestoreBy, Restored};
 
 /// The longest list of accounts a search answers.
 pub const FOUND_AT_MOST: u32 = 50;
@@ -160,6 +160,11 @@ impl Service {
         limit: u32,
     ) -> Result<Vec<AuditEvent>> {
         self.store.audit_trail(account, after_id, limit).await
+    }
+
+    /// A page of the audit trail for the helpdesk, newest first.
+    pub async fn operator_audit_search(&self, query: AuditQuery) -> Result<Vec<AuditEvent>> {
+        self.store.audit_search(query).await
     }
 
     /// Whether the database answers (readiness).

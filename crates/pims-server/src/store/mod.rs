@@ -683,6 +683,29 @@ pub struct AuditEvent {
     pub detail: Option<String>,
 }
 
+/// What the helpdesk asks of the audit trail. Pages come newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    pub account: Option<String>,
+    pub event: Option<String>,
+    /// The start of the detail, where an action's operator is named (`admin`, `console
+    /// operator <subject>`).
+    pub by: Option<String>,
+    /// Unix seconds, from included, to excluded.
+    pub from: i64,
+    pub to: i64,
+    pub page: AuditPageAt,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditPageAt {
+    /// The newest rows, or those older than an id.
+    OlderThan(i64),
+    /// The rows just newer than an id.
+    NewerThan(i64),
+}
+
 /// An audit row with its chain link (see [`crate::audit`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainedAuditRow {
@@ -977,6 +1000,9 @@ pub trait Store: Send + Sync + 'static {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<AuditEvent>>;
+
+    /// A page of the audit trail for the helpdesk, newest first.
+    async fn audit_search(&self, query: AuditQuery) -> Result<Vec<AuditEvent>>;
 
     /// Audit rows with their chain links after `after_id`, oldest first (`pims audit verify`).
     async fn audit_chain(&self, after_id: i64, limit: u32) -> Result<Vec<ChainedAuditRow>>;

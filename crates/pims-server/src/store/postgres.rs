@@ -21,9 +21,9 @@ use super::rows::{
 use super::sql;
 use super::steps::store_over_steps;
 use super::{
-    AccountRecord, AdminDeviceSummary, AuditEvent, ChainedAuditRow, ChallengeKind, DeviceRecord,
-    DeviceSummary, EnrollmentSession, NewDeviceRecord, OtpChallengeRecord, StartEnrollmentStep,
-    TrustedNumber, VerifiedOtp,
+    AccountRecord, AdminDeviceSummary, AuditEvent, AuditPageAt, AuditQuery, ChainedAuditRow,
+    ChallengeKind, DeviceRecord, DeviceSummary, EnrollmentSession, NewDeviceRecord,
+    OtpChallengeRecord, StartEnrollmentStep, TrustedNumber, VerifiedOtp,
 };
 use crate::audit::{link_mac, AuditKey, Chains, Link};
 use crate::error::{Error, Result};
@@ -450,6 +450,28 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
             .all(
                 sql::pg::AUDIT_TRAIL,
                 &[&account, &after_id, &i64::from(limit)],
+            )
+            .await?;
+        Ok(rows.iter().map(audit_event).collect())
+    }
+
+    async fn audit_search(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let (sql, bound) = match q.page {
+            AuditPageAt::OlderThan(id) => (sql::pg::AUDIT_OLDER, id),
+            AuditPageAt::NewerThan(id) => (sql::pg::AUDIT_NEWER, id),
+        };
+        let rows = self
+            .all(
+                sql,
+                &[
+                    &q.account,
+                    &q.event,
+                    &q.by,
+                    &q.from,
+                    &q.to,
+                    &bound,
+                    &i64::from(q.limit),
+                ],
             )
             .await?;
         Ok(rows.iter().map(audit_event).collect())

@@ -6,9 +6,9 @@
 use pims_proto::{PinOrigin, SmsPurpose};
 
 use super::{
-    AccountRecord, AdminDeviceSummary, AuditEvent, ChainedAuditRow, ChallengeKind, DeviceRecord,
-    DeviceSummary, EnrollmentSession, NewDeviceRecord, OtpChallengeRecord, StartEnrollmentStep,
-    TrustedNumber, VerifiedOtp,
+    AccountRecord, AdminDeviceSummary, AuditEvent, AuditQuery, ChainedAuditRow, ChallengeKind,
+    DeviceRecord, DeviceSummary, EnrollmentSession, NewDeviceRecord, OtpChallengeRecord,
+    StartEnrollmentStep, TrustedNumber, VerifiedOtp,
 };
 use crate::error::Result;
 
@@ -98,6 +98,9 @@ pub trait Rows {
     async fn account(&self, account: &str) -> Result<Option<AccountRecord>>;
     async fn accounts_with_phone_number(&self, phone_number: &str) -> Result<Vec<String>>;
     async fn accounts_with_subject_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<String>>;
+    /// The rows of `query` in the order its page is read (newest first for `OlderThan`,
+    /// oldest first for `NewerThan`).
+    async fn audit_search(&self, query: &AuditQuery) -> Result<Vec<AuditEvent>>;
     /// Adds one to the PIN failure count; the new count.
     async fn add_pin_attempt(&self, account: &str) -> Result<u32>;
     async fn reset_pin_failures(&self, account: &str) -> Result<()>;

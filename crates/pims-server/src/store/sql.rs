@@ -60,6 +60,17 @@ macro_rules! live_devices_by {
     };
 }
 
+macro_rules! audit_search {
+    () => {
+        "SELECT id, at, account, event, device_id, detail FROM audit
+         WHERE (CAST($1 AS TEXT) IS NULL OR account = CAST($1 AS TEXT))
+           AND (CAST($2 AS TEXT) IS NULL OR event = CAST($2 AS TEXT))
+           AND (CAST($3 AS TEXT) IS NULL
+                OR substr(COALESCE(detail, ''), 1, length(CAST($3 AS TEXT))) = CAST($3 AS TEXT))
+           AND at >= $4 AND at < $5"
+    };
+}
+
 macro_rules! all_devices_by {
     ($tie:literal) => {
         concat!(
@@ -108,6 +119,11 @@ statements! {
     AUDIT_TRAIL = "SELECT id, at, account, event, device_id, detail FROM audit
                    WHERE (CAST($1 AS TEXT) IS NULL OR account = $1) AND id > $2
                    ORDER BY id LIMIT $3";
+    /// The helpdesk's view: optional account, event and actor (the start of the detail, where
+    /// operators are named), a time range, newest first from below an id…
+    AUDIT_OLDER = concat!(audit_search!(), " AND id < $6 ORDER BY id DESC LIMIT $7");
+    /// …or oldest first from above one (the page is then turned around).
+    AUDIT_NEWER = concat!(audit_search!(), " AND id > $6 ORDER BY id LIMIT $7");
     AUDIT_CHAIN = "SELECT id, at, account, event, device_id, detail, prev_id, mac FROM audit
                    WHERE id > $1 ORDER BY id LIMIT $2";
 

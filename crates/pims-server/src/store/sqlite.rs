@@ -23,9 +23,9 @@ use super::schema::{chain_existing_audit_after, MIGRATIONS};
 use super::sql;
 use super::steps::store_over_steps;
 use super::{
-    AccountRecord, AdminDeviceSummary, AuditEvent, ChainedAuditRow, ChallengeKind, DeviceRecord,
-    DeviceSummary, EnrollmentSession, NewDeviceRecord, OtpChallengeRecord, StartEnrollmentStep,
-    TrustedNumber, VerifiedOtp,
+    AccountRecord, AdminDeviceSummary, AuditEvent, AuditPageAt, AuditQuery, ChainedAuditRow,
+    ChallengeKind, DeviceRecord, DeviceSummary, EnrollmentSession, NewDeviceRecord,
+    OtpChallengeRecord, StartEnrollmentStep, TrustedNumber, VerifiedOtp,
 };
 use crate::audit::{link_mac, AuditKey, Chains, Link};
 use crate::error::{Error, Result};
@@ -530,6 +530,18 @@ impl Rows for SqliteRows<'_> {
         self.all(
             sql::sqlite::AUDIT_TRAIL,
             params![account, after_id, limit],
+            audit_event,
+        )
+    }
+
+    async fn audit_search(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let (sql, bound) = match q.page {
+            AuditPageAt::OlderThan(id) => (sql::sqlite::AUDIT_OLDER, id),
+            AuditPageAt::NewerThan(id) => (sql::sqlite::AUDIT_NEWER, id),
+        };
+        self.all(
+            sql,
+            params![q.account, q.event, q.by, q.from, q.to, bound, q.limit],
             audit_event,
         )
     }

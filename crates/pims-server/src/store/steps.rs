@@ -1128,6 +1128,17 @@ macro_rules! store_over_steps {
                 $read!(self, r => r.audit_trail(account, after_id, limit))
             }
 
+            async fn audit_search(
+                &self,
+                query: $crate::store::AuditQuery,
+            ) -> $crate::error::Result<Vec<$crate::store::AuditEvent>> {
+                let mut rows = $read!(self, r => r.audit_search(&query))?;
+                if matches!(query.page, $crate::store::AuditPageAt::NewerThan(_)) {
+                    rows.reverse();
+                }
+                Ok(rows)
+            }
+
             async fn audit_chain(
                 &self,
                 after_id: i64,

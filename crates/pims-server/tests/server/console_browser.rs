@@ -256,6 +256,33 @@ async fn in_a_browser_an_operator_restores_a_number_a_thief_moved() {
     browser.click("#restore").await;
     browser.wait_for("The trusted number was restored").await;
     browser.screenshot("8-restored").await;
+    // On a phone-sized window (375 px) nothing scrolls sideways but the audit's table.
+    browser
+        .call(
+            reqwest::Method::POST,
+            "/window/rect",
+            json!({ "width": 375, "height": 812 }),
+        )
+        .await;
+    let width = || async {
+        browser
+            .call(
+                reqwest::Method::POST,
+                "/execute/sync",
+                json!({ "script": "return [document.documentElement.scrollWidth, window.innerWidth];", "args": [] }),
+            )
+            .await
+    };
+    for path in ["/console/accounts/victim", "/console/audit", "/console/"] {
+        browser.go(&format!("{}{path}", setup.admin)).await;
+        browser.wait_for("PIMS helpdesk").await;
+        let w = width().await;
+        assert!(
+            w[0].as_i64().unwrap() <= w[1].as_i64().unwrap(),
+            "{path} scrolls sideways at 375 px: {w}"
+        );
+    }
+    browser.screenshot("9-narrow").await;
     assert_eq!(
         s.status(&token, None).await.phone_number.as_deref(),
         Some(PHONE)
