@@ -2,7 +2,8 @@
 # Binding tests: build the Python wheel with maturin (the release library and its Python module),
 # install it, check the library's size, generate the Kotlin and Swift bindings from that same
 # library with the workspace's uniffi-bindgen (crates/pims-bindgen), start a PIMS server on loopback, then run
-# the Kotlin program and the pytest suite against it. Called by .ci/run after cargo test.
+# the Kotlin program, the README's Python example (bindings/readme-python.sh) and the pytest
+# suite against it. Called by .ci/run after cargo test.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -88,6 +89,10 @@ dev_issuer = true
 [[relying_parties]]
 id = "bindings-test"
 secret = "bindings-test-secret"
+
+# Every suite here sends its SMS from this one address: no test is about that limit.
+[limits]
+sms_sends_per_hour_per_address = 1000
 TOML
 "$SERVER_BIN" server --config "$WORK/server/config.toml" 2>"$WORK/server/log" &
 SERVER_PID=$!
@@ -110,6 +115,9 @@ echo "== Kotlin on the JVM"
 mkdir -p "$WORK/devices/kotlin"
 PIMS_DATA_DIR="$WORK/devices/kotlin" java -Djna.library.path="$(dirname "$LIB")" \
     -cp "$WORK/kotlin-test.jar:$JNA_JAR" EnrollmentTestKt
+
+echo "== the README's Python example, as written (the installed wheel)"
+bindings/readme-python.sh "$PYTHON" "$SERVER_BIN"
 
 echo "== Python (the installed wheel, away from the source tree)"
 (cd "$WORK" && "$PYTHON" -c 'import pims_sdk, sys; assert "site-packages" in pims_sdk.__file__, pims_sdk.__file__; print("pims_sdk from", pims_sdk.__file__)')

@@ -40,6 +40,15 @@ enum Command {
     /// Drive many simulated devices against running servers and print throughput, latency
     /// percentiles and server CPU per operation.
     Bench(bench::BenchArgs),
+    /// Mint an access token from a development server (one run with `dev_issuer = true`, e.g.
+    /// `docs/server.dev.toml`) and print it alone on stdout: `TOKEN=$(pims dev-token alice)`.
+    DevToken {
+        /// The signed-in user the token is for (its `sub`): any name; a new one is a new account.
+        subject: String,
+        /// The development server's URL.
+        #[arg(long, env = "PIMS_SERVER_URL", default_value = "http://127.0.0.1:8080")]
+        url: String,
+    },
     /// Make one facade call as a device would, and print the message received.
     Call {
         /// SDK configuration (the JSON tree given to `initialize`).
@@ -130,6 +139,11 @@ fn main() -> anyhow::Result<()> {
             init_logs("warn");
             runtime.block_on(bench::run(args))
         }
+        Command::DevToken { subject, url } => {
+            init_logs("warn");
+            println!("{}", runtime.block_on(dev_token(&url, &subject))?);
+            Ok(())
+        }
         Command::Call {
             sdk_config,
             token,
@@ -206,6 +220,44 @@ pub fn facade(token: Option<String>) -> pims_core::Pims {
     pims_core::Pims::builder()
         .component(pims_strongauth::StrongAuthFactory::new(host))
         .build()
+}
+
+/// `POST /v1/dev/tokens` of a development server: the token its issuer signs for `subject`.
+async fn dev_token(url: &str, subject: &str) -> anyhow::Result<String> {
+    use pims_proto::endpoint::{DevTokens, Endpoint};
+    let url = url.trim_end_matches('/');
+    // A development issuer listens on loopback only: never through a proxy of the environment.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()?;
+    let response = client
+        .post(format!("{url}{}", DevTokens::ROUTE.path))
+        .json(&pims_proto::DevTokenRequest {
+            subject: subject.to_owned(),
+        })
+        .send()
+        .await
+        .with_context(|| {
+            format!(
+                "no answer from {url}: start a development server first \
+                 (pims server --config docs/server.dev.toml)"
+            )
+        })?;
+    match response.status() {
+        status if status.is_success() => {
+            let token: <DevTokens as Endpoint>::Response = response
+                .json()
+                .await
+                .context("the development issuer's answer is not a token")?;
+            Ok(token.access_token)
+        }
+        reqwest::StatusCode::NOT_FOUND => anyhow::bail!(
+            "{url} mints no development tokens: its configuration must set dev_issuer = true \
+             (as docs/server.dev.toml does; never in production)"
+        ),
+        status => anyhow::bail!("{url} refused to mint a development token ({status})"),
+    }
 }
 
 async fn call(
