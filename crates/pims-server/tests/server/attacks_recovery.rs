@@ -10,7 +10,7 @@ use pims_server::config::AdminToken;
 use pims_server::sms::{mask_number, read_outbox, restore_code_from_text, OutboxMessage};
 
 use crate::common::*;
-use crate::management::{modify_phone_number, modify_phone_number_request, PHONE2};
+use crate::management::{modify_phone_number, modify_phone_number_request, move_number, PHONE2};
 
 const PIN: &str = "4821";
 /// Another number of the thief's.
@@ -56,21 +56,6 @@ fn restore_code(s: &TestServer, number: &str) -> String {
         .rev()
         .find_map(|m| restore_code_from_text(&m.text))
         .expect("a change notice with a restore code")
-}
-
-/// The thief certifies `number` (the code arrives on the thief's phone) and moves the trusted
-/// number there with the stolen device, with or without a PIN.
-async fn thief_moves_number(
-    s: &TestServer,
-    token: &str,
-    thief: &mut Device,
-    number: &str,
-    pin: Option<&str>,
-) -> Result<(), ApiError> {
-    s.send_code(token, SmsPurpose::PhoneCertification, Some(number))
-        .await?;
-    let code = s.last_code(number);
-    modify_phone_number(s, token, thief, number, &code, pin).await
 }
 
 async fn admin_restore(s: &TestServer, account: &str) -> Result<RestoreAnswer, ApiError> {
@@ -126,12 +111,12 @@ on_both_stores!(
 /// held, so the thief gets no PIN of its own.
 async fn two_changes_then_restore(s: TestServer) {
     let (token, mut thief) = enrolled_account(&s, "victim", PHONE, PIN).await;
-    thief_moves_number(&s, &token, &mut thief, PHONE2, None)
+    move_number(&s, &token, &mut thief, PHONE2, None)
         .await
         .unwrap();
     // A → B → B: a change to the number already trusted is refused.
     assert_eq!(
-        thief_moves_number(&s, &token, &mut thief, PHONE2, None).await,
+        move_number(&s, &token, &mut thief, PHONE2, None).await,
         Err(ApiError::PhoneNumberRefused {
             reason: NumberRefusal::AlreadyTrusted
         })
@@ -139,7 +124,7 @@ async fn two_changes_then_restore(s: TestServer) {
     // A → B → C without the PIN: refused while the hold runs.
     let hold = s.config.limits.recovery_hold_after_number_change_seconds;
     assert_eq!(
-        thief_moves_number(&s, &token, &mut thief, PHONE3, None).await,
+        move_number(&s, &token, &mut thief, PHONE3, None).await,
         Err(ApiError::RecoveryHeld {
             retry_after_seconds: hold
         })
@@ -232,7 +217,7 @@ on_both_stores!(
 /// owner's change with the PIN closes that window: the thief's number is told and gets no code.
 async fn change_with_the_pin(s: TestServer) {
     let (token, mut device) = enrolled_account(&s, "victim", PHONE, PIN).await;
-    thief_moves_number(&s, &token, &mut device, PHONE2, Some(PIN))
+    move_number(&s, &token, &mut device, PHONE2, Some(PIN))
         .await
         .unwrap();
     let told = sms_to(&s, PHONE);
@@ -258,11 +243,11 @@ async fn change_with_the_pin(s: TestServer) {
     s.clock
         .advance(s.config.limits.recovery_hold_after_number_change_seconds as i64);
     let token = s.token("victim").await;
-    thief_moves_number(&s, &token, &mut device, PHONE3, None)
+    move_number(&s, &token, &mut device, PHONE3, None)
         .await
         .unwrap();
     let owner_code = restore_code(&s, PHONE2);
-    thief_moves_number(&s, &token, &mut device, PHONE, Some(PIN))
+    move_number(&s, &token, &mut device, PHONE, Some(PIN))
         .await
         .unwrap();
     assert_eq!(
@@ -291,7 +276,7 @@ on_both_stores!(
 /// new phone with the PIN.
 async fn owner_restores_despite_the_thief(s: TestServer) {
     let (token, mut thief) = enrolled_account(&s, "victim", PHONE, PIN).await;
-    thief_moves_number(&s, &token, &mut thief, PHONE2, None)
+    move_number(&s, &token, &mut thief, PHONE2, None)
         .await
         .unwrap();
     let sent_to_owner = sms_to(&s, PHONE).len();
@@ -360,7 +345,7 @@ async fn owner_restores_despite_the_thief(s: TestServer) {
 async fn another_account_cannot_restore_a_victim_s_number() {
     let s = TestServer::start().await;
     let (token, mut thief) = enrolled_account(&s, "victim", PHONE, PIN).await;
-    thief_moves_number(&s, &token, &mut thief, PHONE2, None)
+    move_number(&s, &token, &mut thief, PHONE2, None)
         .await
         .unwrap();
     let code = restore_code(&s, PHONE);

@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 use crate::common::{enrolled_account, PHONE};
 use crate::console::{blocked_alice, setup};
 use crate::oidc::*;
-use pims_proto::SmsPurpose;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -235,12 +234,7 @@ async fn in_a_browser_an_operator_restores_a_number_a_thief_moved() {
     };
     let s = &setup.server;
     let (token, mut thief) = enrolled_account(s, "victim", PHONE, "1234").await;
-    let moved = crate::management::PHONE2;
-    s.send_code(&token, SmsPurpose::PhoneCertification, Some(moved))
-        .await
-        .unwrap();
-    let code = s.last_code(moved);
-    crate::management::modify_phone_number(s, &token, &mut thief, moved, &code, None)
+    crate::management::move_number(s, &token, &mut thief, crate::management::PHONE2, None)
         .await
         .unwrap();
     browser.sign_in(&setup.admin, OLGA).await;

@@ -198,6 +198,21 @@ pub async fn modify_phone_number(
     decode_empty(r).await
 }
 
+/// Certifies `number` (its code read from the outbox) and moves the trusted number there with
+/// `device`, with or without the PIN: what a phone thief does with a number of its own.
+pub async fn move_number(
+    s: &TestServer,
+    token: &str,
+    device: &mut Device,
+    number: &str,
+    pin: Option<&str>,
+) -> Result<(), ApiError> {
+    s.send_code(token, SmsPurpose::PhoneCertification, Some(number))
+        .await?;
+    let code = s.last_code(number);
+    modify_phone_number(s, token, device, number, &code, pin).await
+}
+
 /// The signed request of a number change, over a fresh challenge, not sent.
 pub async fn modify_phone_number_request(
     s: &TestServer,
