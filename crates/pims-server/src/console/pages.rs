@@ -810,8 +810,8 @@ async fn restore_phone_number(
             return Ok(message(
                 StatusCode::CONFLICT,
                 "Nothing to restore",
-                "No hold after a number change runs on this account, or its number of before \
-                 is already the trusted one.",
+                "No number change made without the PIN is waiting to be undone on this account \
+                 (none was, it was made with the PIN, its hold is over, or it was restored).",
                 Some(&session),
             ))
         }

@@ -107,8 +107,8 @@ on_both_stores!(
 /// The attack of issue 16: the thief moves the number (A → B), tries to move it again (to the
 /// same number, or to another without the PIN), and the owner, warned on A, calls the helpdesk.
 /// The helpdesk sees the hold and the number it would restore, and the restore gives back A —
-/// never a number set during the hold — disables every device and keeps SMS-only PIN recovery
-/// held, so the thief gets no PIN of its own.
+/// never a number set during the window — disables every device and ends the hold: every code
+/// now goes to A, so the thief gets no PIN of its own.
 async fn two_changes_then_restore(s: TestServer) {
     let (token, mut thief) = enrolled_account(&s, "victim", PHONE, PIN).await;
     move_number(&s, &token, &mut thief, PHONE2, None)
@@ -272,8 +272,8 @@ on_both_stores!(
 /// The owner's way back without the helpdesk: the code of the change notice, typed in the app
 /// on any phone with the owner's login. The thief, holding the phone, the token and the new
 /// number, guesses codes and spends the old number's SMS budget first: neither uses the owner's
-/// code up. After the restore the thief can neither undo it nor set a PIN; the owner enrolls a
-/// new phone with the PIN.
+/// code up. After the restore the thief can neither undo it nor set a PIN; even when it removes
+/// every enrollment with the token, the owner enrolls a new phone with a new PIN at once.
 async fn owner_restores_despite_the_thief(s: TestServer) {
     let (token, mut thief) = enrolled_account(&s, "victim", PHONE, PIN).await;
     move_number(&s, &token, &mut thief, PHONE2, None)
