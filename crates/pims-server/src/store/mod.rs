@@ -538,13 +538,11 @@ impl std::fmt::Debug for NumberChanged {
     }
 }
 
-/// Whether a candidate restore code is the one derived for `(pre-hold number, nonce)`.
-pub type RestoreCodeMatcher = CodeMatcher;
-
 /// Who gives the pre-hold number back.
 pub enum RestoreBy {
     /// The owner, from any phone with their login, with the code sent to the pre-hold number.
-    Owner { code: RestoreCodeMatcher },
+    /// `code` matches the candidate against the code derived for `(pre-hold number, nonce)`.
+    Owner { code: CodeMatcher },
     /// An administrator (`admin` for the admin API, the operator for the console).
     Helpdesk { by: String },
 }
