@@ -11,6 +11,10 @@
 //! `SameSite=Strict`, `Secure` unless the console is on loopback; every form carries the
 //! session's CSRF token; every page is sent with a strict Content-Security-Policy and uses
 //! nothing but what this binary embeds.
+//!
+//! Times are shown in the time zone an operator picks on `/console/timezone` (an IANA name of
+//! the embedded database, kept in a cookie of their browser; no script), with UTC beside them;
+//! the audit's day filter reads days there; its CSV stays in UTC.
 
 mod oidc;
 mod pages;

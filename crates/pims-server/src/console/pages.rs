@@ -19,9 +19,12 @@ use crate::error::Error;
 use crate::http::{to_completion, AppState};
 use crate::service::Operator;
 use crate::store::{AuditPageAt, AuditQuery};
+use jiff::tz::TimeZone;
 
 const SESSION_COOKIE: &str = "pims_console";
 const SIGN_IN_COOKIE: &str = "pims_console_sign_in";
+/// The operator's time zone (an IANA name), chosen on `/console/timezone`.
+const ZONE_COOKIE: &str = "pims_console_tz";
 const AUDIT_PAGE: u32 = 20;
 /// Digits of a trusted number the console shows.
 const SHOWN_DIGITS: usize = 2;
@@ -37,6 +40,10 @@ pub(crate) fn routes(state: AppState, console: Arc<Console>) -> Router {
         .route("/console/login", get(login))
         .route("/console/callback", get(callback))
         .route("/console/logout", post(logout))
+        .route(
+            "/console/timezone",
+            get(time_zone_page).post(choose_time_zone),
+        )
         .route("/console/search", get(search))
         .route("/console/accounts/{account}", get(account))
         .route("/console/accounts/{account}/audit", get(audit))
@@ -131,8 +138,8 @@ struct DeviceRow {
     can_enable: bool,
     name: String,
     platform: String,
-    created: String,
-    last_used: String,
+    created: When,
+    last_used: Option<When>,
     state: &'static str,
     can_disable: bool,
 }
@@ -158,16 +165,17 @@ struct AccountPage {
     hold: Option<HoldRow>,
     devices: Vec<DeviceRow>,
     notice: String,
+    zone: ZoneLink,
 }
 
 struct HoldRow {
-    until: String,
+    until: When,
     restorable: Option<String>,
 }
 
 struct AuditRow {
     id: i64,
-    at: String,
+    at: When,
     account: String,
     account_url: String,
     event: String,
@@ -195,6 +203,18 @@ struct AuditPage {
     csv_url: String,
     /// Where the filter form goes.
     base: String,
+    zone: ZoneLink,
+}
+
+#[derive(Template)]
+#[template(path = "console/timezone.html")]
+struct TimeZonePage {
+    operator: Option<String>,
+    csrf: String,
+    /// The zone in use (`UTC` without a choice).
+    current: String,
+    zones: Vec<String>,
+    next: String,
 }
 
 fn html(status: StatusCode, page: impl Template) -> Response {
@@ -579,6 +599,7 @@ async fn account(
     let Some(view) = service.operator_account(&account).await? else {
         return Ok(no_such_account(&session));
     };
+    let zone = zone(&headers);
     let url = account_url(&account);
     let devices = view
         .devices
@@ -586,8 +607,8 @@ async fn account(
         .map(|d| DeviceRow {
             can_disable: matches!(d.state, DeviceState::Active | DeviceState::Pending),
             state: device_state(d.state),
-            created: time(d.created_at),
-            last_used: d.last_used_at.map_or_else(|| "never".into(), time),
+            created: when(d.created_at, zone.as_ref()),
+            last_used: d.last_used_at.map(|t| when(t, zone.as_ref())),
             disable_url: format!("{url}/devices/{}/disable", encode_segment(&d.id)),
             enable_url: format!("{url}/devices/{}/enable", encode_segment(&d.id)),
             can_enable: d.re_enablable,
@@ -624,13 +645,14 @@ async fn account(
             max_attempts: service.limits.pin_attempts,
             can_act: !session.read_only,
             hold: view.recovery_hold.map(|hold| HoldRow {
-                until: time(hold.until),
+                until: when(hold.until, zone.as_ref()),
                 restorable: hold.restorable_phone_number.as_deref().map(mask),
             }),
             devices,
             account,
             account_url: url,
             notice: notice.into(),
+            zone: zone_link(zone.as_ref(), &uri),
         },
     ))
 }
@@ -651,24 +673,146 @@ fn mask(number: &str) -> String {
     "•".repeat(hidden) + &chars[hidden..].iter().collect::<String>()
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (days to civil date: H. Hinnant's algorithm).
-fn time(t: i64) -> String {
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
+/// A time as the pages show it: in the operator's time zone with UTC beside, or in UTC alone
+/// when they chose none; `iso` is the instant for `<time datetime>`.
+struct When {
+    iso: String,
+    local: Option<String>,
+    utc: String,
+}
+
+fn when(t: i64, zone: Option<&TimeZone>) -> When {
+    let at = jiff::Timestamp::from_second(t).unwrap_or(jiff::Timestamp::MAX);
+    let utc = at.to_zoned_datetime(TimeZone::UTC);
+    When {
+        iso: utc.strftime("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        local: zone.map(|z| {
+            at.to_zoned_datetime(z.clone())
+                .strftime("%Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        }),
+        utc: utc.strftime("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    }
+}
+
+/// An IANA time zone of the embedded database by its name (any case); `None` for UTC itself
+/// (always shown) or a name it does not hold.
+fn known_zone(name: &str) -> Option<TimeZone> {
+    let zone = jiff::tz::db().get(name.trim()).ok()?;
+    match zone.iana_name() {
+        Some(name) if !name.eq_ignore_ascii_case("UTC") => Some(zone),
+        _ => None,
+    }
+}
+
+/// The time zone this browser's operator chose.
+fn zone(headers: &HeaderMap) -> Option<TimeZone> {
+    known_zone(cookie(headers, ZONE_COOKIE)?)
+}
+
+/// What a page says of its times, and where to change the zone (coming back to `uri`).
+struct ZoneLink {
+    name: Option<String>,
+    change_url: String,
+}
+
+fn zone_link(zone: Option<&TimeZone>, uri: &Uri) -> ZoneLink {
+    let back = uri.path_and_query().map_or("/console/", |p| p.as_str());
+    let mut url = reqwest::Url::parse("http://console/console/timezone").expect("fixed");
+    url.query_pairs_mut()
+        .append_pair("next", &console_path(back));
+    ZoneLink {
+        name: zone.and_then(|z| z.iana_name()).map(str::to_string),
+        change_url: format!("/console/timezone?{}", url.query().unwrap_or_default()),
+    }
+}
+
+#[derive(Deserialize)]
+struct ZoneQuery {
+    #[serde(default)]
+    next: String,
+}
+
+/// Lets the operator pick the zone their times are shown in (UTC stays beside them).
+async fn time_zone_page(
+    State(s): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(q): Query<ZoneQuery>,
+) -> Response {
+    let session = match operator(&console, &headers, &uri, s.inner.service.now()) {
+        Ok(session) => session,
+        Err(r) => return *r,
+    };
+    let current = zone(&headers)
+        .and_then(|z| z.iana_name().map(str::to_string))
+        .unwrap_or_else(|| "UTC".into());
+    let mut zones: Vec<String> = jiff::tz::db()
+        .available()
+        .map(|name| name.as_str().to_string())
+        .filter(|name| !name.eq_ignore_ascii_case("UTC"))
+        .collect();
+    zones.sort();
+    html(
+        StatusCode::OK,
+        TimeZonePage {
+            operator: Some(session.name.clone()),
+            csrf: session.csrf,
+            current,
+            zones,
+            next: console_path(&q.next),
+        },
     )
+}
+
+#[derive(Deserialize)]
+struct ZoneForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    tz: String,
+    #[serde(default)]
+    next: String,
+}
+
+async fn choose_time_zone(
+    State(s): State<AppState>,
+    Extension(console): Extension<Arc<Console>>,
+    headers: HeaderMap,
+    Form(form): Form<ZoneForm>,
+) -> Response {
+    let csrf = CsrfForm { csrf: form.csrf };
+    let session = match operator_posting(&console, &headers, &csrf, s.inner.service.now()) {
+        Ok(session) => session,
+        Err(r) => return *r,
+    };
+    let cookie = if form.tz.trim().eq_ignore_ascii_case("UTC") {
+        set_cookie(&console, ZONE_COOKIE, "", "/console", 0, "Strict")
+    } else {
+        let Some(name) = known_zone(&form.tz).and_then(|z| z.iana_name().map(str::to_string))
+        else {
+            return message(
+                StatusCode::BAD_REQUEST,
+                "Unknown time zone",
+                "Pick a time zone from the list.",
+                Some(&session),
+            );
+        };
+        set_cookie(
+            &console,
+            ZONE_COOKIE,
+            &name,
+            "/console",
+            400 * 86_400,
+            "Strict",
+        )
+    };
+    (
+        [(header::SET_COOKIE, cookie)],
+        Redirect::to(&console_path(&form.next)),
+    )
+        .into_response()
 }
 
 /// Who acts, for the service and its audit trail.
@@ -899,19 +1043,18 @@ async fn audit_view(
     };
     let event = q.event.trim().to_string();
     let by = q.by.trim().to_string();
-    let (Some(from), Some(to)) = (day_start(&q.from, 0), day_start(&q.to, i64::MAX)) else {
+    let zone = zone(&headers);
+    // Days in the operator's zone; `to` names a day: the range ends when it does.
+    let (Some(from), Some(to)) = (
+        day_start(&q.from, 0, 0, zone.as_ref()),
+        day_start(&q.to, 1, i64::MAX, zone.as_ref()),
+    ) else {
         return Ok(message(
             StatusCode::BAD_REQUEST,
             "Bad date",
             "Dates are written YYYY-MM-DD.",
             Some(&session),
         ));
-    };
-    // `to` names a day: the range ends when it does.
-    let to = if q.to.trim().is_empty() {
-        to
-    } else {
-        to.saturating_add(86_400)
     };
     let page_at = match (q.before, q.after) {
         (_, Some(after)) => AuditPageAt::NewerThan(after),
@@ -959,7 +1102,7 @@ async fn audit_view(
         .into_iter()
         .map(|e| AuditRow {
             id: e.id,
-            at: time(e.at),
+            at: when(e.at, zone.as_ref()),
             device: e
                 .device_id
                 .as_deref()
@@ -1023,6 +1166,7 @@ async fn audit_view(
             older,
             csv_url,
             base,
+            zone: zone_link(zone.as_ref(), &uri),
         },
     ))
 }
@@ -1046,7 +1190,7 @@ fn csv(rows: &[AuditRow]) -> Response {
     for r in rows {
         let line = [
             r.id.to_string(),
-            r.at.clone(),
+            r.at.utc.clone(),
             r.account.clone(),
             r.event.clone(),
             r.device.clone(),
@@ -1072,26 +1216,21 @@ fn csv(rows: &[AuditRow]) -> Response {
         .into_response()
 }
 
-/// `YYYY-MM-DD` as the Unix second its day starts (UTC); blank is `blank`.
-fn day_start(day: &str, blank: i64) -> Option<i64> {
+/// `YYYY-MM-DD` as the Unix second the day `days` after it starts, in `zone` (UTC without
+/// one); blank is `blank`.
+fn day_start(day: &str, days: i64, blank: i64, zone: Option<&TimeZone>) -> Option<i64> {
     let day = day.trim();
     if day.is_empty() {
         return Some(blank);
     }
-    let mut parts = day.splitn(3, '-').map(|p| p.parse::<i64>().ok());
-    let (Some(Some(y)), Some(Some(m)), Some(Some(d))) = (parts.next(), parts.next(), parts.next())
-    else {
-        return None;
-    };
-    if !(1970..=9999).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    let date: jiff::civil::Date = day.parse().ok()?;
+    if !(1970..=9998).contains(&date.year()) {
         return None;
     }
-    // Days from civil (H. Hinnant's algorithm, the inverse of `time`).
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 86_400)
+    let start = date
+        .checked_add(jiff::Span::new().days(days))
+        .ok()?
+        .to_zoned_datetime(zone.cloned().unwrap_or(TimeZone::UTC))
+        .ok()?;
+    Some(start.timestamp().as_second())
 }

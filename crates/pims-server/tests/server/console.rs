@@ -907,7 +907,7 @@ async fn the_audit_across_accounts_by_operator_and_as_csv() {
     );
     let newest = html.find("HYPERLINK").unwrap();
     assert!(newest < html.find(">alice<").unwrap(), "newest first");
-    assert!(html.contains(" UTC</td>") && html.contains(":"), "{html}");
+    assert!(html.contains(" UTC</time></td>"), "{html}");
     let r = client
         .get(format!("{}/console/audit?by=olga&format=csv", setup.admin))
         .send()
@@ -933,4 +933,486 @@ async fn the_audit_across_accounts_by_operator_and_as_csv() {
     )
     .await;
     assert_eq!(status, 400);
+}
+
+/// What an operator action came to, whichever door it went through.
+#[derive(Debug, PartialEq)]
+enum Outcome {
+    Changed,
+    Unchanged,
+    Refused(ApiError),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Act<'a> {
+    Unblock,
+    Disable(&'a str, &'a str),
+    Enable(&'a str),
+    Restore,
+}
+
+/// `act` on `account` through the console, signed in with `client` (the page's `csrf`).
+async fn by_console(
+    setup: &Setup,
+    client: &reqwest::Client,
+    csrf: &str,
+    account: &str,
+    act: Act<'_>,
+) -> Outcome {
+    let base = format!(
+        "{}/console/accounts/{}",
+        setup.admin,
+        endpoint::encode_segment(account)
+    );
+    let (url, form) = match act {
+        Act::Unblock => (format!("{base}/unblock"), vec![("csrf", csrf)]),
+        Act::Disable(device, reason) => (
+            format!("{base}/devices/{device}/disable"),
+            vec![("csrf", csrf), ("reason", reason), ("confirm", "yes")],
+        ),
+        Act::Enable(device) => (
+            format!("{base}/devices/{device}/enable"),
+            vec![("csrf", csrf)],
+        ),
+        Act::Restore => (format!("{base}/phone-number/restore"), vec![("csrf", csrf)]),
+    };
+    let r = client.post(url).form(&form).send().await.unwrap();
+    let status = r.status().as_u16();
+    if status == 303 {
+        let to = r.headers()["location"].to_str().unwrap().to_string();
+        let done = to.split("?done=").nth(1).unwrap_or_default();
+        return match done {
+            "disabled" | "enabled" | "unblocked" | "restored" => Outcome::Changed,
+            "already-disabled" | "already-enabled" | "not-blocked" => Outcome::Unchanged,
+            _ => panic!("{act:?}: to {to}"),
+        };
+    }
+    let page = r.text().await.unwrap();
+    let error = match (status, page.as_str()) {
+        (404, p) if p.contains("<h1>No such account</h1>") => ApiError::AccountUnknown,
+        (404, p) if p.contains("<h1>No such device</h1>") => ApiError::DeviceUnknown,
+        (409, p) if p.contains("<h1>Not enabled</h1>") => ApiError::DeviceNotReEnablable,
+        (409, p) if p.contains("<h1>Nothing to restore</h1>") => ApiError::NothingToRestore,
+        _ => panic!("{act:?}: {status} {page}"),
+    };
+    Outcome::Refused(error)
+}
+
+/// `act` on `account` through the admin API.
+async fn by_admin_api(setup: &Setup, account: &str, act: Act<'_>) -> Outcome {
+    let post = |route: pims_proto::endpoint::Route, values: &[&str]| {
+        setup
+            .server
+            .http
+            .post(format!("{}{}", setup.admin, route.path(values)))
+            .bearer_auth(ADMIN_TOKEN)
+    };
+    let r = match act {
+        Act::Unblock => post(endpoint::admin::UNBLOCK, &[account]),
+        Act::Disable(device, reason) => post(endpoint::admin::DEVICE_DISABLE, &[account, device])
+            .json(&serde_json::json!({ "reason": reason })),
+        Act::Enable(device) => post(endpoint::admin::DEVICE_ENABLE, &[account, device]),
+        Act::Restore => post(endpoint::admin::PHONE_NUMBER_RESTORE, &[account]),
+    };
+    match decode::<serde_json::Value>(r.send().await.unwrap()).await {
+        Ok(answer) => match answer["changed"].as_bool() {
+            Some(true) => Outcome::Changed,
+            Some(false) => Outcome::Unchanged,
+            // A restore answers what it restored.
+            None if answer["phoneNumber"].is_string() => Outcome::Changed,
+            None => panic!("{act:?}: {answer}"),
+        },
+        Err(e) => Outcome::Refused(e),
+    }
+}
+
+/// What the admin API says of an account: its state, its devices' states, and its audit trail
+/// with the operator and the device's id put in general terms (they differ between the two).
+async fn seen_by_admin(setup: &Setup, account: &str, device: &str) -> String {
+    let get = |path: String| {
+        setup
+            .server
+            .http
+            .get(format!("{}{path}", setup.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+    };
+    let view: serde_json::Value = decode(
+        get(endpoint::admin::ACCOUNT.path(&[account]))
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let devices: serde_json::Value = decode(
+        get(endpoint::admin::DEVICES.path(&[account]))
+            .await
+            .unwrap(),
+    )
+    .await
+    .unwrap();
+    let mut url = reqwest::Url::parse("http://x/").unwrap();
+    url.query_pairs_mut()
+        .append_pair("account", account)
+        .append_pair("limit", "1000");
+    let audit: pims_server::admin::AuditPage = decode(
+        get(format!(
+            "{}?{}",
+            endpoint::admin::AUDIT.path(&[]),
+            url.query().unwrap()
+        ))
+        .await
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let trail: Vec<String> = audit
+        .events
+        .iter()
+        .map(|e| {
+            let detail = e.detail.clone().unwrap_or_default();
+            let detail = detail
+                .strip_prefix("console operator olga")
+                .or_else(|| detail.strip_prefix("admin"))
+                .map_or(detail.clone(), |rest| format!("OPERATOR{rest}"));
+            let device_id = match e.device_id.as_deref() {
+                Some(id) if id == device => "DEVICE",
+                Some(_) => "another device",
+                None => "",
+            };
+            format!("{} {device_id} {detail}", e.event)
+        })
+        .collect();
+    let states: Vec<String> = devices["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{} re-enablable={}",
+                d["state"].as_str().unwrap(),
+                d["reEnablable"]
+            )
+        })
+        .collect();
+    format!(
+        "known={} number={} pin={} hold={} devices={}\ntrail:\n{}",
+        view["known"],
+        view["phoneNumber"],
+        view["pin"],
+        view["recoveryHold"]["restorablePhoneNumber"],
+        states.join(", "),
+        trail.join("\n")
+    )
+}
+
+/// One door for operators: every operator action, done on one account through the console and
+/// on a twin account through the admin API, gives the same outcome, leaves the same state and
+/// writes the same audit rows (a no-op none); on an account nobody has seen both refuse alike.
+#[tokio::test]
+async fn every_operator_action_gives_the_same_answer_through_both_doors() {
+    let Some(setup) = setup().await else { return };
+    let s = &setup.server;
+    // Twins: numbers that look the same masked; a thief moves each to a number of their own.
+    let twins = [
+        ("via-console", PHONE, crate::management::PHONE2),
+        ("via-admin-api", "+33655555578", "+33644444432"),
+    ];
+    let mut devices = Vec::new();
+    for (account, number, _) in twins {
+        devices.push(blocked(s, account, number).await);
+    }
+    let client = Provider::browser();
+    assert_eq!(sign_in(&setup, &client, OLGA).await.status(), 200);
+    let (_, html) = page(&client, &format!("{}/console/", setup.admin)).await;
+    let token = csrf(&html);
+
+    let both = |devices: &[Device], act, ids| {
+        let ids: [&str; 2] = ids;
+        let ids = [0, 1].map(|i| {
+            if ids[i] == "DEVICE" {
+                devices[i].id.clone()
+            } else {
+                ids[i].to_string()
+            }
+        });
+        let devices = [devices[0].id.clone(), devices[1].id.clone()];
+        let (setup, client, token) = (&setup, &client, &token);
+        async move {
+            let on = |i: usize| match act {
+                Act::Disable(_, reason) => Act::Disable(&ids[i], reason),
+                Act::Enable(_) => Act::Enable(&ids[i]),
+                other => other,
+            };
+            let console = by_console(setup, client, token, twins[0].0, on(0)).await;
+            let admin = by_admin_api(setup, twins[1].0, on(1)).await;
+            assert_eq!(console, admin, "{act:?}: the doors differ");
+            let seen = [
+                seen_by_admin(setup, twins[0].0, &devices[0]).await,
+                seen_by_admin(setup, twins[1].0, &devices[1]).await,
+            ];
+            assert_eq!(seen[0], seen[1], "{act:?}: the accounts differ after it");
+            (console, seen[0].clone())
+        }
+    };
+    let dev = ["DEVICE", "DEVICE"];
+    let trail_len = |seen: &str| seen.split("\ntrail:\n").nth(1).unwrap().lines().count();
+
+    let (outcome, seen) = both(&devices, Act::Unblock, dev).await;
+    assert_eq!(outcome, Outcome::Changed);
+    assert!(seen.contains("\naccount_unblocked  OPERATOR"), "{seen}");
+    let rows = trail_len(&seen);
+    let (outcome, seen) = both(&devices, Act::Unblock, dev).await;
+    assert_eq!(outcome, Outcome::Unchanged);
+    assert_eq!(trail_len(&seen), rows, "a no-op is not audited: {seen}");
+
+    let (outcome, seen) = both(&devices, Act::Disable("", "reported stolen"), dev).await;
+    assert_eq!(outcome, Outcome::Changed);
+    assert!(
+        seen.contains("\ndevice_disabled DEVICE OPERATOR: reported stolen"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("devices=disabled re-enablable=true\n"),
+        "{seen}"
+    );
+    let rows = trail_len(&seen);
+    let (outcome, seen) = both(&devices, Act::Disable("", "reported stolen"), dev).await;
+    assert_eq!(outcome, Outcome::Unchanged);
+    assert_eq!(trail_len(&seen), rows, "a no-op is not audited: {seen}");
+
+    let (outcome, seen) = both(&devices, Act::Enable(""), dev).await;
+    assert_eq!(outcome, Outcome::Changed);
+    assert!(seen.contains("\ndevice_enabled DEVICE OPERATOR"), "{seen}");
+    assert!(
+        seen.contains("devices=active re-enablable=false\n"),
+        "{seen}"
+    );
+    let rows = trail_len(&seen);
+    let (outcome, seen) = both(&devices, Act::Enable(""), dev).await;
+    assert_eq!(outcome, Outcome::Unchanged);
+    assert_eq!(trail_len(&seen), rows, "a no-op is not audited: {seen}");
+
+    let nothing = ["no-such-device", "no-such-device"];
+    let (outcome, _) = both(&devices, Act::Disable("", "lost"), nothing).await;
+    assert_eq!(outcome, Outcome::Refused(ApiError::DeviceUnknown));
+    let (outcome, _) = both(&devices, Act::Enable(""), nothing).await;
+    assert_eq!(outcome, Outcome::Refused(ApiError::DeviceUnknown));
+    let (outcome, seen) = both(&devices, Act::Restore, dev).await;
+    assert_eq!(outcome, Outcome::Refused(ApiError::NothingToRestore));
+    assert_eq!(trail_len(&seen), rows, "refusals are not audited: {seen}");
+
+    // A thief moves each number; each door restores its twin's.
+    for ((account, _, to), device) in twins.iter().zip(devices.iter_mut()) {
+        let token = s.token(account).await;
+        crate::management::move_number(s, &token, device, to, None)
+            .await
+            .unwrap();
+    }
+    let masked = pims_server::sms::mask_number(PHONE);
+    let (outcome, seen) = both(&devices, Act::Unblock, dev).await;
+    assert_eq!(outcome, Outcome::Unchanged);
+    assert!(seen.contains(&format!("hold=\"{masked}\"")), "{seen}");
+    let (outcome, seen) = both(&devices, Act::Restore, dev).await;
+    assert_eq!(outcome, Outcome::Changed);
+    assert!(
+        seen.contains("\nphone_number_restored  OPERATOR, 1 devices disabled"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains(&format!("number=\"{masked}\" pin=\"set\" hold=null")),
+        "{seen}"
+    );
+    let (outcome, _) = both(&devices, Act::Restore, dev).await;
+    assert_eq!(outcome, Outcome::Refused(ApiError::NothingToRestore));
+    // A device the restore disabled is not an operator's to enable again.
+    let (outcome, seen) = both(&devices, Act::Enable(""), dev).await;
+    assert_eq!(outcome, Outcome::Refused(ApiError::DeviceNotReEnablable));
+    assert!(
+        seen.contains("devices=disabled re-enablable=false\n"),
+        "{seen}"
+    );
+    let (outcome, _) = both(&devices, Act::Disable("", "lost"), dev).await;
+    assert_eq!(outcome, Outcome::Unchanged);
+
+    // An account nobody has seen: the same refusal from both doors, and it stays unknown.
+    for (act, refused) in [
+        (Act::Unblock, ApiError::AccountUnknown),
+        (Act::Restore, ApiError::NothingToRestore),
+        (Act::Disable("d", "lost"), ApiError::DeviceUnknown),
+        (Act::Enable("d"), ApiError::DeviceUnknown),
+    ] {
+        let console = by_console(&setup, &client, &token, "nobody", act).await;
+        let admin = by_admin_api(&setup, "nobody", act).await;
+        assert_eq!(console, admin, "{act:?} on an unknown account");
+        assert_eq!(console, Outcome::Refused(refused), "{act:?}");
+        let seen = seen_by_admin(&setup, "nobody", "d").await;
+        assert!(seen.starts_with("known=false "), "{seen}");
+        assert_eq!(trail_len(&seen), 0, "{seen}");
+    }
+}
+
+/// Times in the operator's own time zone with UTC beside: chosen once on the time-zone page
+/// (kept in this browser's cookie), shown in the audit trail and on the account page, and the
+/// day filter reads days there; without a choice, UTC alone; the CSV stays in UTC.
+#[tokio::test]
+async fn the_audit_trail_shows_times_in_the_operators_time_zone_with_utc_beside() {
+    let Some(setup) = setup().await else { return };
+    let s = &setup.server;
+    blocked_alice(s).await;
+    let client = Provider::browser();
+    assert_eq!(sign_in(&setup, &client, OLGA).await.status(), 200);
+    let account = format!("{}/console/accounts/alice", setup.admin);
+    let (_, html) = page(&client, &account).await;
+    let token = csrf(&html);
+    assert!(html.contains("Times in UTC."), "{html}");
+    let r = client
+        .post(format!("{account}/unblock"))
+        .form(&[("csrf", &token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    // The unblock's second, as UTC and as India's time (+05:30 all year, "IST").
+    let at = s.clock.now();
+    let (day, second) = (at.div_euclid(86_400), at.rem_euclid(86_400));
+    let clock = |second: i64| {
+        format!(
+            "{:02}:{:02}:{:02}",
+            second / 3600,
+            second % 3600 / 60,
+            second % 60
+        )
+    };
+    let utc_time = clock(second);
+    let india = second + 5 * 3600 + 30 * 60;
+    let india_time = clock(india % 86_400);
+    let date = |day: i64| {
+        jiff::Timestamp::from_second(day * 86_400)
+            .unwrap()
+            .strftime("%Y-%m-%d")
+            .to_string()
+    };
+    let utc_date = date(day);
+    let india_date = date(day + india / 86_400);
+
+    let audit = format!("{account}/audit?event=account_unblocked");
+    let (_, html) = page(&client, &audit).await;
+    assert!(html.contains("Times in UTC."), "{html}");
+    assert!(
+        html.contains(&format!(
+            "<time datetime=\"{utc_date}T{utc_time}Z\">{utc_date} {utc_time} UTC</time></td>"
+        )),
+        "{html}"
+    );
+
+    // The time-zone page lists the zones and comes back to where it was opened.
+    let at = html.find("id=\"change-zone\"").unwrap();
+    let href = &html[..at];
+    let href = href[href.rfind("href=\"").unwrap() + 6..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
+        .replace("&#38;", "&");
+    assert_eq!(
+        href,
+        "/console/timezone?next=%2Fconsole%2Faccounts%2Falice%2Faudit%3Fevent%3Daccount_unblocked"
+    );
+    let (status, zones) = page(&client, &format!("{}{href}", setup.admin)).await;
+    assert_eq!(status, 200);
+    assert!(zones.contains("<option value=\"Asia/Kolkata\">"), "{zones}");
+    assert!(zones.contains("<option value=\"UTC\" selected>"), "{zones}");
+    let next = "/console/accounts/alice/audit?event=account_unblocked";
+    let choose = |tz: &'static str, csrf: String| {
+        let client = &client;
+        let url = format!("{}/console/timezone", setup.admin);
+        async move {
+            client
+                .post(url)
+                .form(&[("csrf", csrf.as_str()), ("tz", tz), ("next", next)])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Only from the console's own form, and only a zone of the list.
+    assert_eq!(choose("Asia/Kolkata", "forged".into()).await.status(), 403);
+    assert_eq!(choose("Mars/Olympus", token.clone()).await.status(), 400);
+    let r = choose("asia/kolkata", token.clone()).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], next);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.starts_with("pims_console_tz=Asia/Kolkata; Path=/console;"),
+        "{cookie}"
+    );
+
+    let (_, html) = page(&client, &audit).await;
+    assert!(
+        html.contains("Times in <strong>Asia/Kolkata</strong>, UTC beside."),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!(
+            "<time datetime=\"{utc_date}T{utc_time}Z\">{india_date} {india_time} IST</time> \
+             <span class=\"utc\">{utc_date} {utc_time} UTC</span></td>"
+        )),
+        "{html}"
+    );
+    let (_, zones) = page(&client, &format!("{}{href}", setup.admin)).await;
+    assert!(
+        zones.contains("<option value=\"Asia/Kolkata\" selected>"),
+        "{zones}"
+    );
+    // The account page too (its devices' times).
+    let (_, html) = page(&client, &account).await;
+    assert!(html.contains(" IST</time> <span class=\"utc\">"), "{html}");
+
+    // Days are India's: the unblock is on India's date, not on the day before.
+    let day_filter = |from: &str, to: &str| format!("{audit}&from={from}&to={to}");
+    let (_, html) = page(&client, &day_filter(&india_date, &india_date)).await;
+    assert_eq!(
+        html.matches("<td>account_unblocked</td>").count(),
+        1,
+        "{html}"
+    );
+    let before = date(day + india / 86_400 - 1);
+    let (_, html) = page(&client, &day_filter(&before, &before)).await;
+    assert!(html.contains("No events."), "{html}");
+    let (_, html) = page(&client, &day_filter(&before, "")).await;
+    assert_eq!(
+        html.matches("<td>account_unblocked</td>").count(),
+        1,
+        "{html}"
+    );
+
+    // The CSV is in UTC whatever the zone.
+    let csv = client
+        .get(format!("{audit}&format=csv"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.contains(&format!(
+            ",{utc_date} {utc_time} UTC,alice,account_unblocked,"
+        )),
+        "{csv}"
+    );
+
+    // Back to UTC alone.
+    let r = choose("UTC", token.clone()).await;
+    assert_eq!(r.status(), 303);
+    assert!(r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .starts_with("pims_console_tz=; Path=/console; Max-Age=0"));
+    let (_, html) = page(&client, &audit).await;
+    assert!(
+        html.contains("Times in UTC.") && !html.contains("class=\"utc\""),
+        "{html}"
+    );
 }
