@@ -13,6 +13,7 @@
 //! `p256` parses signatures strictly and tells high-S apart; `sha2` digests.
 
 mod envelope;
+mod pairing;
 mod proof;
 mod receipt;
 mod tlv;
@@ -22,6 +23,7 @@ pub use envelope::{
     key_id, public_key_ok, vin_ok, Command, CommandKind, Envelope, Program, Role, MAX_ENVELOPE,
     MAX_PROGRAMS, VERSION,
 };
+pub use pairing::{keychain_sync_message, pairing_mac, pairing_mac_ok};
 pub use proof::{
     device_message, pin_message, signature_ok, Proof, DEVICE_LABEL, MAX_PROOF, PIN_LABEL,
 };

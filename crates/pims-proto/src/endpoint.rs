@@ -219,6 +219,14 @@ endpoints! {
     Otp: Post "/v1/otp", Device, "Issue a one-time proof", OtpRequest => OtpIssued;
     OtpVerify: Post "/v1/otp/verify", RelyingParty, "Verify an OTP once (relying party)",
         VerifyOtp => OtpVerified;
+    CommandKeys: Get "/v1/commands/keys", Anyone,
+        "The command service's audience and PIN co-signing key", - => CommandServiceKeys;
+    Commands: Post "/v1/commands", Device,
+        "Send a signed command to a car (PIN co-signed when proven)", SendCommand => CommandSent;
+    VehiclePair: Post "/v1/vehicles/{vin}/pair", Device,
+        "Pair this device's key with a car (pairing code MAC)", PairVehicle => VehiclePaired;
+    VehicleKeychainSync: Post "/v1/vehicles/{vin}/keychain/sync", Anyone,
+        "A car asks which of its keys to remove (signed answer)", KeychainSync => KeychainRemovals;
     DevTokens: Post "/v1/dev/tokens", Anyone,
         "Mint a development access token (development only)", DevTokenRequest => DevToken;
 }

@@ -60,6 +60,17 @@ pub enum ApiError {
     RestoreCodeInvalid,
     /// The one-time proof is unknown, expired or already used (relying-party API).
     OtpInvalid,
+    /// The command needs the PIN: send it again with the PIN (or an OTP with PIN).
+    PinRequired { command: String },
+    /// The command service or the car refused a command proof; `fault` names the rule
+    /// (`pims_command::Fault::as_str`).
+    CommandRefused { fault: String },
+    /// No car with this VIN is reachable through this command service.
+    VehicleUnknown,
+    /// The car did not answer.
+    VehicleUnreachable,
+    /// The car refused the pairing (wrong code, or it is not waiting for one).
+    PairingRefused,
     /// Relying-party credentials missing or wrong.
     RelyingPartyUnauthorized,
     /// A server-side failure; details are in the server log under the transaction id.
@@ -74,12 +85,19 @@ impl ApiError {
             ApiError::UnsupportedProtocol { .. } => 426,
             ApiError::InvalidParameter { .. } | ApiError::PhoneNumberRefused { .. } => 400,
             ApiError::SmsCodeInvalid { .. } | ApiError::RestoreCodeInvalid => 422,
-            ApiError::WrongPin { .. } | ApiError::PinBlocked | ApiError::BadSignature => 403,
+            ApiError::WrongPin { .. }
+            | ApiError::PinBlocked
+            | ApiError::BadSignature
+            | ApiError::PinRequired { .. }
+            | ApiError::CommandRefused { .. }
+            | ApiError::PairingRefused => 403,
+            ApiError::VehicleUnreachable => 502,
             ApiError::AccountBlocked | ApiError::RecoveryHeld { .. } => 423,
             ApiError::DeviceUnknown
             | ApiError::AccountUnknown
             | ApiError::SessionExpired
-            | ApiError::OtpInvalid => 404,
+            | ApiError::OtpInvalid
+            | ApiError::VehicleUnknown => 404,
             ApiError::NoPhoneNumber
             | ApiError::PhoneNumberAlreadyRegistered
             | ApiError::NoPin

@@ -715,3 +715,135 @@ mod device_name_tests {
         assert!(!device_name_ok(&"x".repeat(MAX_DEVICE_NAME + 1)));
     }
 }
+
+// ---- remote commands ------------------------------------------------------------------------
+
+/// `GET /v1/commands/keys`: what a car or a relying party pins to check command proofs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CommandServiceKeys {
+    /// The audience devices put in their envelopes for this command service.
+    pub audience: String,
+    /// The PIN co-signing public key (SEC1 uncompressed).
+    pub pin_cosign_key: Bytes,
+}
+
+/// `POST /v1/commands`: a signed command (`pims-command` proof) for the car it names, over a
+/// device challenge. A command that needs the PIN carries the PIN login's finalization
+/// (`pin`, over the challenge's login, bound in the envelope), or an unused OTP with PIN this
+/// device obtained (`pinOtp`, the reference's flow after 2302).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SendCommand {
+    pub device_id: String,
+    pub challenge_id: String,
+    pub proof: Bytes,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<PinFinish>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_otp: Option<String>,
+}
+
+/// The car's signed answer to a command, relayed unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct VehicleReceipt {
+    /// SHA-256 of the proof the car answered.
+    pub request: Bytes,
+    /// 200 when executed, else a vehicle code (2360 doors already unlocked…) or the car's
+    /// verifier fault (2355 and friends).
+    pub code: u16,
+    /// The car's verifier fault name when it refused the proof.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+    /// The vehicle object after the command, as JSON text exactly as signed.
+    pub state: String,
+    pub counter: u64,
+    /// The car's signature (`pims_command::Receipt`).
+    pub signature: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CommandSent {
+    /// The proof as the car received it (with the PIN co-signature when there is one).
+    pub proof: Bytes,
+    pub receipt: VehicleReceipt,
+}
+
+/// `POST /v1/vehicles/{vin}/pair`: the first owner key, with the MAC under the pairing code
+/// the car shows (`pims_command::pairing_mac`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PairVehicle {
+    pub device_id: String,
+    pub mac: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct VehiclePaired {
+    /// The car's own public key (SEC1), which signs its receipts.
+    pub vehicle_key: Bytes,
+}
+
+/// What a car asks the command service about the keys it holds, with its nonce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct KeychainSync {
+    pub nonce: Bytes,
+    pub keys: Vec<KeychainKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct KeychainKey {
+    pub account: String,
+    pub device_id: String,
+    pub key_id: Bytes,
+}
+
+/// The keys to remove, signed by the PIN co-signing key over
+/// `pims_command::keychain_sync_message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct KeychainRemovals {
+    pub remove: Vec<Bytes>,
+    pub signature: Bytes,
+}
+
+/// The car's own API (`pims vehicle`), which the command service relays to.
+pub mod car {
+    use super::*;
+
+    /// `POST /v1/pair` on the car: a key with the pairing-code MAC, and what the cloud knows
+    /// it by (so a later keychain sync can name it for removal).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct Pair {
+        pub public_key: Bytes,
+        pub mac: Bytes,
+        pub account: String,
+        pub device_id: String,
+    }
+
+    /// `POST /v1/commands` on the car.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase", deny_unknown_fields)]
+    pub struct Command {
+        pub proof: Bytes,
+    }
+
+    pub const PAIR: &str = "/v1/pair";
+    pub const COMMANDS: &str = "/v1/commands";
+    pub const STATE: &str = "/v1/state";
+}

@@ -57,6 +57,8 @@ pub struct ServerConfig {
     /// outcomes, unconfirmed devices and old SMS sends; 0 never purges.
     pub purge_interval_seconds: u64,
     pub limits: Limits,
+    /// The remote-command service: the cars it relays to and which commands need the PIN.
+    pub commands: CommandsConfig,
     /// Connection and request bounds against slow or exhausting clients (`[http]`).
     pub http: HttpLimits,
     #[serde(skip)]
@@ -134,6 +136,66 @@ pub const MAX_RECOVERY_HOLD_SECONDS: u64 = 30 * 86_400;
 
 /// What one client may hold of the server before it has authenticated: connections, time and
 /// bytes. Every bound closes or refuses at once rather than queueing.
+/// `[commands]`: the command service relays signed commands to the cars listed, co-signing
+/// the PIN for those that need it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandsConfig {
+    /// What devices put in their envelopes' audience, and cars check.
+    pub audience: String,
+    /// How long a car may take to answer a relayed command or pairing.
+    pub vehicle_timeout_seconds: u64,
+    /// `[[commands.vehicles]]`: each car's VIN and address.
+    pub vehicles: Vec<VehicleEndpoint>,
+    /// `[commands.policy]`: per command name (`doors.unlock`, `horn`…), whether it needs the
+    /// PIN and its expiry cap; unnamed commands keep the default (only unlocking the doors and
+    /// the keychain's commands need the PIN; 30 s).
+    pub policy: std::collections::BTreeMap<String, CommandRuleConfig>,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        CommandsConfig {
+            audience: "pims-commands".to_string(),
+            vehicle_timeout_seconds: 10,
+            vehicles: Vec::new(),
+            policy: Default::default(),
+        }
+    }
+}
+
+impl CommandsConfig {
+    /// The policy the configuration describes.
+    pub fn policy(&self) -> anyhow::Result<pims_command::Policy> {
+        pims_command::Policy::with_overrides(
+            self.policy
+                .iter()
+                .map(|(name, r)| (name.as_str(), r.pin, r.ttl_seconds)),
+        )
+        .map_err(|e| anyhow::anyhow!("[commands.policy]: {e}"))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VehicleEndpoint {
+    pub vin: String,
+    /// The car's (or its gateway's) base URL, e.g. `http://127.0.0.1:8490`.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRuleConfig {
+    pub pin: bool,
+    #[serde(default = "default_command_ttl")]
+    pub ttl_seconds: u64,
+}
+
+fn default_command_ttl() -> u64 {
+    30
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct HttpLimits {
@@ -219,6 +281,7 @@ impl Default for ServerConfig {
             accepted_protocol_versions: vec![1, pims_proto::PROTOCOL_VERSION],
             purge_interval_seconds: 300,
             limits: Limits::default(),
+            commands: CommandsConfig::default(),
             http: HttpLimits::default(),
             clock: Clock::system(),
         }
@@ -319,6 +382,20 @@ impl ServerConfig {
             l.recovery_hold_after_number_change_seconds <= MAX_RECOVERY_HOLD_SECONDS,
             "limits.recovery_hold_after_number_change_seconds must be at most {MAX_RECOVERY_HOLD_SECONDS} (30 days)"
         );
+        self.commands.policy()?;
+        anyhow::ensure!(
+            !self.commands.audience.is_empty()
+                && self.commands.audience.len() <= 64
+                && self.commands.audience.bytes().all(|b| b.is_ascii_graphic()),
+            "commands.audience must be 1 to 64 printable ASCII characters"
+        );
+        for v in &self.commands.vehicles {
+            anyhow::ensure!(
+                pims_command::vin_ok(&v.vin),
+                "commands.vehicles: {:?} is not a VIN",
+                v.vin
+            );
+        }
         if let Some(console) = &self.console {
             console.validate()?;
             // Without an admin listener the console (and its unauthenticated sign-in start)

@@ -123,6 +123,8 @@ pub fn public_router(state: AppState) -> Router {
         .serve(ep::PinChangeFinish::ROUTE, finish_pin_change)
         .serve(ep::PhoneNumberModify::ROUTE, modify_phone_number)
         .serve(ep::PhoneNumberRestore::ROUTE, restore_phone_number)
+        .serve(ep::Commands::ROUTE, send_command)
+        .serve(ep::VehiclePair::ROUTE, pair_vehicle)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             check_protocol,
@@ -135,6 +137,8 @@ pub fn public_router(state: AppState) -> Router {
             get(|| async { axum::Json(crate::openapi::document()) }),
         )
         .serve(ep::OtpVerify::ROUTE, verify_otp)
+        .serve(ep::CommandKeys::ROUTE, command_keys)
+        .serve(ep::VehicleKeychainSync::ROUTE, keychain_sync)
         .merge(sdk);
     if state.inner.dev_issuer.is_some() {
         app = app.serve(ep::DevTokens::ROUTE, dev_token);
@@ -596,6 +600,36 @@ async fn modify_phone_number(
 ) -> Result<StatusCode, Error> {
     to_completion(async move { s.service().modify_phone_number(&account, req).await }).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn send_command(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Json(req): Json<pims_proto::SendCommand>,
+) -> ApiResult<pims_proto::CommandSent> {
+    // On its own task: a command the car executed is answered even if the app went away.
+    ok(to_completion(async move { s.service().send_command(&account, req).await }).await?)
+}
+
+async fn pair_vehicle(
+    State(s): State<AppState>,
+    Account(account): Account,
+    Path(vin): Path<String>,
+    Json(req): Json<pims_proto::PairVehicle>,
+) -> ApiResult<pims_proto::VehiclePaired> {
+    ok(s.service().pair_vehicle(&account, &vin, req).await?)
+}
+
+async fn command_keys(State(s): State<AppState>) -> ApiResult<pims_proto::CommandServiceKeys> {
+    ok(s.service().command_keys())
+}
+
+async fn keychain_sync(
+    State(s): State<AppState>,
+    Path(vin): Path<String>,
+    Json(req): Json<pims_proto::KeychainSync>,
+) -> ApiResult<pims_proto::KeychainRemovals> {
+    ok(s.service().keychain_sync(&vin, req).await?)
 }
 
 async fn verify_otp(

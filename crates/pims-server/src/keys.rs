@@ -42,6 +42,9 @@ pub struct Keys {
     pub audit: AuditKey,
     /// XChaCha20-Poly1305 key sealing the console's sign-in and session cookies.
     pub console_cookie: [u8; 32],
+    /// The PIN co-signing key of remote commands (P-256): signs a command's envelope only
+    /// after a counted PIN check bound to it. Cars and relying parties pin its public half.
+    pub command_cosign: p256::ecdsa::SigningKey,
 }
 
 impl std::fmt::Debug for Keys {
@@ -120,6 +123,9 @@ impl Keys {
             login_state: derive(b"login-state-seal"),
             audit: AuditKey::new(derive(b"audit-chain")),
             console_cookie: derive(b"console-cookie-seal"),
+            command_cosign: p256::ecdsa::SigningKey::from_slice(&derive(b"command-pin-cosign"))
+                // A derived scalar is ≥ n or zero with probability about 2^-128.
+                .context("the command co-signing key derived from secret is not a scalar")?,
         })
     }
 }

@@ -107,7 +107,7 @@ pub async fn app_state(config: &ServerConfig) -> anyhow::Result<(AppState, Arc<d
         (Box::new(NoIssuer), None)
     };
     let console_cookie = keys.console_cookie;
-    let service = Service::new(config, store.clone(), keys, sms, Arc::new(Metrics::new()));
+    let service = Service::new(config, store.clone(), keys, sms, Arc::new(Metrics::new()))?;
     let state = AppState::new(
         service,
         verifier,

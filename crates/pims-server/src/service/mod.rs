@@ -2,6 +2,7 @@
 //! database transactions; each state change is one [`Store`] step.
 
 mod accounts;
+mod commands;
 pub mod crypto;
 mod enrollment;
 mod management;
@@ -37,6 +38,7 @@ pub struct Service {
     sms_app_hash: String,
     relying_parties: Vec<String>,
     otp_default_audience: Option<String>,
+    commands: commands::CommandService,
 }
 
 impl Service {
@@ -46,8 +48,8 @@ impl Service {
         keys: Arc<Keys>,
         sms: Arc<dyn SmsSender>,
         metrics: Arc<Metrics>,
-    ) -> Self {
-        Service {
+    ) -> anyhow::Result<Self> {
+        Ok(Service {
             store,
             keys,
             metrics,
@@ -62,7 +64,8 @@ impl Service {
                 .map(|rp| rp.id.clone())
                 .collect(),
             otp_default_audience: config.otp_default_audience.clone(),
-        }
+            commands: commands::CommandService::new(&config.commands)?,
+        })
     }
 
     pub fn metrics(&self) -> &Metrics {
@@ -93,6 +96,8 @@ impl Service {
         };
         match requested {
             Some(id) if self.relying_parties.iter().any(|rp| rp == id) => Ok(Some(id.to_string())),
+            // An OTP with PIN that the device spends on its own command (after 2302).
+            Some(id) if id == self.commands.audience() => Ok(Some(id.to_string())),
             Some(_) => invalid(),
             None => match (&self.otp_default_audience, self.relying_parties.as_slice()) {
                 (Some(default), _) => Ok(Some(default.clone())),

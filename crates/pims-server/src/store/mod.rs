@@ -490,6 +490,16 @@ pub enum DeviceOperation {
         recovery_hold: u64,
         restore_nonce: Vec<u8>,
     },
+    /// A signed remote command (`command` on `vin`) the device asks the command service to
+    /// relay: proven with the PIN by the challenge's login, or by an unused OTP with PIN this
+    /// device obtained (`pin_otp`: its MAC and the command service's audience), used up here.
+    /// `needs_pin` without either is `PinRequired`.
+    AuthorizeCommand {
+        command: String,
+        vin: String,
+        needs_pin: bool,
+        pin_otp: Option<(Vec<u8>, String)>,
+    },
 }
 
 /// What an applied operation changed that the account's owner must be told of.
@@ -499,6 +509,8 @@ pub struct OperationOutcome {
     pub number_change: Option<NumberChanged>,
     /// A PIN change finished: how the new PIN was set.
     pub pin_set_by: Option<PinOrigin>,
+    /// A command authorized: whether the PIN was proven for it.
+    pub command_with_pin: Option<bool>,
 }
 
 /// A number change as [`AccountRecord::number_change`] decided it, for its write and notices.
@@ -588,7 +600,8 @@ impl DeviceOperation {
             DeviceOperation::StartPinReset { .. } | DeviceOperation::FinishPinChange { .. } => {
                 !proven
             }
-            DeviceOperation::ModifyPhoneNumber { .. } => true,
+            DeviceOperation::ModifyPhoneNumber { .. }
+            | DeviceOperation::AuthorizeCommand { .. } => true,
         };
         if !ok {
             return api(ApiError::InvalidParameter {

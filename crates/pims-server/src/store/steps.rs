@@ -790,6 +790,42 @@ pub async fn device_operation<R: Rows>(
             .await?;
             outcome.number_change = Some(change);
         }
+        DeviceOperation::AuthorizeCommand {
+            command,
+            vin,
+            needs_pin,
+            pin_otp,
+        } => {
+            // A failed login returned above: a login here was proven.
+            let otp_proven = match pin_otp {
+                None => false,
+                Some((mac, audience)) => match r.use_otp(mac, now, audience).await? {
+                    Some(v) if v.with_pin && v.subject == account && v.device_id == device_id => {
+                        true
+                    }
+                    _ => return api(ApiError::OtpInvalid),
+                },
+            };
+            let with_pin = challenge.ordinal.is_some() || otp_proven;
+            if *needs_pin && !with_pin {
+                return api(ApiError::PinRequired {
+                    command: command.clone(),
+                });
+            }
+            let detail = format!(
+                "{command} {vin} {}",
+                if with_pin { "with pin" } else { "without pin" }
+            );
+            r.audit(
+                now,
+                account,
+                "command_authorized",
+                Some(device_id),
+                Some(&detail),
+            )
+            .await?;
+            outcome.command_with_pin = Some(with_pin);
+        }
     }
     Ok(outcome)
 }

@@ -1,0 +1,332 @@
+//! The remote-command service: between a device and a car. It checks a command proof with the
+//! same verifier the car runs, takes it once (its challenge), applies the device's counter
+//! rule and — for a command that needs the PIN — the counted PIN check, then co-signs the
+//! envelope's digest and relays the proof. It never holds a device key, so it cannot make a
+//! proof the car accepts; and it can ask a car to remove keys, never to add one.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::Signature;
+use pims_command::{
+    key_id, keychain_sync_message, pin_message, Fault, KeyEntry, PinCheck, Policy, Proof, Role,
+    Verifier, Window,
+};
+use pims_proto::{
+    car, ApiError, Bytes, CommandSent, CommandServiceKeys, DeviceState, KeychainRemovals,
+    KeychainSync, PairVehicle, PinFinish, SendCommand, VehiclePaired, VehicleReceipt,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::accounts::check_id;
+use super::{crypto, Service};
+use crate::config::CommandsConfig;
+use crate::error::{api, Result};
+use crate::store::{DeviceOperation, DeviceOperationStep};
+
+/// How far a device's clock may run ahead of the service's.
+const CLOCK_SKEW_SECONDS: u64 = 10;
+/// The most keys one keychain sync may ask about.
+const MAX_SYNC_KEYS: usize = 64;
+
+pub(crate) struct CommandService {
+    audience: String,
+    policy: Policy,
+    vehicles: HashMap<String, String>,
+    http: reqwest::Client,
+}
+
+impl CommandService {
+    pub(crate) fn new(config: &CommandsConfig) -> anyhow::Result<Self> {
+        Ok(CommandService {
+            audience: config.audience.clone(),
+            policy: config.policy()?,
+            vehicles: config
+                .vehicles
+                .iter()
+                .map(|v| (v.vin.clone(), v.url.trim_end_matches('/').to_string()))
+                .collect(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(config.vehicle_timeout_seconds))
+                .redirect(reqwest::redirect::Policy::none())
+                .no_proxy()
+                .build()?,
+        })
+    }
+
+    pub(crate) fn audience(&self) -> &str {
+        &self.audience
+    }
+
+    fn vehicle(&self, vin: &str) -> Result<&str> {
+        match self.vehicles.get(vin) {
+            Some(url) => Ok(url),
+            None => api(ApiError::VehicleUnknown),
+        }
+    }
+
+    /// One call to a car; it answers JSON, or an error status (the car's refusals of a
+    /// pairing are 403).
+    async fn call<Req: Serialize, Resp: DeserializeOwned>(
+        &self,
+        url: &str,
+        path: &str,
+        body: &Req,
+    ) -> Result<Resp> {
+        let response = self
+            .http
+            .post(format!("{url}{path}"))
+            .json(body)
+            .send()
+            .await;
+        let response = match response {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "vehicle unreachable");
+                return api(ApiError::VehicleUnreachable);
+            }
+        };
+        if response.status() == reqwest::StatusCode::FORBIDDEN {
+            return api(ApiError::PairingRefused);
+        }
+        match response.error_for_status() {
+            Ok(r) => match r.json().await {
+                Ok(v) => Ok(v),
+                Err(_) => api(ApiError::VehicleUnreachable),
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "vehicle answered an error");
+                api(ApiError::VehicleUnreachable)
+            }
+        }
+    }
+}
+
+fn refused(fault: Fault) -> ApiError {
+    ApiError::CommandRefused {
+        fault: fault.as_str().into(),
+    }
+}
+
+impl Service {
+    /// `GET /v1/commands/keys`.
+    pub fn command_keys(&self) -> CommandServiceKeys {
+        CommandServiceKeys {
+            audience: self.commands.audience.clone(),
+            pin_cosign_key: self.pin_cosign_public_key().into(),
+        }
+    }
+
+    fn pin_cosign_public_key(&self) -> Vec<u8> {
+        self.keys
+            .command_cosign
+            .verifying_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// A low-S DER signature by the PIN co-signing key.
+    fn cosign(&self, message: &[u8]) -> Vec<u8> {
+        let signature: Signature = self.keys.command_cosign.sign(message);
+        let signature = signature.normalize_s().unwrap_or(signature);
+        signature.to_der().as_bytes().to_vec()
+    }
+
+    /// `POST /v1/commands`: verify as the car will, take the proof once under the device's
+    /// counter rule and (when proven) the PIN, co-sign, relay; the car's signed receipt back.
+    pub async fn send_command(&self, account: &str, req: SendCommand) -> Result<CommandSent> {
+        check_id(&req.device_id, "deviceId")?;
+        check_id(&req.challenge_id, "challengeId")?;
+        let now = self.now();
+        let mut proof = Proof::parse(req.proof.as_slice()).map_err(refused)?;
+        let envelope = proof.envelope.clone();
+        let url = self.commands.vehicle(&envelope.vin)?;
+        let Some(challenge) = self
+            .store
+            .otp_challenge(account, &req.challenge_id, now)
+            .await?
+        else {
+            return api(ApiError::SessionExpired);
+        };
+        if challenge.device_id != req.device_id {
+            return api(ApiError::InvalidParameter {
+                name: "deviceId".into(),
+            });
+        }
+        if envelope.challenge != challenge.nonce {
+            return api(ApiError::InvalidParameter {
+                name: "proof".into(),
+            });
+        }
+        let verifier = Verifier {
+            vin: envelope.vin.as_str(),
+            audience: &self.commands.audience,
+            policy: &self.commands.policy,
+            pin: PinCheck::Issuer,
+            clock_skew: CLOCK_SKEW_SECONDS,
+        };
+        let device_key = KeyEntry {
+            public_key: challenge.device_public_key.clone(),
+            // The car knows roles; here every device speaks for its own account.
+            role: Role::Owner,
+            active: true,
+            // The device's counter rule is the store's, applied in the step.
+            window: Window::default(),
+        };
+        let device_key_id = key_id(&challenge.device_public_key);
+        let (signature_ok, needs_pin) =
+            match verifier.verify(req.proof.as_slice(), now.max(0) as u64, |id| {
+                (*id == device_key_id).then_some(device_key)
+            }) {
+                Ok(accepted) => (true, accepted.needs_pin),
+                // The step takes the challenge and answers `BadSignature`.
+                Err(Fault::BadSignature) => (false, false),
+                Err(fault) => return Err(refused(fault).into()),
+            };
+        let login_state = self.challenge_login_state(account, &challenge)?;
+        let pin_ok = match (&login_state, &req.pin, &envelope.pin_binding) {
+            (None, None, None) => None,
+            (Some(state), Some(PinFinish::Login(finalization)), Some(binding)) => {
+                let bound = transcript_digest(finalization.as_slice()) == *binding;
+                if !bound {
+                    return api(ApiError::InvalidParameter { name: "pin".into() });
+                }
+                Some(crypto::login_finish(state, finalization.as_slice()))
+            }
+            (Some(_), Some(PinFinish::LoginFailed), Some(_)) => Some(false),
+            _ => return api(ApiError::InvalidParameter { name: "pin".into() }),
+        };
+        if needs_pin && pin_ok.is_none() && req.pin_otp.is_none() {
+            // Nothing was tried: the app asks the user for the PIN (2302) and sends again.
+            return api(ApiError::PinRequired {
+                command: envelope.command.kind().as_str().into(),
+            });
+        }
+        let pin_otp = req.pin_otp.as_deref().map(|otp| {
+            (
+                crypto::otp_mac(&self.keys.otp, otp),
+                self.commands.audience.clone(),
+            )
+        });
+        let outcome = self
+            .store
+            .device_operation(DeviceOperationStep {
+                account: account.to_string(),
+                challenge_id: challenge.id.clone(),
+                counter: envelope.counter,
+                signature_ok,
+                pin_ok,
+                operation: DeviceOperation::AuthorizeCommand {
+                    command: envelope.command.kind().as_str().into(),
+                    vin: envelope.vin.clone(),
+                    needs_pin,
+                    pin_otp,
+                },
+                now,
+                pin_attempts: self.limits.pin_attempts,
+            })
+            .await;
+        if pin_ok.is_some() {
+            self.metrics.pin_outcome(&outcome);
+        }
+        let with_pin = outcome?.command_with_pin == Some(true);
+        if with_pin {
+            proof.pin_cosignature = Some(self.cosign(&pin_message(&proof.envelope_bytes)));
+        }
+        let relayed = proof.encode();
+        tracing::info!(
+            device_id = %req.device_id,
+            command = envelope.command.kind().as_str(),
+            with_pin,
+            "command relayed"
+        );
+        let receipt: VehicleReceipt = self
+            .commands
+            .call(
+                url,
+                car::COMMANDS,
+                &car::Command {
+                    proof: relayed.clone().into(),
+                },
+            )
+            .await?;
+        Ok(CommandSent {
+            proof: relayed.into(),
+            receipt,
+        })
+    }
+
+    /// `POST /v1/vehicles/{vin}/pair`: relays an Active device's key and its pairing MAC. The
+    /// service does not know the code, so it can neither read it nor put another key in.
+    pub async fn pair_vehicle(
+        &self,
+        account: &str,
+        vin: &str,
+        req: PairVehicle,
+    ) -> Result<VehiclePaired> {
+        check_id(&req.device_id, "deviceId")?;
+        let url = self.commands.vehicle(vin)?;
+        if req.mac.as_slice().len() != 32 {
+            return api(ApiError::InvalidParameter { name: "mac".into() });
+        }
+        let device = self.store.device(account, &req.device_id).await?;
+        let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
+            return api(ApiError::DeviceUnknown);
+        };
+        let pair = car::Pair {
+            public_key: device.public_key.into(),
+            mac: req.mac,
+            account: account.to_string(),
+            device_id: req.device_id,
+        };
+        self.commands.call(url, car::PAIR, &pair).await
+    }
+
+    /// `POST /v1/vehicles/{vin}/keychain/sync`: the keys among those a car holds whose device
+    /// is no longer Active (revoked, disabled, removed), signed for the car's nonce. Anyone
+    /// may ask: the answer says only whether a device whose account, id and key the asker
+    /// already knows is still active.
+    pub async fn keychain_sync(&self, vin: &str, req: KeychainSync) -> Result<KeychainRemovals> {
+        self.commands.vehicle(vin)?;
+        let nonce = req.nonce.as_slice();
+        if !(16..=64).contains(&nonce.len()) || req.keys.len() > MAX_SYNC_KEYS {
+            return api(ApiError::InvalidParameter {
+                name: "keys".into(),
+            });
+        }
+        let mut remove = Vec::new();
+        for key in &req.keys {
+            let Ok(id) = <[u8; 32]>::try_from(key.key_id.as_slice()) else {
+                return api(ApiError::InvalidParameter {
+                    name: "keyId".into(),
+                });
+            };
+            let active = match check_id(&key.device_id, "deviceId")
+                .and_then(|_| check_id(&key.account, "account"))
+            {
+                Ok(()) => self
+                    .store
+                    .device(&key.account, &key.device_id)
+                    .await?
+                    .is_some_and(|d| d.state == DeviceState::Active && key_id(&d.public_key) == id),
+                Err(_) => false,
+            };
+            if !active {
+                remove.push(id);
+            }
+        }
+        let signature = self.cosign(&keychain_sync_message(vin, nonce, &remove));
+        Ok(KeychainRemovals {
+            remove: remove.into_iter().map(|id| Bytes(id.to_vec())).collect(),
+            signature: signature.into(),
+        })
+    }
+}
+
+/// What an envelope binds of a PIN login: the digest of its finalization.
+pub fn transcript_digest(finalization: &[u8]) -> [u8; 32] {
+    pims_proto::transcript::digest(finalization)
+}
