@@ -121,3 +121,23 @@ pub fn app_attest_docs() -> Vec<YamlDoc> {
     }
     docs
 }
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` as a time.
+pub fn rfc3339(text: &str) -> std::time::SystemTime {
+    let (date, time) = text.trim_end_matches('Z').split_once('T').unwrap();
+    let d: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let t: Vec<u64> = hms.split(':').map(|p| p.parse().unwrap()).collect();
+    // Days from civil (Howard Hinnant's algorithm).
+    let (y, m, day) = (if d[1] <= 2 { d[0] - 1 } else { d[0] }, d[1], d[2]);
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = (era * 146_097 + doe - 719_468) as u64;
+    let millis: u64 = format!("{frac:0<3}")[..3].parse().unwrap();
+    std::time::UNIX_EPOCH
+        + std::time::Duration::from_millis(
+            ((days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) * 1000) + millis,
+        )
+}
