@@ -296,3 +296,37 @@ pub fn pem_certificates(text: &str) -> Result<Vec<Vec<u8>>, String> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Google's test chain whose P-256 intermediate signs with SHA-384 (a pairing real RKP
+    /// chains use): every link verifies, and a wrong issuer does not.
+    #[test]
+    fn p256_key_with_sha384_signatures_verify() {
+        let pem =
+            include_str!("../tests/vectors/android-key-attestation/p256_sha384_intermediate.pem");
+        let certs: Vec<Cert> = pem_certificates(pem)
+            .unwrap()
+            .iter()
+            .map(|d| Cert::from_der(d).unwrap())
+            .collect();
+        assert_eq!(certs.len(), 3);
+        assert_eq!(certs[1].key_algorithm(), KeyAlgorithm::EcP256);
+        certs[0].verify_signed_by(&certs[1], false).unwrap();
+        certs[1].verify_signed_by(&certs[2], false).unwrap();
+        certs[2].verify_signed_by(&certs[2], false).unwrap();
+        assert!(matches!(
+            certs[0].verify_signed_by(&certs[2], false),
+            Err(SignatureError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn serials_are_written_as_googles_list_writes_them() {
+        assert_eq!(serial_hex(&[0x00, 0x8a, 0x01]), "8a01");
+        assert_eq!(serial_hex(&[0x01]), "1");
+        assert_eq!(serial_hex(&[0x00]), "0");
+    }
+}
