@@ -9,7 +9,7 @@ use crate::common::*;
 use crate::oidc::*;
 
 /// The admin API's token on the same admin listener: the other operators' door.
-const ADMIN_TOKEN: &str = "admin-token-admin-token-admin-token";
+pub const ADMIN_TOKEN: &str = "admin-token-admin-token-admin-token";
 
 pub struct Setup {
     pub provider: Provider,
@@ -55,7 +55,7 @@ pub async fn blocked_alice(s: &TestServer) -> Device {
 }
 
 /// `subject` with the trusted number `phone`, an enrolled device and its PIN blocked.
-async fn blocked(s: &TestServer, subject: &str, phone: &str) -> Device {
+pub async fn blocked(s: &TestServer, subject: &str, phone: &str) -> Device {
     let (token, device) = enrolled_account(s, subject, phone, "1234").await;
     for _ in 0..s.config.limits.pin_attempts {
         s.send_code(&token, SmsPurpose::Enrollment, None)
