@@ -25,7 +25,8 @@ pub use envelope::{
 };
 pub use pairing::{keychain_sync_message, pairing_mac, pairing_mac_ok};
 pub use proof::{
-    device_message, pin_message, signature_ok, Proof, DEVICE_LABEL, MAX_PROOF, PIN_LABEL,
+    device_message, encode_proof, pin_message, signature_ok, Proof, DEVICE_LABEL, MAX_PROOF,
+    PIN_LABEL,
 };
 pub use receipt::Receipt;
 pub use verify::{Accepted, KeyEntry, PinCheck, Policy, Rule, Verifier, Window, MAX_TTL};

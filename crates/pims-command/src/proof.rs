@@ -45,15 +45,28 @@ pub fn pin_message(envelope_bytes: &[u8]) -> Vec<u8> {
     [PIN_LABEL, &Sha256::digest(envelope_bytes)[..]].concat()
 }
 
+/// A proof's bytes from its parts.
+pub fn encode_proof(
+    envelope_bytes: &[u8],
+    device_signature: &[u8],
+    pin_cosignature: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.field(tag::ENVELOPE, envelope_bytes)
+        .field(tag::DEVICE_SIGNATURE, device_signature);
+    if let Some(cosignature) = pin_cosignature {
+        w.field(tag::PIN_COSIGNATURE, cosignature);
+    }
+    w.finish()
+}
+
 impl Proof {
     pub fn encode(&self) -> Vec<u8> {
-        let mut w = Writer::default();
-        w.field(tag::ENVELOPE, &self.envelope_bytes)
-            .field(tag::DEVICE_SIGNATURE, &self.device_signature);
-        if let Some(cosignature) = &self.pin_cosignature {
-            w.field(tag::PIN_COSIGNATURE, cosignature);
-        }
-        w.finish()
+        encode_proof(
+            &self.envelope_bytes,
+            &self.device_signature,
+            self.pin_cosignature.as_deref(),
+        )
     }
 
     /// Strict: unknown, repeated or out-of-order fields, trailing bytes and oversize refused.

@@ -9,7 +9,7 @@ pub mod pin;
 use pims_proto::{
     transcript, ActivateDevice, Bytes, DeviceChallenge, DeviceProof, EnrollmentStarted,
     FinishEnrollment, LoginProof, NewDevice, OtpChallenge, OtpRequest, PinFinish, PinStart,
-    StartEnrollment,
+    SendCommand, StartEnrollment,
 };
 
 pub use pin::{MalformedResponse, PinExchange, Stretching};
@@ -185,5 +185,77 @@ pub fn operation_proof(
             signature: Bytes(Vec::new()),
         },
         attach: |r, s| r.signature = s,
+    }
+}
+
+/// What a command proof says besides the device's challenge and counter.
+pub struct CommandOrder {
+    pub vin: String,
+    /// The command service's audience (`GET /v1/commands/keys`).
+    pub audience: String,
+    pub command: pims_command::Command,
+    /// Unix seconds; the policy caps how far ahead (30 s by default).
+    pub expires_at: u64,
+}
+
+/// The PIN evidence a command carries to the command service.
+pub enum CommandPin {
+    /// The PIN login's finish over the command's own challenge.
+    Login(PinFinish),
+    /// An unused OTP with PIN this device obtained for the command service (the reference's
+    /// flow: 2302, then an OTP with the PIN, then the same command again).
+    Otp(String),
+}
+
+impl CommandPin {
+    /// What the envelope binds: the digest of the login's finish or of the OTP, so the
+    /// service's co-signature can only be for the envelope that evidence was spent on.
+    pub fn binding(&self) -> [u8; 32] {
+        match self {
+            CommandPin::Login(finish) => transcript::digest(finish.proof()),
+            CommandPin::Otp(otp) => transcript::digest(otp.as_bytes()),
+        }
+    }
+}
+
+/// A signed command over the command service's `challenge` with the device's next `counter`,
+/// binding the PIN evidence when there is some.
+pub fn command(
+    challenge: &DeviceChallenge,
+    device_id: &str,
+    public_key: &[u8],
+    counter: u64,
+    order: CommandOrder,
+    pin: Option<CommandPin>,
+) -> ToSign<SendCommand> {
+    let envelope = pims_command::Envelope {
+        vin: order.vin,
+        audience: order.audience,
+        command: order.command,
+        key_id: pims_command::key_id(public_key),
+        counter,
+        expires_at: order.expires_at,
+        challenge: challenge.nonce.0.clone(),
+        pin_binding: pin.as_ref().map(CommandPin::binding),
+    }
+    .encode();
+    let (pin, pin_otp) = match pin {
+        None => (None, None),
+        Some(CommandPin::Login(finish)) => (Some(finish), None),
+        Some(CommandPin::Otp(otp)) => (None, Some(otp)),
+    };
+    ToSign {
+        transcript: pims_command::device_message(&envelope),
+        request: SendCommand {
+            device_id: device_id.to_string(),
+            challenge_id: challenge.challenge_id.clone(),
+            proof: Bytes(envelope),
+            pin,
+            pin_otp,
+        },
+        // The envelope travels inside the proof, with its signature.
+        attach: |r, s| {
+            r.proof = pims_command::encode_proof(r.proof.as_slice(), s.as_slice(), None).into()
+        },
     }
 }

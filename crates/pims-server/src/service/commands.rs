@@ -14,8 +14,9 @@ use pims_command::{
     Verifier, Window,
 };
 use pims_proto::{
-    car, ApiError, Bytes, CommandSent, CommandServiceKeys, DeviceState, KeychainRemovals,
-    KeychainSync, PairVehicle, PinFinish, SendCommand, VehiclePaired, VehicleReceipt,
+    car, transcript, ApiError, Bytes, CommandSent, CommandServiceKeys, DeviceState,
+    KeychainRemovals, KeychainSync, PairVehicle, PinFinish, SendCommand, VehiclePaired,
+    VehicleReceipt,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -187,17 +188,23 @@ impl Service {
                 Err(fault) => return Err(refused(fault).into()),
             };
         let login_state = self.challenge_login_state(account, &challenge)?;
-        let pin_ok = match (&login_state, &req.pin, &envelope.pin_binding) {
-            (None, None, None) => None,
-            (Some(state), Some(PinFinish::Login(finalization)), Some(binding)) => {
-                let bound = transcript_digest(finalization.as_slice()) == *binding;
-                if !bound {
-                    return api(ApiError::InvalidParameter { name: "pin".into() });
+        // The PIN evidence must be what the envelope binds, so it serves this envelope only.
+        let bad_pin = || api(ApiError::InvalidParameter { name: "pin".into() });
+        let pin_ok = match (&login_state, &req.pin, &req.pin_otp, &envelope.pin_binding) {
+            (None, None, None, None) => None,
+            (Some(state), Some(PinFinish::Login(finalization)), None, Some(binding)) => {
+                if transcript::digest(finalization.as_slice()) != *binding {
+                    return bad_pin();
                 }
                 Some(crypto::login_finish(state, finalization.as_slice()))
             }
-            (Some(_), Some(PinFinish::LoginFailed), Some(_)) => Some(false),
-            _ => return api(ApiError::InvalidParameter { name: "pin".into() }),
+            (Some(_), Some(PinFinish::LoginFailed), None, Some(_)) => Some(false),
+            (None, None, Some(otp), Some(binding))
+                if transcript::digest(otp.as_bytes()) == *binding =>
+            {
+                None
+            }
+            _ => return bad_pin(),
         };
         if needs_pin && pin_ok.is_none() && req.pin_otp.is_none() {
             // Nothing was tried: the app asks the user for the PIN (2302) and sends again.
@@ -324,9 +331,4 @@ impl Service {
             signature: signature.into(),
         })
     }
-}
-
-/// What an envelope binds of a PIN login: the digest of its finalization.
-pub fn transcript_digest(finalization: &[u8]) -> [u8; 32] {
-    pims_proto::transcript::digest(finalization)
 }
