@@ -20,12 +20,22 @@ pub struct Setup {
 
 /// A provider, and a server whose console on its own admin listener signs in there.
 pub async fn setup() -> Option<Setup> {
+    setup_on(false).await
+}
+
+/// [`setup`] on PostgreSQL, the database replicas share; `None` when PostgreSQL is not
+/// installed (and not required).
+pub async fn setup_on_postgres() -> Option<Setup> {
+    setup_on(true).await
+}
+
+async fn setup_on(postgres: bool) -> Option<Setup> {
     let port = free_port();
     let admin = format!("http://127.0.0.1:{port}");
     let redirect = format!("{admin}/console/callback");
     let provider = Provider::start(&redirect).await?;
     let issuer = provider.issuer.clone();
-    let server = TestServer::start_with(move |c| {
+    let adjust = move |c: &mut pims_server::ServerConfig| {
         c.admin_listen = Some(([127, 0, 0, 1], port).into());
         c.console = Some(ConsoleConfig {
             issuer,
@@ -39,8 +49,12 @@ pub async fn setup() -> Option<Setup> {
             session_seconds: 3600,
         });
         c.admin_token = Some(pims_server::config::AdminToken(ADMIN_TOKEN.into()));
-    })
-    .await;
+    };
+    let server = if postgres {
+        TestServer::start_postgres(adjust).await?
+    } else {
+        TestServer::start_with(adjust).await
+    };
     to_real_time(&server.clock);
     Some(Setup {
         provider,
@@ -1339,6 +1353,18 @@ async fn the_audit_trail_shows_times_in_the_operators_time_zone_with_utc_beside(
     // Only from the console's own form, and only a zone of the list.
     assert_eq!(choose("Asia/Kolkata", "forged".into()).await.status(), 403);
     assert_eq!(choose("Mars/Olympus", token.clone()).await.status(), 400);
+    // It sends the browser back into the console only.
+    let r = client
+        .post(format!("{}/console/timezone", setup.admin))
+        .form(&[
+            ("csrf", token.as_str()),
+            ("tz", "Asia/Kolkata"),
+            ("next", "https://attacker.example/"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["location"], "/console/");
     let r = choose("asia/kolkata", token.clone()).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], next);

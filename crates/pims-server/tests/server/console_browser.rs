@@ -10,7 +10,7 @@ use base64::Engine;
 use serde_json::{json, Value};
 
 use crate::common::{decode, enrolled_account, PHONE};
-use crate::console::{blocked, blocked_alice, setup, Setup, ADMIN_TOKEN};
+use crate::console::{blocked, blocked_alice, setup, setup_on_postgres, Setup, ADMIN_TOKEN};
 use crate::oidc::*;
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -467,12 +467,14 @@ async fn in_a_browser_an_operator_signs_in_at_once_through_a_flood_of_sign_in_st
     );
 }
 
-/// A deep link survives signing in; a second replica (same database and key file, another
-/// port) serves the browser's session; signing out ends the provider's session, so visiting
+/// A deep link survives signing in; a second replica (same PostgreSQL database and key file,
+/// another port) serves the browser's session and acts; signing out ends the provider's session, so visiting
 /// the console asks for the password again instead of signing straight back in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_a_browser_a_deep_link_a_second_replica_and_sign_out_at_the_provider() {
-    let Some(setup) = setup().await else { return };
+    let Some(setup) = setup_on_postgres().await else {
+        return;
+    };
     let Some(browser) = Browser::start().await else {
         return;
     };
