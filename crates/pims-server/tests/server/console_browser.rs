@@ -334,8 +334,8 @@ async fn in_a_browser_an_operator_restores_a_number_a_thief_moved() {
     for path in [
         "/console/accounts/victim",
         "/console/audit",
-        "/console/",
         "/console/timezone",
+        "/console/",
     ] {
         browser.go(&format!("{}{path}", setup.admin)).await;
         browser.wait_for("PIMS helpdesk").await;
