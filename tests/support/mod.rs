@@ -267,3 +267,47 @@ pub fn failed(m: &Message, code: u32, label: &str) -> Value {
     assert_eq!(json["error"]["label"], label, "{m}");
     json["error"].clone()
 }
+
+/// The VIN of the test car.
+pub const VIN: &str = "VR3UPHNKSKT101603";
+
+/// A simulated car (`pims-vehicle`) on loopback, and a server whose command service relays
+/// to it; the car pins the server's PIN co-signing key.
+pub struct Garage {
+    pub server: TestServer,
+    pub car: Arc<pims_vehicle::Vehicle>,
+    _dir: TempDir,
+}
+
+impl Garage {
+    pub async fn open() -> Garage {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let car_url = format!("http://{}", listener.local_addr().unwrap());
+        let server = TestServer::start_with(|c| {
+            c.commands.vehicles = vec![pims_server::config::VehicleEndpoint {
+                vin: VIN.into(),
+                url: car_url,
+            }]
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let car = pims_vehicle::Vehicle::open(pims_vehicle::VehicleConfig {
+            vin: VIN.into(),
+            audience: server.config.commands.audience.clone(),
+            data: dir.path().join("car.sqlite3"),
+            pin_cosign_key: None,
+            server: Some(server.url()),
+            policy: Default::default(),
+            clock: None,
+        })
+        .await
+        .unwrap();
+        let router = car.router();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Garage {
+            server,
+            car,
+            _dir: dir,
+        }
+    }
+}

@@ -14,8 +14,10 @@ pub enum Verb {
 
 /// Components this SDK family knows, with the API prefixes they own. An API owned by a
 /// component that is not in this build answers 2003 `[Component] not loaded`.
-pub const KNOWN_COMPONENTS: &[(&str, &[&str])] =
-    &[("StrongAuthentication", &["pims.authentication."])];
+pub const KNOWN_COMPONENTS: &[(&str, &[&str])] = &[
+    ("StrongAuthentication", &["pims.authentication."]),
+    ("LongRangeRemoteRemote", &["pims.vehicle."]),
+];
 
 /// One call as a component sees it.
 #[derive(Debug)]

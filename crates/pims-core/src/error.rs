@@ -8,6 +8,7 @@ pub enum ErrorCode {
     ComponentNotLoaded = 2003,
     DuplicateCommand = 2005,
     FacadeAlreadyInitialized = 2007,
+    NotSet = 2010,
     MissingParameter = 2101,
     InvalidParameter = 2102,
     Timeout = 2201,
@@ -28,7 +29,15 @@ pub enum ErrorCode {
     NewPinEqualsPrevious = 2315,
     PostSynchronizationFailed = 2316,
     ForbiddenOperation = 2317,
+    NotVehicleOwner = 2323,
+    SmartphoneNotPaired = 2342,
     ComponentNotConfigured = 2344,
+    InvalidSignature = 2355,
+    InvalidTimestamp = 2356,
+    DoorsUnlocked = 2360,
+    DoorsLocked = 2361,
+    VinNotValid = 2366,
+    BrokerConnectionFailed = 2377,
     PhoneNumberAlreadyRegistered = 2390,
 }
 
@@ -47,6 +56,7 @@ impl ErrorCode {
             ComponentNotLoaded => "[Component] not loaded",
             DuplicateCommand => "Duplicate command",
             FacadeAlreadyInitialized => "Facade already initialized",
+            NotSet => "[PARAMETER] not set",
             MissingParameter => "Missing [PARAMETER] parameter",
             InvalidParameter => "Invalid [PARAMETER] parameter",
             Timeout => "Timeout",
@@ -68,7 +78,15 @@ impl ErrorCode {
             NewPinEqualsPrevious => "inwebo: the new password equals the previous one",
             PostSynchronizationFailed => "inwebo: the operation succeeded but it required a post-synchronization which failed",
             ForbiddenOperation => "inwebo: forbidden operation (due to activated state/blocked state/upgradable state)",
+            NotVehicleOwner => "You aren't the owner of this vehicle",
+            SmartphoneNotPaired => "Smartphone not paired with the vehicle",
             ComponentNotConfigured => "[Component] not configured",
+            InvalidSignature => "Invalid Signature",
+            InvalidTimestamp => "Invalid Timestamp",
+            DoorsUnlocked => "All vehicle's doors are unlocked",
+            DoorsLocked => "All vehicle's doors are locked",
+            VinNotValid => "VIN not valid for this request",
+            BrokerConnectionFailed => "Broker connexion failed",
             PhoneNumberAlreadyRegistered => "Phone number allready registered",
         }
     }
@@ -82,7 +100,12 @@ impl ErrorCode {
         use ErrorCode::*;
         matches!(
             self,
-            Timeout | NoInternet | ServerError | NoServiceAvailable | PostSynchronizationFailed
+            Timeout
+                | NoInternet
+                | ServerError
+                | NoServiceAvailable
+                | PostSynchronizationFailed
+                | BrokerConnectionFailed
         )
     }
 }
@@ -115,6 +138,11 @@ impl PimsError {
     /// 2102 naming the parameter, e.g. `Invalid pinCode parameter`.
     pub fn invalid(parameter: &str) -> Self {
         Self::named(ErrorCode::InvalidParameter, "[PARAMETER]", parameter)
+    }
+
+    /// 2010 naming what was not set first, e.g. `vin not set`.
+    pub fn not_set(parameter: &str) -> Self {
+        Self::named(ErrorCode::NotSet, "[PARAMETER]", parameter)
     }
 
     /// 2003, e.g. `StrongAuthentication not loaded`.

@@ -145,7 +145,7 @@ mod tests {
                 checked += wanted.len();
             }
         }
-        // finish, activate, revoke and challenges each take one.
-        assert_eq!(checked, 4);
+        // finish, activate, revoke, challenges, pair and keychain sync each take one.
+        assert_eq!(checked, 6);
     }
 }

@@ -45,7 +45,8 @@ impl ComponentFactory for StrongAuthFactory {
     }
 
     fn owns(&self, api: &str) -> bool {
-        api.starts_with("pims.authentication.")
+        // The remote-command component signs with this component's device key.
+        api.starts_with("pims.authentication.") || api.starts_with("pims.vehicle.")
     }
 
     fn build(&self, config: &Value) -> Result<Arc<dyn Component>, PimsError> {

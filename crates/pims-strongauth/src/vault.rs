@@ -27,6 +27,9 @@ pub struct VaultState {
     /// An enrollment finish sent without a definite answer; resent with the same idempotency
     /// key on the next call.
     pub unconfirmed: Option<UnconfirmedEnrollment>,
+    /// The cars this device paired with: VIN → the car's public key, which signs its receipts.
+    #[serde(default)]
+    pub vehicles: std::collections::BTreeMap<String, Bytes>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +41,10 @@ pub struct Enrollment {
     /// Last counter value used in a signature; the next signature uses a higher one.
     pub counter: u64,
     pub key: DeviceKey,
+    /// The device key's public half (SEC1): a car knows the key by its digest. Empty in
+    /// vaults written before remote commands (see `vehicle::public_key`).
+    #[serde(default)]
+    pub public_key: Bytes,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -225,8 +232,10 @@ mod tests {
                 key: DeviceKey::Software {
                     secret: Bytes(vec![9; 32]),
                 },
+                public_key: Bytes(vec![4; 65]),
             }),
             unconfirmed: None,
+            vehicles: Default::default(),
         }
     }
 

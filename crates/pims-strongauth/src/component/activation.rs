@@ -45,6 +45,7 @@ pub(super) async fn confirm(
                 activated: false,
                 activation_nonce: finished.activation_nonce,
                 counter: 0,
+                public_key: unconfirmed.request.device.public_key.clone(),
                 key: unconfirmed.key,
             });
             local.write(state)?;

@@ -53,6 +53,16 @@ pub(super) enum Error {
     NoLocalEnrollment,
     /// The new PIN equals the current one.
     SamePin,
+    /// A call that needs something set first (2010), e.g. the car (`vin`).
+    NotSet(&'static str),
+    /// The car answered a command with a code other than 200 (a vehicle code, or its
+    /// verifier's refusal with `fault`).
+    Vehicle {
+        code: u16,
+        fault: Option<String>,
+    },
+    /// The car's receipt is not signed by the car this device paired with.
+    ReceiptInvalid,
 }
 
 impl Error {
@@ -64,6 +74,10 @@ impl Error {
             Error::InvalidParameter(name) => PimsError::invalid(name),
             Error::NoAccessToken => {
                 PimsError::new(NeedBasicAuthentication).with_detail("hint", NO_ACCESS_TOKEN_HINT)
+            }
+            // The OTP kept to send a command again was spent or expired: the PIN again.
+            Error::Api(ApiError::OtpInvalid) if operation == Operation::VehicleCommand => {
+                NeedStrongAuthentication.into()
             }
             // Enrolling without a trusted number: "activate a prior authenticator first".
             Error::Api(ApiError::NoPhoneNumber) if operation == Operation::Enroll => {
@@ -96,6 +110,32 @@ impl Error {
             Error::AlreadyEnrolled => ForbiddenOperation.into(),
             Error::NoLocalEnrollment => InternalStateNotCorrect.into(),
             Error::SamePin => NewPinEqualsPrevious.into(),
+            Error::NotSet(name) => PimsError::not_set(name),
+            e @ Error::Vehicle { .. } => e.vehicle_error(),
+            Error::ReceiptInvalid => InvalidSignature.into(),
+        }
+    }
+
+    /// The app's error for a car's answer other than 200 (also its signal event).
+    pub(super) fn vehicle_error(&self) -> PimsError {
+        use ErrorCode::*;
+        let Error::Vehicle { code, fault } = self else {
+            return ServerError.into();
+        };
+        let e = PimsError::new(match code {
+            2302 => NeedStrongAuthentication,
+            2323 => NotVehicleOwner,
+            2342 => SmartphoneNotPaired,
+            2355 => InvalidSignature,
+            2356 => InvalidTimestamp,
+            2360 => DoorsUnlocked,
+            2361 => DoorsLocked,
+            2366 => VinNotValid,
+            _ => ServerError,
+        });
+        match fault {
+            Some(fault) => e.with_detail("fault", fault.as_str()),
+            None => e,
         }
     }
 }
@@ -151,6 +191,16 @@ fn from_api(error: ApiError) -> PimsError {
         } => PimsError::new(ForbiddenOperation)
             .with_detail("reason", "recoveryHeld")
             .with_detail("retryAfterSeconds", retry_after_seconds),
+        ApiError::PinRequired { .. } => NeedStrongAuthentication.into(),
+        ApiError::CommandRefused { fault } => PimsError::new(match fault.as_str() {
+            "wrongVehicle" => VinNotValid,
+            "expired" | "ttlTooLong" | "replayedCounter" => InvalidTimestamp,
+            _ => InvalidSignature,
+        })
+        .with_detail("fault", fault),
+        ApiError::VehicleUnknown => VinNotValid.into(),
+        ApiError::VehicleUnreachable => BrokerConnectionFailed.into(),
+        ApiError::PairingRefused => PimsError::invalid("pairingCode"),
         // Answers of the operator and relying-party doors: never the SDK's.
         ApiError::OtpInvalid
         | ApiError::RelyingPartyUnauthorized
@@ -178,6 +228,9 @@ impl std::fmt::Display for Error {
             Error::AlreadyEnrolled => f.write_str("this device is already enrolled"),
             Error::NoLocalEnrollment => f.write_str("no local enrollment"),
             Error::SamePin => f.write_str("the new PIN equals the current one"),
+            Error::NotSet(name) => write!(f, "{name} not set"),
+            Error::Vehicle { code, fault } => write!(f, "the car answered {code} ({fault:?})"),
+            Error::ReceiptInvalid => f.write_str("the car's receipt does not verify"),
         }
     }
 }

@@ -22,6 +22,7 @@ mod otp;
 mod pin_change;
 mod request;
 mod shared;
+mod vehicle;
 
 use std::sync::Arc;
 
@@ -95,6 +96,11 @@ async fn run(core: &Core, transaction_id: &str, request: Request) -> Result<Valu
             management::revoke_device(core, &ctx, &device_id).await
         }
         Request::Otp { pin, audience } => otp::otp(core, &ctx, pin, audience).await,
+        Request::SelectVin { vin } => vehicle::select_vin(core, vin),
+        Request::VehicleCommand { command, pin } => {
+            vehicle::command(core, &ctx, command, pin).await
+        }
+        Request::PairVehicle { pairing_code } => vehicle::pair(core, &ctx, pairing_code).await,
     }
 }
 
@@ -138,6 +144,11 @@ impl Component for StrongAuthentication {
     /// of the account's PIN lock, seen by this SDK's own calls or by a poll every
     /// `eventPollSeconds`.
     async fn subscribe(&self, call: Call, sink: EventSink) -> Result<(), PimsError> {
+        if call.api == "pims.vehicle.signal" {
+            // RESULT events come from the car's answers to this SDK's commands.
+            self.core.subscribe_signal(sink);
+            return Ok(());
+        }
         if call.api != "pims.authentication.enrollment" {
             return Err(ErrorCode::ApiNotSupported.into());
         }

@@ -9,6 +9,7 @@ use super::activation;
 use super::device;
 use super::error::Error;
 use super::shared::{Core, Ctx};
+use super::vehicle;
 use crate::pin;
 
 /// GET `pims.authentication.otp`: a challenge (with an OPAQUE login when `pin` is given), then
@@ -19,6 +20,13 @@ pub(super) async fn otp(
     pin: Option<Secret>,
     audience: Option<String>,
 ) -> Result<Value, Error> {
+    // After a command was answered 2302, an OTP with PIN for no named relying party is the
+    // one the reference's flow gets to send the command again: for the command service, kept.
+    let for_command = pin.is_some() && audience.is_none() && core.command_awaits_pin();
+    let audience = match for_command {
+        true => Some(vehicle::command_audience(core, ctx).await?),
+        false => audience,
+    };
     let mut local = core.local.lock().await;
     let mut state = local.read()?;
     let device_id = activation::active_device(core, ctx, &mut local, &mut state).await?;
@@ -49,5 +57,9 @@ pub(super) async fn otp(
         pims_device::otp_request(&challenge, &e.device_id, e.counter, pin_finish)
     })?;
     let issued = device::call::<ep::Otp>(core, ctx, &mut local, &mut state, &[], &request).await?;
+    if for_command {
+        let lifetime = std::time::Duration::from_secs(issued.expires_in_seconds);
+        core.keep_pin_otp(&issued.otp, lifetime);
+    }
     Ok(json!({ "otp": issued.otp, "expiresInSeconds": issued.expires_in_seconds }))
 }

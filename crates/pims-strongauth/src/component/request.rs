@@ -64,6 +64,16 @@ pub(super) enum Request {
         pin: Option<Secret>,
         audience: Option<String>,
     },
+    /// SET `pims.vehicle.vin` `actionType=remote`: the car the next commands are for.
+    SelectVin { vin: String },
+    /// SET `pims.vehicle.command`; `pinCode` is additive: with it, one call proves the PIN.
+    VehicleCommand {
+        command: pims_command::Command,
+        pin: Option<Secret>,
+    },
+    /// SET `pims.vehicle.pairing` (additive): pairs this device's key with the selected car
+    /// using the one-time code the car shows.
+    PairVehicle { pairing_code: Secret },
 }
 
 /// What a call is, for the error codes and the events that depend on it.
@@ -84,6 +94,9 @@ pub(super) enum Operation {
     ListDevices,
     RevokeDevice,
     Otp,
+    SelectVin,
+    VehicleCommand,
+    PairVehicle,
     /// The `pims.authentication.enrollment` subscription: its start and its polls.
     Subscribe,
 }
@@ -210,6 +223,30 @@ impl Request {
                 };
                 Request::Otp { pin, audience }
             }
+            (Verb::Set, "pims.vehicle.vin") => {
+                p.required_choice("actionType", &["remote"])?;
+                let vin = p.required_str("vin")?.trim();
+                if !pims_command::vin_ok(vin) {
+                    return Err(PimsError::invalid("vin"));
+                }
+                Request::SelectVin {
+                    vin: vin.to_owned(),
+                }
+            }
+            (Verb::Set, "pims.vehicle.command") => Request::VehicleCommand {
+                command: vehicle_command(p)?,
+                pin: p.optional_digits("pinCode", PIN_DIGITS)?,
+            },
+            (Verb::Set, "pims.vehicle.pairing") => {
+                let code = p.required_str("pairingCode")?;
+                let clean: String = code.chars().filter(char::is_ascii_alphanumeric).collect();
+                if clean.len() != 12 {
+                    return Err(PimsError::invalid("pairingCode"));
+                }
+                Request::PairVehicle {
+                    pairing_code: Secret::new(clean),
+                }
+            }
             _ => return Err(ErrorCode::ApiNotSupported.into()),
         };
         Ok(request)
@@ -232,8 +269,122 @@ impl Request {
             Request::ListDevices => Operation::ListDevices,
             Request::RevokeDevice { .. } => Operation::RevokeDevice,
             Request::Otp { .. } => Operation::Otp,
+            Request::SelectVin { .. } => Operation::SelectVin,
+            Request::VehicleCommand { .. } => Operation::VehicleCommand,
+            Request::PairVehicle { .. } => Operation::PairVehicle,
         }
     }
+}
+
+/// The reference's `pims.vehicle.command` actions and their parameters, as the one command
+/// the device signs.
+fn vehicle_command(p: &Params) -> Result<pims_command::Command, PimsError> {
+    use pims_command::Command;
+    let flag = |name: &str| match p.get(name) {
+        None => Err(PimsError::missing(name)),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(_) => Err(PimsError::invalid(name)),
+    };
+    let action = p.required_choice(
+        "action",
+        &[
+            "charge",
+            "chargeDeferredTime",
+            "doors",
+            "horn",
+            "preconditioning",
+            "warning",
+        ],
+    )?;
+    Ok(match action {
+        "charge" => Command::Charge {
+            start_now: flag("startNow")?,
+        },
+        "chargeDeferredTime" => {
+            let start_now = flag("startNow")?;
+            let (hour, minute) = deferred_time(p.required_str("deferredTime")?)
+                .ok_or_else(|| PimsError::invalid("deferredTime"))?;
+            Command::ChargeDeferredTime {
+                start_now,
+                hour,
+                minute,
+                check_start_charge: flag("checkStartCharge")?,
+            }
+        }
+        "doors" => match p.required_choice("doorState", &["lock", "unlock"])? {
+            "lock" => Command::LockDoors,
+            _ => Command::UnlockDoors,
+        },
+        "horn" => Command::Horn,
+        "warning" => Command::Warning,
+        _ => Command::Preconditioning {
+            start_now: flag("startNow")?,
+            programs: programs(p.get("programs"))?,
+        },
+    })
+}
+
+/// `PTxxHxxM` (ISO 8601 duration as the reference writes it), hours 0–23, minutes 0–59.
+fn deferred_time(text: &str) -> Option<(u8, u8)> {
+    let rest = text.trim().strip_prefix("PT")?;
+    let (hours, rest) = rest.split_once('H').unwrap_or(("0", rest));
+    let minutes = rest
+        .strip_suffix('M')
+        .unwrap_or(if rest.is_empty() { "0" } else { "x" });
+    let (h, m) = (hours.parse::<u8>().ok()?, minutes.parse::<u8>().ok()?);
+    (h < 24 && m < 60).then_some((h, m))
+}
+
+/// `programs`: up to 4 of `{hour, minute, isEnabled, occurrence, slot}`, slots 1–4 each once.
+fn programs(value: Option<&Value>) -> Result<Vec<pims_command::Program>, PimsError> {
+    let invalid = || PimsError::invalid("programs");
+    let list = match value {
+        None => return Err(PimsError::missing("programs")),
+        Some(Value::Array(list)) if list.len() <= pims_command::MAX_PROGRAMS => list,
+        Some(_) => return Err(invalid()),
+    };
+    let int = |v: &Value, name: &str, max: u64| {
+        v.get(name)
+            .and_then(Value::as_u64)
+            .filter(|n| *n <= max)
+            .map(|n| n as u8)
+            .ok_or_else(invalid)
+    };
+    let mut programs = Vec::new();
+    for v in list {
+        let mut days = 0u8;
+        for day in v
+            .get("occurrence")
+            .and_then(Value::as_array)
+            .ok_or_else(invalid)?
+        {
+            let day = day
+                .as_str()
+                .map(str::to_ascii_lowercase)
+                .ok_or_else(invalid)?;
+            let i = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+                .iter()
+                .position(|d| *d == day)
+                .ok_or_else(invalid)?;
+            days |= 1 << i;
+        }
+        programs.push(pims_command::Program {
+            slot: int(v, "slot", 4).and_then(|s| if s == 0 { Err(invalid()) } else { Ok(s) })?,
+            hour: int(v, "hour", 23)?,
+            minute: int(v, "minute", 59)?,
+            enabled: v
+                .get("isEnabled")
+                .and_then(Value::as_bool)
+                .ok_or_else(invalid)?,
+            days,
+        });
+    }
+    // One encoding per command: in slot order, each slot once.
+    programs.sort_by_key(|p| p.slot);
+    if programs.windows(2).any(|w| w[0].slot == w[1].slot) {
+        return Err(invalid());
+    }
+    Ok(programs)
 }
 
 /// A phone number as the app typed it: international (`+…`), or national, which the server

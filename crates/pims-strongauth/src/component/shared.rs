@@ -22,6 +22,8 @@ pub(super) struct Core {
     /// enrollment, so one device never runs two enrollment steps at once.
     pub local: Mutex<Local>,
     pub events: Arc<Events>,
+    /// The remote-command component's selected car, kept OTP and signal subscriptions.
+    pub vehicle: std::sync::Mutex<super::vehicle::Session>,
 }
 
 /// Per-call context: who is calling and how to join logs.
@@ -44,6 +46,7 @@ impl Core {
             host,
             client,
             events,
+            vehicle: Default::default(),
         }
     }
 

@@ -1,0 +1,220 @@
+//! The reference's remote-command component through the facade, against a real server and a
+//! simulated car that verifies every command itself: the reference's flow (subscribe to the
+//! signal, select the VIN, send the command, on 2302 get an OTP with the PIN and send it
+//! again) runs the command once; the one-call flow with `pinCode`; the parameter errors.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use pims_core::Message;
+use serde_json::{json, Value};
+use support::{failed, ok, Garage, Phone, PIN, VIN};
+
+const NEED_STRONG: &str = "Need Strong Authentication";
+
+async fn paired_phone(g: &Garage) -> Phone {
+    let token = g.server.token("alice").await;
+    let phone = Phone::new(&g.server.url(), Some(token)).await;
+    phone.enroll_first_device(&g.server).await;
+    ok(&phone
+        .set(
+            "pims.vehicle.vin",
+            json!({"actionType": "remote", "vin": VIN}),
+        )
+        .await);
+    let code = g.car.new_pairing_code().unwrap();
+    ok(&phone
+        .set("pims.vehicle.pairing", json!({"pairingCode": code}))
+        .await);
+    phone
+}
+
+/// The signal's events (after the subscription's own SUCCEEDED, which is checked).
+async fn signals(phone: &Phone) -> Arc<Mutex<Vec<Value>>> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    phone
+        .pims
+        .subscribe("pims.vehicle.signal", json!({}), move |m: Message| {
+            sink.lock().unwrap().push(m.to_json());
+        });
+    settle().await;
+    let first = seen.lock().unwrap().remove(0);
+    assert_eq!(first["status"], "SUCCEEDED", "{first}");
+    seen
+}
+
+async fn doors(phone: &Phone, state: &str, pin: Option<&str>) -> Message {
+    let mut params = json!({"action": "doors", "doorState": state});
+    if let Some(pin) = pin {
+        params["pinCode"] = json!(pin);
+    }
+    phone.set("pims.vehicle.command", params).await
+}
+
+async fn settle() {
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_flow_unlocks_once_after_2302_and_an_otp_with_the_pin() {
+    let g = Garage::open().await;
+    let phone = paired_phone(&g).await;
+    let events = signals(&phone).await;
+    failed(&doors(&phone, "unlock", None).await, 2302, NEED_STRONG);
+    assert!(g.car.state().unwrap().locked);
+    let otp = ok(&phone.otp_with_pin(PIN).await);
+    assert!(otp["otp"].as_str().is_some_and(|o| !o.is_empty()));
+    ok(&doors(&phone, "unlock", None).await);
+    assert!(!g.car.state().unwrap().locked);
+    settle().await;
+    let seen = events.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0]["status"], "RESULT");
+    assert_eq!(seen[0]["result"]["code"], 200);
+    assert_eq!(seen[0]["result"]["receiptVerified"], true);
+    assert_eq!(
+        seen[0]["result"]["vehicle"]["ressources"]["status"]["doorStateInformation"]["state"],
+        json!(["Unlocked"])
+    );
+    // Executed once: the kept OTP is spent, so the same command needs the PIN again.
+    failed(&doors(&phone, "unlock", None).await, 2302, NEED_STRONG);
+    // Locking needs no PIN; locking again finds the doors locked (2361), also signalled.
+    ok(&doors(&phone, "lock", None).await);
+    failed(
+        &doors(&phone, "lock", None).await,
+        2361,
+        "All vehicle's doors are locked",
+    );
+    settle().await;
+    let seen = events.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(seen[2]["error"]["code"], 2361);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_with_pin_code_unlocks_and_a_wrong_pin_is_counted() {
+    let g = Garage::open().await;
+    let phone = paired_phone(&g).await;
+    let e = failed(
+        &doors(&phone, "unlock", Some("11111111")).await,
+        2308,
+        "inwebo: access refused",
+    );
+    assert_eq!(e["details"]["attemptsRemaining"], 4);
+    assert!(g.car.state().unwrap().locked);
+    ok(&doors(&phone, "unlock", Some(PIN)).await);
+    assert!(!g.car.state().unwrap().locked);
+    ok(&phone
+        .set("pims.vehicle.command", json!({"action": "horn"}))
+        .await);
+    ok(&phone
+        .set(
+            "pims.vehicle.command",
+            json!({"action": "chargeDeferredTime", "startNow": false,
+                   "deferredTime": "PT23H30M", "checkStartCharge": true}),
+        )
+        .await);
+    ok(&phone
+        .set(
+            "pims.vehicle.command",
+            json!({"action": "preconditioning", "startNow": true, "programs": [
+                {"hour": 7, "minute": 30, "isEnabled": true, "occurrence": ["mon", "fri"], "slot": 1}
+            ]}),
+        )
+        .await);
+    let car = g.car.state().unwrap();
+    assert_eq!(
+        (car.horn_count, car.deferred_charge.as_str()),
+        (1, "PT23H30M")
+    );
+    assert!(car.preconditioning);
+    assert_eq!(car.programs[0].occurrence, vec!["mon", "fri"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameters_are_named_when_missing_or_invalid_and_the_vin_must_be_selected_first() {
+    let g = Garage::open().await;
+    let token = g.server.token("bob").await;
+    let phone = Phone::new(&g.server.url(), Some(token)).await;
+    phone.enroll_first_device(&g.server).await;
+    failed(&doors(&phone, "lock", None).await, 2010, "vin not set");
+    failed(
+        &phone
+            .set(
+                "pims.vehicle.vin",
+                json!({"actionType": "remote", "vin": "VR3-SHORT"}),
+            )
+            .await,
+        2102,
+        "Invalid vin parameter",
+    );
+    failed(
+        &phone
+            .set("pims.vehicle.vin", json!({"actionType": "remote"}))
+            .await,
+        2101,
+        "Missing vin parameter",
+    );
+    ok(&phone
+        .set(
+            "pims.vehicle.vin",
+            json!({"actionType": "remote", "vin": VIN}),
+        )
+        .await);
+    failed(
+        &phone
+            .set("pims.vehicle.command", json!({"action": "fly"}))
+            .await,
+        2102,
+        "Invalid action parameter",
+    );
+    failed(
+        &phone
+            .set("pims.vehicle.command", json!({"action": "doors"}))
+            .await,
+        2101,
+        "Missing doorState parameter",
+    );
+    failed(
+        &phone
+            .set(
+                "pims.vehicle.command",
+                json!({"action": "charge", "startNow": "yes"}),
+            )
+            .await,
+        2102,
+        "Invalid startNow parameter",
+    );
+    failed(
+        &phone
+            .set(
+                "pims.vehicle.command",
+                json!({"action": "chargeDeferredTime", "startNow": true,
+                       "deferredTime": "PT25H00M", "checkStartCharge": false}),
+            )
+            .await,
+        2102,
+        "Invalid deferredTime parameter",
+    );
+    // Not paired yet: the car does not know this key (its own refusal, signed).
+    failed(
+        &phone
+            .set("pims.vehicle.command", json!({"action": "horn"}))
+            .await,
+        2342,
+        "Smartphone not paired with the vehicle",
+    );
+    g.car.new_pairing_code().unwrap();
+    failed(
+        &phone
+            .set(
+                "pims.vehicle.pairing",
+                json!({"pairingCode": "AAAA-BBBB-CCCC"}),
+            )
+            .await,
+        2102,
+        "Invalid pairingCode parameter",
+    );
+}
