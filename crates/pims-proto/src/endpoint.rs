@@ -223,6 +223,8 @@ endpoints! {
         "The command service's audience and PIN co-signing key", - => CommandServiceKeys;
     Commands: Post "/v1/commands", Device,
         "Send a signed command to a car (PIN co-signed when proven)", SendCommand => CommandSent;
+    CommandVerify: Post "/v1/commands/verify", RelyingParty,
+        "Check a command proof as the car will (relying party)", VerifyCommand => CommandVerified;
     VehiclePair: Post "/v1/vehicles/{vin}/pair", Device,
         "Pair this device's key with a car (pairing code MAC)", PairVehicle => VehiclePaired;
     VehicleKeychainSync: Post "/v1/vehicles/{vin}/keychain/sync", Anyone,

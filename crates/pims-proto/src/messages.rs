@@ -821,6 +821,39 @@ pub struct KeychainRemovals {
     pub signature: Bytes,
 }
 
+/// `POST /v1/commands/verify` (relying parties): checks a relayed command proof with the
+/// verifier the car runs, for the account and device the relying party's app names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyCommand {
+    pub proof: Bytes,
+    pub subject: String,
+    pub device_id: String,
+}
+
+/// Which command, which car, which device, with or without the PIN, and the PIN facts an OTP
+/// verification gives. A check, not a use: the car and the command service take a proof once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct CommandVerified {
+    pub subject: String,
+    pub device_id: String,
+    pub vin: String,
+    /// `doors.unlock`, `horn`… (`pims_command::CommandKind`).
+    pub command: String,
+    /// The PIN co-signature is present and valid.
+    pub with_pin: bool,
+    /// The policy requires the PIN for this command.
+    pub pin_required: bool,
+    pub counter: u64,
+    pub expires_at: u64,
+    pub pin_set_at: Option<i64>,
+    pub pin_set_by: Option<PinOrigin>,
+    pub pin_recovered_at: Option<i64>,
+}
+
 /// The car's own API (`pims vehicle`), which the command service relays to.
 pub mod car {
     use super::*;

@@ -138,6 +138,7 @@ pub fn public_router(state: AppState) -> Router {
         )
         .serve(ep::OtpVerify::ROUTE, verify_otp)
         .serve(ep::CommandKeys::ROUTE, command_keys)
+        .serve(ep::CommandVerify::ROUTE, verify_command)
         .serve(ep::VehicleKeychainSync::ROUTE, keychain_sync)
         .merge(sdk);
     if state.inner.dev_issuer.is_some() {
@@ -618,6 +619,14 @@ async fn pair_vehicle(
     Json(req): Json<pims_proto::PairVehicle>,
 ) -> ApiResult<pims_proto::VehiclePaired> {
     ok(s.service().pair_vehicle(&account, &vin, req).await?)
+}
+
+async fn verify_command(
+    State(s): State<AppState>,
+    RelyingPartyId(_rp): RelyingPartyId,
+    Json(req): Json<pims_proto::VerifyCommand>,
+) -> ApiResult<pims_proto::CommandVerified> {
+    ok(s.service().verify_command(req).await?)
 }
 
 async fn command_keys(State(s): State<AppState>) -> ApiResult<pims_proto::CommandServiceKeys> {

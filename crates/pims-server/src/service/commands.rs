@@ -14,9 +14,9 @@ use pims_command::{
     Verifier, Window,
 };
 use pims_proto::{
-    car, transcript, ApiError, Bytes, CommandSent, CommandServiceKeys, DeviceState,
-    KeychainRemovals, KeychainSync, PairVehicle, PinFinish, SendCommand, VehiclePaired,
-    VehicleReceipt,
+    car, transcript, ApiError, Bytes, CommandSent, CommandServiceKeys, CommandVerified,
+    DeviceState, KeychainRemovals, KeychainSync, PairVehicle, PinFinish, SendCommand,
+    VehiclePaired, VehicleReceipt, VerifyCommand,
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -263,6 +263,58 @@ impl Service {
         Ok(CommandSent {
             proof: relayed.into(),
             receipt,
+        })
+    }
+
+    /// `POST /v1/commands/verify`, for an authenticated relying party: the proof as the car
+    /// checks it (pinned co-signing key, policy, expiry), signed by the named device while it
+    /// is Active. Replays are the car's and the service's to refuse: this answer is a check.
+    pub async fn verify_command(&self, req: VerifyCommand) -> Result<CommandVerified> {
+        check_id(&req.subject, "subject")?;
+        check_id(&req.device_id, "deviceId")?;
+        let proof = Proof::parse(req.proof.as_slice()).map_err(refused)?;
+        let device = self.store.device(&req.subject, &req.device_id).await?;
+        let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
+            return api(ApiError::DeviceUnknown);
+        };
+        let cosign_key = self.pin_cosign_public_key();
+        let verifier = Verifier {
+            vin: &proof.envelope.vin,
+            audience: &self.commands.audience,
+            policy: &self.commands.policy,
+            pin: PinCheck::Cosignature(&cosign_key),
+            clock_skew: CLOCK_SKEW_SECONDS,
+        };
+        let device_key_id = key_id(&device.public_key);
+        let entry = KeyEntry {
+            public_key: device.public_key,
+            role: Role::Owner,
+            active: true,
+            window: Window::default(),
+        };
+        let accepted = verifier
+            .verify(req.proof.as_slice(), self.now().max(0) as u64, |id| {
+                (*id == device_key_id).then_some(entry)
+            })
+            .map_err(refused)?;
+        let facts = self
+            .store
+            .pin_facts(&req.subject)
+            .await?
+            .unwrap_or_default();
+        let e = accepted.envelope;
+        Ok(CommandVerified {
+            subject: req.subject,
+            device_id: req.device_id,
+            vin: e.vin,
+            command: e.command.kind().as_str().into(),
+            with_pin: accepted.with_pin,
+            pin_required: accepted.needs_pin,
+            counter: e.counter,
+            expires_at: e.expires_at,
+            pin_set_at: facts.pin_set_at,
+            pin_set_by: facts.pin_set_by,
+            pin_recovered_at: facts.pin_recovered_at,
         })
     }
 

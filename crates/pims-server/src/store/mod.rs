@@ -436,6 +436,14 @@ pub struct IssueOtpStep {
     pub pin_attempts: u32,
 }
 
+/// When and how an account's PIN was set, as relying parties are told.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PinFacts {
+    pub pin_set_at: Option<i64>,
+    pub pin_set_by: Option<PinOrigin>,
+    pub pin_recovered_at: Option<i64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedOtp {
     pub subject: String,
@@ -871,6 +879,9 @@ impl PurgeCounts {
 pub trait Store: Send + Sync + 'static {
     /// `None` when the account was never seen (accounts are created lazily by writes).
     async fn account(&self, account: &str) -> Result<Option<AccountRecord>>;
+
+    /// When and how the account's PIN was set (`None`: account never seen).
+    async fn pin_facts(&self, account: &str) -> Result<Option<PinFacts>>;
 
     /// The accounts whose trusted number is `phone_number` (E.164), in subject order (the
     /// helpdesk's search).

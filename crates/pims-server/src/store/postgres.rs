@@ -23,7 +23,7 @@ use super::steps::store_over_steps;
 use super::{
     AccountRecord, AdminDeviceSummary, AuditEvent, AuditPageAt, AuditQuery, ChainedAuditRow,
     ChallengeKind, DeviceRecord, DeviceSummary, EnrollmentSession, NewDeviceRecord,
-    OtpChallengeRecord, StartEnrollmentStep, TrustedNumber, VerifiedOtp,
+    OtpChallengeRecord, PinFacts, StartEnrollmentStep, TrustedNumber, VerifiedOtp,
 };
 use crate::audit::{link_mac, AuditKey, Chains, Link};
 use crate::error::{Error, Result};
@@ -309,6 +309,15 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     async fn account(&self, account: &str) -> Result<Option<AccountRecord>> {
         let row = self.opt(sql::pg::ACCOUNT, &[&account]).await?;
         Ok(row.as_ref().map(account_record))
+    }
+
+    async fn pin_facts(&self, account: &str) -> Result<Option<PinFacts>> {
+        let row = self.opt(sql::pg::PIN_FACTS, &[&account]).await?;
+        Ok(row.map(|r| PinFacts {
+            pin_set_at: r.get(0),
+            pin_set_by: r.get::<_, Option<&str>>(1).and_then(PinOrigin::parse),
+            pin_recovered_at: r.get(2),
+        }))
     }
 
     async fn accounts_with_phone_number(&self, phone_number: &str) -> Result<Vec<String>> {

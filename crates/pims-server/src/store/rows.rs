@@ -7,7 +7,7 @@ use pims_proto::{PinOrigin, SmsPurpose};
 
 use super::{
     AccountRecord, AdminDeviceSummary, AuditEvent, AuditQuery, ChainedAuditRow, ChallengeKind,
-    DeviceRecord, DeviceSummary, EnrollmentSession, NewDeviceRecord, OtpChallengeRecord,
+    DeviceRecord, DeviceSummary, EnrollmentSession, NewDeviceRecord, OtpChallengeRecord, PinFacts,
     StartEnrollmentStep, TrustedNumber, VerifiedOtp,
 };
 use crate::error::Result;
@@ -96,6 +96,7 @@ pub trait Rows {
     /// Locks the row of the account the OTP `mac` belongs to, if both exist.
     async fn lock_account_of_otp(&self, mac: &[u8]) -> Result<()>;
     async fn account(&self, account: &str) -> Result<Option<AccountRecord>>;
+    async fn pin_facts(&self, account: &str) -> Result<Option<PinFacts>>;
     async fn accounts_with_phone_number(&self, phone_number: &str) -> Result<Vec<String>>;
     async fn accounts_with_subject_prefix(&self, prefix: &str, limit: u32) -> Result<Vec<String>>;
     /// The rows of `query` in the order its page is read (newest first for `OlderThan`,

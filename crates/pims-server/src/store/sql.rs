@@ -114,6 +114,8 @@ statements! {
                           WHERE subject = $1";
 
     /// The columns the stores map to an `AuditEvent`, in this order.
+    /// What a relying party is told of the account's PIN beside a command.
+    PIN_FACTS = "SELECT pin_set_at, pin_set_by, pin_recovered_at FROM accounts WHERE subject = $1";
     AUDIT_ROWS = "SELECT id, at, account, event, device_id, detail FROM audit ORDER BY id";
     SET_AUDIT_LINK = "UPDATE audit SET prev_id = $2, mac = $3 WHERE id = $1";
     AUDIT_TRAIL = "SELECT id, at, account, event, device_id, detail FROM audit

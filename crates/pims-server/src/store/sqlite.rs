@@ -25,7 +25,7 @@ use super::steps::store_over_steps;
 use super::{
     AccountRecord, AdminDeviceSummary, AuditEvent, AuditPageAt, AuditQuery, ChainedAuditRow,
     ChallengeKind, DeviceRecord, DeviceSummary, EnrollmentSession, NewDeviceRecord,
-    OtpChallengeRecord, StartEnrollmentStep, TrustedNumber, VerifiedOtp,
+    OtpChallengeRecord, PinFacts, StartEnrollmentStep, TrustedNumber, VerifiedOtp,
 };
 use crate::audit::{link_mac, AuditKey, Chains, Link};
 use crate::error::{Error, Result};
@@ -431,6 +431,19 @@ impl Rows for SqliteRows<'_> {
 
     async fn account(&self, account: &str) -> Result<Option<AccountRecord>> {
         self.opt(sql::sqlite::ACCOUNT, [account], account_record)
+    }
+
+    async fn pin_facts(&self, account: &str) -> Result<Option<PinFacts>> {
+        self.opt(sql::sqlite::PIN_FACTS, [account], |r| {
+            Ok(PinFacts {
+                pin_set_at: r.get(0)?,
+                pin_set_by: r
+                    .get::<_, Option<String>>(1)?
+                    .as_deref()
+                    .and_then(PinOrigin::parse),
+                pin_recovered_at: r.get(2)?,
+            })
+        })
     }
 
     async fn accounts_with_phone_number(&self, phone_number: &str) -> Result<Vec<String>> {

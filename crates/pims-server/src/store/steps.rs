@@ -946,6 +946,13 @@ macro_rules! store_over_steps {
                 $read!(self, r => r.account(account))
             }
 
+            async fn pin_facts(
+                &self,
+                account: &str,
+            ) -> $crate::error::Result<Option<$crate::store::PinFacts>> {
+                $read!(self, r => r.pin_facts(account))
+            }
+
             async fn accounts_with_phone_number(
                 &self,
                 phone_number: &str,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use p256::ecdsa::SigningKey;
 use pims_command::{pairing_mac, Command, Envelope, Proof, Receipt, Role};
-use pims_proto::endpoint as ep;
+use pims_proto::endpoint::{self as ep, Endpoint};
 use pims_proto::{ApiError, CommandSent, PairVehicle, SendCommand, VehiclePaired};
 use pims_server::config::VehicleEndpoint;
 use pims_server::keys::Keys;
@@ -22,15 +22,13 @@ pub const AUDIENCE: &str = "pims-commands";
 pub struct Garage {
     pub s: TestServer,
     pub car: Arc<Vehicle>,
-    pub car_url: String,
     _car_dir: tempfile::TempDir,
 }
 
 /// A server whose command service relays to one simulated car, on the server's clock.
 pub async fn garage() -> Garage {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let car_url = format!("http://{}", listener.local_addr().unwrap());
-    let url = car_url.clone();
+    let url = format!("http://{}", listener.local_addr().unwrap());
     let s = TestServer::start_with(|c| {
         c.commands.vehicles = vec![VehicleEndpoint {
             vin: VIN.into(),
@@ -56,7 +54,6 @@ pub async fn garage() -> Garage {
     Garage {
         s,
         car,
-        car_url,
         _car_dir: car_dir,
     }
 }
@@ -627,7 +624,7 @@ async fn further_keys_come_only_by_an_owner_command_with_the_pin() {
 }
 
 #[tokio::test]
-async fn a_car_the_service_does_not_relay_to_and_a_car_that_does_not_answer_are_named() {
+async fn a_car_the_service_does_not_relay_to_and_a_pairing_while_no_code_is_shown_are_refused() {
     let g = garage().await;
     let (token, device) = enrolled_account(&g.s, "alice", PHONE, "1234").await;
     let r =
@@ -652,5 +649,102 @@ async fn a_car_the_service_does_not_relay_to_and_a_car_that_does_not_answer_are_
         )
         .await;
     assert_eq!(r.unwrap_err(), ApiError::PairingRefused, "no code shown");
-    let _ = &g.car_url;
+}
+
+async fn rp_verify(
+    g: &Garage,
+    secret: &str,
+    proof: &[u8],
+    device_id: &str,
+) -> Result<pims_proto::CommandVerified, ApiError> {
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("demo-rp:{secret}"));
+    let r =
+        g.s.http
+            .post(format!("{}{}", g.s.url, ep::CommandVerify::ROUTE.path))
+            .header("authorization", format!("Basic {auth}"))
+            .json(&pims_proto::VerifyCommand {
+                proof: proof.to_vec().into(),
+                subject: "alice".into(),
+                device_id: device_id.into(),
+            })
+            .send()
+            .await
+            .unwrap();
+    decode(r).await
+}
+
+#[tokio::test]
+async fn a_relying_party_is_told_which_command_which_car_which_device_and_the_pin_facts() {
+    let g = garage().await;
+    let (token, mut device) = enrolled_account(&g.s, "alice", PHONE, "1234").await;
+    g.pair(&token, &device).await;
+    let unlock = g
+        .command(&token, &mut device, Command::UnlockDoors, Some("1234"))
+        .await
+        .unwrap();
+    let v = rp_verify(&g, "demo-rp-secret", unlock.proof.as_slice(), &device.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            v.vin.as_str(),
+            v.command.as_str(),
+            v.with_pin,
+            v.pin_required
+        ),
+        (VIN, "doors.unlock", true, true)
+    );
+    assert_eq!(v.device_id, device.id);
+    assert_eq!(v.pin_set_by, Some(pims_proto::PinOrigin::Enrollment));
+    assert_eq!(v.pin_set_at, Some(START));
+    let horn = g
+        .command(&token, &mut device, Command::Horn, None)
+        .await
+        .unwrap();
+    let v = rp_verify(&g, "demo-rp-secret", horn.proof.as_slice(), &device.id)
+        .await
+        .unwrap();
+    assert_eq!(
+        (v.command.as_str(), v.with_pin, v.pin_required),
+        ("horn", false, false)
+    );
+    // An unlock proof without the co-signature, wrong credentials, another device.
+    let bare = g
+        .command_request(&token, &mut device, Command::UnlockDoors, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        rp_verify(&g, "demo-rp-secret", bare.proof.as_slice(), &device.id)
+            .await
+            .unwrap_err(),
+        ApiError::CommandRefused {
+            fault: "pinRequired".into()
+        }
+    );
+    assert_eq!(
+        rp_verify(&g, "wrong", horn.proof.as_slice(), &device.id)
+            .await
+            .unwrap_err(),
+        ApiError::RelyingPartyUnauthorized
+    );
+    let other = g.s.enroll(&token, "1234").await.unwrap();
+    assert_eq!(
+        rp_verify(&g, "demo-rp-secret", horn.proof.as_slice(), &other.id)
+            .await
+            .unwrap_err(),
+        ApiError::CommandRefused {
+            fault: "unknownKey".into()
+        }
+    );
+    // Revoked: refused at once.
+    g.s.call::<ep::DeviceRevoke>(&[&device.id], &token, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        rp_verify(&g, "demo-rp-secret", horn.proof.as_slice(), &device.id)
+            .await
+            .unwrap_err(),
+        ApiError::DeviceUnknown
+    );
 }
