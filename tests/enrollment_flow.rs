@@ -165,5 +165,13 @@ fn the_demo_command_runs_the_whole_story() {
     );
     assert!(stdout.contains("\"withPin\":true"), "{stdout}");
     assert!(stdout.contains("otp_invalid"), "{stdout}");
+    // The remote command: 2302 without the PIN, then the car unlocked with it and locked
+    // again, and the forged unlock refused by the car's own verifier.
+    assert!(stdout.contains("\"code\":2302"), "{stdout}");
+    assert!(stdout.contains("car's verdict: doors unlocked"), "{stdout}");
+    assert!(
+        stdout.contains("car: 2355 badSignature — doors locked"),
+        "{stdout}"
+    );
     assert!(stdout.contains("Done: two devices enrolled"), "{stdout}");
 }

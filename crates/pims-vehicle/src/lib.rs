@@ -227,6 +227,22 @@ impl Vehicle {
         Ok(shown)
     }
 
+    /// The key ids of the keychain's active owner keys.
+    pub fn owner_key_ids(&self) -> anyhow::Result<Vec<[u8; 32]>> {
+        let db = self.db();
+        let mut stmt =
+            db.prepare("SELECT key_id FROM keychain WHERE active = 1 AND role = 'owner'")?;
+        let ids = stmt.query_map([], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut out = Vec::new();
+        for id in ids {
+            out.push(
+                id?.try_into()
+                    .map_err(|_| anyhow::anyhow!("a key id is not 32 bytes"))?,
+            );
+        }
+        Ok(out)
+    }
+
     /// Whether any key is on the keychain and active.
     pub fn has_keys(&self) -> anyhow::Result<bool> {
         let n: i64 =
