@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod vehicle;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,6 +41,9 @@ enum Command {
     /// Drive many simulated devices against running servers and print throughput, latency
     /// percentiles and server CPU per operation.
     Bench(bench::BenchArgs),
+    /// Run a simulated car on loopback that verifies every remote command itself (its own
+    /// VIN, key, state and keychain in its own SQLite file) and prints its pairing code.
+    Vehicle(vehicle::VehicleArgs),
     /// Mint an access token from a development server (one run with `dev_issuer = true`, e.g.
     /// `docs/server.dev.toml`) and print it alone on stdout: `TOKEN=$(pims dev-token alice)`.
     DevToken {
@@ -134,6 +138,10 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
             Ok(())
+        }
+        Command::Vehicle(args) => {
+            init_logs("info");
+            runtime.block_on(vehicle::run(args))
         }
         Command::Bench(args) => {
             init_logs("warn");
