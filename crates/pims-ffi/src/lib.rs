@@ -4,11 +4,16 @@
 //! `bindings/` turn them into native maps), host capabilities are foreign traits adapted to `pims_strongauth::host`,
 //! and nothing here changes what the core decides. The core crates know nothing of UniFFI.
 
+mod command;
 mod facade;
 mod host;
 mod log;
 mod value;
 
+pub use command::{
+    encode_command_proof, parse_command_proof, verify_command_proof, CommandFault, CommandKey,
+    ParsedProof, VerifiedCommand,
+};
 pub use facade::{MessageHandler, PimsSdk};
 pub use host::{AccessTokenProvider, DeviceKeys, HostFailure, SmsCodeProvider, VaultKeyStore};
 pub use log::{set_log_sink, LogLevel, LogSink};
