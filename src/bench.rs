@@ -51,6 +51,14 @@ pub struct BenchArgs {
     /// Where the servers' webhook SMS gateway delivers.
     #[arg(long, default_value = "127.0.0.1:9099")]
     sms_listen: SocketAddr,
+    /// Run a simulated car in this process, listening here, and add the signed-command phases
+    /// (server CPU per command relayed, with and without the PIN). The servers must relay to
+    /// it: `[[commands.vehicles]]` with `--vin` and this address. The car's own CPU is this
+    /// process's, not counted as the server's.
+    #[arg(long)]
+    car_listen: Option<SocketAddr>,
+    #[arg(long, default_value = "VR3UPHNKSKT101603")]
+    vin: String,
     #[arg(long, default_value = "demo-rp")]
     rp_id: String,
     #[arg(long, default_value = "demo-rp-secret")]
@@ -73,6 +81,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         next_verifier: AtomicUsize::new(0),
     });
     let cpu = CpuMeter::new(args.server_pids.clone());
+    let car_dir = tempfile::tempdir()?;
+    let car = match args.car_listen {
+        None => None,
+        Some(listen) => Some(start_car(&args, listen, car_dir.path()).await?),
+    };
     println!(
         "pims bench: {} devices, {} in flight, {:.0} s phases, {} server(s), server CPU {}",
         args.devices,
@@ -140,6 +153,42 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .collect();
     let otps = Arc::new(Mutex::new(Vec::new()));
 
+    if let Some(car) = &car {
+        // Each device's key on the car's keychain, by the code the car shows.
+        for pool in &pools {
+            for d in pool.lock().await.0.iter() {
+                let code = car.new_pairing_code()?;
+                let mac = pims_command::pairing_mac(&code, &args.vin, &d.public_key());
+                let pair = PairVehicle {
+                    device_id: d.id.clone(),
+                    mac: mac.to_vec().into(),
+                };
+                bench
+                    .call::<ep::VehiclePair>(d, &[&args.vin], &pair)
+                    .await?;
+            }
+        }
+        for (name, with_pin) in [("command no PIN", false), ("command with PIN", true)] {
+            let report = phase(&cpu, workers, args.seconds, |w| {
+                let (pool, bench, vin) = (pools[w].clone(), bench.clone(), args.vin.clone());
+                async move {
+                    let mut guard = pool.lock().await;
+                    let (devices, next) = &mut *guard;
+                    let i = *next % devices.len();
+                    *next += 1;
+                    let started = Instant::now();
+                    let result = bench.command(&mut devices[i], &vin, with_pin).await;
+                    if let Err(e) = &result {
+                        eprintln!("{name} failed: {e:#}");
+                    }
+                    Some((started.elapsed(), result.is_ok()))
+                }
+            })
+            .await;
+            report.print(name);
+        }
+    }
+
     for (name, with_pin) in [("otp with PIN", true), ("otp without PIN", false)] {
         let report = phase(&cpu, workers, args.seconds, |w| {
             let (pool, bench, otps) = (pools[w].clone(), bench.clone(), otps.clone());
@@ -185,6 +234,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     .await;
     report.print("rp verify");
     Ok(())
+}
+
+/// A simulated car in this process, pinning the first server's co-signing key.
+async fn start_car(
+    args: &BenchArgs,
+    listen: SocketAddr,
+    dir: &std::path::Path,
+) -> anyhow::Result<Arc<pims_vehicle::Vehicle>> {
+    let car = pims_vehicle::Vehicle::open(pims_vehicle::VehicleConfig {
+        vin: args.vin.clone(),
+        audience: "pims-commands".into(),
+        data: dir.join("car.sqlite3"),
+        pin_cosign_key: None,
+        server: Some(args.urls[0].clone()),
+        policy: Default::default(),
+        clock: None,
+    })
+    .await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let router = car.router();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(car)
 }
 
 /// A worker's devices and the index of the next one to use.
@@ -650,6 +721,64 @@ impl Bench {
         let request = otp.sign_with(|t| d.sign(t));
         let issued = self.call::<ep::Otp>(d, &[], &request).await?;
         Ok(issued.otp)
+    }
+
+    /// A signed command relayed to the car: horn without the PIN, unlock with it (the car
+    /// answers 200 or 2360 "already unlocked": both are a verified, executed proof).
+    async fn command(&self, d: &mut SimDevice, vin: &str, with_pin: bool) -> anyhow::Result<()> {
+        let login = with_pin.then(|| pims_device::pin::start(PIN.as_bytes(), false));
+        let proof = login.as_ref().map(|(_, request)| {
+            d.counter += 1;
+            let proof = pims_device::login_proof(&d.id, d.counter, request.as_slice());
+            proof.sign_with(|t| d.sign(t))
+        });
+        let request = DeviceChallengeRequest {
+            login: login.as_ref().map(|(_, request)| request.clone()),
+            proof,
+        };
+        let challenge = self
+            .call::<ep::DeviceChallenges>(d, &[&d.id], &request)
+            .await?;
+        let pin = match login {
+            None => None,
+            Some((exchange, _)) => {
+                let response = challenge
+                    .login
+                    .as_ref()
+                    .ok_or_else(|| anyhow!("no PIN response in the challenge"))?;
+                let finish = pims_device::pin::finish(
+                    exchange,
+                    PIN.as_bytes(),
+                    response.as_slice(),
+                    Stretching::Cheap,
+                )
+                .map_err(|_| anyhow!("the server's PIN answer is malformed"))?;
+                Some(pims_device::CommandPin::Login(finish))
+            }
+        };
+        let command = match with_pin {
+            true => pims_command::Command::UnlockDoors,
+            false => pims_command::Command::Horn,
+        };
+        let expires_at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs()
+            + 30;
+        let order = pims_device::CommandOrder {
+            vin: vin.into(),
+            audience: "pims-commands".into(),
+            command,
+            expires_at,
+        };
+        d.counter += 1;
+        let public_key = d.public_key();
+        let request = pims_device::command(&challenge, &d.id, &public_key, d.counter, order, pin)
+            .sign_with(|t| d.sign(t));
+        let sent = self.call::<ep::Commands>(d, &[], &request).await?;
+        match sent.receipt.code {
+            200 | 2360 => Ok(()),
+            code => bail!("the car answered {code} ({:?})", sent.receipt.fault),
+        }
     }
 
     async fn verify(&self, otp: &str) -> anyhow::Result<()> {

@@ -134,6 +134,9 @@ impl Vehicle {
             // The car's private key is in it (a real car keeps it in its secure element).
             std::fs::set_permissions(&config.data, std::fs::Permissions::from_mode(0o600))?;
         }
+        // WAL with full sync: a saved counter window survives a crash, without a journal
+        // rewrite per statement.
+        db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
         db.execute_batch(SCHEMA)?;
         let existing: Option<(String, Vec<u8>, Option<Vec<u8>>)> = db
             .query_row("SELECT vin, secret_key, pin_cosign_key FROM car", [], |r| {

@@ -987,13 +987,14 @@ struct AuditParams {
 /// Every event the trail records, for the filter's list.
 const AUDIT_EVENTS: &[&str] = &[
     "account_unblocked",
+    "command_authorized",
     "device_activated",
     "device_disabled",
     "device_enabled",
     "device_enrolled",
     "enrollments_removed",
     "otp_issued",
-    "otp_verified",
+    "otp_used",
     "phone_number_added",
     "phone_number_modified",
     "phone_number_restored",
