@@ -1,5 +1,6 @@
 //! `pims`: run the server, watch a full enrollment, or drive the facade from a terminal.
 
+mod attestation;
 mod bench;
 mod demo;
 mod vehicle;
@@ -37,6 +38,11 @@ enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Check a phone's key attestation (Android chain or App Attest object) offline.
+    Attestation {
+        #[command(subcommand)]
+        command: attestation::AttestationCommand,
     },
     /// Drive many simulated devices against running servers and print throughput, latency
     /// percentiles and server CPU per operation.
@@ -139,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Attestation { command } => attestation::run(command),
         Command::Vehicle(args) => {
             init_logs("info");
             runtime.block_on(vehicle::run(args))

@@ -62,6 +62,9 @@ pub struct AttestedChain {
     pub key_description: KeyDescription,
     /// The certified key's SubjectPublicKeyInfo (DER).
     pub leaf_public_key: Vec<u8>,
+    /// The same key's subjectPublicKey bits: for EC keys the uncompressed point (65 bytes for
+    /// P-256), the form PIMS devices send.
+    pub leaf_public_key_point: Vec<u8>,
     pub leaf_key_algorithm: KeyAlgorithm,
     /// Serial numbers, leaf first, as the revocation list writes them.
     pub serials: Vec<String>,
@@ -125,7 +128,8 @@ pub struct AndroidApp {
 pub struct AndroidExpectations {
     /// The challenge the server gave for this enrollment (binds session and key).
     pub challenge: Vec<u8>,
-    /// The SubjectPublicKeyInfo (DER) of the key being enrolled, when known.
+    /// The key being enrolled, when known: its SubjectPublicKeyInfo (DER) or, for EC keys, its
+    /// uncompressed point.
     pub public_key: Option<Vec<u8>>,
     /// Accept chains that end at an AOSP software root (assurance `software`).
     pub allow_software_root: bool,
@@ -206,7 +210,7 @@ impl AndroidExpectations {
             ));
         }
         if let Some(expected) = &self.public_key {
-            if *expected != chain.leaf_public_key {
+            if *expected != chain.leaf_public_key && *expected != chain.leaf_public_key_point {
                 return Err(AttestationFault::new(
                     Rule::PublicKey,
                     "the certified key is not the key being enrolled",
@@ -616,6 +620,7 @@ pub fn verify_android_chain(
         root: anchor,
         provisioning,
         leaf_public_key: leaf.spki_der(),
+        leaf_public_key_point: leaf.public_key_bytes().to_vec(),
         leaf_key_algorithm: leaf.key_algorithm(),
         key_description,
         serials,

@@ -139,6 +139,16 @@ fn a_genuine_chain_replayed_for_another_enrollment_or_key_is_refused() {
             .unwrap(),
     );
     assert_eq!(verify(&genuine(), &same_key), Ok(Assurance::Tee));
+    // The same key as the uncompressed point a PIMS device sends.
+    let point = x509(&genuine()[0])
+        .tbs_certificate()
+        .subject_public_key_info()
+        .subject_public_key
+        .raw_bytes()
+        .to_vec();
+    assert_eq!(point.len(), 65);
+    same_key.public_key = Some(point);
+    assert_eq!(verify(&genuine(), &same_key), Ok(Assurance::Tee));
 }
 
 #[test]
