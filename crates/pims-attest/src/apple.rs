@@ -103,8 +103,7 @@ pub fn verify_app_attest(
     at: Option<SystemTime>,
 ) -> Result<AppAttestVerdict, AttestationFault> {
     let malformed = |d: &str| AttestationFault::new(Rule::MalformedObject, d.to_string());
-    let value: Value = ciborium::de::from_reader(attestation_object)
-        .map_err(|e| malformed(&format!("not CBOR: {e}")))?;
+    let value = cbor(attestation_object)?;
     let fmt = map_get(&value, "fmt")
         .and_then(Value::as_text)
         .ok_or_else(|| malformed("no fmt"))?;
@@ -118,10 +117,11 @@ pub fn verify_app_attest(
     let x5c = map_get(att_stmt, "x5c")
         .and_then(Value::as_array)
         .ok_or_else(|| malformed("no attStmt.x5c"))?;
+    // Apple always sends the receipt (the server keeps it for the fraud metric).
     let receipt = map_get(att_stmt, "receipt")
         .and_then(Value::as_bytes)
         .cloned()
-        .unwrap_or_default();
+        .ok_or_else(|| malformed("no attStmt.receipt"))?;
     if x5c.len() < 2 {
         return Err(malformed("attStmt.x5c has fewer than 2 certificates"));
     }
@@ -295,8 +295,7 @@ pub fn verify_app_attest_assertion(
     expected: &AppAttestAssertionExpectations,
 ) -> Result<AppAttestAssertion, AttestationFault> {
     let malformed = |d: &str| AttestationFault::new(Rule::MalformedObject, d.to_string());
-    let value: Value =
-        ciborium::de::from_reader(assertion).map_err(|e| malformed(&format!("not CBOR: {e}")))?;
+    let value = cbor(assertion)?;
     let signature = map_get(&value, "signature")
         .and_then(Value::as_bytes)
         .ok_or_else(|| malformed("no signature"))?;
@@ -378,6 +377,20 @@ impl<'a> AuthData<'a> {
         }
         Ok(out)
     }
+}
+
+/// One CBOR item and nothing after it.
+fn cbor(bytes: &[u8]) -> Result<Value, AttestationFault> {
+    let mut rest = bytes;
+    let value: Value = ciborium::de::from_reader(&mut rest)
+        .map_err(|e| AttestationFault::new(Rule::MalformedObject, format!("not CBOR: {e}")))?;
+    if !rest.is_empty() {
+        return Err(AttestationFault::new(
+            Rule::MalformedObject,
+            format!("{} bytes after the CBOR object", rest.len()),
+        ));
+    }
+    Ok(value)
 }
 
 fn map_get<'a>(value: &'a Value, key: &str) -> Option<&'a Value> {

@@ -194,6 +194,15 @@ impl Cert {
             .signature()
             .as_bytes()
             .ok_or_else(|| SignatureError::Invalid("signature has unused bits".into()))?;
+        // The algorithm outside the signed part must be the one inside it (RFC 5280 4.1.1.2),
+        // or bytes no signature covers could change unnoticed.
+        if self.parsed.signature_algorithm().to_der().ok()
+            != self.parsed.tbs_certificate().signature().to_der().ok()
+        {
+            return Err(SignatureError::Invalid(
+                "the signature algorithm differs from the one in the signed part".into(),
+            ));
+        }
         let sig_oid = self.parsed.signature_algorithm().oid;
         verify_with_key(
             &issuer.key_algorithm(),
