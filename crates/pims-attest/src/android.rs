@@ -59,6 +59,10 @@ impl Provisioning {
 pub struct AttestedChain {
     pub root: AndroidRoot,
     pub provisioning: Provisioning,
+    /// The security level Google's certificates state for the attestation key: remotely
+    /// provisioned attestation certificates name it (`O=TEE`, `O=StrongBox`); factory chains
+    /// name StrongBox only (`None` for the others).
+    pub certificate_security_level: Option<SecurityLevel>,
     pub key_description: KeyDescription,
     /// The certified key's SubjectPublicKeyInfo (DER).
     pub leaf_public_key: Vec<u8>,
@@ -197,6 +201,27 @@ impl AndroidExpectations {
                 Rule::SoftwareRoot,
                 "the chain ends at the AOSP software attestation root, whose private key is \
                  public: the key is not proven to be in hardware",
+            ));
+        }
+        // As Google's MATCHES_CERTIFICATE constraint: a StrongBox claim needs a StrongBox
+        // certificate (a leaked TEE key cannot pass its keys off as StrongBox ones), and a
+        // certificate's stated level must be the one claimed.
+        let claimed = kd.keymint_security_level;
+        let consistent = match (claimed, chain.certificate_security_level) {
+            (SecurityLevel::StrongBox, stated) => stated == Some(SecurityLevel::StrongBox),
+            (_, None) => true,
+            (_, Some(stated)) => stated == claimed,
+        };
+        if !consistent {
+            return Err(AttestationFault::new(
+                Rule::SecurityLevel,
+                format!(
+                    "KeyMint claims {} but the attestation certificate states {}",
+                    claimed.as_str(),
+                    chain
+                        .certificate_security_level
+                        .map_or("no level", SecurityLevel::as_str)
+                ),
             ));
         }
         if kd.attestation_challenge != self.challenge {
@@ -616,9 +641,30 @@ pub fn verify_android_chain(
         }
     }
 
+    let certificate_security_level = match provisioning {
+        Provisioning::Remote => Some(
+            match name_attribute(
+                certs[1].parsed.tbs_certificate().subject(),
+                OID_ORGANIZATION,
+            )
+            .as_deref()
+            {
+                Some("TEE") => SecurityLevel::TrustedEnvironment,
+                Some("StrongBox") => SecurityLevel::StrongBox,
+                _ => SecurityLevel::Software,
+            },
+        ),
+        Provisioning::Factory => [&certs[1], below_root]
+            .iter()
+            .any(|c| c.subject_string().to_lowercase().contains("strongbox"))
+            .then_some(SecurityLevel::StrongBox),
+        Provisioning::Unknown => None,
+    };
+
     Ok(AttestedChain {
         root: anchor,
         provisioning,
+        certificate_security_level,
         leaf_public_key: leaf.spki_der(),
         leaf_public_key_point: leaf.public_key_bytes().to_vec(),
         leaf_key_algorithm: leaf.key_algorithm(),

@@ -10,7 +10,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use common::{b64, case_json, chain, unb64};
 use pims_attest::{
     verify_android, verify_android_chain, AndroidApp, AndroidExpectations, AndroidRoot, Assurance,
-    AuthorizationList, KeyDescription, Provisioning, RevocationList, Rule,
+    AuthorizationList, KeyDescription, Provisioning, RevocationList, Rule, SecurityLevel,
 };
 use serde_json::{json, Map, Value};
 
@@ -410,6 +410,15 @@ fn each_chain_gets_its_verdict_from_a_lenient_and_a_strict_policy() {
         assert_eq!(verdict.chain.root, root, "{case}");
         assert_eq!(verdict.chain.provisioning, provisioning, "{case}");
         assert_eq!(verdict.chain.expired_tolerated.len(), expired, "{case}");
+        // What Google's certificates state: RKP attestation certificates name TEE or
+        // StrongBox, factory chains name StrongBox only.
+        let stated = match (provisioning, lenient) {
+            (Provisioning::Remote, Assurance::StrongBox) => Some(SecurityLevel::StrongBox),
+            (Provisioning::Remote, _) => Some(SecurityLevel::TrustedEnvironment),
+            (Provisioning::Factory, Assurance::StrongBox) => Some(SecurityLevel::StrongBox),
+            _ => None,
+        };
+        assert_eq!(verdict.chain.certificate_security_level, stated, "{case}");
 
         let strict_policy = AndroidExpectations::strict(challenge(case), own_app(case));
         let got = verify_android(&der, &strict_policy, &none, None)
