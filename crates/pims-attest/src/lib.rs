@@ -116,6 +116,20 @@ impl fmt::Display for Assurance {
     }
 }
 
+/// Stored and sent as its string form (`"tee"`).
+impl serde::Serialize for Assurance {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Assurance {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for Assurance {
     type Err = String;
 
@@ -128,5 +142,43 @@ impl FromStr for Assurance {
             "unattested" => Assurance::Unattested,
             other => return Err(format!("unknown assurance level {other:?}")),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assurance_strings_are_stable_and_round_trip() {
+        let all = [
+            Assurance::StrongBox,
+            Assurance::Tee,
+            Assurance::SecureEnclave,
+            Assurance::Software,
+            Assurance::Unattested,
+        ];
+        let names: Vec<&str> = all.iter().map(|a| a.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "strongbox",
+                "tee",
+                "secure-enclave",
+                "software",
+                "unattested"
+            ]
+        );
+        for a in all {
+            assert_eq!(a.to_string().parse::<Assurance>(), Ok(a));
+            let json = serde_json::to_string(&a).unwrap();
+            assert_eq!(json, format!("\"{a}\""));
+            assert_eq!(serde_json::from_str::<Assurance>(&json).unwrap(), a);
+        }
+        assert!("hardware".parse::<Assurance>().is_err());
+        assert!(Assurance::StrongBox.meets(Assurance::Tee));
+        assert!(Assurance::SecureEnclave.meets(Assurance::Tee));
+        assert!(!Assurance::Software.meets(Assurance::Tee));
+        assert!(!Assurance::Unattested.meets(Assurance::Software));
     }
 }
