@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Binding tests: build the Python wheel with maturin (the release library and its Python module),
 # install it, check the library's size, generate the Kotlin and Swift bindings from that same
-# library with the workspace's uniffi-bindgen (crates/pims-bindgen), start a PIMS server on loopback, then run
-# the Kotlin program, the README's Python example (bindings/readme-python.sh) and the pytest
-# suite against it. Called by .ci/run after cargo test.
+# library with the workspace's uniffi-bindgen (crates/pims-bindgen), start a PIMS server on loopback
+# and simulated cars (`pims vehicle`, one per remote-command flow: a pairing code pairs one key),
+# then run the Kotlin program, the README's Python example (bindings/readme-python.sh) and the
+# pytest suite against them. Called by .ci/run after cargo test.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -12,8 +13,12 @@ eval "$(bindings/install-deps.sh)"
 
 WORK="$(mktemp -d)"
 SERVER_PID=""
+CAR_PIDS=""
 cleanup() {
-    if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    for pid in $CAR_PIDS $SERVER_PID; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -75,9 +80,23 @@ if [ -f "$SEED" ]; then
     echo "reference examples: Kotlin and Swift copies match the reference page"
 fi
 
-echo "== starting a PIMS server on loopback"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-mkdir -p "$WORK/server" "$WORK/devices"
+echo "== starting a PIMS server and simulated cars on loopback"
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+PORT=$(free_port)
+mkdir -p "$WORK/server" "$WORK/devices" "$WORK/cars"
+# One car per remote-command flow (NAME:VIN), each paired by one device with the code it shows;
+# the tests find theirs in PIMS_CAR_<NAME> ("VIN URL PAIRING-CODE").
+CARS="PY_REFERENCE:VR3UPHNKSKT101611 PY_ONE_CALL:VR3UPHNKSKT101612 KT_REFERENCE:VR3UPHNKSKT101613 KT_ONE_CALL:VR3UPHNKSKT101614"
+declare -A CAR_PORT
+VEHICLES=""
+for car in $CARS; do
+    CAR_PORT[$car]=$(free_port)
+    VEHICLES+="
+[[commands.vehicles]]
+vin = \"${car#*:}\"
+url = \"http://127.0.0.1:${CAR_PORT[$car]}\"
+"
+done
 cat > "$WORK/server/config.toml" <<TOML
 listen = "127.0.0.1:$PORT"
 database_path = "$WORK/server/pims.sqlite3"
@@ -93,6 +112,10 @@ secret = "bindings-test-secret"
 # Every suite here sends its SMS from this one address: no test is about that limit.
 [limits]
 sms_sends_per_hour_per_address = 1000
+
+# The command service relays to the simulated cars below (audience: pims-commands).
+[commands]
+$VEHICLES
 TOML
 "$SERVER_BIN" server --config "$WORK/server/config.toml" 2>"$WORK/server/log" &
 SERVER_PID=$!
@@ -103,7 +126,31 @@ for _ in $(seq 1 100); do
     kill -0 "$SERVER_PID" 2>/dev/null || { cat "$WORK/server/log" >&2; exit 1; }
     sleep 0.2
 done
+# The cars, after the server: each fetches its PIN co-signing key at first start.
+for car in $CARS; do
+    name=${car%%:*} vin=${car#*:} port=${CAR_PORT[$car]}
+    "$SERVER_BIN" vehicle --vin "$vin" --listen "127.0.0.1:$port" --data "$WORK/cars/$name.sqlite3" \
+        --server "http://127.0.0.1:$PORT" >"$WORK/cars/$name.out" 2>"$WORK/cars/$name.log" &
+    CAR_PIDS+=" $!"
+done
+for car in $CARS; do
+    name=${car%%:*} vin=${car#*:} port=${CAR_PORT[$car]}
+    code=""
+    for _ in $(seq 1 100); do
+        code=$(sed -n 's/^pairing code: //p' "$WORK/cars/$name.out")
+        [ -n "$code" ] && break
+        sleep 0.1
+    done
+    if [ -z "$code" ]; then
+        echo "car $name showed no pairing code" >&2
+        cat "$WORK/cars/$name.out" "$WORK/cars/$name.log" >&2
+        exit 1
+    fi
+    export "PIMS_CAR_$name=$vin http://127.0.0.1:$port $code"
+done
+echo "cars: $(for car in $CARS; do printf '%s ' "${car#*:}"; done)(one pairing code each)"
 export PIMS_SERVER_URL="http://127.0.0.1:$PORT"
+export PIMS_GOLDEN_VECTORS="$ROOT/crates/pims-command/tests/vectors/golden.json"
 export PIMS_OUTBOX="$WORK/server/outbox.jsonl"
 export PIMS_SMS_DOMAIN="bindings.test"
 export PIMS_RP_CREDENTIALS="bindings-test:bindings-test-secret"

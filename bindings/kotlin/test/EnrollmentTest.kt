@@ -2,7 +2,8 @@
 // call style (including its example verbatim), asserting every message.
 //
 // Environment: PIMS_SERVER_URL, PIMS_OUTBOX (the server's SMS outbox file), PIMS_SMS_DOMAIN,
-// PIMS_DATA_DIR (a fresh directory), PIMS_RP_CREDENTIALS ("id:secret" of a relying party).
+// PIMS_DATA_DIR (a fresh directory), PIMS_RP_CREDENTIALS ("id:secret" of a relying party); the
+// remote-command scenarios (RemoteCommandsTest.kt) name their cars and the golden vectors.
 
 import com.pims.sdk.Pims
 import com.pims.sdk.SmsCodeReader
@@ -352,6 +353,8 @@ fun main() {
     }
     pims.close()
     androidScenarios()
+    remoteCommandScenarios()
+    goldenVectorScenarios()
     println("kotlin: $passed passed, $failed failed")
     if (failed > 0 || passed == 0) kotlin.system.exitProcess(1)
 }

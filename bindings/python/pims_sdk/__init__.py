@@ -10,6 +10,19 @@
 Messages are dicts shaped as the reference shows them: ``transactionId``, ``status``
 (``SUCCEEDED`` / ``FAILED`` / ``RESULT``) and ``result`` or ``error`` (``code`` is an int).
 Callbacks run on an SDK thread.
+
+Remote commands (``pims.vehicle.vin``, ``pims.vehicle.pairing``, ``pims.vehicle.command``,
+``pims.vehicle.signal``) go through the same calls. For a relying party, the module also has
+the command verifier the car runs (``pims-command``), as plain functions of bytes:
+
+    keys = [CommandKey(public_key=device_key, role="owner", active=True,
+                       window_highest=0, window_seen_below=0)]
+    ok = verify_command_proof(proof, vin, "pims-commands", pin_cosign_key, int(time.time()), keys)
+    ok.command, ok.with_pin        # "doors.unlock", True; save ok.window_* before acting
+    parse_command_proof(proof)     # envelope, signatures and digests, no signature checked
+
+``pin_cosign_key`` is the command service's (``GET /v1/commands/keys``, ``pinCosignKey``). A
+refusal raises ``CommandFault`` (``CommandFault.PinRequired``…, ``.fault`` its stable name).
 """
 
 import asyncio
@@ -28,6 +41,15 @@ from ._native.pims_ffi import (  # noqa: F401  (host capabilities the app implem
     LogSink,
     VaultKeyStore,
 )
+from ._native.pims_ffi import (  # noqa: F401  (the command verifier, for relying parties)
+    CommandFault,
+    CommandKey,
+    ParsedProof,
+    VerifiedCommand,
+    encode_command_proof,
+    parse_command_proof,
+    verify_command_proof,
+)
 
 Message = Dict[str, Any]
 Callback = Callable[[Message], None]
@@ -37,6 +59,8 @@ SmsCodeReader = Callable[[float], Optional[str]]
 __all__ = [
     "Pims", "Message", "AccessTokenProvider", "DeviceKeys", "HostFailure", "LogLevel",
     "LogSink", "VaultKeyStore", "SmsCodeReader", "set_log_sink", "round_trip",
+    "CommandFault", "CommandKey", "ParsedProof", "VerifiedCommand", "encode_command_proof",
+    "parse_command_proof", "verify_command_proof",
 ]
 
 

@@ -59,6 +59,38 @@ def server():
                   os.environ["PIMS_SMS_DOMAIN"], os.environ["PIMS_RP_CREDENTIALS"])
 
 
+@dataclass
+class Car:
+    """A simulated car (`pims vehicle`) started by bindings/run-tests.sh for one test: its VIN,
+    address and the one-time pairing code it showed."""
+    vin: str
+    url: str
+    pairing_code: str
+
+    def state(self):
+        """The car's own vehicle object (GET /v1/state), as it would show it."""
+        with urllib.request.urlopen(self.url + "/v1/state", timeout=10) as response:
+            return json.loads(response.read())
+
+    def doors(self):
+        return self.state()["ressources"]["status"]["doorStateInformation"]["state"]
+
+
+def car(name):
+    """The car run-tests.sh started for `name` (PIMS_CAR_<name> = "VIN URL CODE")."""
+    value = os.environ.get(f"PIMS_CAR_{name}")
+    if value is None:
+        pytest.fail(f"run through bindings/run-tests.sh (missing PIMS_CAR_{name})")
+    return Car(*value.split(" "))
+
+
+def golden_vectors():
+    """crates/pims-command/tests/vectors/golden.json, which the Rust and Kotlin tests replay too."""
+    path = os.environ.get("PIMS_GOLDEN_VECTORS") or \
+        Path(__file__).resolve().parents[3] / "crates/pims-command/tests/vectors/golden.json"
+    return json.loads(Path(path).read_text())
+
+
 def call(start, timeout=60):
     """Runs one facade call and returns its single message (a second one fails the test)."""
     messages = queue.Queue()

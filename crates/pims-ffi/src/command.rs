@@ -31,7 +31,7 @@ pub struct CommandKey {
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct VerifiedCommand {
     pub vin: String,
-    /// `doors.unlock`, `horn`, `charge.deferred`… (the command's kind name).
+    /// `doors.unlock`, `horn`, `chargeDeferredTime`… (the command's kind name).
     pub command: String,
     /// The server's PIN co-signature is present and valid for this envelope.
     pub with_pin: bool,
