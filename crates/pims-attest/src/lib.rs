@@ -19,6 +19,31 @@
 //! the first [`Rule`] that failed. The crate does no I/O: the caller passes the chain, the
 //! revocation list's bytes and the time.
 //!
+//! # Use
+//!
+//! ```no_run
+//! use std::time::SystemTime;
+//! use pims_attest::{verify_android, AndroidApp, AndroidExpectations, Assurance, RevocationList};
+//! # let (chain_der, status_json, challenge): (Vec<Vec<u8>>, Vec<u8>, Vec<u8>) = Default::default();
+//! // Google's status list, fetched by the caller (this crate does no I/O).
+//! let revoked = RevocationList::from_json(&status_json).expect("Google's format");
+//! let policy = AndroidExpectations::strict(
+//!     challenge, // what the server gave this enrollment
+//!     vec![AndroidApp {
+//!         package_name: "com.example.car".into(),
+//!         signature_digests: vec![vec![0; 32]], // the app's signing certificate SHA-256
+//!     }],
+//! );
+//! let assurance = match verify_android(&chain_der, &policy, &revoked, Some(SystemTime::now())) {
+//!     Ok(verdict) => verdict.assurance, // strongbox or tee under this policy
+//!     Err(fault) => {
+//!         eprintln!("{fault}"); // "<rule>: <why>", e.g. "challenge: attested challenge …"
+//!         Assurance::Unattested
+//!     }
+//! };
+//! # let _ = assurance;
+//! ```
+//!
 //! # Dependencies, and why each
 //!
 //! - `x509-cert` and `der` (RustCrypto formats): X.509 and DER parsing. Pure Rust, strict DER,
