@@ -15,6 +15,13 @@ WORK="$(mktemp -d)"
 SERVER_PID=""
 CAR_PIDS=""
 cleanup() {
+    local status=$?
+    if [ "$status" -ne 0 ]; then
+        # What the server and the cars said last, before their files go.
+        for log in "$WORK"/server/log "$WORK"/cars/*.log; do
+            [ -s "$log" ] && { echo "--- tail of $log" >&2; tail -n 20 "$log" >&2; }
+        done
+    fi
     for pid in $CAR_PIDS $SERVER_PID; do
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true

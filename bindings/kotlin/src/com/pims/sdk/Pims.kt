@@ -38,6 +38,12 @@ fun interface SmsCodeReader {
  * is reported on stderr and does not disturb the SDK. A parameter with no SDK form (a Date, an
  * object) is answered FAILED 2102 naming it, like any wrong value.
  *
+ * Remote commands (`pims.vehicle.vin`, `pims.vehicle.pairing`, `pims.vehicle.command`,
+ * `pims.vehicle.signal`) go through the same calls. A relying party checks a command proof with
+ * the car's own verifier, `com.pims.sdk.ffi.verifyCommandProof(proof, vin, audience,
+ * pinCosignKey, now, keychain)` (throws `CommandFault`, `.fault` its stable name), and reads one
+ * with `parseCommandProof`.
+ *
  * @param tokens the signed-in user's access token, or null when signed out.
  * @param deviceKeys a hardware P-256 key store (Android Keystore); null keeps a software key in
  *   the SDK's encrypted vault.
