@@ -39,9 +39,9 @@ async fn signals(phone: &Phone) -> Arc<Mutex<Vec<Value>>> {
         .subscribe("pims.vehicle.signal", json!({}), move |m: Message| {
             sink.lock().unwrap().push(m.to_json());
         });
-    settle().await;
-    let first = seen.lock().unwrap().remove(0);
-    assert_eq!(first["status"], "SUCCEEDED", "{first}");
+    let subscribed = first(&seen, 1).await.remove(0);
+    assert_eq!(subscribed["status"], "SUCCEEDED", "{subscribed}");
+    seen.lock().unwrap().remove(0);
     seen
 }
 
@@ -53,8 +53,17 @@ async fn doors(phone: &Phone, state: &str, pin: Option<&str>) -> Message {
     phone.set("pims.vehicle.command", params).await
 }
 
-async fn settle() {
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+/// The first `n` events, waiting (at most 5 s) for them to be delivered.
+async fn first(events: &Arc<Mutex<Vec<Value>>>, n: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        if events.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let seen = events.lock().unwrap().clone();
+    assert!(seen.len() >= n, "{n} events expected: {seen:?}");
+    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,8 +77,7 @@ async fn the_reference_flow_unlocks_once_after_2302_and_an_otp_with_the_pin() {
     assert!(otp["otp"].as_str().is_some_and(|o| !o.is_empty()));
     ok(&doors(&phone, "unlock", None).await);
     assert!(!g.car.state().unwrap().locked);
-    settle().await;
-    let seen = events.lock().unwrap().clone();
+    let seen = first(&events, 1).await;
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0]["status"], "RESULT");
     assert_eq!(seen[0]["result"]["code"], 200);
@@ -87,8 +95,7 @@ async fn the_reference_flow_unlocks_once_after_2302_and_an_otp_with_the_pin() {
         2361,
         "All vehicle's doors are locked",
     );
-    settle().await;
-    let seen = events.lock().unwrap().clone();
+    let seen = first(&events, 3).await;
     assert_eq!(seen.len(), 3, "{seen:?}");
     assert_eq!(seen[2]["error"]["code"], 2361);
 }

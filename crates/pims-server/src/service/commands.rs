@@ -240,9 +240,8 @@ impl Service {
             self.metrics.pin_outcome(&outcome);
         }
         let with_pin = outcome?.command_with_pin == Some(true);
-        if with_pin {
-            proof.pin_cosignature = Some(self.cosign(&pin_message(&proof.envelope_bytes)));
-        }
+        // Only the service's own co-signature travels: whatever the client attached is dropped.
+        proof.pin_cosignature = with_pin.then(|| self.cosign(&pin_message(&proof.envelope_bytes)));
         let relayed = proof.encode();
         tracing::info!(
             device_id = %req.device_id,
