@@ -97,3 +97,39 @@ pub async fn run(args: VehicleArgs) -> anyhow::Result<()> {
         .await?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pims_command::CommandKind;
+
+    fn written(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("policy.toml");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn a_policy_file_changes_the_rules_it_names_and_keeps_the_keychain_behind_the_pin() {
+        let (_dir, path) = written(
+            "\"doors.lock\" = { pin = true }\n\"horn\" = { pin = false, ttl_seconds = 10 }\n",
+        );
+        let p = policy(Some(&path)).unwrap();
+        assert!(p.rule(CommandKind::LockDoors).needs_pin);
+        assert_eq!(p.rule(CommandKind::Horn).max_ttl_seconds, 10);
+        assert!(
+            p.rule(CommandKind::UnlockDoors).needs_pin,
+            "the default stays"
+        );
+        for refused in [
+            "\"keys.add\" = { pin = false }\n",
+            "\"horn\" = { pin = false, ttl_seconds = 301 }\n",
+            "\"teleport\" = { pin = true }\n",
+            "\"horn\" = { pin = false, extra = 1 }\n",
+        ] {
+            let (_dir, path) = written(refused);
+            assert!(policy(Some(&path)).is_err(), "{refused}");
+        }
+    }
+}
