@@ -225,3 +225,80 @@ async fn parameters_are_named_when_missing_or_invalid_and_the_vin_must_be_select
         "Invalid pairingCode parameter",
     );
 }
+
+/// The README's remote-command block, each call as written (only the car's pairing code, which
+/// the car makes up, is substituted), against a phone enrolled with the block's PIN: the
+/// reference's flow, then the one call, which finds the doors it unlocked unlocked (2360).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_remote_command_block_runs_as_written() {
+    const MARKER: &str =
+        "<!-- tests/remote_commands.rs runs this block's calls as written (the car's code substituted) -->";
+    let readme = include_str!("../README.md");
+    let block = readme[readme.find(MARKER).expect("README marker")..]
+        .split("```")
+        .nth(1)
+        .expect("the block after the marker");
+    let g = Garage::open().await;
+    let token = g.server.token("carol").await;
+    let phone = Phone::new(&g.server.url(), Some(token)).await;
+    phone.add_phone_number(&g.server, support::NUMBER).await;
+    phone.request_enrollment_code().await;
+    ok(&phone
+        .enroll("1234", &g.server.last_code(support::NUMBER))
+        .await);
+    let code = g.car.new_pairing_code().unwrap();
+    let block = block.replace("5DEW-F6DE-5N10", &code);
+    let mut outcomes = Vec::new();
+    // The calls, in order: where `pims.<verb>(` starts.
+    let mut starts: Vec<(usize, &str)> = ["subscribe", "set_async", "get_async"]
+        .iter()
+        .flat_map(|verb| {
+            let pattern = format!("pims.{verb}(");
+            block
+                .match_indices(&pattern)
+                .map(|(at, _)| (at, *verb))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    starts.sort();
+    for (at, verb) in starts {
+        let call = &block[at..];
+        let api = call.split('"').nth(1).unwrap();
+        let json_at = call.find("json!(").unwrap() + "json!(".len();
+        let (mut depth, mut end) = (0, json_at);
+        for (i, c) in call[json_at..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                _ => {}
+            }
+            if depth == 0 && c == '}' {
+                end = json_at + i + 1;
+                break;
+            }
+        }
+        let params: Value = serde_json::from_str(&call[json_at..end]).unwrap();
+        let code = match verb {
+            "subscribe" => {
+                signals(&phone).await;
+                0
+            }
+            "get_async" => phone.get(api, params).await.code().unwrap_or(0),
+            "set_async" => phone.set(api, params).await.code().unwrap_or(0),
+            other => panic!("the README calls pims.{other}"),
+        };
+        outcomes.push((api.to_string(), code));
+    }
+    let expected = [
+        ("pims.vehicle.signal", 0),
+        ("pims.vehicle.vin", 0),
+        ("pims.vehicle.pairing", 0),
+        ("pims.vehicle.command", 2302),
+        ("pims.authentication.otp", 0),
+        ("pims.vehicle.command", 0),
+        ("pims.vehicle.command", 2360),
+    ];
+    let expected: Vec<(String, u32)> = expected.iter().map(|(a, c)| (a.to_string(), *c)).collect();
+    assert_eq!(outcomes, expected);
+    assert!(!g.car.state().unwrap().locked);
+}
