@@ -92,16 +92,23 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 PORT=$(free_port)
 mkdir -p "$WORK/server" "$WORK/devices" "$WORK/cars"
 # One car per remote-command flow (NAME:VIN), each paired by one device with the code it shows;
-# the tests find theirs in PIMS_CAR_<NAME> ("VIN URL PAIRING-CODE").
+# the tests find theirs in PIMS_CAR_<NAME> ("VIN URL PAIRING-CODE"). The server reaches the
+# PY_ONE_CALL car through a relay its test runs on PIMS_RELAY_PY_ONE_CALL (host:port), which
+# records the proofs as the car receives them.
 CARS="PY_REFERENCE:VR3UPHNKSKT101611 PY_ONE_CALL:VR3UPHNKSKT101612 KT_REFERENCE:VR3UPHNKSKT101613 KT_ONE_CALL:VR3UPHNKSKT101614"
 declare -A CAR_PORT
 VEHICLES=""
 for car in $CARS; do
     CAR_PORT[$car]=$(free_port)
+    reach=${CAR_PORT[$car]}
+    if [ "${car%%:*}" = PY_ONE_CALL ]; then
+        reach=$(free_port)
+        export PIMS_RELAY_PY_ONE_CALL="127.0.0.1:$reach"
+    fi
     VEHICLES+="
 [[commands.vehicles]]
 vin = \"${car#*:}\"
-url = \"http://127.0.0.1:${CAR_PORT[$car]}\"
+url = \"http://127.0.0.1:$reach\"
 "
 done
 cat > "$WORK/server/config.toml" <<TOML

@@ -1,6 +1,7 @@
 """A Python relying party with the command verifier through the binding: the golden vectors
 (crates/pims-command/tests/vectors/golden.json) replayed byte for byte, and the live proofs of
-test_remote_commands checked by the binding and by the server's POST /v1/commands/verify."""
+test_remote_commands (as the device signed them and as the car received them) checked by the
+binding and by the server's POST /v1/commands/verify."""
 
 import base64
 import time
@@ -95,43 +96,66 @@ def test_golden_vectors_are_refused_for_another_car_service_key_or_time():
         parse_command_proof(b"")
 
 
-def check_live_proofs(server, vin, subject, device_id, device_key, commands):
-    """The relying party's side of test_remote_commands' one-call flow: the envelopes and
-    signatures the device made for its unlock (with the PIN) and its horn, checked with the
-    binding against the service's pinned co-signing key, and by the server's verification API.
-    The unlock's PIN co-signature travels from the service to the car only, so the relying
-    party holds the unlock without it, which both refuse (pinRequired)."""
+def check_live_proofs(server, car, subject, device_id, device_key, signed, relayed):
+    """The relying party's side of test_remote_commands' one-call flow. `signed`: the envelopes
+    and signatures the device made for its unlock with the PIN and its horn; `relayed`: the
+    proofs as the car received them (through the test's relay), the unlock with the command
+    service's PIN co-signature. Checked with the binding against the service's pinned
+    co-signing key and by the server's verification API; the relayed unlock replayed to the car
+    is refused."""
     with urllib.request.urlopen(server.url + "/v1/commands/keys", timeout=10) as response:
         keys = json.loads(response.read())
     audience, cosign = keys["audience"], unb64url(keys["pinCosignKey"])
     assert audience == "pims-commands" and len(cosign) == 65
-    (unlock_envelope, unlock_signature), (horn_envelope, horn_signature) = commands
+    (unlock_envelope, unlock_signature), (horn_envelope, horn_signature) = signed
+    assert len(relayed) == 2, "the unlock with a wrong PIN never reached the car"
+    unlock, horn = relayed
     now = int(time.time())
 
-    unlock = encode_command_proof(unlock_envelope, unlock_signature, None)
+    # What reached the car is what the device signed, plus the co-signature for the unlock.
     parsed = parse_command_proof(unlock)
-    assert (parsed.command, parsed.vin, parsed.audience) == ("doors.unlock", vin, audience)
-    with pytest.raises(CommandFault.PinRequired) as e:
-        verify_command_proof(unlock, vin, audience, cosign, now, [owner(device_key)])
-    assert e.value.fault == "pinRequired"
+    assert (parsed.envelope, parsed.device_signature) == (unlock_envelope, unlock_signature)
+    assert parsed.pin_cosignature is not None
+    assert (parsed.command, parsed.vin, parsed.audience) == ("doors.unlock", car.vin, audience)
+    assert horn == encode_command_proof(horn_envelope, horn_signature, None)
 
-    horn = encode_command_proof(horn_envelope, horn_signature, None)
-    ok = verify_command_proof(horn, vin, audience, cosign, now, [owner(device_key)])
-    assert (ok.command, ok.vin, ok.with_pin, ok.needs_pin) == ("horn", vin, False, False)
-    assert ok.counter > parsed.counter and now <= ok.expires_at <= now + 30
+    ok = verify_command_proof(unlock, car.vin, audience, cosign, now, [owner(device_key)])
+    assert (ok.command, ok.vin, ok.with_pin, ok.needs_pin) == ("doors.unlock", car.vin, True, True)
+    assert ok.digest == parsed.proof_sha256 and now <= ok.expires_at <= now + 30
+    # Without the service's co-signature, or with it checked against another key: refused.
+    without_pin = encode_command_proof(unlock_envelope, unlock_signature, None)
+    with pytest.raises(CommandFault.PinRequired) as e:
+        verify_command_proof(without_pin, car.vin, audience, cosign, now, [owner(device_key)])
+    assert e.value.fault == "pinRequired"
+    with pytest.raises(CommandFault.BadPinEvidence):
+        verify_command_proof(unlock, car.vin, audience, device_key, now, [owner(device_key)])
+
+    horn_ok = verify_command_proof(horn, car.vin, audience, cosign, now, [owner(device_key)])
+    assert (horn_ok.command, horn_ok.with_pin, horn_ok.needs_pin) == ("horn", False, False)
+    assert horn_ok.counter > ok.counter
     with pytest.raises(CommandFault.WrongVehicle):
         verify_command_proof(horn, "VR3UPHNKSKT101603", audience, cosign, now, [owner(device_key)])
 
     # The server's verification of the same proofs, for the account and device the app names.
-    status, body = server.post("/v1/commands/verify",
-                               {"proof": b64url(horn), "subject": subject, "deviceId": device_id},
-                               server.rp_credentials)
-    assert status == 200, body
-    assert {k: body[k] for k in ("subject", "deviceId", "vin", "command", "withPin", "pinRequired",
-                                 "counter", "expiresAt")} == {
-        "subject": subject, "deviceId": device_id, "vin": vin, "command": "horn", "withPin": False,
-        "pinRequired": False, "counter": ok.counter, "expiresAt": ok.expires_at}
-    status, body = server.post("/v1/commands/verify",
-                               {"proof": b64url(unlock), "subject": subject, "deviceId": device_id},
-                               server.rp_credentials)
+    def server_verify(proof):
+        return server.post("/v1/commands/verify", {"proof": b64url(proof), "subject": subject, "deviceId": device_id},
+                           server.rp_credentials)
+
+    fields = ("subject", "deviceId", "vin", "command", "withPin", "pinRequired", "counter", "expiresAt")
+    for proof, verified in [(unlock, ok), (horn, horn_ok)]:
+        status, body = server_verify(proof)
+        assert status == 200, body
+        assert {k: body[k] for k in fields} == {
+            "subject": subject, "deviceId": device_id, "vin": car.vin, "command": verified.command,
+            "withPin": verified.with_pin, "pinRequired": verified.needs_pin, "counter": verified.counter,
+            "expiresAt": verified.expires_at}
+    status, body = server_verify(without_pin)
     assert status == 403 and "pinRequired" in json.dumps(body), (status, body)
+
+    # The relay replays the unlock it carried straight to the car: refused, in a signed receipt.
+    request = urllib.request.Request(car.url + "/v1/commands", data=json.dumps({"proof": b64url(unlock)}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        receipt = json.loads(response.read())
+    assert (receipt["code"], receipt["fault"]) == (2356, "replayedCounter"), receipt
+    assert unb64url(receipt["request"]) == parsed.proof_sha256

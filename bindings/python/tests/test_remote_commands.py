@@ -2,10 +2,18 @@
 car (`pims vehicle`) that verifies every command itself: the reference's flow (subscribe to the
 signal, select the VIN, pair, unlock → 2302, OTP with the PIN, unlock again → executed once)
 and the one-call flow with ``pinCode``. Each test has its own car: a pairing code pairs one key.
+The one-call test reaches its car through a relay that keeps the proofs, which a Python relying
+party then checks (test_relying_party.check_live_proofs).
 """
 
+import json
+import os
 import queue
+import threading
+import urllib.error
+import urllib.request
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -14,7 +22,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from conftest import call, car, config, failed, succeeded
 from pims_sdk import DeviceKeys, Pims
-from test_relying_party import check_live_proofs
+from test_relying_party import check_live_proofs, unb64url
 
 PIN = "58203917"
 NOT_RETRYABLE = {"retryable": False}
@@ -53,6 +61,53 @@ class RecordingSigner(DeviceKeys):
 
     def delete(self, alias):
         self.keys.pop(alias, None)
+
+
+class Relay:
+    """Between the command service and the car (where a gateway or the network sits): forwards
+    every request unchanged and keeps the command proofs it carried."""
+
+    def __init__(self, listen, car_url):
+        relay, host, port = self, *listen.split(":")
+        self.proofs = []
+
+        class Forward(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/v1/commands":
+                    relay.proofs.append(unb64url(json.loads(body)["proof"]))
+                self.forward(body)
+
+            def do_GET(self):
+                self.forward(None)
+
+            def forward(self, body):
+                request = urllib.request.Request(car_url + self.path, data=body, method=self.command,
+                                                 headers={"Content-Type": "application/json"})
+                try:
+                    with urllib.request.urlopen(request, timeout=10) as response:
+                        status, data = response.status, response.read()
+                except urllib.error.HTTPError as e:
+                    status, data = e.code, e.read()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer((host, int(port)), Forward)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def enrolled(server, directory, number, subject=None, signer=None):
@@ -154,25 +209,28 @@ def test_one_call_with_pin_code_unlocks_and_a_python_relying_party_checks_the_pr
     the_car = car("PY_ONE_CALL")
     subject = f"py-one-call-{uuid.uuid4()}"
     signer = RecordingSigner()
-    pims = enrolled(server, tmp_path, "+33612347002", subject=subject, signer=signer)
-    events = subscribe_signal(pims)
-    select_and_pair(pims, the_car)
+    with Relay(os.environ["PIMS_RELAY_PY_ONE_CALL"], the_car.url) as relay:
+        pims = enrolled(server, tmp_path, "+33612347002", subject=subject, signer=signer)
+        events = subscribe_signal(pims)
+        select_and_pair(pims, the_car)
 
-    failed(doors(pims, "unlock", "11111111"), WRONG_PIN)
-    assert the_car.doors() == ["Locked"]
-    no_more(events)
-    succeeded(doors(pims, "unlock", PIN), None)
-    executed(events.get(timeout=10), the_car.vin, "Unlocked")
-    no_more(events)
-    assert the_car.doors() == ["Unlocked"]
-    succeeded(call(lambda cb: pims.set("pims.vehicle.command", {"action": "horn"}, cb)), None)
-    assert executed(events.get(timeout=10), the_car.vin, "Unlocked")["hornCount"] == 1
-    assert the_car.state()["ressources"]["status"]["hornCount"] == 1
+        failed(doors(pims, "unlock", "11111111"), WRONG_PIN)
+        assert the_car.doors() == ["Locked"]
+        no_more(events)
+        succeeded(doors(pims, "unlock", PIN), None)
+        executed(events.get(timeout=10), the_car.vin, "Unlocked")
+        no_more(events)
+        assert the_car.doors() == ["Unlocked"]
+        succeeded(call(lambda cb: pims.set("pims.vehicle.command", {"action": "horn"}, cb)), None)
+        assert executed(events.get(timeout=10), the_car.vin, "Unlocked")["hornCount"] == 1
+        assert the_car.state()["ressources"]["status"]["hornCount"] == 1
 
-    # What the device signed: the unlock with the wrong PIN (refused by the server, which checks
-    # the PIN login bound in it), the unlock with the right one, then the horn.
-    assert len(signer.commands) == 3
-    devices = call(lambda cb: pims.get("pims.authentication.devices", {}, cb))["result"]["devices"]
-    device_id = next(d["deviceId"] for d in devices if d["isThisDevice"])
-    check_live_proofs(server, the_car.vin, subject, device_id, signer.public_key(), signer.commands[1:])
-    pims.close()
+        # What the device signed: the unlock with the wrong PIN (refused by the server, which
+        # checks the PIN login bound in it), the unlock with the right one, then the horn.
+        assert len(signer.commands) == 3
+        devices = call(lambda cb: pims.get("pims.authentication.devices", {}, cb))["result"]["devices"]
+        device_id = next(d["deviceId"] for d in devices if d["isThisDevice"])
+        check_live_proofs(server, the_car, subject, device_id, signer.public_key(), signer.commands[1:],
+                          relay.proofs)
+        assert the_car.doors() == ["Unlocked"]
+        pims.close()
