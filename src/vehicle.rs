@@ -21,6 +21,11 @@ pub struct VehicleArgs {
     /// The command service (for the PIN co-signing key at first start and keychain syncs).
     #[arg(long, env = "PIMS_SERVER_URL")]
     pub server: Option<String>,
+    /// The command service's PIN co-signing key to pin (hex SEC1, as `GET /v1/commands/keys`
+    /// gives it in base64url); without it, the one pinned before, else fetched once from
+    /// `--server` (over https or loopback only).
+    #[arg(long)]
+    pub pin_cosign_key: Option<String>,
     /// The command service's audience (`[commands] audience` of the server).
     #[arg(long, default_value = "pims-commands")]
     pub audience: String,
@@ -66,12 +71,26 @@ fn policy(path: Option<&PathBuf>) -> anyhow::Result<pims_command::Policy> {
     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
+fn hex_key(text: &str) -> anyhow::Result<Vec<u8>> {
+    text.trim()
+        .as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .filter(|pair| pair.len() == 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+        .ok_or_else(|| anyhow::anyhow!("--pin-cosign-key is not hex"))
+}
+
 pub async fn run(args: VehicleArgs) -> anyhow::Result<()> {
     let car = pims_vehicle::Vehicle::open(pims_vehicle::VehicleConfig {
         vin: args.vin,
         audience: args.audience,
         data: args.data,
-        pin_cosign_key: None,
+        pin_cosign_key: args.pin_cosign_key.as_deref().map(hex_key).transpose()?,
         server: args.server,
         policy: policy(args.policy.as_ref())?,
         clock: None,

@@ -101,6 +101,32 @@ async fn the_reference_flow_unlocks_once_after_2302_and_an_otp_with_the_pin() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_otp_kept_after_2302_serves_that_command_on_that_car_only() {
+    let g = Garage::open().await;
+    let phone = paired_phone(&g).await;
+    failed(&doors(&phone, "unlock", None).await, 2302, NEED_STRONG);
+    ok(&phone.otp_with_pin(PIN).await);
+    // The app answers the 2302 with pinCode instead: the kept OTP is dropped with it…
+    ok(&doors(&phone, "unlock", Some(PIN)).await);
+    ok(&doors(&phone, "lock", None).await);
+    // …so whoever picks the phone up next cannot unlock without the PIN.
+    failed(&doors(&phone, "unlock", None).await, 2302, NEED_STRONG);
+    // Kept for the unlock, an OTP does not serve the horn, nor survives choosing a car again.
+    ok(&phone.otp_with_pin(PIN).await);
+    ok(&phone
+        .set("pims.vehicle.command", json!({"action": "horn"}))
+        .await);
+    ok(&phone
+        .set(
+            "pims.vehicle.vin",
+            json!({"actionType": "remote", "vin": VIN}),
+        )
+        .await);
+    failed(&doors(&phone, "unlock", None).await, 2302, NEED_STRONG);
+    assert!(g.car.state().unwrap().locked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_call_with_pin_code_unlocks_and_a_wrong_pin_is_counted() {
     let g = Garage::open().await;
     let phone = paired_phone(&g).await;

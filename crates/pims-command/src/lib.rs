@@ -23,7 +23,10 @@ pub use envelope::{
     key_id, public_key_ok, vin_ok, Command, CommandKind, Envelope, Program, Role, MAX_ENVELOPE,
     MAX_PROGRAMS, VERSION,
 };
-pub use pairing::{keychain_sync_message, pairing_mac, pairing_mac_ok};
+pub use pairing::{
+    keychain_sync_message, pairing_answer_mac, pairing_answer_ok, pairing_mac, pairing_mac_ok,
+    SyncedKey,
+};
 pub use proof::{
     device_message, encode_proof, pin_message, signature_ok, Proof, DEVICE_LABEL, MAX_PROOF,
     PIN_LABEL,

@@ -214,7 +214,7 @@ impl Verifier<'_> {
         if now > e.expires_at {
             return Err(Fault::Expired);
         }
-        if e.expires_at - now > rule.max_ttl_seconds + self.clock_skew {
+        if e.expires_at - now > rule.max_ttl_seconds.saturating_add(self.clock_skew) {
             return Err(Fault::TtlTooLong);
         }
         let window = key.window.record(e.counter)?;

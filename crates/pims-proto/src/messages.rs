@@ -791,6 +791,9 @@ pub struct PairVehicle {
 pub struct VehiclePaired {
     /// The car's own public key (SEC1), which signs its receipts.
     pub vehicle_key: Bytes,
+    /// `pims_command::pairing_answer_mac` under the pairing code: the phone takes the key only
+    /// when it checks, so nobody relaying the pairing can substitute another.
+    pub mac: Bytes,
 }
 
 /// What a car asks the command service about the keys it holds, with its nonce.

@@ -389,6 +389,17 @@ impl ServerConfig {
                 && self.commands.audience.bytes().all(|b| b.is_ascii_graphic()),
             "commands.audience must be 1 to 64 printable ASCII characters"
         );
+        anyhow::ensure!(
+            !self
+                .relying_parties
+                .iter()
+                .any(|rp| rp.id == self.commands.audience),
+            "commands.audience must differ from every relying party's id (its OTPs are the command service's own)"
+        );
+        anyhow::ensure!(
+            (1..=30).contains(&self.commands.vehicle_timeout_seconds),
+            "commands.vehicle_timeout_seconds must be 1 to 30"
+        );
         for v in &self.commands.vehicles {
             anyhow::ensure!(
                 pims_command::vin_ok(&v.vin),

@@ -30,6 +30,9 @@ pub struct VaultState {
     /// The cars this device paired with: VIN → the car's public key, which signs its receipts.
     #[serde(default)]
     pub vehicles: std::collections::BTreeMap<String, Bytes>,
+    /// VIN → the counter of the last receipt from that car: a receipt must be newer.
+    #[serde(default)]
+    pub vehicle_receipts: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -236,6 +239,7 @@ mod tests {
             }),
             unconfirmed: None,
             vehicles: Default::default(),
+            vehicle_receipts: Default::default(),
         }
     }
 

@@ -20,7 +20,7 @@ use p256::ecdsa::signature::Signer;
 use p256::ecdsa::{Signature, SigningKey};
 use pims_command::{
     keychain_sync_message, pairing_mac_ok, public_key_ok, signature_ok, Command, Fault, KeyEntry,
-    PinCheck, Policy, Receipt, Role, Verifier, Window,
+    PinCheck, Policy, Receipt, Role, SyncedKey, Verifier, Window,
 };
 use pims_proto::{
     car, Bytes, KeychainKey, KeychainRemovals, KeychainSync, VehiclePaired, VehicleReceipt,
@@ -35,6 +35,9 @@ pub use state::{CarState, ALREADY_LOCKED, ALREADY_UNLOCKED, EXECUTED};
 const CLOCK_SKEW_SECONDS: u64 = 10;
 /// Wrong pairing codes before the code is void and a new one must be shown.
 const PAIRING_ATTEMPTS: i64 = 5;
+/// How long a pairing code is good for: a relay that holds a pairing request back cannot search
+/// its 60 bits offline in time.
+const PAIRING_SECONDS: u64 = 600;
 
 pub struct VehicleConfig {
     pub vin: String,
@@ -75,6 +78,7 @@ const SCHEMA: &str = "
         pin_cosign_key   BLOB,
         pairing_code     TEXT,
         pairing_attempts INTEGER NOT NULL DEFAULT 0,
+        pairing_until    INTEGER NOT NULL DEFAULT 0,
         receipt_counter  INTEGER NOT NULL DEFAULT 0,
         state            TEXT NOT NULL
     );
@@ -105,6 +109,20 @@ pub fn fault_code(fault: Fault) -> u16 {
         | Fault::BadSignature
         | Fault::BadPinEvidence => 2355,
     }
+}
+
+/// Whether a key may be fetched from `server` at first start: over TLS, or from this machine.
+fn fetch_allowed(server: &str) -> bool {
+    let Some(rest) = server.strip_prefix("http://") else {
+        return server.starts_with("https://");
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn now() -> u64 {
@@ -138,6 +156,11 @@ impl Vehicle {
         // rewrite per statement.
         db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
         db.execute_batch(SCHEMA)?;
+        // A car file from before pairing codes expired.
+        let _ = db.execute(
+            "ALTER TABLE car ADD COLUMN pairing_until INTEGER NOT NULL DEFAULT 0",
+            [],
+        );
         let existing: Option<(String, Vec<u8>, Option<Vec<u8>>)> = db
             .query_row("SELECT vin, secret_key, pin_cosign_key FROM car", [], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
@@ -166,6 +189,10 @@ impl Vehicle {
             (Some(k), _, _) => k,
             (None, Some(k), _) => k,
             (None, None, Some(server)) => {
+                anyhow::ensure!(
+                    fetch_allowed(server),
+                    "the PIN co-signing key is fetched only over https or from loopback: pin it instead"
+                );
                 let keys: pims_proto::CommandServiceKeys = http
                     .get(format!("{server}/v1/commands/keys"))
                     .send()
@@ -223,9 +250,10 @@ impl Vehicle {
             .map(|_| ALPHABET[rng.gen_range(0..32)] as char)
             .collect();
         let shown = format!("{}-{}-{}", &raw[..4], &raw[4..8], &raw[8..]);
+        let until = (self.clock)() + PAIRING_SECONDS;
         self.db().execute(
-            "UPDATE car SET pairing_code = ?1, pairing_attempts = ?2",
-            params![raw, PAIRING_ATTEMPTS],
+            "UPDATE car SET pairing_code = ?1, pairing_attempts = ?2, pairing_until = ?3",
+            params![raw, PAIRING_ATTEMPTS, until as i64],
         )?;
         Ok(shown)
     }
@@ -260,11 +288,14 @@ impl Vehicle {
     /// `None` when refused: no code shown, a wrong MAC (counted), or not a P-256 key.
     pub fn pair(&self, req: &car::Pair) -> anyhow::Result<Option<VehiclePaired>> {
         let db = self.db();
-        let (code, attempts): (Option<String>, i64) =
-            db.query_row("SELECT pairing_code, pairing_attempts FROM car", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
-        let Some(code) = code else { return Ok(None) };
+        let (code, attempts, until): (Option<String>, i64, i64) = db.query_row(
+            "SELECT pairing_code, pairing_attempts, pairing_until FROM car",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let Some(code) = code.filter(|_| (self.clock)() <= until as u64) else {
+            return Ok(None);
+        };
         let key = req.public_key.as_slice();
         if !public_key_ok(key) || !pairing_mac_ok(&code, &self.vin, key, req.mac.as_slice()) {
             let left = attempts - 1;
@@ -292,8 +323,11 @@ impl Vehicle {
             [],
         )?;
         tracing::info!("paired an owner key");
+        let car_key = self.public_key();
+        let mac = pims_command::pairing_answer_mac(&code, &self.vin, key, &car_key);
         Ok(Some(VehiclePaired {
-            vehicle_key: self.public_key().into(),
+            vehicle_key: car_key.into(),
+            mac: mac.to_vec().into(),
         }))
     }
 
@@ -408,7 +442,11 @@ impl Vehicle {
             [],
             |r| r.get(0),
         )?;
-        let state_text = serde_json::to_string(&state.vehicle_object(&self.vin))?;
+        // The car's state is the answer to a verified proof only: a refused one learns nothing.
+        let state_text = match fault {
+            None => serde_json::to_string(&state.vehicle_object(&self.vin))?,
+            Some(_) => "{}".to_string(),
+        };
         let receipt = Receipt {
             request: Sha256::digest(proof).into(),
             code,
@@ -457,16 +495,25 @@ impl Vehicle {
             })?;
             rows.collect::<Result<_, _>>()?
         };
-        if keys.is_empty() {
-            return Ok(0);
+        let mut removed = 0;
+        // The service answers at most 64 keys at a time.
+        for batch in keys.chunks(64) {
+            removed += self.sync_batch(server, batch).await?;
         }
+        if removed > 0 {
+            tracing::info!(removed, "keys removed by keychain sync");
+        }
+        Ok(removed)
+    }
+
+    async fn sync_batch(&self, server: &str, keys: &[KeychainKey]) -> anyhow::Result<usize> {
         let nonce: [u8; 32] = rand::random();
         let answer: KeychainRemovals = self
             .http
             .post(format!("{server}/v1/vehicles/{}/keychain/sync", self.vin))
             .json(&KeychainSync {
                 nonce: nonce.to_vec().into(),
-                keys: keys.clone(),
+                keys: keys.to_vec(),
             })
             .send()
             .await?
@@ -478,10 +525,20 @@ impl Vehicle {
             .iter()
             .filter_map(|id| id.as_slice().try_into().ok())
             .collect();
-        let message = keychain_sync_message(&self.vin, &nonce, &remove);
+        // Signed over this very question: a relay that dropped a key from it, or changed what a
+        // key is known by, gets an answer that does not verify.
+        let asked: Vec<SyncedKey<'_>> = keys
+            .iter()
+            .map(|k| SyncedKey {
+                account: &k.account,
+                device_id: &k.device_id,
+                key_id: k.key_id.as_slice(),
+            })
+            .collect();
+        let message = keychain_sync_message(&self.vin, &nonce, &asked, &remove);
         anyhow::ensure!(
             signature_ok(&self.pin_key, &message, answer.signature.as_slice()),
-            "the keychain sync answer is not signed by the pinned key"
+            "the keychain sync answer is not signed by the pinned key for this question"
         );
         let db = self.db();
         let mut removed = 0;
@@ -493,9 +550,6 @@ impl Vehicle {
                     params![id.to_vec()],
                 )?;
             }
-        }
-        if removed > 0 {
-            tracing::info!(removed, "keys removed by keychain sync");
         }
         Ok(removed)
     }

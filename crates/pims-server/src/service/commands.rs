@@ -11,7 +11,7 @@ use p256::ecdsa::signature::Signer;
 use p256::ecdsa::Signature;
 use pims_command::{
     key_id, keychain_sync_message, pin_message, Fault, KeyEntry, PinCheck, Policy, Proof, Role,
-    Verifier, Window,
+    SyncedKey, Verifier, Window,
 };
 use pims_proto::{
     car, transcript, ApiError, Bytes, CommandSent, CommandServiceKeys, CommandVerified,
@@ -29,8 +29,10 @@ use crate::store::{DeviceOperation, DeviceOperationStep};
 
 /// How far a device's clock may run ahead of the service's.
 const CLOCK_SKEW_SECONDS: u64 = 10;
-/// The most keys one keychain sync may ask about.
-const MAX_SYNC_KEYS: usize = 64;
+/// The most keys one keychain sync may ask about (a car asks in batches).
+pub const MAX_SYNC_KEYS: usize = 64;
+/// The largest answer read from a car.
+const MAX_VEHICLE_ANSWER: usize = 64 * 1024;
 
 pub(crate) struct CommandService {
     audience: String,
@@ -93,10 +95,21 @@ impl CommandService {
             return api(ApiError::PairingRefused);
         }
         match response.error_for_status() {
-            Ok(r) => match r.json().await {
-                Ok(v) => Ok(v),
-                Err(_) => api(ApiError::VehicleUnreachable),
-            },
+            Ok(mut r) => {
+                // A car's answer is small: whatever sits between the service and the car
+                // cannot make the service buffer more.
+                let mut body = Vec::new();
+                while let Ok(Some(chunk)) = r.chunk().await {
+                    body.extend_from_slice(&chunk);
+                    if body.len() > MAX_VEHICLE_ANSWER {
+                        return api(ApiError::VehicleUnreachable);
+                    }
+                }
+                match serde_json::from_slice(&body) {
+                    Ok(v) => Ok(v),
+                    Err(_) => api(ApiError::VehicleUnreachable),
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "vehicle answered an error");
                 api(ApiError::VehicleUnreachable)
@@ -198,7 +211,11 @@ impl Service {
                 }
                 Some(crypto::login_finish(state, finalization.as_slice()))
             }
-            (Some(_), Some(PinFinish::LoginFailed), None, Some(_)) => Some(false),
+            (Some(_), Some(PinFinish::LoginFailed), None, Some(binding))
+                if transcript::digest(&[]) == *binding =>
+            {
+                Some(false)
+            }
             (None, None, Some(otp), Some(binding))
                 if transcript::digest(otp.as_bytes()) == *binding =>
             {
@@ -376,7 +393,16 @@ impl Service {
                 remove.push(id);
             }
         }
-        let signature = self.cosign(&keychain_sync_message(vin, nonce, &remove));
+        let asked: Vec<SyncedKey<'_>> = req
+            .keys
+            .iter()
+            .map(|k| SyncedKey {
+                account: &k.account,
+                device_id: &k.device_id,
+                key_id: k.key_id.as_slice(),
+            })
+            .collect();
+        let signature = self.cosign(&keychain_sync_message(vin, nonce, &asked, &remove));
         Ok(KeychainRemovals {
             remove: remove.into_iter().map(|id| Bytes(id.to_vec())).collect(),
             signature: signature.into(),

@@ -59,11 +59,12 @@ pub async fn garage() -> Garage {
 }
 
 impl Garage {
-    /// Pairs `device` with the code the car shows.
+    /// Pairs `device` with the code the car shows; the car's answer is checked as the SDK does.
     pub async fn pair(&self, token: &str, device: &Device) -> VehiclePaired {
         let code = self.car.new_pairing_code().unwrap();
         let mac = pairing_mac(&code, VIN, &device.public_key());
-        self.s
+        let paired = self
+            .s
             .call::<ep::VehiclePair>(
                 &[VIN],
                 token,
@@ -73,7 +74,20 @@ impl Garage {
                 },
             )
             .await
-            .unwrap()
+            .unwrap();
+        let answer = |car_key: &[u8]| {
+            pims_command::pairing_answer_ok(
+                &code,
+                VIN,
+                &device.public_key(),
+                car_key,
+                paired.mac.as_slice(),
+            )
+        };
+        assert!(answer(paired.vehicle_key.as_slice()));
+        // A relay that swaps the car's key for its own cannot make the answer check.
+        assert!(!answer(&Device::new().public_key()));
+        paired
     }
 
     /// The request the SDK sends for `command` (with `pin` proven in the same exchange).
@@ -403,6 +417,8 @@ async fn the_cloud_with_the_database_and_every_server_key_but_no_device_key_cann
         Some(&cosign(&e)),
     );
     assert_eq!(g.at_car(&own), (2342, Some("unknownKey".into())));
+    // A refused proof learns nothing of the car's state.
+    assert_eq!(g.car.command(&own).unwrap().state, "{}");
     // Nor can it put its key on the keychain: a keys.add it signs itself is unknown, and a
     // pairing it relays without the car's code is refused — five times, then the code is void.
     let add = Envelope {
@@ -558,7 +574,7 @@ async fn a_revoked_devices_unexpired_proof_stops_at_the_service_at_once_and_at_t
         g.send(&token, &pending).await.unwrap_err(),
         ApiError::DeviceUnknown
     );
-    // The car learns at its next keychain sync (answer signed for its nonce)...
+    // The car learns at its next keychain sync (answer signed for its nonce and its question)...
     assert_eq!(g.car.sync_keychain().await.unwrap(), 1);
     assert_eq!(
         g.at_car(pending.proof.as_slice()),
@@ -747,4 +763,106 @@ async fn a_relying_party_is_told_which_command_which_car_which_device_and_the_pi
             .unwrap_err(),
         ApiError::DeviceUnknown
     );
+}
+
+#[tokio::test]
+async fn a_keychain_sync_answer_serves_only_the_question_it_was_signed_for() {
+    let g = garage().await;
+    let (token, device) = enrolled_account(&g.s, "alice", PHONE, "1234").await;
+    g.pair(&token, &device).await;
+    let keys = Keys::load(&g.s.config.key_file).unwrap();
+    let cosign_key = keys
+        .command_cosign
+        .verifying_key()
+        .to_encoded_point(false)
+        .as_bytes()
+        .to_vec();
+    let key_id = pims_command::key_id(&device.public_key());
+    let ask = |account: &str| pims_proto::KeychainSync {
+        nonce: vec![5; 32].into(),
+        keys: vec![pims_proto::KeychainKey {
+            account: account.into(),
+            device_id: device.id.clone(),
+            key_id: key_id.to_vec().into(),
+        }],
+    };
+    // A relay that renames the owner's key gets "remove" for it — signed over the renamed
+    // question, which is not the one the car asked.
+    let renamed =
+        g.s.call::<ep::VehicleKeychainSync>(&[VIN], "", &ask("x"))
+            .await
+            .unwrap();
+    assert_eq!(renamed.remove.len(), 1);
+    let question = |account: &str| {
+        vec![pims_command::SyncedKey {
+            account,
+            device_id: &device.id,
+            key_id: &key_id,
+        }]
+        .into_iter()
+        .map(|k| {
+            (
+                k.account.to_string(),
+                k.device_id.to_string(),
+                k.key_id.to_vec(),
+            )
+        })
+        .collect::<Vec<_>>()
+    };
+    let message = |account: &str, remove: &[[u8; 32]]| {
+        let q = question(account);
+        let asked: Vec<pims_command::SyncedKey<'_>> = q
+            .iter()
+            .map(|(a, d, k)| pims_command::SyncedKey {
+                account: a,
+                device_id: d,
+                key_id: k,
+            })
+            .collect();
+        pims_command::keychain_sync_message(VIN, &[5; 32], &asked, remove)
+    };
+    let sig = renamed.signature.as_slice();
+    assert!(pims_command::signature_ok(
+        &cosign_key,
+        &message("x", &[key_id]),
+        sig
+    ));
+    assert!(!pims_command::signature_ok(
+        &cosign_key,
+        &message("alice", &[key_id]),
+        sig
+    ));
+    // The true question: nothing to remove, and that answer does not serve a shorter question.
+    let honest =
+        g.s.call::<ep::VehicleKeychainSync>(&[VIN], "", &ask("alice"))
+            .await
+            .unwrap();
+    assert!(honest.remove.is_empty());
+    let empty = pims_command::keychain_sync_message(VIN, &[5; 32], &[], &[]);
+    assert!(!pims_command::signature_ok(
+        &cosign_key,
+        &empty,
+        honest.signature.as_slice()
+    ));
+}
+
+#[tokio::test]
+async fn a_pairing_code_is_good_for_ten_minutes() {
+    let g = garage().await;
+    let (token, device) = enrolled_account(&g.s, "alice", PHONE, "1234").await;
+    let code = g.car.new_pairing_code().unwrap();
+    g.s.clock.advance(601);
+    let mac = pairing_mac(&code, VIN, &device.public_key());
+    let r =
+        g.s.call::<ep::VehiclePair>(
+            &[VIN],
+            &token,
+            &PairVehicle {
+                device_id: device.id.clone(),
+                mac: mac.to_vec().into(),
+            },
+        )
+        .await;
+    assert_eq!(r.unwrap_err(), ApiError::PairingRefused);
+    assert!(!g.car.has_keys().unwrap());
 }

@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pims_command::{CommandKind, Receipt};
+use pims_command::Receipt;
 use pims_core::{ErrorCode, EventSink, PimsError, Secret};
 use pims_device::{CommandOrder, CommandPin};
 use pims_proto::endpoint::{self as ep, Empty};
@@ -32,12 +32,19 @@ pub(super) struct Session {
     vin: Option<String>,
     /// The command service's audience, once asked.
     audience: Option<String>,
-    /// When a command was last answered 2302, and which.
-    awaiting_pin: Option<(Instant, CommandKind)>,
+    /// When a command was last answered 2302, and which (on which car).
+    awaiting_pin: Option<(Instant, Pending)>,
     /// An OTP with PIN obtained for the command service after a 2302 of that command, until
-    /// it expires: only that command sent again spends it.
-    pin_otp: Option<(Secret, Instant, CommandKind)>,
+    /// it expires: only that command, to that car, sent again spends it.
+    pin_otp: Option<(Secret, Instant, Pending)>,
     signals: Vec<EventSink>,
+}
+
+/// The command a 2302 answered: the kept OTP serves it alone.
+#[derive(Clone, PartialEq, Eq)]
+struct Pending {
+    vin: String,
+    command: pims_command::Command,
 }
 
 impl Core {
@@ -50,6 +57,7 @@ impl Core {
     pub(super) fn command_awaits_pin(&self) -> bool {
         self.session()
             .awaiting_pin
+            .as_ref()
             .is_some_and(|(at, _)| at.elapsed() < AWAIT_PIN)
     }
 
@@ -61,14 +69,22 @@ impl Core {
         }
     }
 
-    fn take_pin_otp(&self, kind: CommandKind) -> Option<String> {
+    fn take_pin_otp(&self, pending: &Pending) -> Option<String> {
         let mut s = self.session();
         match &s.pin_otp {
-            Some((_, until, k)) if *k == kind && Instant::now() < *until => {
+            Some((_, until, p)) if p == pending && Instant::now() < *until => {
                 s.pin_otp.take().map(|(otp, _, _)| otp.expose().to_owned())
             }
             _ => None,
         }
+    }
+
+    /// Nothing waits for the PIN any more (the command was sent with it, ran, or the car
+    /// changed): no OTP is kept, and the next OTP is the app's own.
+    fn settle_pin(&self) {
+        let mut s = self.session();
+        s.awaiting_pin = None;
+        s.pin_otp = None;
     }
 
     /// Delivers one signal event to every live subscription.
@@ -88,6 +104,7 @@ impl Core {
 
 /// SET `pims.vehicle.vin`.
 pub(super) fn select_vin(core: &Core, vin: String) -> Result<Value, Error> {
+    core.settle_pin();
     core.session().vin = Some(vin);
     Ok(Value::Null)
 }
@@ -141,7 +158,8 @@ pub(super) async fn pair(core: &Core, ctx: &Ctx, code: Secret) -> Result<Value, 
     let mut local = core.local.lock().await;
     let mut state = local.read()?;
     let device_id = activation::active_device(core, ctx, &mut local, &mut state).await?;
-    let mac = pims_command::pairing_mac(code.expose(), &vin, &public_key(&state)?);
+    let phone_key = public_key(&state)?;
+    let mac = pims_command::pairing_mac(code.expose(), &vin, &phone_key);
     let request = PairVehicle {
         device_id,
         mac: mac.to_vec().into(),
@@ -149,7 +167,20 @@ pub(super) async fn pair(core: &Core, ctx: &Ctx, code: Secret) -> Result<Value, 
     let paired =
         device::call::<ep::VehiclePair>(core, ctx, &mut local, &mut state, &[&vin], &request)
             .await?;
-    state.vehicles.insert(vin, paired.vehicle_key);
+    // The car's key only with the car's own MAC under the code: nobody relaying the pairing can
+    // hand this phone a key of its own to sign receipts with.
+    let car_key = paired.vehicle_key.as_slice();
+    if !pims_command::pairing_answer_ok(
+        code.expose(),
+        &vin,
+        &phone_key,
+        car_key,
+        paired.mac.as_slice(),
+    ) {
+        return Err(Error::ReceiptInvalid);
+    }
+    state.vehicles.insert(vin.clone(), paired.vehicle_key);
+    state.vehicle_receipts.remove(&vin);
     local.write(&state)?;
     Ok(Value::Null)
 }
@@ -168,6 +199,13 @@ pub(super) async fn command(
     let device_id = activation::active_device(core, ctx, &mut local, &mut state).await?;
     let public_key = public_key(&state)?;
 
+    let pending = Pending {
+        vin: vin.clone(),
+        command: command.clone(),
+    };
+    if pin.is_some() {
+        core.settle_pin();
+    }
     let login = pin.as_ref().map(|p| pin::start(p, false));
     let challenge = device::challenge(
         core,
@@ -182,10 +220,9 @@ pub(super) async fn command(
         (Some((exchange, _)), Some(pin), Some(response)) => Some(CommandPin::Login(
             pin::finish(exchange, &pin, response).await?,
         )),
-        (None, None, None) => core.take_pin_otp(command.kind()).map(CommandPin::Otp),
+        (None, None, None) => core.take_pin_otp(&pending).map(CommandPin::Otp),
         _ => return Err(Error::Malformed),
     };
-    let kind = command.kind();
     let order = CommandOrder {
         vin: vin.clone(),
         audience,
@@ -205,13 +242,30 @@ pub(super) async fn command(
     let sent = device::call::<ep::Commands>(core, ctx, &mut local, &mut state, &[], &request).await;
     let sent = match sent {
         Err(Error::Api(ApiError::PinRequired { .. })) => {
-            core.session().awaiting_pin = Some((Instant::now(), kind));
+            core.session().awaiting_pin = Some((Instant::now(), pending));
             return Err(Error::Api(ApiError::PinRequired {
                 command: String::new(),
             }));
         }
+        Err(e @ Error::Api(ApiError::VehicleUnreachable)) => {
+            // The car may still have run it: its state comes with the next answer.
+            core.signal(Err(ErrorCode::BrokerConnectionFailed.into()));
+            return Err(e);
+        }
         other => other?,
     };
+    // The car answered the proof this call signed, not another the server picked: the same
+    // envelope and signature, only the co-signature added.
+    let relayed =
+        pims_command::Proof::parse(sent.proof.as_slice()).map_err(|_| Error::Malformed)?;
+    let signed =
+        pims_command::Proof::parse(request.proof.as_slice()).map_err(|_| Error::Malformed)?;
+    if relayed.envelope_bytes != signed.envelope_bytes
+        || relayed.device_signature != signed.device_signature
+    {
+        core.signal(Err(ErrorCode::InvalidSignature.into()));
+        return Err(Error::ReceiptInvalid);
+    }
     let r = &sent.receipt;
     let receipt = Receipt {
         request: r
@@ -237,6 +291,12 @@ pub(super) async fn command(
         None => false,
     };
     let vehicle: Value = serde_json::from_str(&r.state).map_err(|_| Error::Malformed)?;
+    if r.code == 2302 {
+        // The car's own policy wants the PIN: the reference's flow applies as for the service's.
+        core.session().awaiting_pin = Some((Instant::now(), pending));
+    } else {
+        core.settle_pin();
+    }
     if r.code == 200 {
         core.signal(Ok(
             json!({ "code": 200, "vehicle": vehicle, "receiptVerified": verified }),
