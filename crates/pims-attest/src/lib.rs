@@ -67,6 +67,8 @@ mod fault;
 mod key_description;
 mod revocation;
 mod roots;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod x509;
 
 pub use android::{
@@ -84,6 +86,8 @@ pub use key_description::{
     SecurityLevel, VerifiedBootState,
 };
 pub use revocation::{RevocationEntry, RevocationList};
+#[cfg(feature = "testing")]
+pub use roots::trust_test_root;
 pub use roots::{google_hardware_roots_pem, AndroidRoot};
 pub use x509::{pem_certificates, KeyAlgorithm};
 

@@ -15,6 +15,9 @@ pub enum AndroidRoot {
     /// The AOSP software attestation roots (EC or RSA): their private keys are published in the
     /// Android source, so a chain ending there proves nothing about hardware.
     AospSoftware,
+    /// A root a test trusts with `trust_test_root` (feature `testing` only: nothing a
+    /// configuration file says reaches it), treated as a hardware root.
+    TestOnly,
 }
 
 impl AndroidRoot {
@@ -23,6 +26,7 @@ impl AndroidRoot {
             AndroidRoot::GoogleRsa4096 => "google-rsa-4096",
             AndroidRoot::GoogleKeyAttestationCa1 => "google-key-attestation-ca1",
             AndroidRoot::AospSoftware => "aosp-software",
+            AndroidRoot::TestOnly => "test-only",
         }
     }
 }
@@ -63,11 +67,36 @@ fn android_anchors() -> &'static AndroidAnchors {
 
 /// The anchor whose public key is this SubjectPublicKeyInfo, if any.
 pub(crate) fn android_root_for(spki_der: &[u8]) -> Option<AndroidRoot> {
-    android_anchors()
+    let embedded = android_anchors()
         .keys
         .iter()
         .find(|(key, _)| key == spki_der)
-        .map(|(_, root)| *root)
+        .map(|(_, root)| *root);
+    #[cfg(feature = "testing")]
+    if embedded.is_none()
+        && TEST_ROOTS
+            .lock()
+            .expect("test roots")
+            .iter()
+            .any(|key| key == spki_der)
+    {
+        return Some(AndroidRoot::TestOnly);
+    }
+    embedded
+}
+
+#[cfg(feature = "testing")]
+static TEST_ROOTS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// Trusts, for the rest of the process, the Android attestation root whose public key is this
+/// SubjectPublicKeyInfo (DER), as [`AndroidRoot::TestOnly`]: tests build chains that pass
+/// under it. Only with the `testing` feature, which no release build enables.
+#[cfg(feature = "testing")]
+pub fn trust_test_root(spki_der: &[u8]) {
+    let mut roots = TEST_ROOTS.lock().expect("test roots");
+    if !roots.iter().any(|key| key == spki_der) {
+        roots.push(spki_der.to_vec());
+    }
 }
 
 /// Apple's App Attestation Root CA (P-384, 2020–2045).

@@ -7,9 +7,9 @@
 pub mod pin;
 
 use pims_proto::{
-    transcript, ActivateDevice, Bytes, DeviceChallenge, DeviceProof, EnrollmentStarted,
-    FinishEnrollment, LoginProof, NewDevice, OtpChallenge, OtpRequest, PinFinish, PinStart,
-    SendCommand, StartEnrollment,
+    transcript, ActivateDevice, Bytes, DeviceAttestation, DeviceChallenge, DeviceProof,
+    EnrollmentStarted, FinishEnrollment, LoginProof, NewDevice, OtpChallenge, OtpRequest,
+    PinFinish, PinStart, SendCommand, StartEnrollment,
 };
 
 pub use pin::{MalformedResponse, PinExchange, Stretching};
@@ -98,10 +98,35 @@ impl Enrollment {
                 pin,
                 device,
                 signature: Bytes(Vec::new()),
+                attestation: None,
             },
             attach: |r, s| r.signature = s,
         })
     }
+}
+
+impl ToSign<FinishEnrollment> {
+    /// The finish request carrying the platform's attestation of the device key (see
+    /// [`attestation_challenges`]); the attestation is bound by its own challenge.
+    pub fn with_attestation(mut self, attestation: Option<DeviceAttestation>) -> Self {
+        self.request.attestation = attestation;
+        self
+    }
+}
+
+/// What a platform attestation of the key `public_key` must cover for the enrollment
+/// `started`: `(key, app)` — the challenge an Android key is generated with
+/// ([`transcript::key_attestation_challenge`]) and the App Attest `clientDataHash`
+/// ([`transcript::attestation_challenge`]).
+pub fn attestation_challenges(
+    started: &EnrollmentStarted,
+    public_key: &[u8],
+) -> ([u8; 32], [u8; 32]) {
+    let nonce = started.nonce.as_slice();
+    (
+        transcript::key_attestation_challenge(&started.enrollment_id, nonce),
+        transcript::attestation_challenge(&started.enrollment_id, nonce, public_key),
+    )
 }
 
 /// Activation of a Pending device with its next `counter`.

@@ -71,6 +71,17 @@ pub enum ApiError {
     VehicleUnreachable,
     /// The car refused the pairing (wrong code, or it is not waiting for one).
     PairingRefused,
+    /// The server's policy requires a device key attested at `required` (or above) to enroll;
+    /// the attestation sent proved `got` (`reason`: the rule that failed, if one did).
+    AttestationRequired {
+        required: String,
+        got: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// The relying party the OTP is for requires a device attested at `required`; this device
+    /// was enrolled at `got`.
+    AssuranceInsufficient { required: String, got: String },
     /// Relying-party credentials missing or wrong.
     RelyingPartyUnauthorized,
     /// A server-side failure; details are in the server log under the transaction id.
@@ -89,6 +100,8 @@ impl ApiError {
             | ApiError::PinBlocked
             | ApiError::BadSignature
             | ApiError::PinRequired { .. }
+            | ApiError::AttestationRequired { .. }
+            | ApiError::AssuranceInsufficient { .. }
             | ApiError::CommandRefused { .. }
             | ApiError::PairingRefused => 403,
             ApiError::VehicleUnreachable => 502,

@@ -193,6 +193,33 @@ pub struct FinishEnrollment {
     pub device: NewDevice,
     /// Over [`crate::transcript::enrollment`], with `pin_proof` = [`PinFinish::proof`].
     pub signature: Bytes,
+    /// What the platform attests of the device key, when the host can (hardware keystores);
+    /// absent for software keys. Beside [`NewDevice`] rather than in it, so callers that build
+    /// a `NewDevice` keep compiling; bound by its own challenge, not by the signature.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attestation: Option<DeviceAttestation>,
+}
+
+/// A platform attestation of the device key, sent at enrollment and verified by the server
+/// (`pims-attest`), which records the assurance it proves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DeviceAttestation {
+    /// Android Key Attestation: the device key's certificate chain (DER, leaf first), the key
+    /// generated with [`crate::transcript::key_attestation_challenge`].
+    Android { chain: Vec<Bytes> },
+    /// Apple App Attest: the attestation object of `attestKey`, with
+    /// [`crate::transcript::attestation_challenge`] as `clientDataHash`, and the App Attest key
+    /// id.
+    AppAttest { object: Bytes, key_id: Bytes },
+}
+
+/// The assurance of a device that sent no attestation, or whose attestation failed.
+pub const UNATTESTED: &str = "unattested";
+
+fn unattested() -> String {
+    UNATTESTED.to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,6 +445,10 @@ pub struct OtpVerified {
     /// was changed with `update` since: an update right after a recovery proves only the PIN
     /// the recovery set.
     pub pin_recovered_at: Option<i64>,
+    /// What the device's enrollment proved of its key (`strongbox`, `tee`, `secure-enclave`,
+    /// `software`, `unattested`); a relying party may require a level (`required_assurance`).
+    #[serde(default = "unattested")]
+    pub assurance: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -649,6 +680,10 @@ pub struct DeviceInfo {
     pub created_at: i64,
     /// Unix seconds of the last OTP or operation signed by the device.
     pub last_used_at: Option<i64>,
+    /// What the enrollment proved of the device key: `strongbox`, `tee`, `secure-enclave`,
+    /// `software` or `unattested` (a string, so a level added later reads in older SDKs).
+    #[serde(default = "unattested")]
+    pub assurance: String,
 }
 
 // ---- development endpoints (off unless the server enables its development issuer) --------

@@ -82,6 +82,30 @@ pub fn otp(
     )
 }
 
+/// The challenge an Android device key is generated with (`KeyGenParameterSpec
+/// .setAttestationChallenge`) at enrollment: the enrollment session and its nonce. The session
+/// is created only after the SMS code was checked (`POST /v1/enrollments`), so it also stands
+/// for that code's use. The key cannot be in its own challenge (the challenge is given when it
+/// is generated): the attestation certificate certifies the key itself, and the server checks
+/// it is the key enrolled.
+pub fn key_attestation_challenge(enrollment_id: &str, nonce: &[u8]) -> [u8; 32] {
+    digest(&transcript(
+        "pims/v1/key-attestation",
+        &[enrollment_id.as_bytes(), nonce],
+    ))
+}
+
+/// The challenge of an app attestation at enrollment (iOS App Attest `clientDataHash`): the
+/// enrollment session and its nonce (created after the SMS code check, so bound to its use)
+/// and the device public key. App Attest certifies its own key, not the device key, so the
+/// device key is bound here: an attestation relayed for another key or session is refused.
+pub fn attestation_challenge(enrollment_id: &str, nonce: &[u8], public_key: &[u8]) -> [u8; 32] {
+    digest(&transcript(
+        "pims/v1/app-attestation",
+        &[enrollment_id.as_bytes(), nonce, public_key],
+    ))
+}
+
 /// Operation names of [`device_operation`].
 pub const PIN_RESET: &str = "pin_reset";
 pub const PIN_UPDATE: &str = "pin_update";
@@ -120,6 +144,22 @@ mod tests {
     #[test]
     fn length_prefixes_keep_field_boundaries() {
         assert_ne!(activation("ab", b"c", 1), activation("a", b"bc", 1));
+    }
+
+    #[test]
+    fn attestation_challenges_bind_session_nonce_and_key() {
+        let base = attestation_challenge("e", b"n", b"k");
+        assert_ne!(base, attestation_challenge("e", b"n", b"K"));
+        assert_ne!(base, attestation_challenge("e", b"N", b"k"));
+        assert_ne!(base, attestation_challenge("E", b"n", b"k"));
+        assert_ne!(
+            key_attestation_challenge("e", b"n"),
+            key_attestation_challenge("e", b"N")
+        );
+        assert_ne!(
+            key_attestation_challenge("e", b"n"),
+            attestation_challenge("e", b"n", b"")
+        );
     }
 
     #[test]

@@ -176,6 +176,7 @@ mod tests {
         let parties = vec![RelyingParty {
             id: "rp".into(),
             secret: "s3cret".into(),
+            required_assurance: None,
         }];
         let header = |s: &str| format!("Basic {}", STANDARD.encode(s));
         assert_eq!(

@@ -61,6 +61,9 @@ pub struct ServerConfig {
     pub commands: CommandsConfig,
     /// Connection and request bounds against slow or exhausting clients (`[http]`).
     pub http: HttpLimits,
+    /// Device key attestation at enrollment (`[attestation]`): what the server trusts and what
+    /// it requires.
+    pub attestation: AttestationConfig,
     #[serde(skip)]
     pub clock: Clock,
 }
@@ -93,6 +96,113 @@ impl std::fmt::Debug for AdminToken {
 pub struct RelyingParty {
     pub id: String,
     pub secret: String,
+    /// The least assurance of the device key (`tee`, `strongbox`, …) for an OTP to this relying
+    /// party; a device enrolled below it is refused its OTPs (`assurance_insufficient`). None
+    /// by default.
+    #[serde(default)]
+    pub required_assurance: Option<pims_attest::Assurance>,
+}
+
+/// `[attestation]`: how enrollments' device key attestations are verified (`pims-attest`).
+///
+/// The revocation list is Google's attestation status list (JSON), read at start and again
+/// every `revocation_refresh_seconds`. A configured list that cannot be read at start is a
+/// configuration error (the server does not start); a refresh that fails keeps the last good
+/// list and logs a warning (fail closed on a missing file, no outage on a transient one).
+/// Without `revocation_list` nothing is revoked: set it in production.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttestationConfig {
+    /// `[[attestation.android_apps]]`: the apps whose keys may enroll (package and signing
+    /// certificate digests); empty accepts any app.
+    pub android_apps: Vec<AndroidAppConfig>,
+    /// Apple Developer team id and bundle id of the iOS app (App Attest); without both, App
+    /// Attest attestations are recorded `unattested` (`not-configured`).
+    pub apple_team_id: Option<String>,
+    pub apple_bundle_id: Option<String>,
+    /// `production` or `development` (the App Attest environment the app is built for).
+    pub apple_environment: String,
+    /// Google's revocation status list file (JSON, as served at
+    /// `https://android.googleapis.com/attestation/status`).
+    pub revocation_list: Option<PathBuf>,
+    pub revocation_refresh_seconds: u64,
+    /// The least assurance a device must prove to enroll; none by default: every enrollment
+    /// is recorded with what it proved, and none is refused for it.
+    pub required_to_enroll: Option<pims_attest::Assurance>,
+}
+
+impl Default for AttestationConfig {
+    fn default() -> Self {
+        AttestationConfig {
+            android_apps: Vec::new(),
+            apple_team_id: None,
+            apple_bundle_id: None,
+            apple_environment: "production".to_string(),
+            revocation_list: None,
+            revocation_refresh_seconds: 3600,
+            required_to_enroll: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AndroidAppConfig {
+    pub package_name: String,
+    /// SHA-256 of each signing certificate, hexadecimal (colons allowed, as `apksigner` prints).
+    pub signing_certificate_sha256: Vec<String>,
+}
+
+impl AttestationConfig {
+    /// The apps as `pims-attest` takes them.
+    pub fn android_apps(&self) -> anyhow::Result<Vec<pims_attest::AndroidApp>> {
+        self.android_apps
+            .iter()
+            .map(|app| {
+                let digests = app
+                    .signing_certificate_sha256
+                    .iter()
+                    .map(|d| {
+                        let hex: String = d.chars().filter(|c| *c != ':').collect();
+                        let bytes = (0..hex.len())
+                            .step_by(2)
+                            .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                            .collect::<Option<Vec<u8>>>()
+                            .filter(|b| b.len() == 32);
+                        bytes.ok_or_else(|| {
+                            anyhow::anyhow!(
+                                "attestation.android_apps: {d:?} is not a SHA-256 digest in hexadecimal"
+                            )
+                        })
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Ok(pims_attest::AndroidApp {
+                    package_name: app.package_name.clone(),
+                    signature_digests: digests,
+                })
+            })
+            .collect()
+    }
+
+    pub fn apple_environment(&self) -> anyhow::Result<pims_attest::AppAttestEnvironment> {
+        pims_attest::AppAttestEnvironment::parse(&self.apple_environment).ok_or_else(|| {
+            anyhow::anyhow!("attestation.apple_environment must be production or development")
+        })
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.android_apps()?;
+        self.apple_environment()?;
+        anyhow::ensure!(
+            self.apple_team_id.is_some() == self.apple_bundle_id.is_some(),
+            "attestation.apple_team_id and attestation.apple_bundle_id go together"
+        );
+        anyhow::ensure!(
+            self.revocation_refresh_seconds >= 1,
+            "attestation.revocation_refresh_seconds must be at least 1"
+        );
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for RelyingParty {
@@ -283,6 +393,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             commands: CommandsConfig::default(),
             http: HttpLimits::default(),
+            attestation: AttestationConfig::default(),
             clock: Clock::system(),
         }
     }
@@ -318,6 +429,7 @@ impl ServerConfig {
             relying_parties: vec![RelyingParty {
                 id: "demo-rp".to_string(),
                 secret: "demo-rp-secret".to_string(),
+                required_assurance: None,
             }],
             ..ServerConfig::default()
         }
@@ -383,6 +495,7 @@ impl ServerConfig {
             "limits.recovery_hold_after_number_change_seconds must be at most {MAX_RECOVERY_HOLD_SECONDS} (30 days)"
         );
         self.commands.policy()?;
+        self.attestation.validate()?;
         anyhow::ensure!(
             !self.commands.audience.is_empty()
                 && self.commands.audience.len() <= 64

@@ -39,6 +39,32 @@ pub trait DeviceKeys: Send + Sync {
     fn sign(&self, alias: &str, message: &[u8]) -> Result<Vec<u8>, HostError>;
     /// Deletes the key; missing keys are not an error.
     fn delete(&self, alias: &str);
+
+    /// Creates the enrollment's key under `alias`, as [`DeviceKeys::generate`], where the
+    /// platform attests keys as it makes them: Android generates it with
+    /// `KeyGenParameterSpec.Builder.setAttestationChallenge(key_challenge)`
+    /// ([`pims_proto::transcript::key_attestation_challenge`]: the enrollment session and its
+    /// nonce). Default: [`DeviceKeys::generate`], so hosts without attestation need nothing.
+    fn generate_attested(&self, alias: &str, key_challenge: &[u8]) -> Result<Vec<u8>, HostError> {
+        let _ = key_challenge;
+        self.generate(alias)
+    }
+
+    /// The platform's attestation of the key `alias`, sent with the enrollment for the server
+    /// to verify and record (its assurance: `strongbox`, `tee`, `secure-enclave`…): on Android
+    /// the key's certificate chain (`KeyStore.getCertificateChain(alias)`, leaf first), on iOS
+    /// an App Attest object (`DCAppAttestService.attestKey`) over `app_challenge`
+    /// ([`pims_proto::transcript::attestation_challenge`]: the session, its nonce and the
+    /// device public key) with its key id. Default: none (software keys); a failure here is
+    /// logged and the enrollment goes on without an attestation.
+    fn attestation(
+        &self,
+        alias: &str,
+        app_challenge: &[u8],
+    ) -> Result<Option<pims_proto::DeviceAttestation>, HostError> {
+        let _ = (alias, app_challenge);
+        Ok(None)
+    }
 }
 
 /// Secure storage for the 32-byte key that encrypts the local vault (Keychain, Keystore-wrapped

@@ -16,11 +16,18 @@ pub struct NewKey {
     pub public_key: Vec<u8>,
 }
 
-pub fn generate(host: Option<&Arc<dyn DeviceKeys>>) -> Result<NewKey, HostError> {
+/// A new key, made by the host with the enrollment's key attestation challenge when given.
+pub fn generate_attested(
+    host: Option<&Arc<dyn DeviceKeys>>,
+    key_challenge: Option<&[u8]>,
+) -> Result<NewKey, HostError> {
     match host {
         Some(keys) => {
             let alias = format!("pims-device-{}", uuid::Uuid::new_v4());
-            let public_key = keys.generate(&alias)?;
+            let public_key = match key_challenge {
+                Some(challenge) => keys.generate_attested(&alias, challenge)?,
+                None => keys.generate(&alias)?,
+            };
             Ok(NewKey {
                 key: DeviceKey::Host { alias },
                 public_key,
@@ -82,6 +89,26 @@ pub fn low_s(der: Vec<u8>) -> Vec<u8> {
     }
 }
 
+/// The host's attestation of `key` over `app_challenge`; none for software keys, and none
+/// (logged) when the host fails: the server records the device `unattested`, or refuses it
+/// where its policy requires more.
+pub fn attestation(
+    key: &DeviceKey,
+    host: Option<&Arc<dyn DeviceKeys>>,
+    app_challenge: &[u8],
+) -> Option<pims_proto::DeviceAttestation> {
+    let (DeviceKey::Host { alias }, Some(keys)) = (key, host) else {
+        return None;
+    };
+    match keys.attestation(alias, app_challenge) {
+        Ok(attestation) => attestation,
+        Err(error) => {
+            tracing::warn!(%error, "the host could not attest the device key: enrolling without");
+            None
+        }
+    }
+}
+
 /// Forgets a key that will never be used (enrollment refused or removed).
 pub fn discard(key: &DeviceKey, host: Option<&Arc<dyn DeviceKeys>>) {
     if let (DeviceKey::Host { alias }, Some(keys)) = (key, host) {
@@ -97,7 +124,7 @@ mod tests {
 
     #[test]
     fn software_signatures_verify_against_the_published_key() {
-        let new = generate(None).unwrap();
+        let new = generate_attested(None, None).unwrap();
         let signature = sign(&new.key, None, b"challenge").unwrap();
         let verifying = VerifyingKey::from_sec1_bytes(&new.public_key).unwrap();
         let signature = DerSignature::try_from(signature.as_slice()).unwrap();
@@ -139,7 +166,7 @@ mod tests {
     #[test]
     fn every_signature_leaves_in_low_s_form() {
         let host: Arc<dyn DeviceKeys> = Arc::new(HighS(SigningKey::random(&mut rand::rngs::OsRng)));
-        let new = generate(Some(&host)).unwrap();
+        let new = generate_attested(Some(&host), None).unwrap();
         let verifying = VerifyingKey::from_sec1_bytes(&new.public_key).unwrap();
         // The host always answers high S; what leaves `sign` is low S and still verifies.
         assert!(!is_low_s(&host.sign("a", b"m").unwrap()));
@@ -150,7 +177,7 @@ mod tests {
             assert!(verifying.verify(&[i], &sig).is_ok());
         }
         // Software keys: over 32 messages a high S would appear with probability 1 − 2⁻³².
-        let soft = generate(None).unwrap();
+        let soft = generate_attested(None, None).unwrap();
         for i in 0..32u8 {
             assert!(is_low_s(&sign(&soft.key, None, &[i]).unwrap()));
         }

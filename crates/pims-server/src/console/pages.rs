@@ -142,6 +142,9 @@ struct DeviceRow {
     last_used: Option<When>,
     state: &'static str,
     can_disable: bool,
+    /// What its enrollment proved of its key, and the attestation rule that failed, if one did.
+    assurance: String,
+    attestation_refused: Option<String>,
 }
 
 #[derive(Template)]
@@ -614,6 +617,11 @@ async fn account(
             can_enable: d.re_enablable,
             name: d.name,
             platform: d.platform,
+            attestation_refused: d
+                .assurance_detail
+                .as_deref()
+                .map(|detail| detail.split(':').next().unwrap_or(detail).to_string()),
+            assurance: d.assurance,
         })
         .collect();
     let notice = match notice.done.as_str() {

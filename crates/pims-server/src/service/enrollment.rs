@@ -142,6 +142,17 @@ impl Service {
             return api(ApiError::SessionExpired);
         };
 
+        // What the platform attests of the key, over challenges that bind this session and
+        // its nonce (the session exists only once the SMS code was checked, so they stand for
+        // that code's use) and the key (certified by an Android chain, in the App Attest
+        // challenge). Verified at server time, outside the store's transaction.
+        let proven = self.attestation.verify(
+            req.attestation.as_ref(),
+            &session.id,
+            &session.nonce,
+            public_key,
+            now,
+        );
         let transcript =
             transcript::enrollment(&session.id, &session.nonce, public_key, req.pin.proof());
         let proof = if !crypto::signature_ok(public_key, &transcript, req.signature.as_slice()) {
@@ -178,7 +189,10 @@ impl Service {
                     name: name.to_string(),
                     platform: device.platform,
                     activation_nonce: crypto::random_bytes(32),
+                    assurance: proven.assurance.as_str().to_string(),
+                    assurance_detail: proven.detail.clone(),
                 },
+                attestation_refusal: self.attestation.refusal(&proven),
                 now,
                 limits: self.step_limits(),
             })
@@ -187,7 +201,12 @@ impl Service {
         match &result {
             Ok(done) => {
                 self.metrics.enrollments.inc();
-                tracing::info!(device_id = %done.device_id, "device enrolled (pending)")
+                tracing::info!(
+                    device_id = %done.device_id,
+                    assurance = proven.assurance.as_str(),
+                    attestation_refused = proven.detail.as_deref(),
+                    "device enrolled (pending)"
+                )
             }
             Err(crate::error::Error::Api(e)) => tracing::info!(outcome = ?e, "enrollment refused"),
             Err(_) => {}

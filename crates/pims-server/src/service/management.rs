@@ -35,6 +35,7 @@ impl Service {
                     state: d.state,
                     created_at: d.created_at,
                     last_used_at: d.last_used_at,
+                    assurance: d.assurance,
                 })
                 .collect(),
         })

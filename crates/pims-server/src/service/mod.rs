@@ -2,6 +2,7 @@
 //! database transactions; each state change is one [`Store`] step.
 
 mod accounts;
+pub mod attestation;
 mod commands;
 pub mod crypto;
 mod enrollment;
@@ -39,6 +40,7 @@ pub struct Service {
     relying_parties: Vec<String>,
     otp_default_audience: Option<String>,
     commands: commands::CommandService,
+    attestation: attestation::Attestation,
 }
 
 impl Service {
@@ -65,6 +67,7 @@ impl Service {
                 .collect(),
             otp_default_audience: config.otp_default_audience.clone(),
             commands: commands::CommandService::new(&config.commands)?,
+            attestation: attestation::Attestation::new(config)?,
         })
     }
 

@@ -18,6 +18,26 @@ impl Service {
     ) -> Result<OtpChallenge> {
         check_id(&req.device_id, "deviceId")?;
         let audience = self.otp_audience(req.audience.as_deref())?;
+        // A relying party that requires an attested device gets no OTP from a device below
+        // it: refused here, before any PIN attempt is spent (a device's assurance never
+        // changes after its enrollment, so the OTP answering this challenge is refused too).
+        if let Some(required) = audience
+            .as_deref()
+            .and_then(|rp| self.attestation.required_for(rp))
+        {
+            if let Some(device) = self.store.device(account, &req.device_id).await? {
+                let got = device
+                    .assurance
+                    .parse()
+                    .unwrap_or(pims_attest::Assurance::Unattested);
+                if !got.meets(required) {
+                    return api(ApiError::AssuranceInsufficient {
+                        required: required.as_str().into(),
+                        got: got.as_str().into(),
+                    });
+                }
+            }
+        }
         let challenge = self
             .create_challenge(
                 account,
@@ -213,6 +233,7 @@ impl Service {
                     pin_set_at: v.pin_set_at,
                     pin_set_by: v.pin_set_by,
                     pin_recovered_at: v.pin_recovered_at,
+                    assurance: v.assurance,
                 })
             }
             None => api(ApiError::OtpInvalid),

@@ -221,6 +221,8 @@ pub struct DeviceRecord {
     pub counter: u64,
     pub activation_nonce: Vec<u8>,
     pub created_at: i64,
+    /// What its enrollment proved of its key (`pims_attest::Assurance`'s text).
+    pub assurance: String,
 }
 
 impl DeviceRecord {
@@ -349,6 +351,10 @@ pub struct NewDeviceRecord {
     pub name: String,
     pub platform: Platform,
     pub activation_nonce: Vec<u8>,
+    /// What the attestation proved (`pims_attest::Assurance`'s text) and, when it was refused,
+    /// the rule and why (`challenge: …`).
+    pub assurance: String,
+    pub assurance_detail: Option<String>,
 }
 
 pub struct FinishEnrollmentStep {
@@ -357,6 +363,10 @@ pub struct FinishEnrollmentStep {
     pub idempotency_key: String,
     pub proof: EnrollmentProof,
     pub device: NewDeviceRecord,
+    /// The service's policy refuses this device's attestation (`AttestationRequired`): the
+    /// step answers it once the signature and PIN are checked (a wrong PIN still counts), with
+    /// the session used and the SMS code kept.
+    pub attestation_refusal: Option<ApiError>,
     pub now: i64,
     pub limits: StepLimits,
 }
@@ -453,6 +463,8 @@ pub struct VerifiedOtp {
     pub pin_set_at: Option<i64>,
     pub pin_set_by: Option<PinOrigin>,
     pub pin_recovered_at: Option<i64>,
+    /// The device's assurance (`pims_attest::Assurance`'s text).
+    pub assurance: String,
 }
 
 /// A device of the account as listed to its owner.
@@ -464,6 +476,7 @@ pub struct DeviceSummary {
     pub state: DeviceState,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
+    pub assurance: String,
 }
 
 /// The challenge a PIN change continues with, created once the change is authorized.
@@ -688,6 +701,9 @@ pub struct AdminDeviceSummary {
     /// Disabled by an operator after it was active, with nothing account-wide since (a
     /// removal, a restore): an operator may enable it again.
     pub re_enablable: bool,
+    /// What its enrollment proved of its key, and why an attestation was refused.
+    pub assurance: String,
+    pub assurance_detail: Option<String>,
 }
 
 /// One row of the append-only audit trail.

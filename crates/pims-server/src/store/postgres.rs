@@ -510,6 +510,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
                 counter: r.get::<_, i64>(3) as u64,
                 activation_nonce: r.get(4),
                 created_at: r.get(5),
+                assurance: r.get(6),
             })
         })
         .transpose()
@@ -537,6 +538,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
                     state: parse_state(r.get(3))?,
                     created_at: r.get(4),
                     last_used_at: r.get(5),
+                    assurance: r.get(6),
                 })
             })
             .collect()
@@ -555,6 +557,8 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
                     activated_at: r.get(5),
                     last_used_at: r.get(6),
                     re_enablable: r.get(7),
+                    assurance: r.get(8),
+                    assurance_detail: r.get(9),
                 })
             })
             .collect()
@@ -571,6 +575,8 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
                 &device.platform.as_str(),
                 &device.activation_nonce,
                 &now,
+                &device.assurance,
+                &device.assurance_detail,
             ],
         )
         .await?;
@@ -963,6 +969,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
             pin_set_at: r.get(4),
             pin_set_by: r.get::<_, Option<&str>>(5).and_then(PinOrigin::parse),
             pin_recovered_at: r.get(6),
+            assurance: r.get(7),
         }))
     }
 

@@ -192,4 +192,6 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE devices ADD COLUMN disabled_by TEXT;
     "#,
+    // 10: shared with SQLite: what each device's enrollment proved of its key
+    super::schema::DEVICE_ASSURANCE,
 ];

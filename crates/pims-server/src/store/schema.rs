@@ -215,4 +215,14 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE devices ADD COLUMN disabled_by TEXT;
     "#,
+    // 9: shared with PostgreSQL
+    DEVICE_ASSURANCE,
 ];
+
+/// A migration both dialects run as written: what each device's enrollment proved of its key
+/// (`pims_attest::Assurance` as text) and, when an attestation was refused, the rule and why.
+/// Devices enrolled before attestation proved nothing: `unattested`.
+pub const DEVICE_ASSURANCE: &str = r#"
+    ALTER TABLE devices ADD COLUMN assurance TEXT NOT NULL DEFAULT 'unattested';
+    ALTER TABLE devices ADD COLUMN assurance_detail TEXT;
+    "#;

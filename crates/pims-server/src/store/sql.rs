@@ -51,7 +51,7 @@ macro_rules! live_device {
 macro_rules! live_devices_by {
     ($tie:literal) => {
         concat!(
-            "SELECT id, name, platform, state, created_at, last_used_at FROM devices
+            "SELECT id, name, platform, state, created_at, last_used_at, assurance FROM devices
              WHERE account = $1 AND ",
             live_device!(),
             " ORDER BY created_at, ",
@@ -76,7 +76,8 @@ macro_rules! all_devices_by {
         concat!(
             "SELECT id, name, platform, state, created_at, activated_at, last_used_at,
                     COALESCE(state = 'disabled' AND disabled_by = 'operator'
-                             AND activated_at IS NOT NULL, FALSE)
+                             AND activated_at IS NOT NULL, FALSE),
+                    assurance, assurance_detail
              FROM devices WHERE account = $1 ORDER BY created_at, ",
             $tie
         )
@@ -129,7 +130,7 @@ statements! {
     AUDIT_CHAIN = "SELECT id, at, account, event, device_id, detail, prev_id, mac FROM audit
                    WHERE id > $1 ORDER BY id LIMIT $2";
 
-    DEVICE = "SELECT id, public_key, state, counter, activation_nonce, created_at
+    DEVICE = "SELECT id, public_key, state, counter, activation_nonce, created_at, assurance
               FROM devices WHERE id = $1 AND account = $2";
     LIVE_DEVICE_COUNT =
         concat!("SELECT COUNT(*) FROM devices WHERE account = $1 AND ", live_device!());
@@ -137,8 +138,9 @@ statements! {
     LIVE_DEVICES = live_devices_by!("seq"), sqlite = live_devices_by!("rowid");
     ALL_DEVICES = all_devices_by!("seq"), sqlite = all_devices_by!("rowid");
     INSERT_DEVICE = "INSERT INTO devices (id, account, public_key, name, platform, state, counter,
-                                          activation_nonce, created_at)
-                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7)";
+                                          activation_nonce, created_at, assurance,
+                                          assurance_detail)
+                     VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7, $8, $9)";
     /// Guarded like every counter write: the step checked both under the account lock, so a
     /// write the guard refuses is an internal error, never a counted step.
     ACTIVATE_DEVICE = "UPDATE devices SET state = 'active', counter = $3,
@@ -234,5 +236,6 @@ statements! {
                RETURNING account, device_id, with_pin, issued_at,
                  (SELECT pin_set_at FROM accounts a WHERE a.subject = otps.account),
                  (SELECT pin_set_by FROM accounts a WHERE a.subject = otps.account),
-                 (SELECT pin_recovered_at FROM accounts a WHERE a.subject = otps.account)";
+                 (SELECT pin_recovered_at FROM accounts a WHERE a.subject = otps.account),
+                 (SELECT assurance FROM devices d WHERE d.id = otps.device_id)";
 }

@@ -578,6 +578,7 @@ impl Rows for SqliteRows<'_> {
                 counter: r.get::<_, i64>(3)? as u64,
                 activation_nonce: r.get(4)?,
                 created_at: r.get(5)?,
+                assurance: r.get(6)?,
             })
         })
     }
@@ -604,6 +605,7 @@ impl Rows for SqliteRows<'_> {
                     state: parse_state(3, &r.get::<_, String>(3)?)?,
                     created_at: r.get(4)?,
                     last_used_at: r.get(5)?,
+                    assurance: r.get(6)?,
                 })
             },
         )
@@ -620,6 +622,8 @@ impl Rows for SqliteRows<'_> {
                 activated_at: r.get(5)?,
                 last_used_at: r.get(6)?,
                 re_enablable: r.get(7)?,
+                assurance: r.get(8)?,
+                assurance_detail: r.get(9)?,
             })
         })
     }
@@ -634,7 +638,9 @@ impl Rows for SqliteRows<'_> {
                 device.name,
                 device.platform.as_str(),
                 device.activation_nonce,
-                now
+                now,
+                device.assurance,
+                device.assurance_detail
             ],
         )?;
         Ok(())
@@ -1002,6 +1008,7 @@ impl Rows for SqliteRows<'_> {
                         .as_deref()
                         .and_then(PinOrigin::parse),
                     pin_recovered_at: r.get(6)?,
+                    assurance: r.get(7)?,
                 })
             },
         )

@@ -463,6 +463,9 @@ async fn finish_session<R: Rows>(
         EnrollmentProof::Register { .. } => {}
     }
 
+    if let Some(refusal) = &step.attestation_refusal {
+        return api(refusal.clone());
+    }
     if session.phone_number.is_some() && record.phone_number.is_some() {
         return api(ApiError::PhoneNumberAlreadyRegistered);
     }

@@ -357,6 +357,7 @@ async fn two_relying_parties() -> TestServer {
         c.relying_parties.push(pims_server::config::RelyingParty {
             id: "other-rp".into(),
             secret: "other-rp-secret".into(),
+            required_assurance: None,
         });
         c.otp_default_audience = Some("demo-rp".into());
     })

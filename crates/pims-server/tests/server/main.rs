@@ -7,6 +7,7 @@ mod admin;
 mod attacks;
 mod attacks_recovery;
 mod attacks_transport;
+mod attestation;
 mod commands;
 mod common;
 mod console;

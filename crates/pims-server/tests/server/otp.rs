@@ -26,6 +26,7 @@ async fn otp_with_pin_is_verified_once_and_says_so() {
             pin_set_at: Some(START),
             pin_set_by: Some(PinOrigin::Enrollment),
             pin_recovered_at: None,
+            assurance: "unattested".into(),
         }
     );
     assert_eq!(

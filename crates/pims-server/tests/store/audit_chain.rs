@@ -300,7 +300,9 @@ async fn rows_written_before_the_chain_are_chained_at_upgrade(db: &Db) {
     // later migrations undone too, as they run again).
     let later = "ALTER TABLE accounts RENAME COLUMN pre_hold_phone_number TO previous_phone_number;
                  ALTER TABLE accounts DROP COLUMN restore_nonce;
-                 ALTER TABLE devices DROP COLUMN disabled_by;";
+                 ALTER TABLE devices DROP COLUMN disabled_by;
+                 ALTER TABLE devices DROP COLUMN assurance;
+                 ALTER TABLE devices DROP COLUMN assurance_detail;";
     db.raw.exec(later).await.unwrap();
     let downgrade = match db.raw {
         Raw::Sqlite(_) => format!(

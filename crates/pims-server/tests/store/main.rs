@@ -278,7 +278,10 @@ fn finish_step(
             name: "phone".into(),
             platform: Platform::Android,
             activation_nonce: b"activation nonce".to_vec(),
+            assurance: "tee".into(),
+            assurance_detail: None,
         },
+        attestation_refusal: None,
         now: NOW,
         limits: limits(),
     }
@@ -759,6 +762,8 @@ async fn an_otp_is_used_exactly_once(store: Arc<dyn Store>) {
             pin_set_at: Some(NOW),
             pin_set_by: Some(PinOrigin::Enrollment),
             pin_recovered_at: None,
+            // What the enrollment step stored (`finish_step`): both databases give it back.
+            assurance: "tee".into(),
         })
     );
     assert_eq!(store.use_otp(b"mac-1", NOW + 2, "rp").await.unwrap(), None);

@@ -85,7 +85,13 @@ pub(super) async fn enroll(
     );
     let started = core.call::<ep::EnrollmentStart>(ctx, &[], &start).await?;
 
-    let new_key = signer::generate(core.host.device_keys.as_ref())?;
+    // The platform attests the key over challenges that bind this session (created once the
+    // SMS code was checked) and, for App Attest, the key itself.
+    let host_keys = core.host.device_keys.as_ref();
+    let (key_challenge, _) = pims_device::attestation_challenges(&started, &[]);
+    let new_key = signer::generate_attested(host_keys, Some(&key_challenge))?;
+    let (_, app_challenge) = pims_device::attestation_challenges(&started, &new_key.public_key);
+    let attestation = signer::attestation(&new_key.key, host_keys, &app_challenge);
     let device = NewDevice {
         public_key: new_key.public_key.clone().into(),
         name: core.config.device_name.clone(),
@@ -104,7 +110,7 @@ pub(super) async fn enroll(
     })
     .await;
     let finish = match finish {
-        Ok(finish) => finish,
+        Ok(finish) => finish.with_attestation(attestation),
         Err(malformed) => {
             signer::discard(&new_key.key, core.host.device_keys.as_ref());
             return Err(malformed.into());

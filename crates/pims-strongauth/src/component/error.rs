@@ -192,6 +192,26 @@ fn from_api(error: ApiError) -> PimsError {
             .with_detail("reason", "recoveryHeld")
             .with_detail("retryAfterSeconds", retry_after_seconds),
         ApiError::PinRequired { .. } => NeedStrongAuthentication.into(),
+        // The server's policy wants a hardware-attested device key: a forbidden operation
+        // for this device, whatever the app retries.
+        ApiError::AttestationRequired {
+            required,
+            got,
+            reason,
+        } => {
+            let e = PimsError::new(ForbiddenOperation)
+                .with_detail("reason", "attestationRequired")
+                .with_detail("required", required)
+                .with_detail("got", got);
+            match reason {
+                Some(rule) => e.with_detail("rule", rule),
+                None => e,
+            }
+        }
+        ApiError::AssuranceInsufficient { required, got } => PimsError::new(ForbiddenOperation)
+            .with_detail("reason", "assuranceInsufficient")
+            .with_detail("required", required)
+            .with_detail("got", got),
         ApiError::CommandRefused { fault } => PimsError::new(match fault.as_str() {
             "wrongVehicle" => VinNotValid,
             "expired" | "ttlTooLong" | "replayedCounter" => InvalidTimestamp,

@@ -130,6 +130,9 @@ pub(super) async fn list_devices(core: &Core, ctx: &Ctx) -> Result<Value, Error>
                 },
                 "createdAt": d.created_at,
                 "lastUsedAt": d.last_used_at,
+                // What its enrollment proved of its key: strongbox, tee, secure-enclave,
+                // software or unattested.
+                "assurance": d.assurance,
                 "isThisDevice": this_device.as_deref() == Some(d.device_id.as_str()),
             })
         })
