@@ -28,4 +28,9 @@ fn example_server_configuration_parses() {
         defaults.max_connections_per_address
     );
     assert_eq!(config.purge_interval_seconds, 300);
+    // [attestation]: records without refusing, one Android app, the App Attest app.
+    assert_eq!(config.attestation.required_to_enroll, None);
+    assert_eq!(config.attestation.android_apps().unwrap().len(), 1);
+    assert_eq!(config.attestation.revocation_refresh_seconds, 3600);
+    assert_eq!(config.relying_parties[0].required_assurance, None);
 }
