@@ -887,6 +887,9 @@ pub struct CommandVerified {
     pub pin_required: bool,
     pub counter: u64,
     pub expires_at: u64,
+    /// What the device's key attestation proved at enrollment (`strongbox`, `tee`,
+    /// `secure-enclave`, `software`, `unattested`).
+    pub assurance: String,
     pub pin_set_at: Option<i64>,
     pub pin_set_by: Option<PinOrigin>,
     pub pin_recovered_at: Option<i64>,

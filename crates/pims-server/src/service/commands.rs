@@ -302,6 +302,7 @@ impl Service {
             clock_skew: CLOCK_SKEW_SECONDS,
         };
         let device_key_id = key_id(&device.public_key);
+        let assurance = device.assurance.clone();
         let entry = KeyEntry {
             public_key: device.public_key,
             role: Role::Owner,
@@ -328,6 +329,7 @@ impl Service {
             pin_required: accepted.needs_pin,
             counter: e.counter,
             expires_at: e.expires_at,
+            assurance,
             pin_set_at: facts.pin_set_at,
             pin_set_by: facts.pin_set_by,
             pin_recovered_at: facts.pin_recovered_at,

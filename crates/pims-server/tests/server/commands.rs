@@ -712,6 +712,8 @@ async fn a_relying_party_is_told_which_command_which_car_which_device_and_the_pi
         (VIN, "doors.unlock", true, true)
     );
     assert_eq!(v.device_id, device.id);
+    // Enrolled without a key attestation.
+    assert_eq!(v.assurance, "unattested");
     assert_eq!(v.pin_set_by, Some(pims_proto::PinOrigin::Enrollment));
     assert_eq!(v.pin_set_at, Some(START));
     let horn = g
