@@ -37,6 +37,7 @@ from ._native.pims_ffi import (  # noqa: F401  (host capabilities the app implem
     AccessTokenProvider,
     DeviceKeys,
     HostFailure,
+    KeyAttestation,
     LogLevel,
     LogSink,
     VaultKeyStore,
@@ -57,7 +58,7 @@ Callback = Callable[[Message], None]
 SmsCodeReader = Callable[[float], Optional[str]]
 
 __all__ = [
-    "Pims", "Message", "AccessTokenProvider", "DeviceKeys", "HostFailure", "LogLevel",
+    "Pims", "Message", "AccessTokenProvider", "DeviceKeys", "KeyAttestation", "HostFailure", "LogLevel",
     "LogSink", "VaultKeyStore", "SmsCodeReader", "set_log_sink", "round_trip",
     "CommandFault", "CommandKey", "ParsedProof", "VerifiedCommand", "encode_command_proof",
     "parse_command_proof", "verify_command_proof",

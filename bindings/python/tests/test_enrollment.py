@@ -1,13 +1,15 @@
 """Full enrollment from Python against a live server, with the device key in a Python signer."""
 
 import asyncio
+import base64
+from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from pims_sdk import DeviceKeys, HostFailure, LogLevel, LogSink, Pims, VaultKeyStore, set_log_sink
+from pims_sdk import DeviceKeys, HostFailure, KeyAttestation, LogLevel, LogSink, Pims, VaultKeyStore, set_log_sink
 from conftest import call, config, failed, succeeded
 
 # Long enough that no random transaction id in the logs contains it by chance.
@@ -35,6 +37,39 @@ class PythonSigner(DeviceKeys):
 
     def delete(self, alias):
         self.keys.pop(alias, None)
+
+    def generate_attested(self, alias, key_challenge):
+        return self.generate(alias)
+
+    def attestation(self, alias, app_challenge):
+        return None
+
+
+class AttestingSigner(PythonSigner):
+    """A key store that attests as an Android phone would: it is given the session's key
+    challenge at creation and returns a certificate chain. Here a real phone's chain from
+    pims-attest's vectors, replayed: the server records it as `unattested`, its challenge
+    not being this enrollment's."""
+
+    def __init__(self, chain):
+        super().__init__()
+        self.chain = chain
+        self.challenges = []
+
+    def generate_attested(self, alias, key_challenge):
+        self.challenges.append(("key", bytes(key_challenge)))
+        return self.generate(alias)
+
+    def attestation(self, alias, app_challenge):
+        self.challenges.append(("app", bytes(app_challenge)))
+        return KeyAttestation.ANDROID(chain=self.chain)
+
+
+def pem_chain(path):
+    """The DER certificates of a PEM file, in order."""
+    text = path.read_text()
+    blocks = text.split("-----BEGIN CERTIFICATE-----")[1:]
+    return [base64.b64decode("".join(b.split("-----END CERTIFICATE-----")[0].split())) for b in blocks]
 
 
 class FixedVaultKey(VaultKeyStore):
@@ -127,6 +162,30 @@ def test_full_enrollment_with_a_python_signer_and_vault_key(server, tmp_path):
     for secret in (token, code, PIN):
         assert secret not in everything
     set_log_sink(None)
+
+
+def test_an_attesting_key_store_is_given_the_sessions_challenges_and_its_chain_is_recorded(server, tmp_path):
+    chain = pem_chain(Path(__file__).resolve().parents[3] /
+                      "crates/pims-attest/tests/vectors/android-key-attestation/caiman/sdk36/TEE_EC_RKP.pem")
+    assert len(chain) >= 3
+    signer = AttestingSigner(chain)
+    pims = Pims(server.token("python-attested"), device_keys=signer)
+    number = "+33612340009"
+    succeeded(call(lambda cb: pims.initialize(config(server, tmp_path), cb)), None)
+    add_phone_number(pims, server, number)
+    code = request_enrollment_code(pims, server, number)
+    succeeded(call(lambda cb: pims.set("pims.authentication.enrollment",
+                                       {"action": "enroll", "pinCode": PIN, "smsCode": code}, cb)), None)
+    # The key was created with the session's 32-byte key challenge; the attestation asked with
+    # the 32-byte app challenge, which binds the key too: two different values.
+    assert [kind for kind, _ in signer.challenges] == ["key", "app"]
+    assert all(len(c) == 32 for _, c in signer.challenges)
+    assert signer.challenges[0][1] != signer.challenges[1][1]
+    devices = call(lambda cb: pims.get("pims.authentication.devices", {}, cb))
+    assert devices["status"] == "SUCCEEDED", devices
+    (device,) = devices["result"]["devices"]
+    # A genuine chain, but attested for another key and session: recorded, not trusted.
+    assert device["assurance"] == "unattested", device
 
 
 def test_awaitable_form(server, tmp_path):

@@ -51,6 +51,12 @@ class RecordingSigner(DeviceKeys):
         key = self.keys[alias] if alias else next(iter(self.keys.values()))
         return key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
 
+    def generate_attested(self, alias, key_challenge):
+        return self.generate(alias)
+
+    def attestation(self, alias, app_challenge):
+        return None
+
     def sign(self, alias, message):
         signature = self.keys[alias].sign(message, ec.ECDSA(hashes.SHA256()))
         if message.startswith(DEVICE_LABEL):

@@ -45,11 +45,38 @@ pub trait AccessTokenProvider: Send + Sync {
     fn access_token(&self) -> Result<Option<String>, HostFailure>;
 }
 
+/// What the platform says of a device key, sent with the enrollment for the server to verify.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Enum)]
+pub enum KeyAttestation {
+    /// Android Key Attestation: `KeyStore.getCertificateChain(alias)`, each certificate's DER,
+    /// leaf first.
+    Android { chain: Vec<Vec<u8>> },
+    /// Apple App Attest: the object `DCAppAttestService.attestKey(keyId, clientDataHash:)`
+    /// returned, with its key id.
+    AppAttest { object: Vec<u8>, key_id: Vec<u8> },
+}
+
 /// A hardware-backed P-256 key store (Android Keystore / StrongBox, iOS Secure Enclave).
 #[uniffi::export(with_foreign)]
 pub trait DeviceKeys: Send + Sync {
     /// Creates a key under `alias`; returns its SEC1 uncompressed public key (65 bytes).
     fn generate(&self, alias: String) -> Result<Vec<u8>, HostFailure>;
+    /// Creates the enrollment's key under `alias`, attested with `key_challenge` where the
+    /// platform attests at creation (Android: `KeyGenParameterSpec.Builder
+    /// .setAttestationChallenge(keyChallenge)`); elsewhere the same as `generate`.
+    fn generate_attested(
+        &self,
+        alias: String,
+        key_challenge: Vec<u8>,
+    ) -> Result<Vec<u8>, HostFailure>;
+    /// The platform's attestation of the key `alias` (Android: its certificate chain; iOS: an
+    /// App Attest object over `app_challenge` as `clientDataHash`), or null when the platform
+    /// has none. A failure is logged and the enrollment goes on without one.
+    fn attestation(
+        &self,
+        alias: String,
+        app_challenge: Vec<u8>,
+    ) -> Result<Option<KeyAttestation>, HostFailure>;
     /// ECDSA P-256 with SHA-256 over `message`, DER-encoded.
     fn sign(&self, alias: String, message: Vec<u8>) -> Result<Vec<u8>, HostFailure>;
     /// Deletes the key; a missing key is not an error.
@@ -96,6 +123,41 @@ impl core::DeviceKeys for Keys {
 
     fn sign(&self, alias: &str, message: &[u8]) -> Result<Vec<u8>, core::HostError> {
         Ok(self.0.sign(alias.to_owned(), message.to_vec())?)
+    }
+
+    fn generate_attested(
+        &self,
+        alias: &str,
+        key_challenge: &[u8],
+    ) -> Result<Vec<u8>, core::HostError> {
+        Ok(self
+            .0
+            .generate_attested(alias.to_owned(), key_challenge.to_vec())?)
+    }
+
+    fn attestation(
+        &self,
+        alias: &str,
+        app_challenge: &[u8],
+    ) -> Result<Option<pims_proto::DeviceAttestation>, core::HostError> {
+        use pims_proto::{Bytes, DeviceAttestation};
+        Ok(
+            match self
+                .0
+                .attestation(alias.to_owned(), app_challenge.to_vec())?
+            {
+                None => None,
+                Some(KeyAttestation::Android { chain }) => Some(DeviceAttestation::Android {
+                    chain: chain.into_iter().map(Bytes).collect(),
+                }),
+                Some(KeyAttestation::AppAttest { object, key_id }) => {
+                    Some(DeviceAttestation::AppAttest {
+                        object: Bytes(object),
+                        key_id: Bytes(key_id),
+                    })
+                }
+            },
+        )
     }
 
     fn delete(&self, alias: &str) {
@@ -181,12 +243,39 @@ mod tests {
                 reason: "gone".into(),
             })
         }
+        fn generate_attested(
+            &self,
+            alias: String,
+            _key_challenge: Vec<u8>,
+        ) -> Result<Vec<u8>, HostFailure> {
+            self.generate(alias)
+        }
+        fn attestation(
+            &self,
+            _alias: String,
+            _app_challenge: Vec<u8>,
+        ) -> Result<Option<KeyAttestation>, HostFailure> {
+            Ok(Some(KeyAttestation::Android {
+                chain: vec![vec![0x30, 0x00]],
+            }))
+        }
     }
 
     impl VaultKeyStore for Failing {
         fn load_or_create(&self) -> Result<Vec<u8>, HostFailure> {
             Ok(vec![7; 31])
         }
+    }
+
+    #[test]
+    fn a_host_attestation_reaches_the_sdk_as_the_wire_type() {
+        let keys = Keys(Arc::new(Failing));
+        assert_eq!(
+            keys.attestation("k", &[1; 32]).unwrap(),
+            Some(pims_proto::DeviceAttestation::Android {
+                chain: vec![pims_proto::Bytes(vec![0x30, 0x00])],
+            })
+        );
     }
 
     #[test]
