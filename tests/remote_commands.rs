@@ -127,6 +127,47 @@ async fn the_otp_kept_after_2302_serves_that_command_on_that_car_only() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_receipt_passed_off_as_new_is_refused_by_the_phone() {
+    use support::proxy::{Fault, FaultProxy};
+    let g = Garage::open().await;
+    let proxy = FaultProxy::start(g.server.url()).await;
+    let token = g.server.token("dave").await;
+    let phone = Phone::new(&proxy.url(), Some(token)).await;
+    phone.enroll_first_device(&g.server).await;
+    ok(&phone
+        .set(
+            "pims.vehicle.vin",
+            json!({"actionType": "remote", "vin": VIN}),
+        )
+        .await);
+    let code = g.car.new_pairing_code().unwrap();
+    ok(&phone
+        .set("pims.vehicle.pairing", json!({"pairingCode": code}))
+        .await);
+    let events = signals(&phone).await;
+    ok(&phone
+        .set("pims.vehicle.command", json!({"action": "horn"}))
+        .await);
+    // The next horn reaches the car, but the phone is handed the first horn's answer: a genuine
+    // receipt, for another proof.
+    proxy.inject("/v1/commands", Fault::ReplayPrevious, 1);
+    failed(
+        &phone
+            .set("pims.vehicle.command", json!({"action": "horn"}))
+            .await,
+        2355,
+        "Invalid Signature",
+    );
+    assert_eq!(g.car.state().unwrap().horn_count, 2);
+    let seen = first(&events, 2).await;
+    assert_eq!(seen[1]["error"]["code"], 2355, "{seen:?}");
+    // The honest answer again: accepted.
+    ok(&phone
+        .set("pims.vehicle.command", json!({"action": "horn"}))
+        .await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_call_with_pin_code_unlocks_and_a_wrong_pin_is_counted() {
     let g = Garage::open().await;
     let phone = paired_phone(&g).await;

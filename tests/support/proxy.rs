@@ -14,6 +14,9 @@ pub enum Fault {
     LoseAnswer,
     /// The request never reaches the server.
     Unreachable,
+    /// The request reaches the server, but the phone gets the answer to the previous request of
+    /// that path instead (a relay or cloud passing off an old answer as new).
+    ReplayPrevious,
 }
 
 struct Rule {
@@ -26,6 +29,8 @@ struct Shared {
     upstream: Mutex<String>,
     rules: Mutex<Vec<Rule>>,
     forwarded: Mutex<Vec<String>>,
+    /// The last answer body per path, for `ReplayPrevious`.
+    answers: Mutex<std::collections::HashMap<String, axum::body::Bytes>>,
     http: reqwest::Client,
 }
 
@@ -41,6 +46,7 @@ impl FaultProxy {
             upstream: Mutex::new(upstream),
             rules: Mutex::new(Vec::new()),
             forwarded: Mutex::new(Vec::new()),
+            answers: Mutex::new(Default::default()),
             http: reqwest::Client::new(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -124,13 +130,18 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     let Ok(answer) = answer else {
         return broken();
     };
-    shared.forwarded.lock().unwrap().push(path);
+    shared.forwarded.lock().unwrap().push(path.clone());
     let status = answer.status();
     let headers = answer.headers().clone();
     let bytes = answer.bytes().await.unwrap_or_default();
     if fault == Some(Fault::LoseAnswer) {
         return broken();
     }
+    let previous = shared.answers.lock().unwrap().insert(path, bytes.clone());
+    let bytes = match (fault, previous) {
+        (Some(Fault::ReplayPrevious), Some(previous)) => previous,
+        _ => bytes,
+    };
     let mut response = Response::new(Body::from(bytes));
     *response.status_mut() = status;
     for (name, value) in headers.iter() {

@@ -277,15 +277,21 @@ pub(super) async fn command(
         state: r.state.clone().into_bytes(),
         counter: r.counter,
     };
-    // The car's own signature, when this device paired with it; the request it answers must
-    // be the proof it was sent.
+    // Signed by the car this device paired with, over the proof it was sent, and newer than
+    // any receipt seen from that car: an old receipt cannot stand for a new command.
     let proof_digest = pims_proto::transcript::digest(sent.proof.as_slice());
+    let last = state.vehicle_receipts.get(&vin).copied().unwrap_or(0);
     let verified = match state.vehicles.get(&vin) {
         Some(Bytes(car_key)) => {
-            if !receipt.verify(car_key, r.signature.as_slice()) || receipt.request != proof_digest {
+            if !receipt.verify(car_key, r.signature.as_slice())
+                || receipt.request != proof_digest
+                || receipt.counter <= last
+            {
                 core.signal(Err(ErrorCode::InvalidSignature.into()));
                 return Err(Error::ReceiptInvalid);
             }
+            state.vehicle_receipts.insert(vin.clone(), receipt.counter);
+            local.write(&state)?;
             true
         }
         None => false,
