@@ -158,13 +158,7 @@ impl Service {
         let mut proof = Proof::parse(req.proof.as_slice()).map_err(refused)?;
         let envelope = proof.envelope.clone();
         let url = self.commands.vehicle(&envelope.vin)?;
-        let Some(challenge) = self
-            .store
-            .otp_challenge(account, &req.challenge_id, now)
-            .await?
-        else {
-            return api(ApiError::SessionExpired);
-        };
+        let challenge = self.open_challenge(account, &req.challenge_id, now).await?;
         if challenge.device_id != req.device_id {
             return api(ApiError::InvalidParameter {
                 name: "deviceId".into(),

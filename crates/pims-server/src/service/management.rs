@@ -324,13 +324,9 @@ impl Service {
     ) -> Result<OperationOutcome> {
         check_id(&proof.challenge_id, "challengeId")?;
         let now = self.now();
-        let Some(challenge) = self
-            .store
-            .otp_challenge(account, &proof.challenge_id, now)
-            .await?
-        else {
-            return api(ApiError::SessionExpired);
-        };
+        let challenge = self
+            .open_challenge(account, &proof.challenge_id, now)
+            .await?;
         let signed = transcript::device_operation(
             operation_name,
             &challenge.id,

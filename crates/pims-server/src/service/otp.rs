@@ -133,6 +133,20 @@ impl Service {
         })
     }
 
+    /// The account's open (unused, unexpired) challenge `id`, or `SessionExpired`: what every
+    /// answer to a device challenge (an OTP, an operation, a command) starts from.
+    pub(super) async fn open_challenge(
+        &self,
+        account: &str,
+        id: &str,
+        now: i64,
+    ) -> Result<OtpChallengeRecord> {
+        match self.store.otp_challenge(account, id, now).await? {
+            Some(challenge) => Ok(challenge),
+            None => api(ApiError::SessionExpired),
+        }
+    }
+
     /// The server login state of a challenge, opened from its seal.
     pub(super) fn challenge_login_state(
         &self,
@@ -154,13 +168,7 @@ impl Service {
     pub async fn issue_otp(&self, account: &str, req: OtpRequest) -> Result<OtpIssued> {
         check_id(&req.challenge_id, "challengeId")?;
         let now = self.now();
-        let Some(challenge) = self
-            .store
-            .otp_challenge(account, &req.challenge_id, now)
-            .await?
-        else {
-            return api(ApiError::SessionExpired);
-        };
+        let challenge = self.open_challenge(account, &req.challenge_id, now).await?;
         let pin_proof = req.pin.as_ref().map_or(&[][..], PinFinish::proof);
         let transcript = transcript::otp(
             &challenge.id,
