@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{api, Result};
 
+mod pipeline;
 pub mod postgres;
 mod postgres_schema;
 mod rows;

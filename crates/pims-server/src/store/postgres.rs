@@ -6,15 +6,19 @@
 //! advisory lock on the number (always after the account lock, so locks cannot cycle).
 //! Marking an OTP used is one `UPDATE … RETURNING`.
 
+use std::future::Future;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use pims_proto::{DeviceState, PinOrigin, Platform, SmsPurpose};
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
+use tokio_postgres::{NoTls, Row, Statement};
 
+use super::pipeline::{Changes, Pipeline};
 use super::postgres_schema::{chain_existing_audit_after, MIGRATIONS};
+use super::rows::DEVICE_CHANGED;
 use super::rows::{
     AddressSends, CodeRow, NewChallenge, NewOtp, Rows, SendsOf, SessionRow, UsedChallenge,
 };
@@ -26,7 +30,7 @@ use super::{
     OtpChallengeRecord, PinFacts, StartEnrollmentStep, TrustedNumber, VerifiedOtp,
 };
 use crate::audit::{link_mac, AuditKey, Chains, Link};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Arbitrary key of the advisory lock that serialises migrations across replicas.
 const MIGRATION_LOCK: i64 = 0x5049_4d53_4d49_4752;
@@ -135,37 +139,19 @@ async fn chain_existing_audit(tx: &Tx<'_>, key: &AuditKey) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Commits what the step wrote unless it failed internally (see the [`Store`] contract).
-async fn finish<T>(tx: Tx<'_>, result: Result<T>) -> Result<T> {
-    match result {
-        Err(Error::Internal(_)) => tx.rollback().await?,
-        _ => tx.commit().await?,
-    }
-    result
-}
-
 macro_rules! pg_step {
     ($store:ident, $r:ident => $body:expr) => {{
-        let mut client = $store.client().await?;
-        let tx = client.transaction().await?;
-        let result = {
-            let $r = &PgRows {
-                c: &tx,
-                audit_key: &$store.audit_key,
-            };
-            $body.await
-        };
-        finish(tx, result).await
+        let client = $store.client().await?;
+        let $r = &PgRows::new(&client, &$store.audit_key, true);
+        let result = $body.await;
+        $r.finish(result).await
     }};
 }
 
 macro_rules! pg_read {
     ($store:ident, $r:ident => $body:expr) => {{
         let client = $store.client().await?;
-        let $r = &PgRows {
-            c: &client,
-            audit_key: &$store.audit_key,
-        };
+        let $r = &PgRows::new(&client, &$store.audit_key, false);
         $body.await
     }};
 }
@@ -189,33 +175,158 @@ impl PostgresStore {
 static ACCOUNT_FOR_UPDATE: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("{} FOR UPDATE", sql::pg::ACCOUNT));
 
-/// The rows of a pooled connection: its transaction in a step, the connection outside one.
+/// [`sql::pg::TAKE_CHALLENGE`] with its device's [`sql::pg::DEVICE`] columns, in one statement.
+static TAKE_CHALLENGE_WITH_DEVICE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH taken AS ({}) SELECT taken.*, d.id, d.public_key, d.state, d.counter,
+                d.activation_nonce, d.created_at, d.assurance
+         FROM taken JOIN devices d ON d.id = taken.device_id",
+        sql::pg::TAKE_CHALLENGE
+    )
+});
+
+/// An account's audit head and the id of its next row ([`AuditHead`]), read after the
+/// statement that locks the account. The id is taken only when the account exists (so locked),
+/// and is not given back when the step writes no audit row: ids grow, with gaps.
+const HEAD_OF_ACCOUNT: &str = "SELECT $1::TEXT, p.id, p.mac,
+      CASE WHEN EXISTS (SELECT 1 FROM accounts WHERE subject = $1)
+           THEN nextval('audit_id_seq') END
+    FROM (SELECT 1) AS one
+    LEFT JOIN LATERAL
+      (SELECT id, mac FROM audit WHERE account = $1 ORDER BY id DESC LIMIT 1) AS p ON true";
+/// [`HEAD_OF_ACCOUNT`] of the account an OTP (by its MAC) belongs to.
+const HEAD_OF_OTP_ACCOUNT: &str = "SELECT o.account, p.id, p.mac,
+      CASE WHEN EXISTS (SELECT 1 FROM accounts WHERE subject = o.account)
+           THEN nextval('audit_id_seq') END
+    FROM (SELECT (SELECT account FROM otps WHERE mac = $1) AS account) AS o
+    LEFT JOIN LATERAL
+      (SELECT id, mac FROM audit WHERE account = o.account ORDER BY id DESC LIMIT 1) AS p ON true";
+const CHAIN_MOVED: &str = "the audit chain of an account moved while locked";
+
+/// The rows of a pooled connection: a step's [`Pipeline`], or single statements outside one.
 /// Every statement is prepared once per connection.
-struct PgRows<'a, C> {
-    c: &'a C,
+struct PgRows<'a> {
+    c: &'a deadpool_postgres::Client,
+    step: Option<Pipeline<'a>>,
     audit_key: &'a AuditKey,
+    /// The locked account's audit head, read right after its lock (see [`Self::lock_with_head`]).
+    head: Mutex<Option<AuditHead>>,
 }
 
-impl<C: GenericClient> PgRows<'_, C> {
-    async fn exec(&self, sql: &str, params: Params<'_>) -> Result<u64> {
+/// The last audit row of an account and, until a row takes it, the id its next row takes.
+struct AuditHead {
+    account: String,
+    prev_id: Option<i64>,
+    prev_mac: Option<Vec<u8>>,
+    next_id: Option<i64>,
+}
+
+impl<'a> PgRows<'a> {
+    fn new(c: &'a deadpool_postgres::Client, audit_key: &'a AuditKey, step: bool) -> Self {
+        PgRows {
+            c,
+            step: step.then(|| Pipeline::begin(c)),
+            audit_key,
+            head: Mutex::new(None),
+        }
+    }
+
+    async fn finish<T>(&self, result: Result<T>) -> Result<T> {
+        match &self.step {
+            Some(step) => step.finish(result).await,
+            None => result,
+        }
+    }
+
+    /// Runs one statement; in a step, in its place in the pipeline.
+    async fn run<T, F>(
+        &self,
+        sql: &str,
+        statement: impl FnOnce(&'a tokio_postgres::Client, Statement) -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, tokio_postgres::Error>>,
+    {
+        let place = self.step.as_ref().map(Pipeline::place);
         let stmt = self.c.prepare_cached(sql).await?;
-        Ok(self.c.execute(&stmt, params).await?)
+        let client: &'a tokio_postgres::Client = self.c;
+        match (&self.step, place) {
+            (Some(step), Some(place)) => step.in_turn(place, statement(client, stmt)).await,
+            _ => Ok(statement(client, stmt).await?),
+        }
+    }
+
+    async fn exec(&self, sql: &str, params: Params<'_>) -> Result<u64> {
+        self.run(sql, |c, stmt| async move { c.execute(&stmt, params).await })
+            .await
     }
 
     async fn opt(&self, sql: &str, params: Params<'_>) -> Result<Option<Row>> {
-        let stmt = self.c.prepare_cached(sql).await?;
-        Ok(self.c.query_opt(&stmt, params).await?)
+        self.run(
+            sql,
+            |c, stmt| async move { c.query_opt(&stmt, params).await },
+        )
+        .await
     }
 
     async fn one(&self, sql: &str, params: Params<'_>) -> Result<Row> {
-        let stmt = self.c.prepare_cached(sql).await?;
-        Ok(self.c.query_one(&stmt, params).await?)
+        self.run(
+            sql,
+            |c, stmt| async move { c.query_one(&stmt, params).await },
+        )
+        .await
     }
 
     async fn all(&self, sql: &str, params: Params<'_>) -> Result<Vec<Row>> {
-        let stmt = self.c.prepare_cached(sql).await?;
-        Ok(self.c.query(&stmt, params).await?)
+        self.run(sql, |c, stmt| async move { c.query(&stmt, params).await })
+            .await
     }
+
+    /// A write whose result the step does not read: in a step it is sent in its place and
+    /// answered at the commit, so that it costs no round trip of its own.
+    async fn write(&self, sql: &str, params: Params<'_>, changes: Changes) -> Result<()> {
+        let Some(step) = &self.step else {
+            return changes.check(self.exec(sql, params).await?);
+        };
+        let place = step.place();
+        let stmt = self.c.prepare_cached(sql).await?;
+        step.write_ahead(place, stmt, params, changes).await
+    }
+
+    /// Takes an account's row lock with `lock` and, in the same round trip, reads its audit
+    /// head: sent after the lock, that read starts once the lock is granted, so it sees the
+    /// head every earlier holder committed and an audit row of this step needs no read of its
+    /// own. Whether the lock found the account.
+    async fn lock_with_head(&self, lock: &str, head: &str, key: Params<'_>) -> Result<Option<Row>> {
+        let (locked, head) = futures::try_join!(self.opt(lock, key), self.one(head, key))?;
+        let found = (
+            head.get::<_, Option<String>>(0),
+            head.get::<_, Option<i64>>(3),
+        );
+        *self.head.lock().expect("audit head") = match (&locked, found) {
+            (Some(_), (Some(account), Some(next_id))) => Some(AuditHead {
+                account,
+                prev_id: head.get(1),
+                prev_mac: head.get(2),
+                next_id: Some(next_id),
+            }),
+            _ => None,
+        };
+        Ok(locked)
+    }
+}
+
+/// A device from [`sql::pg::DEVICE`]'s columns, starting at column `at`.
+fn device_record(r: &Row, at: usize) -> Result<DeviceRecord> {
+    Ok(DeviceRecord {
+        id: r.get(at),
+        public_key: r.get(at + 1),
+        state: parse_state(r.get(at + 2))?,
+        counter: r.get::<_, i64>(at + 3) as u64,
+        activation_nonce: r.get(at + 4),
+        created_at: r.get(at + 5),
+        assurance: r.get(at + 6),
+    })
 }
 
 fn parse_state(s: &str) -> Result<DeviceState> {
@@ -274,35 +385,35 @@ fn code_row(r: &Row) -> CodeRow {
 
 /// Each step is one READ COMMITTED transaction that locks the account row first (see the
 /// module documentation); the SMS limits that span accounts take advisory locks.
-impl<C: GenericClient> Rows for PgRows<'_, C> {
+impl Rows for PgRows<'_> {
     /// The lock is tried first: accounts exist on almost every step, which then costs one
     /// round trip.
     async fn lock_account(&self, account: &str, now: i64) -> Result<AccountRecord> {
         let lock = ACCOUNT_FOR_UPDATE.as_str();
-        if let Some(row) = self.opt(lock, &[&account]).await? {
+        let key: Params<'_> = &[&account];
+        if let Some(row) = self.lock_with_head(lock, HEAD_OF_ACCOUNT, key).await? {
             return Ok(account_record(&row));
         }
         self.exec(sql::pg::INSERT_ACCOUNT, &[&account, &now])
             .await?;
-        Ok(account_record(&self.one(lock, &[&account]).await?))
+        match self.lock_with_head(lock, HEAD_OF_ACCOUNT, key).await? {
+            Some(row) => Ok(account_record(&row)),
+            None => Err(anyhow!("the account inserted is missing").into()),
+        }
     }
 
     async fn lock_existing_account(&self, account: &str) -> Result<()> {
-        self.opt(
-            "SELECT 1 FROM accounts WHERE subject = $1 FOR UPDATE",
-            &[&account],
-        )
-        .await?;
+        const LOCK: &str = "SELECT 1 FROM accounts WHERE subject = $1 FOR UPDATE";
+        self.lock_with_head(LOCK, HEAD_OF_ACCOUNT, &[&account])
+            .await?;
         Ok(())
     }
 
     async fn lock_account_of_otp(&self, mac: &[u8]) -> Result<()> {
-        self.opt(
-            "SELECT 1 FROM accounts
-             WHERE subject = (SELECT account FROM otps WHERE mac = $1) FOR UPDATE",
-            &[&mac],
-        )
-        .await?;
+        const LOCK: &str = "SELECT 1 FROM accounts
+             WHERE subject = (SELECT account FROM otps WHERE mac = $1) FOR UPDATE";
+        self.lock_with_head(LOCK, HEAD_OF_OTP_ACCOUNT, &[&mac])
+            .await?;
         Ok(())
     }
 
@@ -343,8 +454,8 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     }
 
     async fn reset_pin_failures(&self, account: &str) -> Result<()> {
-        self.exec(sql::pg::RESET_PIN_FAILURES, &[&account]).await?;
-        Ok(())
+        self.write(sql::pg::RESET_PIN_FAILURES, &[&account], Changes::Any)
+            .await
     }
 
     async fn store_pin(
@@ -355,27 +466,30 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         origin: PinOrigin,
         now: i64,
     ) -> Result<()> {
-        self.exec(
+        self.write(
             sql::pg::STORE_PIN,
             &[&account, &record, &credential_id, &now, &origin.as_str()],
+            Changes::Any,
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn clear_pin(&self, account: &str) -> Result<()> {
-        self.exec(sql::pg::CLEAR_PIN, &[&account]).await?;
-        Ok(())
+        self.write(sql::pg::CLEAR_PIN, &[&account], Changes::Any)
+            .await
     }
 
     async fn set_phone_number(&self, account: &str, phone_number: &str) -> Result<()> {
-        self.exec(sql::pg::SET_PHONE_NUMBER, &[&account, &phone_number])
-            .await?;
-        Ok(())
+        self.write(
+            sql::pg::SET_PHONE_NUMBER,
+            &[&account, &phone_number],
+            Changes::Any,
+        )
+        .await
     }
 
     async fn set_trusted_number(&self, account: &str, number: &TrustedNumber) -> Result<()> {
-        self.exec(
+        self.write(
             sql::pg::SET_TRUSTED_NUMBER,
             &[
                 &account,
@@ -384,9 +498,9 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
                 &number.recovery_held_until,
                 &number.restore_nonce,
             ],
+            Changes::Any,
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn audit(
@@ -414,6 +528,55 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
             SELECT $1::BIGINT, $2::BIGINT, $3::BIGINT, $4::TEXT, $5::TEXT, $6::TEXT, $7::TEXT,
                    $8::BYTEA
             WHERE NOT EXISTS (SELECT 1 FROM audit WHERE account = $4 AND id > COALESCE($2, 0))";
+        let locked_head = {
+            let mut head = self.head.lock().expect("audit head");
+            match head.take() {
+                Some(h) if h.account == account => Some(h),
+                other => {
+                    *head = other;
+                    None
+                }
+            }
+        };
+        if let Some(head) = locked_head {
+            // A further row of this step takes a new id; its head is the row written now.
+            let id = match head.next_id {
+                Some(id) => id,
+                None => {
+                    let next = self.one("SELECT nextval('audit_id_seq')", &[]).await?;
+                    next.get(0)
+                }
+            };
+            let link = Link {
+                id,
+                prev_id: head.prev_id,
+                at: now,
+                account,
+                event,
+                device_id,
+                detail,
+            };
+            let mac = link_mac(self.audit_key, head.prev_mac.as_deref(), &link).to_vec();
+            let params: Params<'_> = &[
+                &id,
+                &head.prev_id,
+                &now,
+                &account,
+                &event,
+                &device_id,
+                &detail,
+                &mac,
+            ];
+            self.write(INSERT, params, Changes::One(CHAIN_MOVED))
+                .await?;
+            *self.head.lock().expect("audit head") = Some(AuditHead {
+                account: account.to_string(),
+                prev_id: Some(id),
+                prev_mac: Some(mac),
+                next_id: None,
+            });
+            return Ok(());
+        }
         let mut advisory = false;
         for _ in 0..3 {
             let head = self.one(HEAD, &[&account]).await?;
@@ -446,7 +609,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
                 return Ok(());
             }
         }
-        Err(anyhow!("the audit chain of an account moved while locked").into())
+        Err(anyhow!(CHAIN_MOVED).into())
     }
 
     async fn audit_trail(
@@ -502,18 +665,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
 
     async fn device(&self, account: &str, device_id: &str) -> Result<Option<DeviceRecord>> {
         let row = self.opt(sql::pg::DEVICE, &[&device_id, &account]).await?;
-        row.map(|r| {
-            Ok(DeviceRecord {
-                id: r.get(0),
-                public_key: r.get(1),
-                state: parse_state(r.get(2))?,
-                counter: r.get::<_, i64>(3) as u64,
-                activation_nonce: r.get(4),
-                created_at: r.get(5),
-                assurance: r.get(6),
-            })
-        })
-        .transpose()
+        row.map(|r| device_record(&r, 0)).transpose()
     }
 
     async fn live_device_count(&self, account: &str, pending_since: i64) -> Result<u32> {
@@ -565,7 +717,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     }
 
     async fn insert_device(&self, account: &str, device: &NewDeviceRecord, now: i64) -> Result<()> {
-        self.exec(
+        self.write(
             sql::pg::INSERT_DEVICE,
             &[
                 &device.id,
@@ -578,9 +730,9 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
                 &device.assurance,
                 &device.assurance_detail,
             ],
+            Changes::Any,
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn activate_device(
@@ -604,14 +756,13 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         device_id: &str,
         counter: i64,
         used_at: Option<i64>,
-    ) -> Result<bool> {
-        let updated = self
-            .exec(
-                sql::pg::SET_DEVICE_COUNTER,
-                &[&device_id, &counter, &used_at],
-            )
-            .await?;
-        Ok(updated == 1)
+    ) -> Result<()> {
+        self.write(
+            sql::pg::SET_DEVICE_COUNTER,
+            &[&device_id, &counter, &used_at],
+            Changes::One(DEVICE_CHANGED),
+        )
+        .await
     }
 
     async fn disable_device(
@@ -631,9 +782,8 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     }
 
     async fn forget_operator_disables(&self, account: &str) -> Result<()> {
-        self.exec(sql::pg::FORGET_OPERATOR_DISABLES, &[&account])
-            .await?;
-        Ok(())
+        self.write(sql::pg::FORGET_OPERATOR_DISABLES, &[&account], Changes::Any)
+            .await
     }
 
     async fn enable_device(&self, account: &str, device_id: &str) -> Result<bool> {
@@ -649,7 +799,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         pin_ordinal: Option<u32>,
         sms_code_id: i64,
     ) -> Result<()> {
-        self.exec(
+        self.write(
             sql::pg::INSERT_SESSION,
             &[
                 &step.session_id,
@@ -663,9 +813,9 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
                 &(step.now + step.ttl as i64),
                 &step.credential_id,
             ],
+            Changes::Any,
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn take_session(&self, account: &str, id: &str, now: i64) -> Result<Option<SessionRow>> {
@@ -697,13 +847,16 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     }
 
     async fn close_sessions(&self, account: &str, now: i64, logins_only: bool) -> Result<()> {
-        self.exec(sql::pg::CLOSE_SESSIONS, &[&account, &now, &logins_only])
-            .await?;
-        Ok(())
+        self.write(
+            sql::pg::CLOSE_SESSIONS,
+            &[&account, &now, &logins_only],
+            Changes::Any,
+        )
+        .await
     }
 
     async fn insert_challenge(&self, c: &NewChallenge<'_>) -> Result<()> {
-        self.exec(
+        self.write(
             sql::pg::INSERT_CHALLENGE,
             &[
                 &c.id,
@@ -718,9 +871,9 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
                 &c.created_at,
                 &c.expires_at,
             ],
+            Changes::Any,
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn take_challenge(
@@ -732,17 +885,20 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     ) -> Result<Option<UsedChallenge>> {
         let row = self
             .opt(
-                sql::pg::TAKE_CHALLENGE,
+                &TAKE_CHALLENGE_WITH_DEVICE,
                 &[&id, &account, &now, &(kind == ChallengeKind::PinChange)],
             )
             .await?;
-        Ok(row.map(|r| UsedChallenge {
-            device_id: r.get(0),
-            ordinal: small_opt(r.get(1)),
-            pin_change: r.get(2),
-            credential_id: r.get(3),
-            audience: r.get(4),
-        }))
+        row.map(|r| {
+            Ok(UsedChallenge {
+                device: device_record(&r, 5)?,
+                ordinal: small_opt(r.get(1)),
+                pin_change: r.get(2),
+                credential_id: r.get(3),
+                audience: r.get(4),
+            })
+        })
+        .transpose()
     }
 
     async fn open_challenge(
@@ -771,9 +927,12 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     }
 
     async fn close_challenges(&self, account: &str, now: i64, pin_only: bool) -> Result<()> {
-        self.exec(sql::pg::CLOSE_CHALLENGES, &[&account, &now, &pin_only])
-            .await?;
-        Ok(())
+        self.write(
+            sql::pg::CLOSE_CHALLENGES,
+            &[&account, &now, &pin_only],
+            Changes::Any,
+        )
+        .await
     }
 
     async fn latest_code(
@@ -796,14 +955,13 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
     }
 
     async fn set_code_checks(&self, id: i64, checks: u32) -> Result<()> {
-        self.exec(sql::pg::SET_CODE_CHECKS, &[&id, &int(checks)])
-            .await?;
-        Ok(())
+        self.write(sql::pg::SET_CODE_CHECKS, &[&id, &int(checks)], Changes::Any)
+            .await
     }
 
     async fn set_code_state(&self, id: i64, state: &str) -> Result<()> {
-        self.exec(sql::pg::SET_CODE_STATE, &[&id, &state]).await?;
-        Ok(())
+        self.write(sql::pg::SET_CODE_STATE, &[&id, &state], Changes::Any)
+            .await
     }
 
     async fn resendable_code(
@@ -838,7 +996,7 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         now: i64,
         expires_at: i64,
     ) -> Result<()> {
-        self.exec(
+        self.write(
             sql::pg::INSERT_CODE,
             &[
                 &account,
@@ -848,9 +1006,9 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
                 &now,
                 &expires_at,
             ],
+            Changes::Any,
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn lock_number(&self, phone_number: &str) -> Result<()> {
@@ -927,16 +1085,16 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
         outcome: &str,
         now: i64,
     ) -> Result<()> {
-        self.exec(
+        self.write(
             sql::pg::STORE_OUTCOME,
             &[&account, &key, &scope, &outcome, &now],
+            Changes::Any,
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn insert_otp(&self, otp: &NewOtp<'_>) -> Result<()> {
-        self.exec(
+        self.write(
             sql::pg::INSERT_OTP,
             &[
                 &otp.mac,
@@ -947,9 +1105,9 @@ impl<C: GenericClient> Rows for PgRows<'_, C> {
                 &otp.expires_at,
                 &otp.audience,
             ],
+            Changes::Any,
         )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn use_otp(

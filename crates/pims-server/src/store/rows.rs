@@ -37,7 +37,8 @@ pub struct SessionRow {
 
 /// A challenge used up by the step answering it.
 pub struct UsedChallenge {
-    pub device_id: String,
+    /// The device it was issued to, as the step found it.
+    pub device: DeviceRecord,
     /// The ordinal of the PIN attempt its login started.
     pub ordinal: Option<u32>,
     /// `reset` or `update` for a PIN-change challenge.
@@ -85,6 +86,10 @@ pub struct AddressSends {
     pub last: Option<i64>,
     pub first_in_window: Option<(i64, i64)>,
 }
+
+/// A device write refused by its own guard (the device disabled, or its counter grown, since
+/// it was read) means the step ran without the account lock: it must not count.
+pub const DEVICE_CHANGED: &str = "the device changed under the account lock";
 
 #[allow(async_fn_in_trait)] // used only with concrete stores, whose futures are checked there
 pub trait Rows {
@@ -156,13 +161,15 @@ pub trait Rows {
         now: i64,
     ) -> Result<bool>;
     /// Stores a counter above the device's own and, with `used_at`, when the device was last
-    /// used; whether it did.
+    /// used. Refused by its own guard (the device disabled, or its counter grown, since the
+    /// step read it), it fails the step with [`DEVICE_CHANGED`] — possibly only when the step
+    /// ends, as a PostgreSQL write answered at the commit.
     async fn set_device_counter(
         &self,
         device_id: &str,
         counter: i64,
         used_at: Option<i64>,
-    ) -> Result<bool>;
+    ) -> Result<()>;
     /// Disables one device; `by_operator` when an operator may undo it.
     async fn disable_device(&self, account: &str, device_id: &str, by_operator: bool)
         -> Result<()>;

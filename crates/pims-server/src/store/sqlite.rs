@@ -18,6 +18,7 @@ use tokio::sync::oneshot;
 
 use super::rows::{
     AddressSends, CodeRow, NewChallenge, NewOtp, Rows, SendsOf, SessionRow, UsedChallenge,
+    DEVICE_CHANGED,
 };
 use super::schema::{chain_existing_audit_after, MIGRATIONS};
 use super::sql;
@@ -665,12 +666,15 @@ impl Rows for SqliteRows<'_> {
         device_id: &str,
         counter: i64,
         used_at: Option<i64>,
-    ) -> Result<bool> {
+    ) -> Result<()> {
         let updated = self.exec(
             sql::sqlite::SET_DEVICE_COUNTER,
             params![device_id, counter, used_at],
         )?;
-        Ok(updated == 1)
+        match updated {
+            1 => Ok(()),
+            _ => Err(anyhow!(DEVICE_CHANGED).into()),
+        }
     }
 
     async fn disable_device(
@@ -782,19 +786,33 @@ impl Rows for SqliteRows<'_> {
         now: i64,
         kind: ChallengeKind,
     ) -> Result<Option<UsedChallenge>> {
-        self.opt(
+        let taken = self.opt(
             sql::sqlite::TAKE_CHALLENGE,
             params![id, account, now, kind == ChallengeKind::PinChange],
             |r| {
-                Ok(UsedChallenge {
-                    device_id: r.get(0)?,
-                    ordinal: r.get(1)?,
-                    pin_change: r.get(2)?,
-                    credential_id: r.get(3)?,
-                    audience: r.get(4)?,
-                })
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                ))
             },
-        )
+        )?;
+        let Some((device_id, ordinal, pin_change, credential_id, audience)) = taken else {
+            return Ok(None);
+        };
+        let device = self
+            .device(account, &device_id)
+            .await?
+            .ok_or_else(|| anyhow!("a challenge of a device not found"))?;
+        Ok(Some(UsedChallenge {
+            device,
+            ordinal,
+            pin_change,
+            credential_id,
+            audience,
+        }))
     }
 
     async fn open_challenge(

@@ -3,13 +3,13 @@
 //! only here; each database supplies the rows. [`store_over_steps!`] makes the [`Store`] of a
 //! database from these steps.
 //!
-//! Row operations whose order does not matter are awaited together (`try_join!`): on
-//! PostgreSQL they then share a round trip (tokio-postgres pipelines them); SQLite's are ready
-//! at once. Their order is not guaranteed on PostgreSQL (a statement not yet prepared on the
-//! connection waits for its preparation while a later one already runs), so a lock is always
-//! awaited alone, before what it guards. Decisions are taken before joined writes, which then
-//! only fail internally, and an internal failure rolls the whole step back: a joined write
-//! never commits half a decision.
+//! Row operations awaited together (`try_join!`) run in the order they are written: on
+//! PostgreSQL they share a round trip (a step is one pipeline, see `pipeline.rs`) and the server
+//! runs them one after another, so a lock may be joined with the reads it guards; SQLite's are
+//! ready at once. Decisions are taken before joined writes, which then only fail internally, and
+//! an internal failure rolls the whole step back: a joined write never commits half a decision.
+//! A PostgreSQL write whose result the step does not read may fail only at the commit — the
+//! step then fails as a whole.
 //!
 //! [`Store`]: super::Store
 
@@ -19,6 +19,7 @@ use pims_proto::{ApiError, DeviceState, EnrollmentFinished, PinOrigin};
 
 use super::rows::{
     NewChallenge, NewOtp, Rows, SendsOf, UsedChallenge, CODE_CONSUMED, CODE_EXHAUSTED, CODE_LIVE,
+    DEVICE_CHANGED,
 };
 use super::{
     check_address_sends, check_open_challenges, check_sends, pin_attempt_detail, pin_blocked,
@@ -82,22 +83,24 @@ async fn advance_counter<R: Rows>(
     now: i64,
 ) -> Result<()> {
     let counter = verified_counter(r, account, device, presented, now).await?;
-    let stored = r.set_device_counter(&device.id, counter, used_at).await?;
-    device_unchanged(stored)
+    r.set_device_counter(&device.id, counter, used_at).await
 }
 
-/// A device write refused by its own guard (the device disabled, or its counter grown, since
-/// it was read) means the step ran without the account lock: it must not count.
+/// [`DEVICE_CHANGED`] when a device write's guard refused it.
 fn device_unchanged(stored: bool) -> Result<()> {
     match stored {
         true => Ok(()),
-        false => Err(anyhow!("the device changed under the account lock").into()),
+        false => Err(anyhow!(DEVICE_CHANGED).into()),
     }
 }
 
 /// The Active device a signed step names, else `DeviceUnknown`.
 async fn active_device<R: Rows>(r: &R, account: &str, device_id: &str) -> Result<DeviceRecord> {
-    match r.device(account, device_id).await? {
+    active(r.device(account, device_id).await?)
+}
+
+fn active(device: Option<DeviceRecord>) -> Result<DeviceRecord> {
+    match device {
         Some(d) if d.state == DeviceState::Active => Ok(d),
         _ => api(ApiError::DeviceUnknown),
     }
@@ -537,8 +540,10 @@ pub async fn activate_device<R: Rows>(r: &R, step: &ActivateStep) -> Result<bool
 
 pub async fn create_otp_challenge<R: Rows>(r: &R, step: &ChallengeStep) -> Result<()> {
     let (account, now) = (step.account.as_str(), step.now);
-    let record = r.lock_account(account, now).await?;
-    let device = active_device(r, account, &step.device_id).await?;
+    let (record, device) = try_join!(
+        r.lock_account(account, now),
+        active_device(r, account, &step.device_id)
+    )?;
     let counter = match step.login_counter {
         Some(counter) => Some(verified_counter(r, account, &device, counter, now).await?),
         None => {
@@ -549,9 +554,7 @@ pub async fn create_otp_challenge<R: Rows>(r: &R, step: &ChallengeStep) -> Resul
     };
     let store_counter = async {
         match counter {
-            Some(counter) => {
-                device_unchanged(r.set_device_counter(&device.id, counter, None).await?)
-            }
+            Some(counter) => r.set_device_counter(&device.id, counter, None).await,
             None => Ok(()),
         }
     };
@@ -599,12 +602,12 @@ pub async fn create_otp_challenge<R: Rows>(r: &R, step: &ChallengeStep) -> Resul
 
 pub async fn issue_otp<R: Rows>(r: &R, step: &IssueOtpStep) -> Result<()> {
     let (account, now) = (step.account.as_str(), step.now);
-    r.lock_existing_account(account).await?;
-    let challenge = r
-        .take_challenge(account, &step.challenge_id, now, ChallengeKind::Device)
-        .await?;
+    let ((), challenge) = try_join!(
+        r.lock_existing_account(account),
+        r.take_challenge(account, &step.challenge_id, now, ChallengeKind::Device)
+    )?;
     let Some(UsedChallenge {
-        device_id,
+        device,
         ordinal,
         audience,
         ..
@@ -620,10 +623,10 @@ pub async fn issue_otp<R: Rows>(r: &R, step: &IssueOtpStep) -> Result<()> {
         }
         OtpProof::Pin { .. } => true,
     };
-    let device = active_device(r, account, &device_id).await?;
+    let device = active(Some(device))?;
+    let device_id = device.id.as_str();
     let counter = verified_counter(r, account, &device, step.counter, now).await?;
-    let store_counter =
-        async { device_unchanged(r.set_device_counter(&device_id, counter, Some(now)).await?) };
+    let store_counter = r.set_device_counter(device_id, counter, Some(now));
     if let OtpProof::Pin { ok: false } = step.proof {
         let failed = pin_failed(r, account, ordinal, step.pin_attempts, now);
         let (_, failed) = try_join!(store_counter, failed)?;
@@ -638,7 +641,7 @@ pub async fn issue_otp<R: Rows>(r: &R, step: &IssueOtpStep) -> Result<()> {
     let otp = NewOtp {
         mac: &step.otp_mac,
         account,
-        device_id: &device_id,
+        device_id,
         with_pin,
         issued_at: now,
         expires_at: now + step.otp_ttl as i64,
@@ -649,7 +652,7 @@ pub async fn issue_otp<R: Rows>(r: &R, step: &IssueOtpStep) -> Result<()> {
         store_counter,
         reset_failures,
         r.insert_otp(&otp),
-        r.audit(now, account, "otp_issued", Some(&device_id), Some(detail))
+        r.audit(now, account, "otp_issued", Some(device_id), Some(detail))
     )?;
     Ok(())
 }
@@ -663,8 +666,10 @@ pub async fn use_otp<R: Rows>(
     // Under the account's lock, like every step that changes a device: a revocation
     // committing meanwhile (on another replica) is waited for and then seen, and the lock
     // order (account, then its rows) is every step's.
-    r.lock_account_of_otp(mac).await?;
-    let used = r.use_otp(mac, now, relying_party).await?;
+    let ((), used) = try_join!(
+        r.lock_account_of_otp(mac),
+        r.use_otp(mac, now, relying_party)
+    )?;
     if let Some(v) = &used {
         r.audit(
             now,
@@ -703,18 +708,18 @@ pub async fn device_operation<R: Rows>(
 ) -> Result<OperationOutcome> {
     let (account, now) = (step.account.as_str(), step.now);
     let kind = step.operation.challenge_kind();
-    let record = r.lock_account(account, now).await?;
-    let challenge = r
-        .take_challenge(account, &step.challenge_id, now, kind)
-        .await?;
+    let (record, challenge) = try_join!(
+        r.lock_account(account, now),
+        r.take_challenge(account, &step.challenge_id, now, kind)
+    )?;
     let Some(challenge) = challenge else {
         return api(ApiError::SessionExpired);
     };
-    let device_id = challenge.device_id.as_str();
     if !step.signature_ok {
         return api(ApiError::BadSignature);
     }
-    let device = active_device(r, account, device_id).await?;
+    let device = active(Some(challenge.device.clone()))?;
+    let device_id = device.id.as_str();
     advance_counter(r, account, &device, step.counter, Some(now), now).await?;
     match (challenge.ordinal, step.pin_ok) {
         (Some(_), Some(false)) => {
