@@ -168,3 +168,46 @@ impl Uncommitted {
         }
     }
 }
+
+/// A PostgreSQL step abandoned while it waits for the account (its request dropped, say)
+/// leaves nothing: its statements were already sent, and the connection rolls them back
+/// before it serves the next step. (One connection, so the next step runs on the same one;
+/// committed with the next step instead, the abandoned verification would spend the OTP.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_an_abandoned_step_is_rolled_back_before_its_connection_serves_again() {
+    let Some(db) = super::postgres().await else {
+        return;
+    };
+    let Raw::Postgres(url) = &db.raw else {
+        unreachable!()
+    };
+    let device = device_with_otp_mac_1(&db).await;
+    let store = PostgresStore::connect(url, 1, audit_key()).await.unwrap();
+    let held = Uncommitted::holding_account(&db.raw, "alice").await;
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(300),
+        store.use_otp(b"mac-1", NOW, "rp"),
+    )
+    .await;
+    assert!(
+        abandoned.is_err(),
+        "the verification did not wait for the account"
+    );
+    held.commit().await;
+    let verified = store
+        .use_otp(b"mac-1", NOW, "rp")
+        .await
+        .unwrap()
+        .expect("the abandoned verification spent the OTP");
+    assert_eq!(verified.device_id, device);
+    let used: Vec<_> = store
+        .audit_trail(None, 0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event == "otp_used")
+        .collect();
+    assert_eq!(used.len(), 1);
+    store.close().await;
+    db.store.close().await;
+}
