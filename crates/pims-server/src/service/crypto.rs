@@ -105,6 +105,15 @@ pub fn code_matches(candidate: &str, expected: &str) -> bool {
     candidate.len() == expected.len() && bool::from(candidate.as_bytes().ct_eq(expected.as_bytes()))
 }
 
+/// The id of a new challenge, enrollment session or device: a UUIDv7, so that ids grow with
+/// time and a step's inserts land on the index pages the last ones did (random ids scatter
+/// them, each costing a page in the WAL). Its 74 random bits keep it unguessable; the time it
+/// carries is when the row was made, which whoever sees the id knew or is told already
+/// (the device list shows it).
+pub fn new_row_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
 /// A fresh OTP: 128 random bits, base64url (22 characters).
 pub fn new_otp() -> String {
     URL_SAFE_NO_PAD.encode(random_bytes(16))

@@ -34,7 +34,7 @@ impl Service {
             None if record.phone_number.is_none() => return api(ApiError::NoPhoneNumber),
             _ => {}
         }
-        let session_id = uuid::Uuid::new_v4().to_string();
+        let session_id = crypto::new_row_id();
         // The registration response is returned only if the step below accepts the SMS code;
         // it is computed under a fresh identifier, so it reveals nothing of any other record.
         let (response, login, credential_id) = match (&req.pin, &record.pin_record) {
@@ -184,7 +184,7 @@ impl Service {
                 idempotency_key: req.idempotency_key.clone(),
                 proof,
                 device: NewDeviceRecord {
-                    id: uuid::Uuid::new_v4().to_string(),
+                    id: crypto::new_row_id(),
                     public_key: public_key.to_vec(),
                     name: name.to_string(),
                     platform: device.platform,

@@ -96,7 +96,7 @@ impl Service {
             crypto::check_registration_request(r.as_slice())?;
         }
         let next = req.registration.as_ref().map(|_| PinChangeChallenge {
-            challenge_id: uuid::Uuid::new_v4().to_string(),
+            challenge_id: crypto::new_row_id(),
             nonce: crypto::random_bytes(32),
             credential_id: crypto::new_credential_id(),
             ttl: self.limits.challenge_ttl_seconds,

@@ -85,7 +85,7 @@ impl Service {
                 Some(proof.counter)
             }
         };
-        let challenge_id = uuid::Uuid::new_v4().to_string();
+        let challenge_id = crypto::new_row_id();
         let (response, login) = match login_request {
             None => (None, None),
             Some(request) => {
