@@ -102,8 +102,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         prepopulate(&bench, args.devices, args.accounts, args.concurrency).await?;
     }
     println!(
-        "{:<16} {:>8} {:>7} {:>10} {:>9} {:>9} {:>9} {:>14}",
-        "operation", "ops", "errors", "ops/s", "p50 ms", "p90 ms", "p99 ms", "server µs/op"
+        "{:<16} {:>8} {:>7} {:>10} {:>9} {:>9} {:>9} {:>14} {:>12}",
+        "operation",
+        "ops",
+        "errors",
+        "ops/s",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "server µs/op",
+        "disk KiB/op"
     );
 
     // Tokens are the identity provider's job, not an operation measured here.
@@ -233,7 +241,98 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     })
     .await;
     report.print("rp verify");
+    floor(500)?;
     Ok(())
+}
+
+// ---- the floor ----------------------------------------------------------------------------
+
+/// What an OTP with PIN cannot cost less than on this machine, timed in this process right
+/// after the phases, as CPU time of this thread: the server's side of one OPAQUE login (start
+/// and finish, the device's side not counted), the ECDSA P-256 verification the server runs
+/// (twice per OTP with PIN: the signed login start and the OTP request), and two small SQLite
+/// transactions (one per request) in WAL mode without their fsync — the server's group commit
+/// shares one fsync among all the steps waiting, so under load a step's share of it is small.
+/// `rounds` of each.
+fn floor(rounds: usize) -> anyhow::Result<()> {
+    use pims_proto::pin::opaque_ke::ServerSetup;
+    use pims_server::service::crypto;
+
+    let setup = ServerSetup::<pims_proto::pin::PinSuite>::new(&mut OsRng);
+    let pin = PIN.as_bytes();
+    let (exchange, request) = pims_device::pin::start(pin, true);
+    let response = crypto::registration_response(&setup, "floor", "c", request.as_slice())
+        .map_err(|e| anyhow!("{e:?}"))?;
+    let PinFinish::Register(upload) =
+        pims_device::pin::finish(exchange, pin, &response, Stretching::Cheap)
+            .map_err(|_| anyhow!("registration"))?
+    else {
+        bail!("registration did not finish");
+    };
+    let record = crypto::registration_record(upload.as_slice()).map_err(|e| anyhow!("{e:?}"))?;
+    let mut login = Duration::ZERO;
+    for _ in 0..rounds {
+        let (exchange, request) = pims_device::pin::start(pin, false);
+        let before = thread_cpu();
+        let started = crypto::login_start(&setup, "floor", "c", &record, request.as_slice())?;
+        login += thread_cpu() - before;
+        let finish = pims_device::pin::finish(exchange, pin, &started.message, Stretching::Cheap)
+            .map_err(|_| anyhow!("login"))?;
+        let PinFinish::Login(finalization) = finish else {
+            bail!("the floor's login failed");
+        };
+        let before = thread_cpu();
+        let ok = crypto::login_finish(&started.state, finalization.as_slice());
+        login += thread_cpu() - before;
+        anyhow::ensure!(ok, "the floor's login did not verify");
+    }
+
+    let device = SimDevice::new(String::new(), String::new(), 0);
+    let message = [7u8; 200];
+    let signature = device.sign(&message);
+    let public_key = device.public_key();
+    let before = thread_cpu();
+    for _ in 0..rounds {
+        anyhow::ensure!(crypto::signature_ok(&public_key, &message, &signature));
+    }
+    let verify = thread_cpu() - before;
+
+    let dir = tempfile::tempdir()?;
+    let db = rusqlite::Connection::open(dir.path().join("floor.sqlite3"))?;
+    db.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+         CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL);",
+    )?;
+    let before = thread_cpu();
+    for _ in 0..rounds * 2 {
+        db.execute_batch("BEGIN IMMEDIATE; INSERT INTO t (v) VALUES (randomblob(64)); COMMIT;")?;
+    }
+    let transactions = thread_cpu() - before;
+
+    let us = |d: Duration, n: usize| d.as_secs_f64() * 1e6 / n as f64;
+    let (login, verify, two) = (
+        us(login, rounds),
+        us(verify, rounds),
+        us(transactions, rounds),
+    );
+    println!(
+        "floor (this process, CPU per op): OPAQUE server login {login:.0} µs, ECDSA verify \
+         {verify:.0} µs, two transactions (fsync shared) {two:.0} µs; OTP with PIN floor \
+         (login + 2 verify + 2 transactions) {:.0} µs, OTP without PIN (verify + 2 \
+         transactions) {:.0} µs",
+        login + 2.0 * verify + two,
+        verify + two
+    );
+    Ok(())
+}
+
+/// CPU time of the calling thread (`/proc/thread-self/schedstat`, nanoseconds on CPU).
+fn thread_cpu() -> Duration {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .map(Duration::from_nanos)
+        .unwrap_or_default()
 }
 
 /// A simulated car in this process, pinning the first server's co-signing key.
@@ -301,7 +400,7 @@ struct Report {
     latencies: Vec<Duration>,
     errors: usize,
     wall: Duration,
-    server_cpu: Option<Duration>,
+    server: Option<Usage>,
 }
 
 impl Report {
@@ -316,12 +415,15 @@ impl Report {
             l[i].as_secs_f64() * 1e3
         };
         let ops = l.len();
-        let per_op = match self.server_cpu {
-            Some(cpu) if ops > 0 => format!("{:.0}", cpu.as_secs_f64() * 1e6 / ops as f64),
-            _ => "-".to_string(),
+        let (per_op, written) = match &self.server {
+            Some(u) if ops > 0 => (
+                format!("{:.0}", u.cpu.as_secs_f64() * 1e6 / ops as f64),
+                format!("{:.1}", u.written as f64 / 1024.0 / ops as f64),
+            ),
+            _ => ("-".to_string(), "-".to_string()),
         };
         println!(
-            "{:<16} {:>8} {:>7} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>14}",
+            "{:<16} {:>8} {:>7} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>14} {:>12}",
             name,
             ops,
             self.errors,
@@ -329,7 +431,8 @@ impl Report {
             pct(0.50),
             pct(0.90),
             pct(0.99),
-            per_op
+            per_op,
+            written
         );
     }
 }
@@ -375,13 +478,13 @@ where
     }
     futures::future::join_all(tasks).await;
     let wall = started.elapsed();
-    let server_cpu = cpu_before.and_then(|b| cpu.read().map(|a| a.saturating_sub(b)));
+    let server = cpu_before.and_then(|b| cpu.read().map(|a| a.since(&b)));
     let (latencies, errors) = std::mem::take(&mut *results.lock().unwrap());
     Report {
         latencies,
         errors,
         wall,
-        server_cpu,
+        server,
     }
 }
 
@@ -405,9 +508,9 @@ impl CpuMeter {
         }
     }
 
-    /// CPU of the given processes and all their descendants (PostgreSQL backends are children
-    /// of the postmaster, so passing its pid counts the database too).
-    fn read(&self) -> Option<Duration> {
+    /// CPU and storage writes of the given processes and all their descendants (PostgreSQL
+    /// backends are children of the postmaster, so passing its pid counts the database too).
+    fn read(&self) -> Option<Usage> {
         if self.pids.is_empty() {
             return None;
         }
@@ -424,7 +527,7 @@ impl CpuMeter {
                 stats.insert(pid, stat);
             }
         }
-        let mut ticks = 0u64;
+        let (mut ticks, mut written) = (0u64, 0u64);
         let mut todo = self.pids.clone();
         let mut seen = std::collections::HashSet::new();
         while let Some(pid) = todo.pop() {
@@ -432,6 +535,7 @@ impl CpuMeter {
                 continue;
             }
             ticks += stats.get(&pid)?.1;
+            written += proc_write_bytes(pid).unwrap_or(0);
             todo.extend(
                 stats
                     .iter()
@@ -439,10 +543,37 @@ impl CpuMeter {
                     .map(|(child, _)| *child),
             );
         }
-        Some(Duration::from_secs_f64(
-            ticks as f64 / self.ticks_per_second as f64,
-        ))
+        Some(Usage {
+            cpu: Duration::from_secs_f64(ticks as f64 / self.ticks_per_second as f64),
+            written,
+        })
     }
+}
+
+/// What the server processes used: CPU time, and bytes they sent to storage (the WAL, pages
+/// and checkpoints; `write_bytes` of `/proc/<pid>/io`).
+struct Usage {
+    cpu: Duration,
+    written: u64,
+}
+
+impl Usage {
+    fn since(&self, before: &Usage) -> Usage {
+        Usage {
+            cpu: self.cpu.saturating_sub(before.cpu),
+            written: self.written.saturating_sub(before.written),
+        }
+    }
+}
+
+/// `write_bytes` from `/proc/<pid>/io`.
+fn proc_write_bytes(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// `(parent pid, user + system ticks)` from `/proc/<pid>/stat`.
