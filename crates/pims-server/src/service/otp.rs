@@ -65,11 +65,8 @@ impl Service {
         proof: Option<&LoginProof>,
         audience: Option<String>,
     ) -> Result<DeviceChallenge> {
-        let device = self.store.device(account, device_id).await?;
-        let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
-            return api(ApiError::DeviceUnknown);
-        };
         let login_counter = match (login_request, proof) {
+            // Nothing to check before the step, which finds the device Active or refuses.
             (None, _) => None,
             // A protocol-1 device: its logins were unsigned.
             (Some(_), None) => {
@@ -78,6 +75,11 @@ impl Service {
                 })
             }
             (Some(request), Some(proof)) => {
+                // The signed login start is checked before the step counts its attempt.
+                let device = self.store.device(account, device_id).await?;
+                let Some(device) = device.filter(|d| d.state == DeviceState::Active) else {
+                    return api(ApiError::DeviceUnknown);
+                };
                 let signed = transcript::login_start(device_id, proof.counter, request.as_slice());
                 if !crypto::signature_ok(&device.public_key, &signed, proof.signature.as_slice()) {
                     return api(ApiError::BadSignature);
