@@ -295,7 +295,9 @@ fn forged_unlock(
     }
     .encode();
     let device_signature = sign(&attacker, &pims_command::device_message(&envelope));
-    let cosignature = sign(&keys.command_cosign, &pims_command::pin_message(&envelope));
+    let cosignature = keys
+        .command_cosign
+        .sign(&pims_command::pin_message(&envelope))?;
     Ok(pims_command::encode_proof(
         &envelope,
         &device_signature,

@@ -7,8 +7,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use p256::ecdsa::signature::Signer;
-use p256::ecdsa::Signature;
 use pims_command::{
     key_id, keychain_sync_message, pin_message, Fault, KeyEntry, PinCheck, Policy, Proof, Role,
     SyncedKey, Verifier, Window,
@@ -134,19 +132,12 @@ impl Service {
     }
 
     fn pin_cosign_public_key(&self) -> Vec<u8> {
-        self.keys
-            .command_cosign
-            .verifying_key()
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec()
+        self.keys.command_cosign.public_key().to_vec()
     }
 
     /// A low-S DER signature by the PIN co-signing key.
-    fn cosign(&self, message: &[u8]) -> Vec<u8> {
-        let signature: Signature = self.keys.command_cosign.sign(message);
-        let signature = signature.normalize_s().unwrap_or(signature);
-        signature.to_der().as_bytes().to_vec()
+    fn cosign(&self, message: &[u8]) -> Result<Vec<u8>> {
+        Ok(self.keys.command_cosign.sign(message)?)
     }
 
     /// `POST /v1/commands`: verify as the car will, take the proof once under the device's
@@ -252,7 +243,9 @@ impl Service {
         }
         let with_pin = outcome?.command_with_pin == Some(true);
         // Only the service's own co-signature travels: whatever the client attached is dropped.
-        proof.pin_cosignature = with_pin.then(|| self.cosign(&pin_message(&proof.envelope_bytes)));
+        proof.pin_cosignature = with_pin
+            .then(|| self.cosign(&pin_message(&proof.envelope_bytes)))
+            .transpose()?;
         let relayed = proof.encode();
         tracing::info!(
             device_id = %req.device_id,
@@ -398,7 +391,7 @@ impl Service {
                 key_id: k.key_id.as_slice(),
             })
             .collect();
-        let signature = self.cosign(&keychain_sync_message(vin, nonce, &asked, &remove));
+        let signature = self.cosign(&keychain_sync_message(vin, nonce, &asked, &remove))?;
         Ok(KeychainRemovals {
             remove: remove.into_iter().map(|id| Bytes(id.to_vec())).collect(),
             signature: signature.into(),

@@ -377,10 +377,9 @@ async fn the_cloud_with_the_database_and_every_server_key_but_no_device_key_cann
     let keys = Keys::load(&g.s.config.key_file).unwrap();
     let cloud_key = SigningKey::random(&mut OsRng);
     let cosign = |bytes: &[u8]| {
-        let m = pims_command::pin_message(bytes);
-        let s: p256::ecdsa::Signature =
-            p256::ecdsa::signature::Signer::sign(&keys.command_cosign, &m);
-        s.normalize_s().unwrap_or(s).to_der().as_bytes().to_vec()
+        keys.command_cosign
+            .sign(&pims_command::pin_message(bytes))
+            .unwrap()
     };
     let sign = |key: &SigningKey, m: &[u8]| {
         let s: p256::ecdsa::Signature = p256::ecdsa::signature::Signer::sign(key, m);
@@ -773,12 +772,7 @@ async fn a_keychain_sync_answer_serves_only_the_question_it_was_signed_for() {
     let (token, device) = enrolled_account(&g.s, "alice", PHONE, "1234").await;
     g.pair(&token, &device).await;
     let keys = Keys::load(&g.s.config.key_file).unwrap();
-    let cosign_key = keys
-        .command_cosign
-        .verifying_key()
-        .to_encoded_point(false)
-        .as_bytes()
-        .to_vec();
+    let cosign_key = keys.command_cosign.public_key().to_vec();
     let key_id = pims_command::key_id(&device.public_key());
     let ask = |account: &str| pims_proto::KeychainSync {
         nonce: vec![5; 32].into(),
