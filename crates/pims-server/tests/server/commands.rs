@@ -2,7 +2,8 @@
 //! simulated car (`pims-vehicle`) that verifies every proof itself. Each attack of the issue
 //! is sent as raw protocol and must fail — at the service, at the car, or both.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use p256::ecdsa::SigningKey;
 use pims_command::{pairing_mac, Command, Envelope, Proof, Receipt, Role};
@@ -22,6 +23,8 @@ pub const AUDIENCE: &str = "pims-commands";
 pub struct Garage {
     pub s: TestServer,
     pub car: Arc<Vehicle>,
+    /// The address each request to the car came from, in order.
+    pub car_peers: Arc<Mutex<Vec<SocketAddr>>>,
     _car_dir: tempfile::TempDir,
 }
 
@@ -49,11 +52,27 @@ pub async fn garage() -> Garage {
     })
     .await
     .unwrap();
-    let router = car.router();
-    tokio::spawn(async move { axum::serve(listener, router).await });
+    let car_peers = Arc::new(Mutex::new(Vec::new()));
+    let peers = car_peers.clone();
+    let router = car.router().layer(axum::middleware::from_fn(
+        move |axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<SocketAddr>,
+              req: axum::extract::Request,
+              next: axum::middleware::Next| {
+            peers.lock().unwrap().push(peer);
+            next.run(req)
+        },
+    ));
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
     Garage {
         s,
         car,
+        car_peers,
         _car_dir: car_dir,
     }
 }
@@ -235,6 +254,26 @@ async fn the_owner_unlocks_with_the_pin_and_the_car_verifies_it_and_signs_its_re
             "doors.unlock {VIN} with pin|doors.unlock {VIN} with pin|doors.lock {VIN} without pin"
         )
     );
+}
+
+#[tokio::test]
+async fn the_service_relays_to_a_car_over_one_kept_connection() {
+    // A new connection per command would cost the service a TCP (and in production a TLS)
+    // handshake each time: the relay keeps its connection to the car and the car keeps it open.
+    let g = garage().await;
+    let (token, mut device) = enrolled_account(&g.s, "alice", PHONE, "1234").await;
+    g.pair(&token, &device).await;
+    for (command, pin) in [
+        (Command::UnlockDoors, Some("1234")),
+        (Command::Horn, None),
+        (Command::LockDoors, None),
+    ] {
+        let sent = g.command(&token, &mut device, command, pin).await.unwrap();
+        assert_eq!(sent.receipt.code, 200);
+    }
+    let peers = g.car_peers.lock().unwrap().clone();
+    assert_eq!(peers.len(), 4, "the pairing and three commands");
+    assert!(peers.iter().all(|p| *p == peers[0]), "{peers:?}");
 }
 
 #[tokio::test]
