@@ -16,6 +16,7 @@ mod envelope;
 mod pairing;
 mod proof;
 mod receipt;
+mod signer;
 mod tlv;
 mod verify;
 
@@ -32,6 +33,7 @@ pub use proof::{
     PIN_LABEL,
 };
 pub use receipt::Receipt;
+pub use signer::{Signer, SignerError};
 pub use verify::{Accepted, KeyEntry, PinCheck, Policy, Rule, Verifier, Window, MAX_TTL};
 
 /// Why a verifier refused a proof: one per rule, each with a remedy.

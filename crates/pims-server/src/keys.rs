@@ -44,56 +44,7 @@ pub struct Keys {
     pub console_cookie: [u8; 32],
     /// The PIN co-signing key of remote commands (P-256): signs a command's envelope only
     /// after a counted PIN check bound to it. Cars and relying parties pin its public half.
-    pub command_cosign: CosignKey,
-}
-
-/// A P-256 signing key held by `ring`, which signs several times faster than `p256` (its base
-/// point multiplication uses precomputed tables); signatures come out DER in low-S form, the
-/// only form the command verifier accepts. `ring`'s nonces are random, hedged with the key
-/// and the message digest: two signatures of one message differ, both valid.
-pub struct CosignKey {
-    pair: ring::signature::EcdsaKeyPair,
-    rng: ring::rand::SystemRandom,
-}
-
-impl CosignKey {
-    /// The key whose private scalar is `scalar` (big-endian); refused when it is zero or not
-    /// below the group order.
-    pub fn from_scalar(scalar: &[u8; 32]) -> anyhow::Result<CosignKey> {
-        let secret = p256::SecretKey::from_slice(scalar)
-            .map_err(|_| anyhow::anyhow!("not a P-256 private scalar"))?;
-        let public = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
-            &secret.public_key(),
-            false,
-        );
-        let rng = ring::rand::SystemRandom::new();
-        let pair = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
-            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
-            scalar,
-            public.as_bytes(),
-            &rng,
-        )
-        .map_err(|e| anyhow::anyhow!("ring refused the P-256 key: {e}"))?;
-        Ok(CosignKey { pair, rng })
-    }
-
-    /// The SEC1 uncompressed public key (65 bytes): what cars and relying parties pin.
-    pub fn public_key(&self) -> &[u8] {
-        ring::signature::KeyPair::public_key(&self.pair).as_ref()
-    }
-
-    /// ECDSA P-256 / SHA-256 over `message`, DER, low-S.
-    pub fn sign(&self, message: &[u8]) -> anyhow::Result<Vec<u8>> {
-        let fixed = self
-            .pair
-            .sign(&self.rng, message)
-            .map_err(|_| anyhow::anyhow!("no randomness for a co-signature"))?;
-        // r ‖ s, each 32 bytes: s replaced by n − s when above n/2 (the same signature).
-        let signature = p256::ecdsa::Signature::from_slice(fixed.as_ref())
-            .map_err(|_| anyhow::anyhow!("ring's P-256 signature is not r ‖ s"))?;
-        let signature = signature.normalize_s().unwrap_or(signature);
-        Ok(signature.to_der().as_bytes().to_vec())
-    }
+    pub command_cosign: pims_command::Signer,
 }
 
 impl std::fmt::Debug for Keys {
@@ -172,7 +123,7 @@ impl Keys {
             login_state: derive(b"login-state-seal"),
             audit: AuditKey::new(derive(b"audit-chain")),
             console_cookie: derive(b"console-cookie-seal"),
-            command_cosign: CosignKey::from_scalar(&derive(b"command-pin-cosign"))
+            command_cosign: pims_command::Signer::from_scalar(&derive(b"command-pin-cosign"))
                 // A derived scalar is ≥ n or zero with probability about 2^-128.
                 .context("the command co-signing key derived from secret is not a scalar")?,
         })
@@ -280,7 +231,7 @@ mod tests {
             &signature
         ));
         // Zero and a value above the group order are no keys.
-        assert!(CosignKey::from_scalar(&[0; 32]).is_err());
-        assert!(CosignKey::from_scalar(&[0xff; 32]).is_err());
+        assert!(pims_command::Signer::from_scalar(&[0; 32]).is_err());
+        assert!(pims_command::Signer::from_scalar(&[0xff; 32]).is_err());
     }
 }

@@ -16,8 +16,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use p256::ecdsa::signature::Signer;
-use p256::ecdsa::{Signature, SigningKey};
+use p256::ecdsa::SigningKey;
 use pims_command::{
     keychain_sync_message, pairing_mac_ok, public_key_ok, signature_ok, Command, Fault, KeyEntry,
     PinCheck, Policy, Receipt, Role, SyncedKey, Verifier, Window,
@@ -63,7 +62,7 @@ pub struct Vehicle {
     audience: String,
     policy: Policy,
     pin_key: Vec<u8>,
-    key: SigningKey,
+    key: pims_command::Signer,
     server: Option<String>,
     db: Mutex<Connection>,
     http: reqwest::Client,
@@ -173,16 +172,16 @@ impl Vehicle {
                     "{} is the file of car {vin}",
                     config.data.display()
                 );
-                (SigningKey::from_slice(&secret)?, pinned)
+                (pims_command::Signer::from_scalar(&secret)?, pinned)
             }
             None => {
-                let key = SigningKey::random(&mut rand::rngs::OsRng);
+                let secret = SigningKey::random(&mut rand::rngs::OsRng).to_bytes();
                 let state = serde_json::to_string(&CarState::default())?;
                 db.execute(
                     "INSERT INTO car (id, vin, secret_key, state) VALUES (1, ?1, ?2, ?3)",
-                    params![config.vin, key.to_bytes().to_vec(), state],
+                    params![config.vin, secret.to_vec(), state],
                 )?;
-                (key, None)
+                (pims_command::Signer::from_scalar(&secret)?, None)
             }
         };
         let pin_key = match (config.pin_cosign_key, pinned, &config.server) {
@@ -230,11 +229,7 @@ impl Vehicle {
 
     /// The car's own public key (SEC1), which signs its receipts.
     pub fn public_key(&self) -> Vec<u8> {
-        self.key
-            .verifying_key()
-            .to_encoded_point(false)
-            .as_bytes()
-            .to_vec()
+        self.key.public_key().to_vec()
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -453,15 +448,14 @@ impl Vehicle {
             state: state_text.clone().into_bytes(),
             counter: counter as u64,
         };
-        let signature: Signature = self.key.sign(&receipt.message());
-        let signature = signature.normalize_s().unwrap_or(signature);
+        let signature = self.key.sign(&receipt.message())?;
         Ok(VehicleReceipt {
             request: receipt.request.to_vec().into(),
             code,
             fault,
             state: state_text,
             counter: receipt.counter,
-            signature: signature.to_der().as_bytes().to_vec().into(),
+            signature: signature.into(),
         })
     }
 

@@ -140,7 +140,11 @@ impl Service {
 
     /// A low-S DER signature by the PIN co-signing key.
     fn cosign(&self, message: &[u8]) -> Result<Vec<u8>> {
-        Ok(self.keys.command_cosign.sign(message)?)
+        Ok(self
+            .keys
+            .command_cosign
+            .sign(message)
+            .map_err(anyhow::Error::from)?)
     }
 
     /// `POST /v1/commands`: verify as the car will, take the proof once under the device's
