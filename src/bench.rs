@@ -674,9 +674,9 @@ impl SimDevice {
 }
 
 /// Numbers available to one run (simulated devices plus pre-populated accounts).
-const NUMBERS_PER_RUN: usize = 100_000;
+const NUMBERS_PER_RUN: usize = 200_000;
 /// Runs that get numbers of their own; runs are told apart by process id.
-const RUNS: u32 = 800;
+const RUNS: u32 = 400;
 /// The digits that may follow `+33 6` with any seven digits after them: libphonenumber's French
 /// mobile pattern is `6(?:[0-24-8]\d|3[0-8]|9[589])\d{6}`, so 63x and 69x are left out.
 const FRENCH_MOBILE_SECOND_DIGITS: &[u8; 8] = b"01245678";
