@@ -31,6 +31,12 @@ use super::{
 use crate::audit::{link_mac, AuditKey, Chains, Link};
 use crate::error::{Error, Result};
 
+/// Each connection's page cache, in KiB (negative: SQLite's unit for a size). The default
+/// 2 MiB keeps the hot rows of a few hundred accounts; with 100,000 accounts their index pages
+/// fall out of it and every step reads them again from the OS (measured: OTP without PIN
+/// 21 % dearer at 100,000 accounts than at 200 with the default).
+const PAGE_CACHE: i64 = -32 * 1024;
+
 pub struct SqliteStore {
     /// The writer thread's queue: every step runs there, on the one writing connection.
     writer: Mutex<Option<mpsc::Sender<Job>>>,
@@ -58,6 +64,7 @@ impl SqliteStore {
         // FULL: a commit (a counted wrong PIN, a used code) is on disk before it is answered.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.pragma_update(None, "cache_size", PAGE_CACHE)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         register_audit_mac(&conn, audit_key.clone())?;
         migrate(&mut conn, &audit_key)?;
@@ -65,6 +72,7 @@ impl SqliteStore {
             .with_context(|| format!("opening database {}", path.display()))?;
         reader.busy_timeout(Duration::from_secs(10))?;
         reader.pragma_update(None, "query_only", "ON")?;
+        reader.pragma_update(None, "cache_size", PAGE_CACHE)?;
         reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (writer, jobs) = mpsc::channel();
         let writer_thread = std::thread::Builder::new()
