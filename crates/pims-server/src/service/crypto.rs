@@ -107,11 +107,12 @@ pub fn code_matches(candidate: &str, expected: &str) -> bool {
 
 /// The id of a new challenge, enrollment session or device: a UUIDv7, so that ids grow with
 /// time and a step's inserts land on the index pages the last ones did (random ids scatter
-/// them, each costing a page in the WAL). Its 74 random bits keep it unguessable; the time it
-/// carries is when the row was made, which whoever sees the id knew or is told already
-/// (the device list shows it).
+/// them, each costing a page in the WAL). All 74 bits after the millisecond are random (no
+/// counter context, so ids of one millisecond do not share bits), which keeps it unguessable;
+/// the time it carries is when the row was made — for a device, its enrollment, which the
+/// device list shows and a relying party told the device id now learns to the millisecond.
 pub fn new_row_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    uuid::Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext)).to_string()
 }
 
 /// A fresh OTP: 128 random bits, base64url (22 characters).

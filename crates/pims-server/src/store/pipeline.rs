@@ -160,19 +160,46 @@ fn encode(stmt: &Statement, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Encode
         .collect()
 }
 
-/// How many rows a write sent ahead must have changed, checked at the commit.
+/// How many rows a write must change.
 #[derive(Clone, Copy)]
 pub(super) enum Changes {
     Any,
-    /// Exactly one, else the step fails (and rolls back) with this internal error.
+    /// Exactly one, else the step fails and rolls back with this internal error.
     One(&'static str),
 }
 
 impl Changes {
+    /// The check of a write answered at once.
     pub fn check(self, changed: u64) -> Result<()> {
         match self {
             Changes::One(otherwise) if changed != 1 => Err(anyhow!(otherwise).into()),
             _ => Ok(()),
+        }
+    }
+
+    /// `sql` for a write sent ahead (a single-row `INSERT` or `UPDATE` for [`Changes::One`]):
+    /// the check is the server's, so that a refused write aborts the transaction and the
+    /// `COMMIT` already sent behind it commits nothing (a division by zero when no row changed).
+    pub fn guarded(self, sql: &str) -> std::borrow::Cow<'_, str> {
+        match self {
+            Changes::Any => sql.into(),
+            Changes::One(_) => format!(
+                "WITH changed AS ({sql} RETURNING 1) SELECT 1 / (SELECT COUNT(*) FROM changed)::INT"
+            )
+            .into(),
+        }
+    }
+
+    /// The answer of a write sent ahead with [`Self::guarded`].
+    fn answer(self, answer: std::result::Result<u64, tokio_postgres::Error>) -> Result<()> {
+        match (self, answer) {
+            (_, Ok(_)) => Ok(()),
+            (Changes::One(otherwise), Err(e))
+                if e.code() == Some(&tokio_postgres::error::SqlState::DIVISION_BY_ZERO) =>
+            {
+                Err(anyhow!(otherwise).into())
+            }
+            (_, Err(e)) => Err(e.into()),
         }
     }
 }
@@ -214,7 +241,9 @@ impl<'a> Pipeline<'a> {
         self.order.place()
     }
 
-    /// Sends a write now (in its place) and checks its answer at the end.
+    /// Sends a write now (in its place) and checks its answer at the end; `stmt` is
+    /// [`Changes::guarded`]. Answers are read only then, so a write sent ahead returns no rows
+    /// or one small row.
     pub async fn write_ahead(
         &self,
         place: Place<'_>,
@@ -226,8 +255,7 @@ impl<'a> Pipeline<'a> {
         place.turn().await;
         let client = self.client;
         self.send_ahead(Box::pin(async move {
-            let changed = client.execute_raw(&stmt, owned.iter()).await?;
-            changes.check(changed)
+            changes.answer(client.execute_raw(&stmt, owned.iter()).await)
         }));
         drop(place);
         Ok(())
@@ -259,6 +287,14 @@ impl<'a> Pipeline<'a> {
             _ => "COMMIT",
         };
         let client = self.client;
+        if end == "COMMIT" {
+            // A statement of the step whose answer nobody awaited (a joined branch dropped
+            // after another failed) may have aborted the transaction; PostgreSQL then answers
+            // COMMIT as ROLLBACK without an error, but refuses this.
+            self.send_ahead(Box::pin(async move {
+                Ok(client.batch_execute("SELECT 1").await?)
+            }));
+        }
         self.send_ahead(Box::pin(
             async move { Ok(client.batch_execute(end).await?) },
         ));
@@ -284,5 +320,82 @@ impl Drop for Pipeline<'_> {
         if self.open.load(Ordering::Relaxed) {
             send_now(&mut Box::pin(self.client.batch_execute("ROLLBACK")));
         }
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use super::*;
+    use tokio_postgres::NoTls;
+
+    /// A connection to a new database with table `t`, and the cluster it lives on (kept
+    /// running while held).
+    async fn client(name: &str) -> Option<(Client, impl Drop)> {
+        let cluster = crate::testing::shared_cluster().expect("starting PostgreSQL")?;
+        let url = cluster.create_database(name).await.unwrap();
+        let (client, conn) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute("CREATE TABLE t (id INT PRIMARY KEY, v INT NOT NULL)")
+            .await
+            .unwrap();
+        Some((client, cluster))
+    }
+
+    async fn rows(client: &Client) -> i64 {
+        let row = client.query_one("SELECT COUNT(*) FROM t", &[]).await;
+        row.unwrap().get(0)
+    }
+
+    fn internal(result: Result<()>) -> String {
+        match result {
+            Err(Error::Internal(e)) => format!("{e:#}"),
+            other => panic!("not an internal failure: {other:?}"),
+        }
+    }
+
+    /// `COMMIT` is on the wire before the answers are read; a write its guard refused still
+    /// commits nothing of the step.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_its_guard_refuses_rolls_back_the_whole_step() {
+        let Some((client, _cluster)) = client("pipeline_guard").await else {
+            return;
+        };
+        let step = Pipeline::begin(&client);
+        let insert = client.prepare("INSERT INTO t VALUES (1, 1)").await.unwrap();
+        step.write_ahead(step.place(), insert, &[], Changes::Any)
+            .await
+            .unwrap();
+        let refused = Changes::One("no such row");
+        let update = client
+            .prepare(&refused.guarded("UPDATE t SET v = 2 WHERE id = 2"))
+            .await
+            .unwrap();
+        step.write_ahead(step.place(), update, &[], refused)
+            .await
+            .unwrap();
+        assert_eq!(internal(step.finish(Ok(())).await), "no such row");
+        assert_eq!(rows(&client).await, 0);
+    }
+
+    /// A statement whose answer nobody awaited (a joined branch dropped) and that failed
+    /// aborted the transaction: the step fails, nothing of it is committed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failure_nobody_awaited_fails_the_step() {
+        let Some((client, _cluster)) = client("pipeline_unawaited").await else {
+            return;
+        };
+        let step = Pipeline::begin(&client);
+        let insert = client.prepare("INSERT INTO t VALUES (1, 1)").await.unwrap();
+        step.write_ahead(step.place(), insert, &[], Changes::Any)
+            .await
+            .unwrap();
+        let duplicate = client.prepare("INSERT INTO t VALUES (1, 2)").await.unwrap();
+        let mut sent = Box::pin(step.in_turn(step.place(), client.execute(&duplicate, &[])));
+        assert!(futures::poll!(&mut sent).is_pending());
+        drop(sent);
+        let failed = internal(step.finish(Ok(())).await);
+        assert!(failed.contains("aborted"), "{failed}");
+        assert_eq!(rows(&client).await, 0);
     }
 }

@@ -175,12 +175,13 @@ impl PostgresStore {
 static ACCOUNT_FOR_UPDATE: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("{} FOR UPDATE", sql::pg::ACCOUNT));
 
-/// [`sql::pg::TAKE_CHALLENGE`] with its device's [`sql::pg::DEVICE`] columns, in one statement.
+/// [`sql::pg::TAKE_CHALLENGE`] with its device's [`sql::pg::DEVICE`] columns (the account's
+/// own device, as `DEVICE` reads it), in one statement.
 static TAKE_CHALLENGE_WITH_DEVICE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH taken AS ({}) SELECT taken.*, d.id, d.public_key, d.state, d.counter,
                 d.activation_nonce, d.created_at, d.assurance
-         FROM taken JOIN devices d ON d.id = taken.device_id",
+         FROM taken LEFT JOIN devices d ON d.id = taken.device_id AND d.account = $2",
         sql::pg::TAKE_CHALLENGE
     )
 });
@@ -289,7 +290,7 @@ impl<'a> PgRows<'a> {
             return changes.check(self.exec(sql, params).await?);
         };
         let place = step.place();
-        let stmt = self.c.prepare_cached(sql).await?;
+        let stmt = self.c.prepare_cached(&changes.guarded(sql)).await?;
         step.write_ahead(place, stmt, params, changes).await
     }
 
@@ -890,6 +891,9 @@ impl Rows for PgRows<'_> {
             )
             .await?;
         row.map(|r| {
+            if r.get::<_, Option<&str>>(5).is_none() {
+                return Err(anyhow!("a challenge of a device not found").into());
+            }
             Ok(UsedChallenge {
                 device: device_record(&r, 5)?,
                 ordinal: small_opt(r.get(1)),

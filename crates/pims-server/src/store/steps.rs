@@ -9,7 +9,9 @@
 //! ready at once. Decisions are taken before joined writes, which then only fail internally, and
 //! an internal failure rolls the whole step back: a joined write never commits half a decision.
 //! A PostgreSQL write whose result the step does not read may fail only at the commit — the
-//! step then fails as a whole.
+//! step then fails as a whole. (When `lock_account` finds no row and creates it, a read joined
+//! with it ran before the lock; it found nothing, as nothing of an account exists before its
+//! row.)
 //!
 //! [`Store`]: super::Store
 
@@ -540,10 +542,24 @@ pub async fn activate_device<R: Rows>(r: &R, step: &ActivateStep) -> Result<bool
 
 pub async fn create_otp_challenge<R: Rows>(r: &R, step: &ChallengeStep) -> Result<()> {
     let (account, now) = (step.account.as_str(), step.now);
-    let (record, device) = try_join!(
-        r.lock_account(account, now),
-        active_device(r, account, &step.device_id)
-    )?;
+    // Without a login the account is only locked, never created: a challenge for a device
+    // that does not exist leaves nothing behind.
+    let (record, device) = match step.login {
+        Some(_) => {
+            let (record, device) = try_join!(
+                r.lock_account(account, now),
+                active_device(r, account, &step.device_id)
+            )?;
+            (Some(record), device)
+        }
+        None => {
+            let ((), device) = try_join!(
+                r.lock_existing_account(account),
+                active_device(r, account, &step.device_id)
+            )?;
+            (None, device)
+        }
+    };
     let counter = match step.login_counter {
         Some(counter) => Some(verified_counter(r, account, &device, counter, now).await?),
         None => {
@@ -560,13 +576,13 @@ pub async fn create_otp_challenge<R: Rows>(r: &R, step: &ChallengeStep) -> Resul
     };
     // The login's checks come after the counter's (a replay disables the device whatever
     // it asks) and are decided before any write, which then only fail internally.
-    let login = match &step.login {
-        None => Ok(false),
-        Some(login) => match &record.pin_record {
+    let login = match (&step.login, &record) {
+        (Some(login), Some(record)) => match &record.pin_record {
             None => api(ApiError::NoPin),
             Some(current) if *current != login.pin_record => api(ApiError::PinStateChanged),
-            Some(_) => check_not_blocked(&record, step.pin_attempts).map(|()| true),
+            Some(_) => check_not_blocked(record, step.pin_attempts).map(|()| true),
         },
+        _ => Ok(false),
     };
     let with_login = match login {
         Ok(with_login) => with_login,

@@ -434,6 +434,25 @@ async fn failures(store: &Arc<dyn Store>, account: &str) -> u32 {
 async fn accounts_are_created_by_writes_only(store: Arc<dyn Store>) {
     assert_eq!(store.account("alice").await.unwrap(), None);
     assert_eq!(store.device("alice", "nope").await.unwrap(), None);
+    // A challenge without a login for a device that does not exist writes nothing.
+    let refused = store
+        .create_otp_challenge(ChallengeStep {
+            account: "alice".into(),
+            challenge_id: new_id(),
+            device_id: "nope".into(),
+            nonce: vec![7; 32],
+            login: None,
+            audience: None,
+            now: NOW,
+            ttl: 120,
+            pin_attempts: 5,
+            max_open: 10,
+            login_counter: None,
+        })
+        .await
+        .map_err(api_error);
+    assert_eq!(refused, Err(ApiError::DeviceUnknown));
+    assert_eq!(store.account("alice").await.unwrap(), None);
     store
         .prepare_sms_code(send_request(
             "alice",
