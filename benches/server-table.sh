@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The server table of docs/PERFORMANCE.md (issues 11 and 19): `pims bench` against SQLite
-# (200 devices, then again after ACCOUNTS more accounts), against PostgreSQL with one replica and
-# with two (database CPU counted; then the two replicas alone), and the ratio table: every
+# (200 devices and a car, then again after ACCOUNTS more accounts), against PostgreSQL with one
+# replica and with two (database CPU counted; then the two replicas alone), and the ratio table: every
 # operation on PostgreSQL against SQLite, and SQLite with ACCOUNTS more accounts against 200.
 # Each run ends with the floor (`pims bench` times the bare OPAQUE login, one ECDSA verify and
 # two small transactions in the same run). Loopback only, every phase bounded.
@@ -62,10 +62,15 @@ bench() { # label args...
 }
 
 if [ -z "${ONLY_PG:-}" ]; then
-    config sqlite 127.0.0.1:18080 ""
+    # With a car in the bench process: the signed-command phases (server CPU per command).
+    config sqlite 127.0.0.1:18080 "[commands]
+[[commands.vehicles]]
+vin = \"VR3UPHNKSKT101603\"
+url = \"http://127.0.0.1:18490\""
     serve sqlite 18080
     sqlite=${pids[-1]}
-    bench sqlite-200 --url http://127.0.0.1:18080 --server-pid "$sqlite" --devices 200
+    bench sqlite-200 --url http://127.0.0.1:18080 --server-pid "$sqlite" --devices 200 \
+        --car-listen 127.0.0.1:18490
     if [ "$accounts" != 0 ]; then
         bench sqlite-more --url http://127.0.0.1:18080 --server-pid "$sqlite" --devices 200 \
             --accounts "$accounts"
