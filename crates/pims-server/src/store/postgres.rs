@@ -529,6 +529,19 @@ impl Rows for PgRows<'_> {
             SELECT $1::BIGINT, $2::BIGINT, $3::BIGINT, $4::TEXT, $5::TEXT, $6::TEXT, $7::TEXT,
                    $8::BYTEA
             WHERE NOT EXISTS (SELECT 1 FROM audit WHERE account = $4 AND id > COALESCE($2, 0))";
+        // The MAC of this row as the `id`-th, chained after (`prev_id`, `prev_mac`).
+        let mac = |id: i64, prev_id: Option<i64>, prev_mac: Option<&[u8]>| {
+            let link = Link {
+                id,
+                prev_id,
+                at: now,
+                account,
+                event,
+                device_id,
+                detail,
+            };
+            link_mac(self.audit_key, prev_mac, &link).to_vec()
+        };
         let locked_head = {
             let mut head = self.head.lock().expect("audit head");
             match head.take() {
@@ -548,16 +561,7 @@ impl Rows for PgRows<'_> {
                     next.get(0)
                 }
             };
-            let link = Link {
-                id,
-                prev_id: head.prev_id,
-                at: now,
-                account,
-                event,
-                device_id,
-                detail,
-            };
-            let mac = link_mac(self.audit_key, head.prev_mac.as_deref(), &link).to_vec();
+            let mac = mac(id, head.prev_id, head.prev_mac.as_deref());
             let params: Params<'_> = &[
                 &id,
                 &head.prev_id,
@@ -593,16 +597,7 @@ impl Rows for PgRows<'_> {
             let prev_id: Option<i64> = head.get(1);
             let prev_mac: Option<Vec<u8>> = head.get(2);
             let id: i64 = head.get(3);
-            let link = Link {
-                id,
-                prev_id,
-                at: now,
-                account,
-                event,
-                device_id,
-                detail,
-            };
-            let mac = link_mac(self.audit_key, prev_mac.as_deref(), &link).to_vec();
+            let mac = mac(id, prev_id, prev_mac.as_deref());
             let params: Params<'_> = &[
                 &id, &prev_id, &now, &account, &event, &device_id, &detail, &mac,
             ];
