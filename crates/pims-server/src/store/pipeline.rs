@@ -347,6 +347,16 @@ mod tests {
         row.unwrap().get(0)
     }
 
+    /// A step that sent the insert of one row of `t`.
+    async fn step_that_inserted_a_row(client: &Client) -> Pipeline<'_> {
+        let step = Pipeline::begin(client);
+        let insert = client.prepare("INSERT INTO t VALUES (1, 1)").await.unwrap();
+        step.write_ahead(step.place(), insert, &[], Changes::Any)
+            .await
+            .unwrap();
+        step
+    }
+
     fn internal(result: Result<()>) -> String {
         match result {
             Err(Error::Internal(e)) => format!("{e:#}"),
@@ -361,11 +371,7 @@ mod tests {
         let Some((client, _cluster)) = client("pipeline_guard").await else {
             return;
         };
-        let step = Pipeline::begin(&client);
-        let insert = client.prepare("INSERT INTO t VALUES (1, 1)").await.unwrap();
-        step.write_ahead(step.place(), insert, &[], Changes::Any)
-            .await
-            .unwrap();
+        let step = step_that_inserted_a_row(&client).await;
         let refused = Changes::One("no such row");
         let update = client
             .prepare(&refused.guarded("UPDATE t SET v = 2 WHERE id = 2"))
@@ -385,11 +391,7 @@ mod tests {
         let Some((client, _cluster)) = client("pipeline_unawaited").await else {
             return;
         };
-        let step = Pipeline::begin(&client);
-        let insert = client.prepare("INSERT INTO t VALUES (1, 1)").await.unwrap();
-        step.write_ahead(step.place(), insert, &[], Changes::Any)
-            .await
-            .unwrap();
+        let step = step_that_inserted_a_row(&client).await;
         let duplicate = client.prepare("INSERT INTO t VALUES (1, 2)").await.unwrap();
         let mut sent = Box::pin(step.in_turn(step.place(), client.execute(&duplicate, &[])));
         assert!(futures::poll!(&mut sent).is_pending());

@@ -207,6 +207,23 @@ fn check(account: &str, purpose: SmsPurpose, target: CodeTarget, accept: bool) -
     }
 }
 
+/// A challenge without a login, for the relying party `rp`.
+fn challenge_step(account: &str, device: &str, id: &str, now: i64) -> ChallengeStep {
+    ChallengeStep {
+        account: account.into(),
+        challenge_id: id.into(),
+        device_id: device.into(),
+        nonce: b"challenge nonce".to_vec(),
+        login: None,
+        audience: Some("rp".into()),
+        now,
+        ttl: 120,
+        pin_attempts: 5,
+        max_open: 10,
+        login_counter: None,
+    }
+}
+
 fn login() -> LoginStart {
     LoginStart {
         pin_record: PIN_RECORD.to_vec(),
@@ -436,19 +453,7 @@ async fn accounts_are_created_by_writes_only(store: Arc<dyn Store>) {
     assert_eq!(store.device("alice", "nope").await.unwrap(), None);
     // A challenge without a login for a device that does not exist writes nothing.
     let refused = store
-        .create_otp_challenge(ChallengeStep {
-            account: "alice".into(),
-            challenge_id: new_id(),
-            device_id: "nope".into(),
-            nonce: vec![7; 32],
-            login: None,
-            audience: None,
-            now: NOW,
-            ttl: 120,
-            pin_attempts: 5,
-            max_open: 10,
-            login_counter: None,
-        })
+        .create_otp_challenge(challenge_step("alice", "nope", &new_id(), NOW))
         .await
         .map_err(api_error);
     assert_eq!(refused, Err(ApiError::DeviceUnknown));

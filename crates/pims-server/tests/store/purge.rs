@@ -20,22 +20,6 @@ fn purge_step(now: i64) -> PurgeStep {
     }
 }
 
-fn challenge(account: &str, device: &str, id: &str, now: i64) -> ChallengeStep {
-    ChallengeStep {
-        account: account.into(),
-        challenge_id: id.into(),
-        device_id: device.into(),
-        nonce: b"challenge nonce".to_vec(),
-        login: None,
-        audience: Some("rp".into()),
-        now,
-        ttl: 120,
-        pin_attempts: 5,
-        max_open: 10,
-        login_counter: None,
-    }
-}
-
 fn issue(account: &str, challenge: &str, counter: u64, mac: &[u8], now: i64) -> IssueOtpStep {
     IssueOtpStep {
         account: account.into(),
@@ -114,7 +98,7 @@ async fn a_purge_deletes_exactly_what_expired(store: Arc<dyn Store>) {
         .device_id;
     let open = live_session(&store, P - 10).await;
     store
-        .create_otp_challenge(challenge("alice", &alice, "answered", P - 10))
+        .create_otp_challenge(challenge_step("alice", &alice, "answered", P - 10))
         .await
         .unwrap();
     store
@@ -122,7 +106,7 @@ async fn a_purge_deletes_exactly_what_expired(store: Arc<dyn Store>) {
         .await
         .unwrap();
     store
-        .create_otp_challenge(challenge("alice", &alice, "open", P - 10))
+        .create_otp_challenge(challenge_step("alice", &alice, "open", P - 10))
         .await
         .unwrap();
     // Expired, but within the grace: still reads "expired".
