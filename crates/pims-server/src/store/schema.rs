@@ -217,6 +217,8 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
     // 9: shared with PostgreSQL
     DEVICE_ASSURANCE,
+    // 10: shared with PostgreSQL
+    CHALLENGE_INDEXES_BY_EXPIRY,
 ];
 
 /// A migration both dialects run as written: what each device's enrollment proved of its key
@@ -225,4 +227,18 @@ pub const MIGRATIONS: &[&str] = &[
 pub const DEVICE_ASSURANCE: &str = r#"
     ALTER TABLE devices ADD COLUMN assurance TEXT NOT NULL DEFAULT 'unattested';
     ALTER TABLE devices ADD COLUMN assurance_detail TEXT;
+    "#;
+
+/// A migration both dialects run as written: a challenge's indexes hold what never changes
+/// after its insert (its account or device, and its expiry), not when it was used. Taking a
+/// challenge then writes its row alone: on SQLite no index page joins the step's commit, and on
+/// PostgreSQL the update can stay on the row's page (heap-only). The steps that look for open
+/// challenges bound them by expiry, so the indexes still reach only the unexpired ones.
+pub const CHALLENGE_INDEXES_BY_EXPIRY: &str = r#"
+    DROP INDEX IF EXISTS otp_challenges_by_account;
+    DROP INDEX IF EXISTS otp_challenges_by_device;
+    CREATE INDEX IF NOT EXISTS otp_challenges_by_account_expiry
+        ON otp_challenges(account, expires_at);
+    CREATE INDEX IF NOT EXISTS otp_challenges_by_device_expiry
+        ON otp_challenges(device_id, expires_at);
     "#;
