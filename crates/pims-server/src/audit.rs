@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::ops::ControlFlow;
 use std::str::FromStr;
 
 use hmac::{Hmac, Mac};
@@ -289,52 +290,88 @@ fn check_row(key: &AuditKey, chains: &mut Chains, row: &ChainedAuditRow) -> Opti
     None
 }
 
-/// Walks the whole trail in id order and reports the first broken link, or the head; with
-/// `expected`, also checks that the trail still holds that head.
+/// Walks the whole trail in id order, in one snapshot of the database (see
+/// [`Store::audit_walk`]), and reports the first broken link, or the head; with `expected`,
+/// also checks that the trail still holds that head.
 pub async fn verify(
     store: &dyn Store,
     key: &AuditKey,
     expected: Option<&Head>,
 ) -> Result<Verification> {
     const PAGE: u32 = 1000;
-    let mut chains = Chains::default();
-    let mut rows = 0u64;
-    let mut last_id = 0i64;
-    let mut at_expected: Option<Head> = None;
-    loop {
-        let page = store.audit_chain(last_id, PAGE).await?;
-        for row in &page {
-            if let Some(x) = expected {
-                if at_expected.is_none() && row.event.id > x.id {
-                    at_expected = Some(chains.head(key, x.id));
-                }
-            }
-            if let Some(why) = check_row(key, &mut chains, row) {
-                return Ok(Verification::Broken {
-                    id: row.event.id,
-                    why,
-                });
-            }
-            rows += 1;
-            last_id = row.event.id;
-        }
-        if (page.len() as u32) < PAGE {
-            break;
-        }
-    }
-    if let Some(x) = expected {
-        let found = at_expected.unwrap_or_else(|| chains.head(key, x.id));
-        if found != *x {
-            return Ok(Verification::HeadMismatch {
-                expected: x.clone(),
-                found,
-            });
+    let mut verifier = Verifier::new(key, expected);
+    store
+        .audit_walk(PAGE, &mut |row| verifier.check(row))
+        .await?;
+    Ok(verifier.finish())
+}
+
+/// [`verify`] a row at a time: every row of the trail goes to [`Verifier::check`] in id order,
+/// then [`Verifier::finish`] tells what was found.
+pub struct Verifier<'a> {
+    key: &'a AuditKey,
+    expected: Option<&'a Head>,
+    chains: Chains,
+    rows: u64,
+    last_id: i64,
+    /// The head at `expected`'s id, taken when the first row after it comes.
+    at_expected: Option<Head>,
+    broken: Option<(i64, Break)>,
+}
+
+impl<'a> Verifier<'a> {
+    pub fn new(key: &'a AuditKey, expected: Option<&'a Head>) -> Self {
+        Verifier {
+            key,
+            expected,
+            chains: Chains::default(),
+            rows: 0,
+            last_id: 0,
+            at_expected: None,
+            broken: None,
         }
     }
-    Ok(Verification::Verified {
-        rows,
-        head: chains.head(key, last_id),
-    })
+
+    /// Checks the next row; breaks at the first broken link, as later rows change nothing.
+    pub fn check(&mut self, row: &ChainedAuditRow) -> ControlFlow<()> {
+        if self.broken.is_some() {
+            return ControlFlow::Break(());
+        }
+        if let Some(x) = self.expected {
+            if self.at_expected.is_none() && row.event.id > x.id {
+                self.at_expected = Some(self.chains.head(self.key, x.id));
+            }
+        }
+        if let Some(why) = check_row(self.key, &mut self.chains, row) {
+            self.broken = Some((row.event.id, why));
+            return ControlFlow::Break(());
+        }
+        self.rows += 1;
+        self.last_id = row.event.id;
+        ControlFlow::Continue(())
+    }
+
+    /// What the rows checked so far show.
+    pub fn finish(self) -> Verification {
+        if let Some((id, why)) = self.broken {
+            return Verification::Broken { id, why };
+        }
+        if let Some(x) = self.expected {
+            let found = self
+                .at_expected
+                .unwrap_or_else(|| self.chains.head(self.key, x.id));
+            if found != *x {
+                return Verification::HeadMismatch {
+                    expected: x.clone(),
+                    found,
+                };
+            }
+        }
+        Verification::Verified {
+            rows: self.rows,
+            head: self.chains.head(self.key, self.last_id),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! commits what the step wrote before deciding it (a counted SMS check, a consumed session, a
 //! disabled device); only `Error::Internal` rolls back.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 
 use pims_proto::{
@@ -750,6 +751,10 @@ pub struct ChainedAuditRow {
     pub mac: Option<Vec<u8>>,
 }
 
+/// What [`Store::audit_walk`] hands each row to; it breaks to end the walk early. It runs
+/// inside the walk's read, so it must not call the store.
+pub type AuditVisit<'a> = dyn FnMut(&ChainedAuditRow) -> ControlFlow<()> + Send + 'a;
+
 /// The SMS send limits count sends of the last hour.
 pub const SMS_SEND_WINDOW_SECONDS: u64 = 3600;
 
@@ -1043,8 +1048,19 @@ pub trait Store: Send + Sync + 'static {
     /// A page of the audit trail for the helpdesk, newest first.
     async fn audit_search(&self, query: AuditQuery) -> Result<Vec<AuditEvent>>;
 
-    /// Audit rows with their chain links after `after_id`, oldest first (`pims audit verify`).
+    /// Audit rows with their chain links after `after_id`, oldest first. Each call reads the
+    /// database as it is then: pages of several calls may miss a row committed between them
+    /// with a lower id than the last one seen (see [`Store::audit_walk`]).
     async fn audit_chain(&self, after_id: i64, limit: u32) -> Result<Vec<ChainedAuditRow>>;
+
+    /// Hands every audit row with its chain links to `visit`, oldest first, until it breaks
+    /// (`pims audit verify`). The rows are read `page` at a time, all in one snapshot of the
+    /// database: on PostgreSQL a step takes its audit id when it locks its account, so rows of
+    /// different accounts can commit out of id order, and pages read as separate queries could
+    /// skip a row committed after a later one was read, then meet its account's next row
+    /// without it. One snapshot holds no row of an account without the earlier ones, as an
+    /// account's rows commit in id order under its lock.
+    async fn audit_walk(&self, page: u32, visit: &mut AuditVisit<'_>) -> Result<()>;
 
     /// Deletes what [`PurgeStep`] describes, in one transaction.
     async fn purge(&self, step: PurgeStep) -> Result<PurgeCounts>;

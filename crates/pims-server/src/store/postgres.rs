@@ -25,9 +25,9 @@ use super::rows::{
 use super::sql;
 use super::steps::store_over_steps;
 use super::{
-    AccountRecord, AdminDeviceSummary, AuditEvent, AuditPageAt, AuditQuery, ChainedAuditRow,
-    ChallengeKind, DeviceRecord, DeviceSummary, EnrollmentSession, NewDeviceRecord,
-    OtpChallengeRecord, PinFacts, StartEnrollmentStep, TrustedNumber, VerifiedOtp,
+    AccountRecord, AdminDeviceSummary, AuditEvent, AuditPageAt, AuditQuery, AuditVisit,
+    ChainedAuditRow, ChallengeKind, DeviceRecord, DeviceSummary, EnrollmentSession,
+    NewDeviceRecord, OtpChallengeRecord, PinFacts, StartEnrollmentStep, TrustedNumber, VerifiedOtp,
 };
 use crate::audit::{link_mac, AuditKey, Chains, Link};
 use crate::error::Result;
@@ -166,6 +166,29 @@ impl PostgresStore {
 
     async fn close_db(&self) {
         self.pool.close();
+    }
+
+    /// Every page in one REPEATABLE READ transaction on one connection: one snapshot, taken
+    /// by the first page's query. A walk that fails or is dropped rolls it back.
+    async fn audit_walk_db(&self, page: u32, visit: &mut AuditVisit<'_>) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
+        let stmt = tx.prepare_cached(sql::pg::AUDIT_CHAIN).await?;
+        let read_page = |after_id: i64, limit: u32| {
+            let (tx, stmt) = (&tx, &stmt);
+            async move {
+                let rows = tx.query(stmt, &[&after_id, &i64::from(limit)]).await?;
+                Ok(rows.iter().map(chained_audit_row).collect())
+            }
+        };
+        super::steps::audit_walk(page, read_page, visit).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 
@@ -357,6 +380,15 @@ fn audit_event(r: &Row) -> AuditEvent {
         event: r.get(3),
         device_id: r.get(4),
         detail: r.get(5),
+    }
+}
+
+/// Maps the columns of [`sql::pg::AUDIT_CHAIN`].
+fn chained_audit_row(r: &Row) -> ChainedAuditRow {
+    ChainedAuditRow {
+        event: audit_event(r),
+        prev_id: r.get(6),
+        mac: r.get(7),
     }
 }
 
@@ -649,14 +681,7 @@ impl Rows for PgRows<'_> {
         let rows = self
             .all(sql::pg::AUDIT_CHAIN, &[&after_id, &i64::from(limit)])
             .await?;
-        Ok(rows
-            .iter()
-            .map(|r| ChainedAuditRow {
-                event: audit_event(r),
-                prev_id: r.get(6),
-                mac: r.get(7),
-            })
-            .collect())
+        Ok(rows.iter().map(chained_audit_row).collect())
     }
 
     async fn device(&self, account: &str, device_id: &str) -> Result<Option<DeviceRecord>> {

@@ -24,9 +24,9 @@ use super::schema::{chain_existing_audit_after, MIGRATIONS};
 use super::sql;
 use super::steps::store_over_steps;
 use super::{
-    AccountRecord, AdminDeviceSummary, AuditEvent, AuditPageAt, AuditQuery, ChainedAuditRow,
-    ChallengeKind, DeviceRecord, DeviceSummary, EnrollmentSession, NewDeviceRecord,
-    OtpChallengeRecord, PinFacts, StartEnrollmentStep, TrustedNumber, VerifiedOtp,
+    AccountRecord, AdminDeviceSummary, AuditEvent, AuditPageAt, AuditQuery, AuditVisit,
+    ChainedAuditRow, ChallengeKind, DeviceRecord, DeviceSummary, EnrollmentSession,
+    NewDeviceRecord, OtpChallengeRecord, PinFacts, StartEnrollmentStep, TrustedNumber, VerifiedOtp,
 };
 use crate::audit::{link_mac, AuditKey, Chains, Link};
 use crate::error::{Error, Result};
@@ -330,6 +330,20 @@ impl SqliteStore {
     async fn ping_db(&self) -> Result<()> {
         self.write(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
             .await
+    }
+
+    /// Every page in one read transaction on the reader: one snapshot, taken by the first
+    /// page's query. (Ids are taken in the writer's transaction, so rows commit in id order
+    /// here anyway; the reader stays taken until the walk ends.)
+    async fn audit_walk_db(&self, page: u32, visit: &mut AuditVisit<'_>) -> Result<()> {
+        self.read(|c| {
+            let tx = c.unchecked_transaction()?;
+            let rows = SqliteRows(&tx);
+            let read_page = |after_id: i64, limit: u32| rows.audit_chain(after_id, limit);
+            ready(super::steps::audit_walk(page, read_page, visit))?;
+            tx.commit()?;
+            Ok(())
+        })
     }
 
     /// Closes the reader, then lets the writer finish the steps already queued and close.

@@ -26,15 +26,43 @@ use super::rows::{
 use super::{
     check_address_sends, check_open_challenges, check_sends, pin_attempt_detail, pin_blocked,
     pin_change_origin, pin_failure, registered_pin_origin, replay_scoped, send_window_start,
-    AccountRecord, ActivateStep, ChallengeKind, ChallengeStep, CodeCheck, CodeTarget,
-    DeviceOperation, DeviceOperationStep, DeviceRecord, EnrollmentProof, FinishEnrollmentStep,
-    IssueOtpStep, OperationOutcome, OtpProof, PinChangeChallenge, PurgeCounts, PurgeStep,
-    RestoreBy, RestoreStep, Restored, SmsSendRequest, SmsToSend, StartEnrollmentStep,
-    StoredOutcome, VerifiedOtp, COUNTER_REPLAYED,
+    AccountRecord, ActivateStep, AuditVisit, ChainedAuditRow, ChallengeKind, ChallengeStep,
+    CodeCheck, CodeTarget, DeviceOperation, DeviceOperationStep, DeviceRecord, EnrollmentProof,
+    FinishEnrollmentStep, IssueOtpStep, OperationOutcome, OtpProof, PinChangeChallenge,
+    PurgeCounts, PurgeStep, RestoreBy, RestoreStep, Restored, SmsSendRequest, SmsToSend,
+    StartEnrollmentStep, StoredOutcome, VerifiedOtp, COUNTER_REPLAYED,
 };
 use crate::error::{api, Error, Result};
 
 // ---- rules ---------------------------------------------------------------------------------
+
+/// Walks the audit trail for [`Store::audit_walk`](super::Store::audit_walk): pages of `page`
+/// rows, each read by `read_page(after_id, page)` in the database's one snapshot, handed to
+/// `visit` in id order until it breaks or a page comes back short.
+pub(super) async fn audit_walk<F, Fut>(
+    page: u32,
+    mut read_page: F,
+    visit: &mut AuditVisit<'_>,
+) -> Result<()>
+where
+    F: FnMut(i64, u32) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<ChainedAuditRow>>>,
+{
+    let page = page.max(1);
+    let mut after_id = 0;
+    loop {
+        let rows = read_page(after_id, page).await?;
+        for row in &rows {
+            if visit(row).is_break() {
+                return Ok(());
+            }
+            after_id = row.event.id;
+        }
+        if rows.len() < page as usize {
+            return Ok(());
+        }
+    }
+}
 
 fn counter_to_sql(counter: u64) -> Result<i64> {
     i64::try_from(counter).map_err(|_| {
@@ -1212,6 +1240,14 @@ macro_rules! store_over_steps {
                 limit: u32,
             ) -> $crate::error::Result<Vec<$crate::store::ChainedAuditRow>> {
                 $read!(self, r => r.audit_chain(after_id, limit))
+            }
+
+            async fn audit_walk(
+                &self,
+                page: u32,
+                visit: &mut $crate::store::AuditVisit<'_>,
+            ) -> $crate::error::Result<()> {
+                self.audit_walk_db(page, visit).await
             }
 
             async fn purge(

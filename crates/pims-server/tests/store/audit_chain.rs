@@ -1,7 +1,7 @@
 //! The audit chain against a database writer without the key file: each scenario writes past
 //! the store as such a writer would, and `verify` must name exactly the first broken row.
 
-use pims_server::audit::{verify, Break, Head, Verification};
+use pims_server::audit::{link_mac, verify, Break, Head, Link, Verification, Verifier};
 
 use super::*;
 
@@ -16,6 +16,7 @@ db_suite!(
     deleting_the_newest_row_of_a_chain_is_caught_by_a_recorded_head,
     rows_written_before_the_chain_are_chained_at_upgrade,
     concurrent_steps_of_one_account_keep_one_chain,
+    a_walk_reads_the_trail_as_it_was_when_it_started,
 );
 
 impl Raw {
@@ -396,4 +397,150 @@ async fn concurrent_steps_of_one_account_keep_one_chain(db: &Db) {
         Verification::Verified { rows, .. } => assert_eq!(rows, before + 2 * N),
         other => panic!("{other}"),
     }
+}
+
+/// Runs `work` to its end from inside a walk's (synchronous) visit.
+fn meanwhile(work: impl std::future::Future<Output = ()>) {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(work));
+}
+
+async fn a_walk_reads_the_trail_as_it_was_when_it_started(db: &Db) {
+    trail(&db.store).await;
+    let mut seen = Vec::new();
+    let store = db.store.clone();
+    db.store
+        .audit_walk(1, &mut |row| {
+            if row.event.id == 1 {
+                meanwhile(async {
+                    store.remove_enrollments("bob", NOW + 10).await.unwrap();
+                    store.remove_enrollments("alice", NOW + 11).await.unwrap();
+                });
+            }
+            seen.push(row.event.id);
+            std::ops::ControlFlow::Continue(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+    assert!(matches!(
+        verified(&db.store, None).await,
+        Verification::Verified { rows: 7, .. }
+    ));
+}
+
+/// On PostgreSQL a step takes its audit id when it locks its account, so another account's
+/// later row can commit before it. A verification that read past that later row while the
+/// step was in flight must not then meet the account's next row without the one in flight
+/// (a false "missing previous row"): it reads the whole trail in one snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_a_verification_never_meets_a_row_whose_predecessor_was_in_flight() {
+    let Some(db) = super::postgres().await else {
+        return;
+    };
+    let Raw::Postgres(url) = &db.raw else {
+        unreachable!()
+    };
+    trail(&db.store).await;
+    // Alice's step in flight, as the store writes it: her lock, her id (6), her row chained
+    // after her row 5; not committed.
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+        .batch_execute("BEGIN; SELECT 1 FROM accounts WHERE subject = 'alice' FOR UPDATE")
+        .await
+        .unwrap();
+    let prev = client
+        .query_one(
+            "SELECT id, mac FROM audit WHERE account = 'alice' ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (prev_id, prev_mac): (i64, Vec<u8>) = (prev.get(0), prev.get(1));
+    let id: i64 = client
+        .query_one("SELECT nextval('audit_id_seq')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!((prev_id, id), (5, 6));
+    let link = Link {
+        id,
+        prev_id: Some(prev_id),
+        at: NOW + 10,
+        account: "alice",
+        event: "account_unblocked",
+        device_id: None,
+        detail: Some("admin"),
+    };
+    let mac = link_mac(&audit_key(), Some(&prev_mac), &link).to_vec();
+    client
+        .execute(
+            "INSERT INTO audit (id, prev_id, at, account, event, device_id, detail, mac)
+             VALUES ($1, $2, $3, 'alice', 'account_unblocked', NULL, 'admin', $4)",
+            &[&id, &prev_id, &link.at, &mac],
+        )
+        .await
+        .unwrap();
+    // Meanwhile Bob's row 7 commits.
+    db.store.remove_enrollments("bob", NOW + 11).await.unwrap();
+    let committed: Vec<i64> = db
+        .store
+        .audit_trail(None, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(committed, vec![1, 2, 3, 4, 5, 7]);
+
+    // A verification one row a page: once it has read row 7, Alice's step commits, and her
+    // next row (8, after 6) too.
+    let key = audit_key();
+    let mut verifier = Verifier::new(&key, None);
+    let mut seen = Vec::new();
+    let mut in_flight = Some(client);
+    let store = db.store.clone();
+    db.store
+        .audit_walk(1, &mut |row| {
+            if row.event.id == 7 {
+                if let Some(client) = in_flight.take() {
+                    meanwhile(async {
+                        client.batch_execute("COMMIT").await.unwrap();
+                        store.remove_enrollments("alice", NOW + 12).await.unwrap();
+                    });
+                }
+            }
+            seen.push((row.event.id, row.prev_id));
+            verifier.check(row)
+        })
+        .await
+        .unwrap();
+    assert!(in_flight.is_none(), "the walk never reached row 7");
+    let verification = verifier.finish();
+    assert!(
+        matches!(verification, Verification::Verified { rows: 6, .. }),
+        "{verification}; rows seen (id, prev_id): {seen:?}"
+    );
+    assert_eq!(
+        seen,
+        vec![
+            (1, None),
+            (2, None),
+            (3, Some(1)),
+            (4, Some(2)),
+            (5, Some(3)),
+            (7, Some(4))
+        ]
+    );
+    // The next verification sees both of Alice's rows.
+    assert!(matches!(
+        verified(&db.store, None).await,
+        Verification::Verified { rows: 8, .. }
+    ));
+    drop(in_flight);
+    let _ = conn.await;
 }
