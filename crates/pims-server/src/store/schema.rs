@@ -232,8 +232,9 @@ pub const DEVICE_ASSURANCE: &str = r#"
 /// A migration both dialects run as written: a challenge's indexes hold what never changes
 /// after its insert (its account or device, and its expiry), not when it was used. Taking a
 /// challenge then writes its row alone: on SQLite no index page joins the step's commit, and on
-/// PostgreSQL the update can stay on the row's page (heap-only). The steps that look for open
-/// challenges bound them by expiry, so the indexes still reach only the unexpired ones.
+/// PostgreSQL the update can stay on the row's page (heap-only). Counting a device's open
+/// challenges reaches only its unexpired ones; closing an account's reaches all it has (until
+/// they are purged), as a step with a clock behind may still take one expired by the close's.
 pub const CHALLENGE_INDEXES_BY_EXPIRY: &str = r#"
     DROP INDEX IF EXISTS otp_challenges_by_account;
     DROP INDEX IF EXISTS otp_challenges_by_device;

@@ -188,10 +188,11 @@ statements! {
     OPEN_UNSIGNED_CHALLENGES = "SELECT COUNT(*) FROM otp_challenges
                                 WHERE device_id = $1 AND used_at IS NULL AND expires_at > $2
                                   AND pin_ordinal IS NULL";
-    /// Open ones only (unused and unexpired, as [`OPEN_CHALLENGE`] reads them): the account's
-    /// index reaches its unexpired challenges, not every one it ever had.
+    /// Every unused one, expired or not by this step's clock: a step whose clock is behind
+    /// (another replica's, or one that read its time before waiting for the lock) still finds
+    /// the challenge unexpired, so only `used_at` closes it.
     CLOSE_CHALLENGES = "UPDATE otp_challenges SET used_at = $2
-                        WHERE account = $1 AND expires_at > $2 AND used_at IS NULL
+                        WHERE account = $1 AND used_at IS NULL
                           AND (NOT $3 OR pin_ordinal IS NOT NULL OR pin_change IS NOT NULL)";
 
     /// The columns the stores map to a `CodeRow`, in this order.

@@ -1088,15 +1088,14 @@ mod tests {
     }
 
     #[test]
-    fn open_challenges_are_found_by_expiry_and_no_index_holds_when_one_was_used() {
+    fn challenges_are_found_by_account_or_device_and_no_index_holds_when_one_was_used() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pims.sqlite3");
         let _store = SqliteStore::open(&path, AuditKey::new([7; 32])).unwrap();
         let conn = Connection::open(&path).unwrap();
         assert_eq!(
             plan(&conn, sql::sqlite::CLOSE_CHALLENGES),
-            "SEARCH otp_challenges USING INDEX otp_challenges_by_account_expiry \
-             (account=? AND expires_at>?)"
+            "SEARCH otp_challenges USING INDEX otp_challenges_by_account_expiry (account=?)"
         );
         assert_eq!(
             plan(&conn, sql::sqlite::OPEN_UNSIGNED_CHALLENGES),

@@ -128,6 +128,7 @@ store_suite!(
     an_internal_failure_undoes_its_own_step_only,
     a_revoked_device_stays_revoked_under_racing_activations,
     a_pin_proof_without_its_counted_attempt_enrolls_nothing,
+    a_new_pin_closes_logins_a_clock_behind_would_still_take,
 );
 
 /// Declares each scenario once and runs it on both stores, with access to the raw database.
@@ -1306,6 +1307,59 @@ async fn a_device_operation_needs_the_pin_and_a_fresh_counter(store: Arc<dyn Sto
         store.device("alice", &device).await.unwrap().unwrap().state,
         DeviceState::Disabled
     );
+}
+
+/// A thief who knew the old PIN opens a PIN login on the account's other device; the owner sets
+/// a new PIN on a replica whose clock is ahead, when that login has expired by its clock but
+/// not by the thief's replica's (or by the clock a step read before it waited for the lock).
+/// The login is closed all the same: it cannot finish over the new PIN on the clock behind.
+async fn a_new_pin_closes_logins_a_clock_behind_would_still_take(store: Arc<dyn Store>) {
+    let device = enrolled(&store, "alice").await;
+    let stale = new_id();
+    store
+        .create_otp_challenge(ChallengeStep {
+            login: Some(login()),
+            audience: None,
+            ..challenge_step("alice", &device, &stale, NOW - 10)
+        })
+        .await
+        .unwrap();
+    // Expires at NOW + 110; the owner's PIN update finishes at NOW + 119 by its clock.
+    let start = DeviceOperation::StartPinUpdate {
+        next: Some(pin_change("owner")),
+    };
+    operation(&store, &device, 3, Some(true), start)
+        .await
+        .unwrap();
+    operation_over(
+        &store,
+        "owner",
+        4,
+        None,
+        finish_change(b"new record"),
+        NOW + 119,
+    )
+    .await
+    .unwrap();
+    let taken = store
+        .issue_otp(IssueOtpStep {
+            account: "alice".into(),
+            challenge_id: stale,
+            counter: 5,
+            proof: OtpProof::Pin { ok: true },
+            otp_mac: b"stale login".to_vec(),
+            now: NOW + 100,
+            otp_ttl: 120,
+            pin_attempts: 5,
+        })
+        .await
+        .map_err(api_error);
+    assert_eq!(taken, Err(ApiError::SessionExpired));
+    assert!(store
+        .use_otp(b"stale login", NOW + 100, "rp")
+        .await
+        .unwrap()
+        .is_none());
 }
 
 async fn a_pin_reset_consumes_its_code_and_unblocks_at_the_finish(store: Arc<dyn Store>) {
