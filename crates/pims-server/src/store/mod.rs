@@ -752,7 +752,8 @@ pub struct ChainedAuditRow {
 }
 
 /// What [`Store::audit_walk`] hands each row to; it breaks to end the walk early. It runs
-/// inside the walk's read, so it must not call the store.
+/// inside the walk's read: on SQLite a read of the same store from it waits for the reader the
+/// walk holds, forever; on PostgreSQL it takes a second pooled connection (writes go through).
 pub type AuditVisit<'a> = dyn FnMut(&ChainedAuditRow) -> ControlFlow<()> + Send + 'a;
 
 /// The SMS send limits count sends of the last hour.
@@ -1048,9 +1049,10 @@ pub trait Store: Send + Sync + 'static {
     /// A page of the audit trail for the helpdesk, newest first.
     async fn audit_search(&self, query: AuditQuery) -> Result<Vec<AuditEvent>>;
 
-    /// Audit rows with their chain links after `after_id`, oldest first. Each call reads the
-    /// database as it is then: pages of several calls may miss a row committed between them
-    /// with a lower id than the last one seen (see [`Store::audit_walk`]).
+    /// Audit rows with their chain links after `after_id`, oldest first (the store suite reads
+    /// a trail with it). Each call reads the database as it is then: pages of several calls may
+    /// miss a row committed between them with a lower id than the last one seen, which
+    /// [`Store::audit_walk`] does not.
     async fn audit_chain(&self, after_id: i64, limit: u32) -> Result<Vec<ChainedAuditRow>>;
 
     /// Hands every audit row with its chain links to `visit`, oldest first, until it breaks

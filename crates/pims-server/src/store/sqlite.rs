@@ -41,8 +41,14 @@ const PAGE_CACHE: i64 = -32 * 1024;
 /// 1,000). A step rewrites the same few hot pages (a device's row, an account's index entries)
 /// many times between two checkpoints; each checkpoint writes a page once however often it
 /// changed, so a longer WAL writes less per step (measured: 70 → 57 KiB of disk per OTP
-/// without PIN) and stalls the writer less often. 10,000 pages is a WAL of about 40 MiB.
+/// without PIN) and stalls the writer less often (a commit that checkpoints answers after
+/// it: rarer stalls, each longer). 10,000 pages is a WAL of about 40 MiB.
 const WAL_CHECKPOINT_PAGES: i64 = 10_000;
+
+/// What the WAL file is cut back to once a checkpoint has emptied it: it grows past the
+/// checkpoint size while a long read (`pims audit verify`) keeps the checkpoint from finishing,
+/// and would otherwise keep that size on disk.
+const WAL_FILE_LIMIT_BYTES: i64 = 64 << 20;
 
 pub struct SqliteStore {
     /// The writer thread's queue: every step runs there, on the one writing connection.
@@ -73,6 +79,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "cache_size", PAGE_CACHE)?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_FILE_LIMIT_BYTES)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         register_audit_mac(&conn, audit_key.clone())?;
         migrate(&mut conn, &audit_key)?;
@@ -1085,6 +1092,17 @@ mod tests {
             lines.push(row.get::<_, String>(3).unwrap());
         }
         lines.join("\n")
+    }
+
+    /// Pragmas are per connection: these must be the writer's, the one that commits.
+    #[tokio::test]
+    async fn the_writer_checkpoints_every_10000_pages_and_cuts_the_wal_file_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            SqliteStore::open(&dir.path().join("pims.sqlite3"), AuditKey::new([7; 32])).unwrap();
+        assert_eq!(store.pragma("wal_autocheckpoint").await.unwrap(), 10_000);
+        assert_eq!(store.pragma("journal_size_limit").await.unwrap(), 64 << 20);
+        store.close_db().await;
     }
 
     #[test]
