@@ -194,6 +194,6 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
     // 10: shared with SQLite: what each device's enrollment proved of its key
     super::schema::DEVICE_ASSURANCE,
-    // 11: shared with SQLite: challenges indexed by what never changes after their insert
-    super::schema::CHALLENGE_INDEXES_BY_EXPIRY,
+    // 11: shared with SQLite: challenges indexed by what their use does not change
+    super::schema::CHALLENGE_INDEXES_UNCHANGED_BY_USE,
 ];

@@ -218,7 +218,7 @@ pub const MIGRATIONS: &[&str] = &[
     // 9: shared with PostgreSQL
     DEVICE_ASSURANCE,
     // 10: shared with PostgreSQL
-    CHALLENGE_INDEXES_BY_EXPIRY,
+    CHALLENGE_INDEXES_UNCHANGED_BY_USE,
 ];
 
 /// A migration both dialects run as written: what each device's enrollment proved of its key
@@ -230,16 +230,15 @@ pub const DEVICE_ASSURANCE: &str = r#"
     "#;
 
 /// A migration both dialects run as written: a challenge's indexes hold what never changes
-/// after its insert (its account or device, and its expiry), not when it was used. Taking a
+/// after its insert (its account, its device and expiry), not when it was used. Taking a
 /// challenge then writes its row alone: on SQLite no index page joins the step's commit, and on
 /// PostgreSQL the update can stay on the row's page (heap-only). Counting a device's open
 /// challenges reaches only its unexpired ones; closing an account's reaches all it has (until
 /// they are purged), as a step with a clock behind may still take one expired by the close's.
-pub const CHALLENGE_INDEXES_BY_EXPIRY: &str = r#"
+pub const CHALLENGE_INDEXES_UNCHANGED_BY_USE: &str = r#"
     DROP INDEX IF EXISTS otp_challenges_by_account;
     DROP INDEX IF EXISTS otp_challenges_by_device;
-    CREATE INDEX IF NOT EXISTS otp_challenges_by_account_expiry
-        ON otp_challenges(account, expires_at);
+    CREATE INDEX IF NOT EXISTS otp_challenges_of_account ON otp_challenges(account);
     CREATE INDEX IF NOT EXISTS otp_challenges_by_device_expiry
         ON otp_challenges(device_id, expires_at);
     "#;

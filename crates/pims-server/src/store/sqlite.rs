@@ -1113,7 +1113,7 @@ mod tests {
         let conn = Connection::open(&path).unwrap();
         assert_eq!(
             plan(&conn, sql::sqlite::CLOSE_CHALLENGES),
-            "SEARCH otp_challenges USING INDEX otp_challenges_by_account_expiry (account=?)"
+            "SEARCH otp_challenges USING INDEX otp_challenges_of_account (account=?)"
         );
         assert_eq!(
             plan(&conn, sql::sqlite::OPEN_UNSIGNED_CHALLENGES),
@@ -1135,10 +1135,9 @@ mod tests {
         assert_eq!(
             indexed,
             [
-                "otp_challenges_by_account_expiry.account",
-                "otp_challenges_by_account_expiry.expires_at",
                 "otp_challenges_by_device_expiry.device_id",
                 "otp_challenges_by_device_expiry.expires_at",
+                "otp_challenges_of_account.account",
                 "sqlite_autoindex_otp_challenges_1.id",
             ]
         );
