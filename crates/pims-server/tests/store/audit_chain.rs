@@ -437,22 +437,11 @@ async fn on_postgres_a_verification_never_meets_a_row_whose_predecessor_was_in_f
     let Some(db) = super::postgres().await else {
         return;
     };
-    let Raw::Postgres(url) = &db.raw else {
-        unreachable!()
-    };
     trail(&db.store).await;
     // Alice's step in flight, as the store writes it: her lock, her id (6), her row chained
     // after her row 5; not committed.
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    let conn = tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-        .batch_execute("BEGIN; SELECT 1 FROM accounts WHERE subject = 'alice' FOR UPDATE")
-        .await
-        .unwrap();
+    let alice = super::races::Uncommitted::holding_account(&db.raw, "alice").await;
+    let client = alice.postgres();
     let prev = client
         .query_one(
             "SELECT id, mac FROM audit WHERE account = 'alice' ORDER BY id DESC LIMIT 1",
@@ -502,14 +491,14 @@ async fn on_postgres_a_verification_never_meets_a_row_whose_predecessor_was_in_f
     let key = audit_key();
     let mut verifier = Verifier::new(&key, None);
     let mut seen = Vec::new();
-    let mut in_flight = Some(client);
+    let mut in_flight = Some(alice);
     let store = db.store.clone();
     db.store
         .audit_walk(1, &mut |row| {
             if row.event.id == 7 {
-                if let Some(client) = in_flight.take() {
+                if let Some(alice) = in_flight.take() {
                     meanwhile(async {
-                        client.batch_execute("COMMIT").await.unwrap();
+                        alice.commit().await;
                         store.remove_enrollments("alice", NOW + 12).await.unwrap();
                     });
                 }
@@ -541,6 +530,4 @@ async fn on_postgres_a_verification_never_meets_a_row_whose_predecessor_was_in_f
         verified(&db.store, None).await,
         Verification::Verified { rows: 8, .. }
     ));
-    drop(in_flight);
-    let _ = conn.await;
 }

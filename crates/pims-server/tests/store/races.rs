@@ -114,7 +114,7 @@ fn verify_otp_mac_1(db: &Db) -> tokio::task::JoinHandle<Option<VerifiedOtp>> {
 }
 
 /// Another writer's transaction, open until [`Uncommitted::commit`].
-enum Uncommitted {
+pub(crate) enum Uncommitted {
     Sqlite(rusqlite::Connection),
     Postgres(tokio_postgres::Client, tokio::task::JoinHandle<()>),
 }
@@ -122,7 +122,7 @@ enum Uncommitted {
 impl Uncommitted {
     /// Opens another replica's step: like every step, it first takes `account`'s row lock
     /// (SQLite: the database's write lock).
-    async fn holding_account(raw: &Raw, account: &str) -> Uncommitted {
+    pub(crate) async fn holding_account(raw: &Raw, account: &str) -> Uncommitted {
         match raw {
             Raw::Sqlite(path) => {
                 let conn = rusqlite::Connection::open(path).unwrap();
@@ -157,7 +157,15 @@ impl Uncommitted {
         self
     }
 
-    async fn commit(self) {
+    /// The PostgreSQL transaction's connection, for statements whose answer is read.
+    pub(crate) fn postgres(&self) -> &tokio_postgres::Client {
+        match self {
+            Uncommitted::Postgres(client, _) => client,
+            Uncommitted::Sqlite(_) => panic!("a SQLite transaction"),
+        }
+    }
+
+    pub(crate) async fn commit(self) {
         match self {
             Uncommitted::Sqlite(conn) => conn.execute_batch("COMMIT").unwrap(),
             Uncommitted::Postgres(client, task) => {
