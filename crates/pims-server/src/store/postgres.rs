@@ -169,7 +169,8 @@ impl PostgresStore {
     }
 
     /// Every page in one REPEATABLE READ transaction on one connection: one snapshot, taken
-    /// by the first page's query. A walk that fails or is dropped rolls it back.
+    /// by its first statement (the statement's preparation). A walk that fails or is dropped
+    /// rolls it back.
     async fn audit_walk_db(&self, page: u32, visit: &mut AuditVisit<'_>) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client
